@@ -1,0 +1,59 @@
+"""jobkit: an asyncio job queue with memory, SQLite and Redis backends, made for notebooks and production."""
+
+from .backends import Backend
+from .config import connect
+from .context import Context
+from .errors import (
+    BackendError,
+    ConfigError,
+    JobCancelled,
+    JobFailed,
+    JobkitError,
+    JobNotFound,
+    JobTimeout,
+    PayloadError,
+    TaskNotFound,
+    Unrecoverable,
+)
+from .handle import JobHandle
+from .models import Backoff, Job, JobEvent, JobOptions, JobState, Progress, QueueCounts, RateLimit, Retention
+from .queue import Queue
+from .run import run, run_sync, submit
+from .task import Task, task
+from .worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "Backoff",
+    "ConfigError",
+    "Context",
+    "Job",
+    "JobCancelled",
+    "JobEvent",
+    "JobFailed",
+    "JobHandle",
+    "JobNotFound",
+    "JobOptions",
+    "JobState",
+    "JobTimeout",
+    "JobkitError",
+    "PayloadError",
+    "Progress",
+    "Queue",
+    "QueueCounts",
+    "RateLimit",
+    "Retention",
+    "Task",
+    "TaskNotFound",
+    "Unrecoverable",
+    "Worker",
+    "__version__",
+    "connect",
+    "run",
+    "run_sync",
+    "submit",
+    "task",
+]

@@ -1,0 +1,200 @@
+"""The one narrow interface every backend implements: atomic job-state transitions, events and heartbeats.
+
+Rules every implementation keeps (the contract suite in tests/contract checks them):
+
+- Each method that changes state is atomic (memory: one critical section; SQLite: one
+  BEGIN IMMEDIATE transaction; Redis: one Lua script) and publishes one JobEvent per job it moves.
+- Policy (when to retry, backoff delays, retention ages, timeouts) is decided above, by the worker
+  and the queue; a backend only stores what it is told and applies the arithmetic it is given.
+- Jobs are ordered for claiming by (priority, seq): lower priority number first, FIFO within one.
+- `now` is `time.time()` on the caller's clock.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import Any
+
+from ..models import Job, JobEvent, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
+
+__all__ = ["Backend", "ClaimResult"]
+
+
+class ClaimResult:
+    """Jobs handed to a worker by `claim`, and how soon it is worth asking again when none were."""
+
+    __slots__ = ("jobs", "retry_in")
+
+    def __init__(self, jobs: list[Job], retry_in: float | None = None) -> None:
+        self.jobs = jobs
+        self.retry_in = retry_in  # seconds until a delayed job is due or the rate window reopens
+
+    def __repr__(self) -> str:
+        return f"ClaimResult({len(self.jobs)} jobs, retry_in={self.retry_in})"
+
+
+class Backend(abc.ABC):
+    """Storage of jobs for any number of queues, shared by producers and workers."""
+
+    url: str
+    #: True when jobs may run in an embedded worker in the caller's process (memory, SQLite).
+    is_local: bool = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect and create what storage needs; idempotent. Raises ConfigError if unusable."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; idempotent. Subscriptions end."""
+
+    async def __aenter__(self) -> Backend:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- producer --------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def add(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store new jobs in one transaction; return the stored jobs in order.
+
+        A job whose id already exists in its queue is left as it is and the stored job is returned
+        (idempotent add). New jobs get `seq`; `state` is DELAYED when `run_at > now`, else WAITING.
+        Event "added" (or "delayed") for each new job.
+        """
+
+    @abc.abstractmethod
+    async def get(self, queue: str, job_id: str) -> Job | None:
+        """The job, or None if there is none (never was, or removed)."""
+
+    @abc.abstractmethod
+    async def list(
+        self,
+        queue: str,
+        *,
+        states: Collection[JobState] | None = None,
+        name: str | None = None,
+        owner: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Job]:
+        """Jobs matching every filter given, newest first (by created_at, then seq), paged."""
+
+    @abc.abstractmethod
+    async def counts(self, queue: str) -> QueueCounts:
+        """Number of jobs in each state, and the paused flag."""
+
+    @abc.abstractmethod
+    async def queues(self) -> list[str]:
+        """Names of every queue that holds jobs or was paused, sorted."""
+
+    @abc.abstractmethod
+    async def cancel(self, queue: str, job_id: str, now: float) -> Job | None:
+        """Cancel a job: WAITING/DELAYED → CANCELLED at once (event "cancelled"); ACTIVE → stays
+        ACTIVE with `cancel_requested` set (event "cancel-requested"), and its worker finishes it;
+        a finished job is left alone. Returns the job as it now is, or None if unknown."""
+
+    @abc.abstractmethod
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause (claim hands out nothing from this queue) or resume it."""
+
+    @abc.abstractmethod
+    async def retry(self, queue: str, job_ids: Sequence[str] | None, now: float, limit: int = 1000) -> int:
+        """FAILED (or CANCELLED, when named by id) jobs → WAITING with attempts, stalls and error
+        reset; None means every failed job (up to `limit`). Returns how many moved; event "waiting"."""
+
+    @abc.abstractmethod
+    async def clean(
+        self,
+        queue: str,
+        state: JobState,
+        *,
+        finished_before: float | None = None,
+        keep_last: int | None = None,
+        expired_at: float | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Delete up to `limit` finished jobs in `state`: those finished before `finished_before`,
+        those beyond the newest `keep_last` (by finished_at), and those whose `expires_at` is before
+        `expired_at`. Their data is gone. Returns how many were removed; event "removed" for each."""
+
+    # -- worker ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def claim(
+        self,
+        queue: str,
+        owner: str,
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        names: Collection[str] | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> ClaimResult:
+        """Move up to `limit` runnable jobs to ACTIVE for `owner`, in one transaction.
+
+        First promotes DELAYED jobs whose run_at is due. Hands out nothing when the queue is paused.
+        Takes jobs by (priority, seq); with `names`, only jobs of those task names. With a
+        `rate_limit`, never starts more than `limit` jobs per window of `per` seconds across every
+        worker of the queue (fixed windows). Each claimed job: attempts += 1, owner, lease_until =
+        now + lease, started_at = now, cancel_requested false, event "active".
+        `retry_in` says when something may be claimable when nothing was (next due delayed job,
+        or the rate window reopening), else None.
+        """
+
+    @abc.abstractmethod
+    async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
+        """Extend the leases that `owner` still holds. Returns {job_id: cancel_requested} for those;
+        ids missing from the answer were lost (lease expired and recovered, or job removed)."""
+
+    @abc.abstractmethod
+    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> list[Job]:
+        """End attempts in one transaction: each ACTIVE job still owned by `owner` takes its
+        outcome's state (COMPLETED with result, FAILED/CANCELLED with error and traceback, or
+        WAITING/DELAYED at run_at for a retry, keeping error/traceback of the last attempt).
+        Clears owner and lease; sets finished_at and expires_at for finished states.
+        Events: completed / failed / cancelled / retrying. Returns the jobs that moved."""
+
+    @abc.abstractmethod
+    async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
+        """Store progress of an ACTIVE job `owner` holds; event "progress". False if not held."""
+
+    @abc.abstractmethod
+    async def set_checkpoint(self, queue: str, owner: str, job_id: str, checkpoint: Any) -> bool:
+        """Store a JSON checkpoint of an ACTIVE job `owner` holds, kept across retries. False if not held."""
+
+    @abc.abstractmethod
+    async def recover(self, queue: str, now: float) -> list[Job]:
+        """ACTIVE jobs whose lease expired: stalls += 1; past options.max_stalls → FAILED with an
+        error saying it stalled, else → WAITING to run again. Event "stalled" then the new state's.
+        Returns the moved jobs."""
+
+    @abc.abstractmethod
+    async def wait_for_work(self, queue: str, timeout: float) -> None:
+        """Return when a job may have become claimable in `queue` (added, retried, resumed), or
+        after `timeout` seconds, whichever is first. Spurious early returns are allowed."""
+
+    # -- events ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:
+        """Start a subscription to `queue` and return its iterator once it is live: it yields every
+        event published after this call returned, in order; with `since` (an event id, or "0" for
+        the oldest retained), the retained events after that id first. It ends when the backend
+        closes; `aclose()` it to unsubscribe earlier."""
+
+    # -- workers ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
+        """Record that a worker is alive for `ttl` seconds more."""
+
+    @abc.abstractmethod
+    async def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker's heartbeat (it stopped cleanly)."""
+
+    @abc.abstractmethod
+    async def workers(self, now: float, queue: str | None = None) -> list[WorkerInfo]:
+        """Workers whose heartbeat has not expired, optionally only those serving `queue`."""

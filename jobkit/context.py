@@ -1,0 +1,93 @@
+"""`Context`: what a running task sees — its job, progress, checkpoints, cancellation and a logger."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from .backends import Backend
+from .models import Job, Progress, dump_json
+
+__all__ = ["Context"]
+
+PROGRESS_INTERVAL = 0.05  # seconds between progress writes; a tight loop of progress() calls is coalesced
+
+
+class Context:
+    """Handed to a task on every attempt. Progress is coalesced so a hot loop cannot flood the backend."""
+
+    def __init__(self, job: Job, backend: Backend, owner: str, logger: logging.Logger | None = None) -> None:
+        self.job = job
+        self.backend = backend
+        self.owner = owner
+        self.log = logging.LoggerAdapter(
+            logger or logging.getLogger("jobkit.task"), {"job_id": job.id, "task": job.name, "attempt": job.attempts}
+        )
+        self._cancel = asyncio.Event()
+        self._pending: Progress | None = None
+        self._last_write = 0.0
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def job_id(self) -> str:
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is, 1 for the first."""
+        return self.job.attempts
+
+    @property
+    def checkpoint(self) -> Any:
+        """The last checkpoint saved by any attempt of this job, or None: resume from it."""
+        return self.job.checkpoint
+
+    @property
+    def cancelled(self) -> bool:
+        """True once someone asked to cancel this job: stop soon, or be cancelled after a grace period."""
+        return self._cancel.is_set()
+
+    async def wait_cancelled(self) -> None:
+        """Wait until this job is asked to cancel."""
+        await self._cancel.wait()
+
+    def request_cancel(self) -> None:
+        self._cancel.set()
+
+    async def progress(self, percent: float, message: str = "", **extra: Any) -> None:
+        """Report progress (0–100), a message and any JSON extra fields; cheap to call often."""
+        self._pending = Progress(percent=max(0.0, min(100.0, percent)), message=message, extra=extra)
+        wait = self._last_write + PROGRESS_INTERVAL - time.monotonic()
+        if wait <= 0:
+            await self.flush()
+        elif self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later(wait))
+
+    async def _flush_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._flusher = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Write the latest progress now, if any is pending."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        self._last_write = time.monotonic()
+        self.job.progress = pending
+        await self.backend.set_progress(self.job.queue, self.owner, self.job.id, pending)
+
+    async def close(self) -> None:
+        """Write the last progress and stop the background flusher (the attempt ended)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        await self.flush()
+
+    async def save_checkpoint(self, state: Any) -> None:
+        """Store JSON state that a later attempt of this job can read as `ctx.checkpoint` to resume."""
+        dump_json(state, f"checkpoint of job {self.job.id}")
+        self.job.checkpoint = state
+        await self.backend.set_checkpoint(self.job.queue, self.owner, self.job.id, state)

@@ -1,0 +1,131 @@
+"""`JobHandle`: a submitted job you can await, watch, cancel — and, in a notebook, see."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Generator
+from typing import Any, Generic, TypeVar
+
+from .backends import Backend
+from .errors import JobCancelled, JobFailed, JobNotFound, JobTimeout
+from .models import Job, JobEvent, JobState, Progress
+from .task import Task
+
+__all__ = ["JobHandle"]
+
+R = TypeVar("R")
+
+
+class JobHandle(Generic[R]):
+    """A job in a queue. `await handle` (or `await handle.result()`) gives its result."""
+
+    def __init__(self, job: Job, backend: Backend, task: Task[R] | None = None) -> None:
+        self.id = job.id
+        self.queue = job.queue
+        self.name = job.name
+        self.backend = backend
+        self.task = task
+        self.last: Job = job  # the job as last seen
+
+    def __repr__(self) -> str:
+        return f"<JobHandle {self.name} id={self.id} queue={self.queue!r} state={self.last.state.value}>"
+
+    async def job(self) -> Job:
+        """The job as it is now in the backend."""
+        job = await self.backend.get(self.queue, self.id)
+        if job is None:
+            raise JobNotFound(f"job {self.id} is no longer in queue {self.queue!r} (removed by retention or clean)")
+        self.last = job
+        return job
+
+    async def state(self) -> JobState:
+        return (await self.job()).state
+
+    async def _events(self) -> AsyncIterator[JobEvent]:
+        return await self.backend.subscribe(self.queue)
+
+    async def wait(self, timeout: float | None = None) -> Job:
+        """Wait until the job is completed, failed or cancelled, and return it (raises only JobTimeout)."""
+        try:
+            return await asyncio.wait_for(self._wait_finished(), timeout)
+        except asyncio.TimeoutError:
+            raise JobTimeout(
+                f"job {self.id} ({self.name}) not finished after {timeout:g}s; it is still {self.last.state.value}"
+                f" (is a worker running for queue {self.queue!r}?)"
+            ) from None
+
+    async def _wait_finished(self) -> Job:
+        events = await self._events()
+        try:
+            job = await self.job()
+            if job.finished:
+                return job
+            async for ev in events:
+                if ev.job_id == self.id and ev.state.finished:
+                    return await self.job()
+            return await self.job()  # the backend closed
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    async def result(self, timeout: float | None = None) -> R:
+        """The job's result, as the task's return type; JobFailed or JobCancelled if it did not complete."""
+        job = await self.wait(timeout)
+        if job.state is JobState.FAILED:
+            raise JobFailed(job)
+        if job.state is JobState.CANCELLED:
+            raise JobCancelled(job)
+        return self.task.load_result(job.result) if self.task is not None else job.result  # type: ignore[no-any-return]
+
+    def __await__(self) -> Generator[Any, None, R]:
+        return self.result().__await__()
+
+    async def cancel(self) -> Job:
+        """Cancel the job: at once if it has not started, cooperatively if it is running."""
+        job = await self.backend.cancel(self.queue, self.id, time.time())
+        if job is None:
+            raise JobNotFound(f"job {self.id} is no longer in queue {self.queue!r}")
+        self.last = job
+        return job
+
+    async def progress(self) -> AsyncIterator[Progress]:
+        """Each progress update of the job as it runs, until it finishes."""
+        events = await self._events()
+        try:
+            job = await self.job()
+            yield job.progress
+            if job.finished:
+                return
+            async for ev in events:
+                if ev.job_id != self.id:
+                    continue
+                if ev.progress is not None:
+                    yield ev.progress
+                if ev.state.finished:
+                    job = await self.job()
+                    yield job.progress
+                    return
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    async def updates(self) -> AsyncIterator[Job]:
+        """The job after each of its events, until it finishes (for views that show more than progress)."""
+        events = await self._events()
+        try:
+            job = await self.job()
+            yield job
+            if job.finished:
+                return
+            async for ev in events:
+                if ev.job_id != self.id:
+                    continue
+                if ev.event == "progress" and ev.progress is not None:
+                    self.last = self.last.model_copy(update={"progress": ev.progress})
+                    yield self.last
+                    continue
+                job = await self.job()
+                yield job
+                if job.finished:
+                    return
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]

@@ -1,0 +1,276 @@
+"""The data jobkit stores and passes around: jobs, their options, progress and events (pydantic, JSON only)."""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import PayloadError
+
+__all__ = [
+    "Backoff",
+    "HistoryEntry",
+    "Job",
+    "JobEvent",
+    "JobOptions",
+    "JobState",
+    "Outcome",
+    "Progress",
+    "QueueCounts",
+    "RateLimit",
+    "Retention",
+    "WorkerInfo",
+    "dump_json",
+    "new_job_id",
+]
+
+Json = Any  # what json.dumps accepts; checked by `dump_json`
+
+
+def new_job_id() -> str:
+    """A random, URL-safe job id."""
+    return uuid.uuid4().hex
+
+
+def dump_json(value: Any, what: str) -> str:
+    """JSON text for `value`, or a PayloadError saying what could not be stored."""
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(
+            f"{what} is not JSON-serialisable ({exc}); return or pass only dicts, lists, str, int, float,"
+            " bool and None, or a pydantic model"
+        ) from None
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life."""
+
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    WAITING_CHILDREN = "waiting-children"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Backoff(BaseModel):
+    """Delay before retry n (1-based): fixed, or exponential with a cap and optional jitter."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["fixed", "exponential"] = "fixed"
+    delay: float = Field(default=1.0, ge=0)
+    factor: float = Field(default=2.0, ge=1)
+    max_delay: float = Field(default=3600.0, ge=0)
+    jitter: float = Field(default=0.0, ge=0, le=1)
+
+    @classmethod
+    def fixed(cls, delay: float) -> Backoff:
+        return cls(kind="fixed", delay=delay)
+
+    @classmethod
+    def exponential(
+        cls, delay: float, *, factor: float = 2.0, max_delay: float = 3600.0, jitter: float = 0.0
+    ) -> Backoff:
+        return cls(kind="exponential", delay=delay, factor=factor, max_delay=max_delay, jitter=jitter)
+
+    def seconds(self, retry: int) -> float:
+        """Seconds to wait before retry number `retry` (1 for the first retry)."""
+        if self.kind == "fixed":
+            base = self.delay
+        else:
+            base = min(self.max_delay, self.delay * self.factor ** max(0, retry - 1))
+        if self.jitter:
+            base *= 1 - self.jitter * random.random()
+        return base
+
+
+class Retention(BaseModel):
+    """How long finished jobs are kept: at most `age` seconds, and (completed only) the newest `count`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    age: float | None = Field(default=None, ge=0)
+    count: int | None = Field(default=None, ge=0)
+
+
+class RateLimit(BaseModel):
+    """At most `limit` jobs started per `per` seconds, shared by every worker of a queue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    limit: int = Field(ge=1)
+    per: float = Field(gt=0)
+
+    def __init__(self, limit: int, per: float = 1.0, **kw: Any) -> None:
+        super().__init__(limit=limit, per=per, **kw)
+
+
+DEFAULT_KEEP_COMPLETED = Retention(age=24 * 3600, count=1000)
+DEFAULT_KEEP_FAILED = Retention(age=7 * 24 * 3600)
+
+
+class JobOptions(BaseModel):
+    """Per-job settings; defaults come from the task, then from the call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempts: int = Field(default=1, ge=1, description="total tries, the first included")
+    backoff: Backoff = Backoff()
+    timeout: float | None = Field(default=None, gt=0, description="seconds per attempt")
+    priority: int = Field(default=3, ge=0, le=1000, description="lower runs first; 1 critical … 4 low")
+    max_stalls: int = Field(default=1, ge=0, description="lost leases tolerated before failing")
+    keep_completed: Retention = DEFAULT_KEEP_COMPLETED
+    keep_failed: Retention = DEFAULT_KEEP_FAILED
+
+
+class Progress(BaseModel):
+    """Structured progress: a percentage, a message and free extra fields."""
+
+    percent: float = Field(default=0.0, ge=0, le=100)
+    message: str = ""
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class HistoryEntry(BaseModel):
+    """One line of a job's story: a transition, when, in which attempt, by whom, and why."""
+
+    at: float
+    state: JobState
+    attempt: int = 0
+    owner: str | None = None
+    note: str = ""
+
+
+HISTORY_LIMIT = 50
+
+
+class Job(BaseModel):
+    """A job as stored: what to run, its state, and everything that happened to it."""
+
+    id: str
+    name: str
+    queue: str
+    state: JobState = JobState.WAITING
+    data: Json = None
+    result: Json = None
+    options: JobOptions = JobOptions()
+    progress: Progress = Progress()
+    checkpoint: Json = None
+    attempts: int = 0
+    stalls: int = 0
+    error: str | None = None
+    traceback: str | None = None
+    owner: str | None = None
+    lease_until: float | None = None
+    cancel_requested: bool = False
+    created_at: float = Field(default_factory=time.time)
+    run_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    expires_at: float | None = None
+    history: list[HistoryEntry] = Field(default_factory=list)
+    seq: int = 0  # FIFO tie-breaker within a priority, set by the backend
+
+    @property
+    def priority(self) -> int:
+        return self.options.priority
+
+    @property
+    def finished(self) -> bool:
+        return self.state.finished
+
+    def note(self, state: JobState, at: float, note: str = "") -> None:
+        """Record a transition in the job's history (kept to the last HISTORY_LIMIT lines)."""
+        self.history.append(HistoryEntry(at=at, state=state, attempt=self.attempts, owner=self.owner, note=note))
+        if len(self.history) > HISTORY_LIMIT:
+            del self.history[: len(self.history) - HISTORY_LIMIT]
+
+
+class Outcome(BaseModel):
+    """How an attempt ended, as the worker hands it to the backend.
+
+    `state` is COMPLETED, FAILED or CANCELLED, or WAITING/DELAYED for a retry at `run_at`.
+    """
+
+    job_id: str
+    state: JobState
+    result: Json = None
+    error: str | None = None
+    traceback: str | None = None
+    run_at: float = 0.0
+    expires_at: float | None = None
+
+    @field_validator("state")
+    @classmethod
+    def _not_active(cls, v: JobState) -> JobState:
+        if v in (JobState.ACTIVE, JobState.WAITING_CHILDREN):
+            raise ValueError(f"an outcome cannot be {v}")
+        return v
+
+
+class JobEvent(BaseModel):
+    """One transition of one job, as published to subscribers of its queue."""
+
+    id: str = ""  # the backend's event id, usable as `since=` to resume
+    queue: str
+    job_id: str
+    name: str = ""
+    event: str  # added, active, progress, completed, failed, retrying, cancelled, cancel-requested, stalled, removed
+    state: JobState
+    at: float = Field(default_factory=time.time)
+    attempt: int = 0
+    progress: Progress | None = None
+    error: str | None = None
+
+
+class QueueCounts(BaseModel):
+    """How many jobs a queue holds in each state, and whether it is paused."""
+
+    waiting: int = 0
+    delayed: int = 0
+    active: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    waiting_children: int = Field(default=0, alias="waiting-children")
+    paused: bool = False
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @property
+    def total(self) -> int:
+        return self.waiting + self.delayed + self.active + self.completed + self.failed + self.cancelled
+
+
+class WorkerInfo(BaseModel):
+    """A live worker, as its heartbeat describes it."""
+
+    id: str
+    queues: list[str]
+    names: list[str] = Field(default_factory=list)
+    host: str = ""
+    pid: int = 0
+    embedded: bool = False
+    concurrency: int = 1
+    active: int = 0
+    started_at: float = Field(default_factory=time.time)
+    seen_at: float = Field(default_factory=time.time)

@@ -1,0 +1,168 @@
+"""`Queue`: the producer and admin API of one named queue over a backend."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from .backends import Backend
+from .config import BackendLike, get_backend
+from .errors import ConfigError, JobNotFound
+from .handle import JobHandle
+from .models import Backoff, Job, JobEvent, JobOptions, JobState, QueueCounts, Retention, dump_json, new_job_id
+from .task import Task, _registry
+
+__all__ = ["Queue"]
+
+
+def job_options(
+    base: JobOptions, *, priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
+    backoff: Backoff | None = None, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
+) -> JobOptions:
+    """The task's options with the call's overrides; ConfigError for values out of range."""
+    changes = {k: v for k, v in {
+        "priority": priority, "attempts": attempts, "timeout": timeout, "backoff": backoff,
+        "keep_completed": keep_completed, "keep_failed": keep_failed,
+    }.items() if v is not None}
+    if not changes:
+        return base
+    try:
+        return JobOptions.model_validate({**base.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ConfigError(f"invalid job options {changes}: {exc}") from exc
+
+
+class Queue:
+    """A named queue: add jobs, inspect them, and administer the queue (pause, retry, clean)."""
+
+    def __init__(self, name: str = "default", *, backend: BackendLike = None) -> None:
+        if not name or not isinstance(name, str) or any(c in name for c in "{}\n"):
+            raise ConfigError(f"invalid queue name {name!r}: use a non-empty name without braces or newlines")
+        self.name = name
+        self._backend_arg = backend
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+
+    def __repr__(self) -> str:
+        return f"<Queue {self.name!r}>"
+
+    async def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = await get_backend(self._backend_arg)
+        else:
+            await self._backend.open()
+        return self._backend
+
+    def _prepare(
+        self, task: Task[Any] | str, data: Any, *, job_id: str | None, delay: float | None, now: float, **opts: Any
+    ) -> Job:
+        t = task if isinstance(task, Task) else _registry.get(task)
+        name = task.name if isinstance(task, Task) else task
+        if delay is not None and delay < 0:
+            raise ConfigError(f"delay must be zero or more seconds, not {delay}")
+        if t is not None:
+            payload, base = t.dump_payload(data), t.options
+        else:
+            dump_json(data, f"payload for task {name!r}")
+            payload, base = data, JobOptions()
+        return Job(
+            id=job_id or new_job_id(), name=name, queue=self.name, data=payload,
+            options=job_options(base, **opts), created_at=now, run_at=now + (delay or 0.0),
+        )
+
+    async def add(
+        self, task: Task[Any] | str, data: Any = None, *, job_id: str | None = None, delay: float | None = None,
+        priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
+        backoff: Backoff | None = None, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
+    ) -> Job:
+        """Add one job (validated against the task if it is registered here); a known job_id returns the existing job."""
+        job = self._prepare(task, data, job_id=job_id, delay=delay, now=time.time(), priority=priority,
+                            attempts=attempts, timeout=timeout, backoff=backoff, keep_completed=keep_completed,
+                            keep_failed=keep_failed)
+        return (await (await self.backend()).add([job]))[0]
+
+    async def add_bulk(
+        self, task: Task[Any] | str, payloads: Iterable[Any], *, delay: float | None = None,
+        priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
+        job_ids: Sequence[str] | None = None,
+    ) -> list[Job]:
+        """Add many jobs of one task in one transaction; all are validated first, so a bad one queues none."""
+        now = time.time()
+        items = list(payloads)
+        if job_ids is not None and len(job_ids) != len(items):
+            raise ConfigError(f"job_ids has {len(job_ids)} ids for {len(items)} payloads; give one id per payload")
+        jobs = [
+            self._prepare(task, data, job_id=job_ids[i] if job_ids else None, delay=delay, now=now,
+                          priority=priority, attempts=attempts, timeout=timeout)
+            for i, data in enumerate(items)
+        ]
+        return await (await self.backend()).add(jobs) if jobs else []
+
+    async def get(self, job_id: str) -> Job | None:
+        return await (await self.backend()).get(self.name, job_id)
+
+    async def handle(self, job_id: str) -> JobHandle[Any]:
+        """A handle on an existing job, to await or watch it."""
+        backend = await self.backend()
+        job = await backend.get(self.name, job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        return JobHandle(job, backend, _registry.get(job.name))
+
+    async def cancel(self, job_id: str) -> Job:
+        job = await (await self.backend()).cancel(self.name, job_id, time.time())
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        return job
+
+    async def counts(self) -> QueueCounts:
+        return await (await self.backend()).counts(self.name)
+
+    async def jobs(
+        self, state: JobState | str | Sequence[JobState | str] | None = None, *, name: str | None = None,
+        owner: str | None = None, offset: int = 0, limit: int = 100,
+    ) -> list[Job]:
+        """Jobs newest first, filtered by state(s), task name and owner, paged with offset/limit."""
+        states = None
+        if state is not None:
+            states = {JobState(s) for s in ([state] if isinstance(state, str | JobState) else state)}
+        return await (await self.backend()).list(self.name, states=states, name=name, owner=owner,
+                                                 offset=offset, limit=limit)
+
+    async def pause(self) -> None:
+        """Stop workers from starting this queue's jobs; waiting jobs keep waiting."""
+        await (await self.backend()).set_paused(self.name, True)
+
+    async def resume(self) -> None:
+        await (await self.backend()).set_paused(self.name, False)
+
+    async def is_paused(self) -> bool:
+        return (await self.counts()).paused
+
+    async def retry_failed(self, limit: int = 1000) -> int:
+        """Send failed jobs back to waiting with fresh attempts; returns how many."""
+        return await (await self.backend()).retry(self.name, None, time.time(), limit)
+
+    async def retry(self, job_id: str) -> bool:
+        """Send one failed or cancelled job back to waiting."""
+        return await (await self.backend()).retry(self.name, [job_id], time.time()) == 1
+
+    async def clean(
+        self, state: JobState | str = JobState.COMPLETED, *, older_than: float = 0.0, limit: int = 1000
+    ) -> int:
+        """Remove up to `limit` finished jobs in `state` that finished more than `older_than` seconds ago."""
+        st = JobState(state)
+        if not st.finished:
+            raise ConfigError(f"clean removes finished jobs only (completed, failed, cancelled), not {st.value}")
+        return await (await self.backend()).clean(self.name, st, finished_before=time.time() - older_than, limit=limit)
+
+    async def events(self, since: str | None = None) -> AsyncIterator[JobEvent]:
+        """Every event of this queue's jobs, live; `since` (an event id, or "0") replays retained ones first."""
+        events = await (await self.backend()).subscribe(self.name, since=since)
+        try:
+            async for ev in events:
+                yield ev
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]

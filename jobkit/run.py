@@ -1,0 +1,122 @@
+"""`submit`, `run` and `run_sync`: enqueue a task and get a handle or its result, never stranding the caller.
+
+When no worker is alive for the task's queue and the backend is local (memory, SQLite), the job runs
+in an embedded Worker on the caller's own event loop, so a notebook cell returns and the job goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .backends import Backend
+from .config import BackendLike, get_backend
+from .handle import JobHandle
+from .models import Backoff
+from .queue import Queue
+from .task import Task, lookup, registered
+from .worker import Worker
+
+__all__ = ["ensure_worker", "run", "run_sync", "submit"]
+
+R = TypeVar("R")
+log = logging.getLogger("jobkit")
+
+EMBEDDED_IDLE_TIMEOUT = 2.0  # seconds an embedded worker lingers with nothing to do
+_embedded: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], Worker]] = (
+    weakref.WeakKeyDictionary()
+)
+_background: set[asyncio.Task[None]] = set()
+
+
+async def ensure_worker(backend: Backend, queue: str) -> Worker | None:
+    """Start an embedded worker for `queue` on this loop unless a worker is alive for it; returns it."""
+    if not backend.is_local:
+        return None
+    loop = asyncio.get_running_loop()
+    mine = _embedded.setdefault(loop, {})
+    key = (id(backend), queue)
+    worker = mine.get(key)
+    if worker is not None and not worker._stopping.is_set():
+        return worker
+    alive = [w for w in await backend.workers(time.time(), queue) if not w.embedded]
+    if alive:
+        return None
+    worker = Worker(registered(queue), backend=backend, queues=[queue], embedded=True,
+                    idle_timeout=EMBEDDED_IDLE_TIMEOUT, concurrency=10)
+    mine[key] = worker
+    runner = loop.create_task(_run_embedded(worker, mine, key))
+    _background.add(runner)
+    runner.add_done_callback(_background.discard)
+    await worker.started.wait()
+    return worker
+
+
+async def _run_embedded(worker: Worker, mine: dict[tuple[int, str], Worker], key: tuple[int, str]) -> None:
+    try:
+        await worker.run()
+    except Exception:
+        log.exception("embedded worker for queue %s crashed", key[1])
+    finally:
+        if mine.get(key) is worker:
+            del mine[key]
+
+
+async def submit(
+    task: Task[R] | str, payload: Any = None, *, backend: BackendLike = None, job_id: str | None = None,
+    delay: float | None = None, priority: int | None = None, attempts: int | None = None,
+    timeout: float | None = None, backoff: Backoff | None = None,
+) -> JobHandle[R]:
+    """Enqueue `task` with `payload` and return a handle; runs it in-process if no worker serves its queue."""
+    t: Task[R] = task if isinstance(task, Task) else lookup(task)
+    b = await get_backend(backend)
+    job = await Queue(t.queue, backend=b).add(t, payload, job_id=job_id, delay=delay, priority=priority,
+                                              attempts=attempts, timeout=timeout, backoff=backoff)
+    if not job.finished:
+        await ensure_worker(b, t.queue)
+    return JobHandle(job, b, t)
+
+
+async def run(
+    task: Task[R] | str, payload: Any = None, *, backend: BackendLike = None, timeout: float | None = None,
+    job_id: str | None = None, priority: int | None = None, attempts: int | None = None,
+) -> R:
+    """Enqueue `task` and wait for its result (JobFailed, JobCancelled or JobTimeout otherwise)."""
+    handle = await submit(task, payload, backend=backend, job_id=job_id, priority=priority, attempts=attempts)
+    return await handle.result(timeout)
+
+
+_thread_loops = threading.local()
+
+
+def run_sync(
+    task: Task[R] | str, payload: Any = None, *, backend: BackendLike = None, timeout: float | None = None,
+    job_id: str | None = None, priority: int | None = None, attempts: int | None = None,
+) -> R:
+    """`run` for code that cannot await: plain scripts, and notebook cells (re-entering the running loop)."""
+    return _block_on(run(task, payload, backend=backend, timeout=timeout, job_id=job_id, priority=priority,
+                         attempts=attempts))
+
+
+def _block_on(coro: Coroutine[Any, Any, R]) -> R:
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None:
+        # One loop per thread, kept between calls, so backends and embedded workers carry over.
+        own: asyncio.AbstractEventLoop | None = getattr(_thread_loops, "loop", None)
+        if own is None or own.is_closed():
+            own = _thread_loops.loop = asyncio.new_event_loop()
+        return own.run_until_complete(coro)
+    # Inside a running loop (a notebook cell): the job may run on this very loop, so re-enter it.
+    # A thread-based wrapper would deadlock here. Patch only now, never at import.
+    import nest_asyncio2
+
+    nest_asyncio2.apply(loop)
+    return loop.run_until_complete(coro)

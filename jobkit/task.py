@@ -1,0 +1,149 @@
+"""`@jobkit.task`: a typed async function plus its default job options, registered by name."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from .errors import ConfigError, PayloadError, TaskNotFound
+from .models import Backoff, JobOptions, Retention, dump_json
+
+if typing.TYPE_CHECKING:
+    from .context import Context
+
+__all__ = ["Task", "lookup", "registered", "task"]
+
+R = TypeVar("R")
+TaskFn = Callable[..., Awaitable[Any]]
+
+_registry: dict[str, Task[Any]] = {}
+
+
+class Task(Generic[R]):
+    """A registered job function: its name, queue, payload type and default options."""
+
+    def __init__(self, fn: Callable[..., Awaitable[R]], *, name: str, queue: str, options: JobOptions) -> None:
+        if not inspect.iscoroutinefunction(fn):
+            raise ConfigError(f"task {name!r} must be an async function: write `async def {fn.__name__}(ctx, payload)`")
+        self.fn = fn
+        self.name = name
+        self.queue = queue
+        self.options = options
+        params = list(inspect.signature(fn).parameters.values())
+        if not 1 <= len(params) <= 2:
+            raise ConfigError(f"task {name!r} must take (ctx) or (ctx, payload), not {len(params)} parameters")
+        self.takes_payload = len(params) == 2
+        hints = typing.get_type_hints(fn)
+        payload_type = hints.get(params[1].name, Any) if self.takes_payload else type(None)
+        self.payload_type: Any = payload_type
+        self._payload = TypeAdapter(payload_type)
+        self.result_type: Any = hints.get("return", Any)
+        self._result = TypeAdapter(self.result_type)
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+        self.__wrapped__ = fn
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.queue!r}>"
+
+    async def __call__(self, ctx: Context, *args: Any) -> R:
+        """Call the function directly (no queue), as in a unit test."""
+        return await self.fn(ctx, *args)
+
+    def dump_payload(self, payload: Any) -> Any:
+        """Validate a payload against the task's type and return its JSON form; nothing is queued on error."""
+        if not self.takes_payload:
+            if payload is not None:
+                raise PayloadError(f"task {self.name!r} takes no payload, but one was given")
+            return None
+        try:
+            value = self._payload.validate_python(payload)
+        except ValidationError as exc:
+            raise PayloadError(f"invalid payload for task {self.name!r}: {exc}; nothing was queued") from exc
+        data = self._payload.dump_python(value, mode="json")
+        dump_json(data, f"payload for task {self.name!r}")
+        return data
+
+    def load_payload(self, data: Any) -> Any:
+        """The payload as the function's parameter type."""
+        return self._payload.validate_python(data)
+
+    def dump_result(self, result: Any) -> Any:
+        """The result's JSON form; PayloadError if it cannot be stored."""
+        try:
+            data = self._result.dump_python(result, mode="json")
+        except Exception:  # noqa: BLE001 - pydantic raises several kinds; fall back to the raw value
+            data = result
+        dump_json(data, f"result of task {self.name!r}")
+        return data
+
+    def load_result(self, data: Any) -> R:
+        """The stored result as the function's return type."""
+        return typing.cast(R, self._result.validate_python(data))
+
+
+def _options(
+    attempts: int, backoff: Backoff | float | None, timeout: float | None, priority: int, max_stalls: int,
+    keep_completed: Retention | None, keep_failed: Retention | None,
+) -> JobOptions:
+    if isinstance(backoff, int | float):
+        backoff = Backoff.fixed(float(backoff))
+    fields: dict[str, Any] = {"attempts": attempts, "timeout": timeout, "priority": priority, "max_stalls": max_stalls}
+    if backoff is not None:
+        fields["backoff"] = backoff
+    if keep_completed is not None:
+        fields["keep_completed"] = keep_completed
+    if keep_failed is not None:
+        fields["keep_failed"] = keep_failed
+    try:
+        return JobOptions(**fields)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid task options: {exc}") from exc
+
+
+@overload
+def task(fn: Callable[..., Awaitable[R]], /) -> Task[R]: ...
+@overload
+def task(
+    *, name: str | None = None, queue: str = "default", attempts: int = 1, backoff: Backoff | float | None = None,
+    timeout: float | None = None, priority: int = 3, max_stalls: int = 1, keep_completed: Retention | None = None,
+    keep_failed: Retention | None = None,
+) -> Callable[[Callable[..., Awaitable[R]]], Task[R]]: ...
+def task(
+    fn: Callable[..., Awaitable[R]] | None = None, /, *, name: str | None = None, queue: str = "default",
+    attempts: int = 1, backoff: Backoff | float | None = None, timeout: float | None = None, priority: int = 3,
+    max_stalls: int = 1, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
+) -> Task[R] | Callable[[Callable[..., Awaitable[R]]], Task[R]]:
+    """Declare an async function `(ctx, payload)` as a task; the payload's annotation validates at enqueue."""
+    options = _options(attempts, backoff, timeout, priority, max_stalls, keep_completed, keep_failed)
+
+    def wrap(f: Callable[..., Awaitable[R]]) -> Task[R]:
+        t: Task[R] = Task(f, name=name or f.__name__, queue=queue, options=options)
+        _registry[t.name] = t
+        return t
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def lookup(name: str) -> Task[Any]:
+    """The task registered under `name` in this process."""
+    try:
+        return _registry[name]
+    except KeyError:
+        raise TaskNotFound(
+            f"no task named {name!r} is registered in this process; import the module that defines it"
+            f" (known: {', '.join(sorted(_registry)) or 'none'})"
+        ) from None
+
+
+def registered(queue: str | None = None) -> list[Task[Any]]:
+    """Tasks registered in this process, optionally only those of one queue."""
+    return [t for t in _registry.values() if queue is None or t.queue == queue]
+
+
+def is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)

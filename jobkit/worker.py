@@ -1,0 +1,338 @@
+"""`Worker`: claims jobs from its queues and runs them — claim loop, lease keeper, batched finishing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from .attempt import run_attempt
+from .backends import Backend
+from .config import BackendLike, get_backend
+from .context import Context
+from .errors import ConfigError
+from .models import TERMINAL_STATES, Job, JobState, Outcome, RateLimit, WorkerInfo
+from .task import Task
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("jobkit.worker")
+
+
+class _Running:
+    """A job this worker holds: its attempt task and context."""
+
+    __slots__ = ("job", "ctx", "task", "reporting")
+
+    def __init__(self, job: Job, ctx: Context, task: asyncio.Task[None]) -> None:
+        self.job, self.ctx, self.task = job, ctx, task
+        self.reporting = False  # the outcome is decided and being written: the lease no longer matters
+
+
+class Worker:
+    """Runs tasks from one or more queues with `concurrency` jobs at a time, until `stop()` or SIGTERM."""
+
+    def __init__(
+        self,
+        tasks: Sequence[Task[Any]],
+        *,
+        backend: BackendLike = None,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        rate_limit: RateLimit | None = None,
+        lease: float = 30.0,
+        grace: float = 30.0,
+        cancel_grace: float = 5.0,
+        heartbeat: float = 5.0,
+        renew_every: float | None = None,
+        maintenance_every: float = 5.0,
+        idle_timeout: float | None = None,
+        embedded: bool = False,
+        handle_signals: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+        if lease <= 0:
+            raise ConfigError(f"lease must be positive seconds, not {lease}")
+        self.tasks = {t.name: t for t in tasks}
+        self.queues = list(queues or dict.fromkeys(t.queue for t in tasks)) or ["default"]
+        self.concurrency = concurrency
+        self.rate_limit = rate_limit
+        self.lease, self.grace, self.cancel_grace = lease, grace, cancel_grace
+        self.heartbeat_every = heartbeat
+        self.renew_every = renew_every or min(lease / 3, 1.0)
+        self.maintenance_every = maintenance_every
+        self.idle_timeout = idle_timeout
+        self.embedded = embedded
+        self.handle_signals = handle_signals and not embedded
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._backend_arg = backend
+        self.backend: Backend | None = None
+        self._running: dict[str, _Running] = {}
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._pending: list[tuple[str, Outcome, asyncio.Future[None]]] = []
+        self._pending_ready = asyncio.Event()
+        self._last_busy = time.monotonic()
+        self.started = asyncio.Event()
+        self.processed = 0
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.id} queues={self.queues} concurrency={self.concurrency}>"
+
+    @property
+    def active(self) -> int:
+        return len(self._running)
+
+    def stop(self) -> None:
+        """Stop claiming; running jobs get `grace` seconds to finish, then are handed back."""
+        self._stopping.set()
+        self._slot_free.set()
+
+    async def __aenter__(self) -> Worker:
+        self._runner = asyncio.ensure_future(self.run())
+        await asyncio.wait((self._runner, asyncio.ensure_future(self.started.wait())), return_when=asyncio.FIRST_COMPLETED)
+        if self._runner.done():
+            self._runner.result()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop()
+        await self._runner
+
+    async def run(self) -> None:
+        """Work until stopped (stop(), SIGTERM/SIGINT, or idle_timeout for an embedded worker)."""
+        self.backend = backend = await get_backend(self._backend_arg)
+        loop = asyncio.get_running_loop()
+        signals = self._install_signals(loop)
+        helpers = [
+            loop.create_task(self._heartbeat_loop(backend)),
+            loop.create_task(self._lease_loop(backend)),
+            loop.create_task(self._finish_loop(backend)),
+            loop.create_task(self._maintenance_loop(backend)),
+        ]
+        log.info("worker %s started: queues=%s tasks=%s concurrency=%d backend=%s",
+                 self.id, self.queues, sorted(self.tasks), self.concurrency, type(backend).__name__)
+        try:
+            await self._beat(backend)
+            await self._maintain(backend)
+            self.started.set()
+            await asyncio.gather(*(self._claim_loop(backend, q) for q in self.queues))
+        finally:
+            await self._shutdown(backend, helpers)
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
+        if not self.handle_signals:
+            return []
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+                pass
+        return installed
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("worker %s got %s: finishing %d running job(s), claiming no more", self.id, sig.name, self.active)
+        self.stop()
+
+    # -- claiming -----------------------------------------------------------------------------------
+    async def _claim_loop(self, backend: Backend, queue: str) -> None:
+        names = frozenset(self.tasks) if self.embedded else None
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            now = time.time()
+            claimed = await backend.claim(
+                queue, self.id, limit=free, lease=self.lease, now=now, names=names, rate_limit=self.rate_limit
+            )
+            for job in claimed.jobs:
+                self._start(backend, job)
+            if claimed.jobs:
+                self._last_busy = time.monotonic()
+                continue
+            if self._idle_expired():
+                log.debug("embedded worker %s idle for %.1fs: stopping", self.id, self.idle_timeout)
+                self.stop()
+                return
+            wait = 1.0 if claimed.retry_in is None else min(1.0, claimed.retry_in)
+            if self.idle_timeout is not None:
+                wait = min(wait, self.idle_timeout)
+            stop = asyncio.ensure_future(self._stopping.wait())
+            work = asyncio.ensure_future(backend.wait_for_work(queue, wait))
+            try:
+                await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                work.cancel()
+
+    def _idle_expired(self) -> bool:
+        return (
+            self.idle_timeout is not None
+            and not self._running
+            and time.monotonic() - self._last_busy >= self.idle_timeout
+        )
+
+    def _start(self, backend: Backend, job: Job) -> None:
+        ctx = Context(job, backend, self.id)
+        task = asyncio.get_running_loop().create_task(self._attempt(backend, job, ctx))
+        self._running[job.id] = _Running(job, ctx, task)
+
+    async def _attempt(self, backend: Backend, job: Job, ctx: Context) -> None:
+        started = time.monotonic()
+        log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempts)
+        try:
+            outcome = await run_attempt(self.tasks.get(job.name), job, ctx, self.cancel_grace)
+        except asyncio.CancelledError:
+            self._running.pop(job.id, None)
+            self._wake()
+            raise
+        took = time.monotonic() - started
+        running = self._running.get(job.id)
+        if running is not None:
+            running.reporting = True
+        level = logging.INFO if outcome.state is JobState.COMPLETED else logging.WARNING
+        log.log(level, "job %s (%s) attempt %d %s in %.3fs%s", job.id, job.name, job.attempts,
+                outcome.state.value if outcome.state in TERMINAL_STATES else "will retry", took,
+                f": {outcome.error}" if outcome.error else "")
+        try:
+            await self._report(job.queue, outcome)
+        finally:
+            self._running.pop(job.id, None)
+            self.processed += 1
+            self._last_busy = time.monotonic()
+            self._wake()
+
+    def _wake(self) -> None:
+        self._slot_free.set()
+
+    # -- finishing, batched: every outcome ready at the same moment goes in one transaction -----------
+    async def _report(self, queue: str, outcome: Outcome) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((queue, outcome, fut))
+        self._pending_ready.set()
+        await fut
+
+    async def _finish_loop(self, backend: Backend) -> None:
+        while True:
+            await self._pending_ready.wait()
+            self._pending_ready.clear()
+            await self._flush(backend)
+
+    async def _flush(self, backend: Backend) -> None:
+        batch, self._pending = self._pending, []
+        by_queue: dict[str, list[tuple[Outcome, asyncio.Future[None]]]] = {}
+        for queue, outcome, fut in batch:
+            by_queue.setdefault(queue, []).append((outcome, fut))
+        for queue, items in by_queue.items():
+            try:
+                await backend.finish(queue, self.id, [o for o, _ in items], time.time())
+            except Exception as exc:  # noqa: BLE001 - the lease will hand these jobs to another worker
+                log.error("could not record %d outcome(s) in %s: %s; their leases will expire and they rerun",
+                          len(items), queue, exc)
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_result(None)
+
+    # -- leases, heartbeats, retention ------------------------------------------------------------------
+    async def _lease_loop(self, backend: Backend) -> None:
+        while True:
+            await asyncio.sleep(self.renew_every)
+            await self._renew(backend)
+
+    async def _renew(self, backend: Backend) -> None:
+        by_queue: dict[str, list[str]] = {}
+        for r in list(self._running.values()):
+            if not r.reporting:
+                by_queue.setdefault(r.job.queue, []).append(r.job.id)
+        for queue, ids in by_queue.items():
+            try:
+                held = await backend.renew(queue, self.id, ids, self.lease, time.time())
+            except Exception as exc:  # noqa: BLE001 - keep trying until the lease runs out
+                log.warning("lease renewal failed for %d job(s) in %s: %s", len(ids), queue, exc)
+                continue
+            for jid in ids:
+                running = self._running.get(jid)
+                if running is None or running.reporting:
+                    continue
+                if jid not in held:
+                    log.warning("job %s: lease lost (another worker may run it); abandoning this attempt", jid)
+                    running.task.cancel()
+                elif held[jid] and not running.ctx.cancelled:
+                    log.info("job %s: cancel requested", jid)
+                    running.ctx.request_cancel()
+
+    async def _heartbeat_loop(self, backend: Backend) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_every)
+            with contextlib.suppress(Exception):
+                await self._beat(backend)
+
+    async def _beat(self, backend: Backend) -> None:
+        info = WorkerInfo(
+            id=self.id, queues=self.queues, names=sorted(self.tasks), host=socket.gethostname(), pid=os.getpid(),
+            embedded=self.embedded, concurrency=self.concurrency, active=len(self._running),
+        )
+        await backend.heartbeat(info, ttl=self.heartbeat_every * 3)
+
+    async def _maintenance_loop(self, backend: Backend) -> None:
+        while True:
+            await asyncio.sleep(min(self.maintenance_every, self.lease / 2))
+            try:
+                await self._maintain(backend)
+            except Exception as exc:  # noqa: BLE001 - maintenance is retried on the next round
+                log.warning("maintenance failed: %s", exc)
+
+    async def _maintain(self, backend: Backend) -> None:
+        """Recover expired leases and apply retention (age for every finished state, count for completed)."""
+        now = time.time()
+        for queue in self.queues:
+            for job in await backend.recover(queue, now):
+                log.warning("job %s (%s) lost its lease: now %s (stall %d)", job.id, job.name, job.state.value, job.stalls)
+            for state in TERMINAL_STATES:
+                await backend.clean(queue, state, expired_at=now, limit=10_000)
+            # The count limit is per queue: the largest any of this worker's tasks asks for.
+            counts = [t.options.keep_completed.count for t in self.tasks.values()]
+            if any(c is not None for c in counts):
+                keep = max(c for c in counts if c is not None)
+                await backend.clean(queue, JobState.COMPLETED, keep_last=keep, limit=10_000)
+
+    # -- shutdown --------------------------------------------------------------------------------------
+    async def _shutdown(self, backend: Backend, helpers: list[asyncio.Task[None]]) -> None:
+        running = [r.task for r in self._running.values()]
+        if running:
+            log.info("worker %s: waiting up to %.0fs for %d running job(s)", self.id, self.grace, len(running))
+            await asyncio.wait(running, timeout=self.grace)
+        leftovers = list(self._running.values())
+        for r in leftovers:
+            r.task.cancel()
+        if leftovers:
+            await asyncio.wait([r.task for r in leftovers])
+            await self._flush(backend)  # outcomes already decided win over handing back
+            now = time.time()
+            back = [Outcome(job_id=r.job.id, state=JobState.WAITING, run_at=now, error="handed back: worker stopped")
+                    for r in leftovers]
+            for queue in {r.job.queue for r in leftovers}:
+                with contextlib.suppress(Exception):
+                    await backend.finish(queue, self.id, [o for o, r in zip(back, leftovers) if r.job.queue == queue], now)
+            log.warning("worker %s handed back %d unfinished job(s)", self.id, len(leftovers))
+        await self._flush(backend)
+        for h in helpers:
+            h.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await backend.forget_worker(self.id)
+        log.info("worker %s stopped after %d job(s)", self.id, self.processed)
