@@ -52,8 +52,12 @@ def failed(job: Job, exc: BaseException, tb: str | None = None) -> Outcome:
     return Outcome(job_id=job.id, state=JobState.FAILED, error=error, traceback=tb, expires_at=_expiry(job.options.keep_failed, now))
 
 
-async def run_attempt(task: Task[Any] | None, job: Job, ctx: Context, cancel_grace: float) -> Outcome:
-    """Run one attempt to its outcome; never raises except CancelledError from the worker itself."""
+async def run_attempt(task: Task[Any] | None, job: Job, ctx: Context) -> Outcome:
+    """Run one attempt to its outcome, in the calling asyncio task.
+
+    The per-attempt timeout and a forced cancel (after the cancel grace) both cancel this task and
+    flag why on the context; any other cancellation (worker shutdown, lease lost) propagates.
+    """
     if task is None:
         return failed(job, TaskNotFound(
             f"this worker has no task named {job.name!r}: pass it to Worker([...]) or import its module in the worker"
@@ -63,32 +67,36 @@ async def run_attempt(task: Task[Any] | None, job: Job, ctx: Context, cancel_gra
     except ValidationError as exc:
         return failed(job, PayloadError(f"stored payload no longer matches task {task.name!r}: {exc}"))
     timeout = job.options.timeout
-    body = asyncio.ensure_future(asyncio.wait_for(task.fn(ctx, *args), timeout) if timeout else task.fn(ctx, *args))
-    watch = asyncio.ensure_future(ctx.wait_cancelled())
+    timer = asyncio.get_running_loop().call_later(timeout, ctx.expire) if timeout else None
     try:
-        await asyncio.wait((body, watch), return_when=asyncio.FIRST_COMPLETED)
-        if not body.done():  # cancel requested: give the task its grace period to stop by itself
-            await asyncio.wait((body,), timeout=cancel_grace)
-            if not body.done():
-                body.cancel()
-                await asyncio.wait((body,))
-    except asyncio.CancelledError:
-        body.cancel()
-        raise
+        result = await task.fn(ctx, *args)
+    except asyncio.CancelledError as exc:
+        if not (ctx.timed_out or ctx.forced):
+            raise
+        _uncancel()
+        if ctx.timed_out:
+            return failed(job, TimeoutError(f"attempt {job.attempts} timed out after {timeout:g}s"), tb=_tb(exc))
+        return cancelled(job, "cancelled while running")
+    except Exception as exc:  # noqa: BLE001 - any error of the task is its job's failure
+        if ctx.cancelled:
+            return cancelled(job, "cancelled while running")
+        return failed(job, exc)
     finally:
-        watch.cancel()
+        if timer is not None:
+            timer.cancel()
         await ctx.close()
     if ctx.cancelled:
         return cancelled(job, "cancelled while running")
-    exc = body.exception() if not body.cancelled() else asyncio.CancelledError()
-    if exc is None:
-        try:
-            return completed(job, task.dump_result(body.result()))
-        except PayloadError as bad:
-            return failed(job, bad)
-    if isinstance(exc, asyncio.TimeoutError) and timeout:
-        return failed(job, TimeoutError(f"attempt {job.attempts} timed out after {timeout:g}s"), tb=_tb(exc))
-    return failed(job, exc)
+    try:
+        return completed(job, task.dump_result(result))
+    except PayloadError as bad:
+        return failed(job, bad)
+
+
+def _uncancel() -> None:
+    current = asyncio.current_task()
+    if current is not None and hasattr(current, "uncancel"):  # Python 3.11+
+        current.uncancel()
 
 
 def _tb(exc: BaseException) -> str:

@@ -22,13 +22,27 @@ class Context:
         self.job = job
         self.backend = backend
         self.owner = owner
-        self.log = logging.LoggerAdapter(
-            logger or logging.getLogger("jobkit.task"), {"job_id": job.id, "task": job.name, "attempt": job.attempts}
-        )
-        self._cancel = asyncio.Event()
+        self._logger = logger
+        self._cancel: asyncio.Event | None = None
+        self.timed_out = False  # the attempt ran past its timeout
+        self.forced = False  # a cancel was requested and the task did not stop within the grace period
+        self.runner: asyncio.Task[Any] | None = None  # the asyncio task running this attempt
         self._pending: Progress | None = None
         self._last_write = 0.0
         self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry job_id, task and attempt."""
+        return logging.LoggerAdapter(
+            self._logger or logging.getLogger("jobkit.task"),
+            {"job_id": self.job.id, "task": self.job.name, "attempt": self.job.attempts},
+        )
+
+    def _cancel_event(self) -> asyncio.Event:
+        if self._cancel is None:
+            self._cancel = asyncio.Event()
+        return self._cancel
 
     @property
     def job_id(self) -> str:
@@ -47,14 +61,27 @@ class Context:
     @property
     def cancelled(self) -> bool:
         """True once someone asked to cancel this job: stop soon, or be cancelled after a grace period."""
-        return self._cancel.is_set()
+        return self._cancel is not None and self._cancel.is_set()
 
     async def wait_cancelled(self) -> None:
         """Wait until this job is asked to cancel."""
-        await self._cancel.wait()
+        await self._cancel_event().wait()
 
-    def request_cancel(self) -> None:
-        self._cancel.set()
+    def request_cancel(self, grace: float) -> None:
+        """Ask the task to stop; cancel it for real if it is still running after `grace` seconds."""
+        self._cancel_event().set()
+        asyncio.get_running_loop().call_later(grace, self._force)
+
+    def _force(self) -> None:
+        if self.runner is not None and not self.runner.done():
+            self.forced = True
+            self.runner.cancel()
+
+    def expire(self) -> None:
+        """The attempt's timeout passed: cancel it."""
+        if self.runner is not None and not self.runner.done():
+            self.timed_out = True
+            self.runner.cancel()
 
     async def progress(self, percent: float, message: str = "", **extra: Any) -> None:
         """Report progress (0–100), a message and any JSON extra fields; cheap to call often."""

@@ -75,7 +75,7 @@ class JobHandle(Generic[R]):
             raise JobFailed(job)
         if job.state is JobState.CANCELLED:
             raise JobCancelled(job)
-        return self.task.load_result(job.result) if self.task is not None else job.result  # type: ignore[no-any-return]
+        return self.task.load_result(job.result) if self.task is not None else job.result
 
     def __await__(self) -> Generator[Any, None, R]:
         return self.result().__await__()

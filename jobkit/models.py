@@ -172,8 +172,8 @@ class Job(BaseModel):
     state: JobState = JobState.WAITING
     data: Json = None
     result: Json = None
-    options: JobOptions = JobOptions()
-    progress: Progress = Progress()
+    options: JobOptions = Field(default_factory=JobOptions)
+    progress: Progress = Field(default_factory=Progress)
     checkpoint: Json = None
     attempts: int = 0
     stalls: int = 0
@@ -200,7 +200,9 @@ class Job(BaseModel):
 
     def note(self, state: JobState, at: float, note: str = "") -> None:
         """Record a transition in the job's history (kept to the last HISTORY_LIMIT lines)."""
-        self.history.append(HistoryEntry(at=at, state=state, attempt=self.attempts, owner=self.owner, note=note))
+        self.history.append(
+            HistoryEntry(at=at, state=state, attempt=self.attempts, owner=self.owner, note=note)
+        )
         if len(self.history) > HISTORY_LIMIT:
             del self.history[: len(self.history) - HISTORY_LIMIT]
 

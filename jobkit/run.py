@@ -22,7 +22,7 @@ from .queue import Queue
 from .task import Task, lookup, registered
 from .worker import Worker
 
-__all__ = ["ensure_worker", "run", "run_sync", "submit"]
+__all__ = ["ensure_worker", "run", "run_sync", "shutdown", "submit"]
 
 R = TypeVar("R")
 log = logging.getLogger("jobkit")
@@ -65,6 +65,19 @@ async def _run_embedded(worker: Worker, mine: dict[tuple[int, str], Worker], key
     finally:
         if mine.get(key) is worker:
             del mine[key]
+
+
+async def shutdown() -> None:
+    """Stop this loop's embedded workers (running jobs finish or are handed back) and close its backends."""
+    from .config import close_all
+
+    workers = list(_embedded.get(asyncio.get_running_loop(), {}).values())
+    for w in workers:
+        w.stop()
+    runners = [t for t in _background if t.get_loop() is asyncio.get_running_loop()]
+    if runners:
+        await asyncio.wait(runners)
+    await close_all()
 
 
 async def submit(

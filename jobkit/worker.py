@@ -188,14 +188,14 @@ class Worker:
 
     def _start(self, backend: Backend, job: Job) -> None:
         ctx = Context(job, backend, self.id)
-        task = asyncio.get_running_loop().create_task(self._attempt(backend, job, ctx))
+        task = ctx.runner = asyncio.get_running_loop().create_task(self._attempt(backend, job, ctx))
         self._running[job.id] = _Running(job, ctx, task)
 
     async def _attempt(self, backend: Backend, job: Job, ctx: Context) -> None:
         started = time.monotonic()
         log.debug("job %s (%s) attempt %d started", job.id, job.name, job.attempts)
         try:
-            outcome = await run_attempt(self.tasks.get(job.name), job, ctx, self.cancel_grace)
+            outcome = await run_attempt(self.tasks.get(job.name), job, ctx)
         except asyncio.CancelledError:
             self._running.pop(job.id, None)
             self._wake()
@@ -273,7 +273,7 @@ class Worker:
                     running.task.cancel()
                 elif held[jid] and not running.ctx.cancelled:
                     log.info("job %s: cancel requested", jid)
-                    running.ctx.request_cancel()
+                    running.ctx.request_cancel(self.cancel_grace)
 
     async def _heartbeat_loop(self, backend: Backend) -> None:
         while True:

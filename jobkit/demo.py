@@ -1,0 +1,121 @@
+"""`jobkit demo`: a few jobs of different kinds, run by an embedded worker, with progress in the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from typing import Any, TextIO
+
+from pydantic import BaseModel
+
+from .config import BackendLike, get_backend
+from .context import Context
+from .handle import JobHandle
+from .models import Backoff, Job
+from .run import shutdown, submit
+from .task import task
+
+__all__ = ["main"]
+
+
+class ImportSpec(BaseModel):
+    rows: int = 5_000
+    batch: int = 500
+
+
+class BatchSpec(BaseModel):
+    prompts: list[str]
+
+
+@task(name="demo.import_rows", queue="demo")
+async def import_rows(ctx: Context, spec: ImportSpec) -> dict[str, int]:
+    """Pretend to import rows in batches, as an Excel import would."""
+    done = 0
+    while done < spec.rows:
+        await asyncio.sleep(0.05)
+        done = min(spec.rows, done + spec.batch)
+        await ctx.progress(100 * done / spec.rows, f"{done:,}/{spec.rows:,} rows", rows=done)
+    return {"rows_imported": done}
+
+
+@task(name="demo.generate", queue="demo", attempts=3, backoff=Backoff.fixed(0.2))
+async def generate(ctx: Context, spec: BatchSpec) -> list[str]:
+    """Pretend to call an AI model per prompt; the first attempt hits a (simulated) rate limit."""
+    out = []
+    for i, prompt in enumerate(spec.prompts, 1):
+        await asyncio.sleep(0.08)
+        if ctx.attempt == 1 and i == 3:
+            raise RuntimeError("429 Too Many Requests (simulated): retrying with backoff")
+        out.append(prompt.upper())
+        await ctx.progress(100 * i / len(spec.prompts), f"prompt {i}/{len(spec.prompts)} (attempt {ctx.attempt})")
+    return out
+
+
+@task(name="demo.aggregate", queue="demo")
+async def aggregate(ctx: Context, days: int) -> dict[str, float]:
+    """Pretend to aggregate daily metrics."""
+    total = 0.0
+    rng = random.Random(days)
+    for d in range(1, days + 1):
+        await asyncio.sleep(0.02)
+        total += rng.uniform(90, 110)
+        await ctx.progress(100 * d / days, f"day {d}/{days}")
+    return {"days": days, "mean": round(total / days, 2)}
+
+
+def _bar(job: Job, width: int = 28) -> str:
+    pct = job.progress.percent
+    fill = int(width * pct / 100)
+    return f"{job.name:<18} [{'#' * fill}{'.' * (width - fill)}] {pct:5.1f}% {job.state.value:<9} {job.progress.message}"
+
+
+async def watch(handles: list[JobHandle[Any]], out: TextIO, every: float = 0.1) -> list[Job]:
+    """Redraw one line per job until all are finished; a plain append-only log when not a terminal."""
+    tty = out.isatty()
+    drawn = 0
+    while True:
+        jobs = [await h.job() for h in handles]
+        lines = [_bar(j) for j in jobs]
+        if tty:
+            if drawn:
+                out.write(f"\x1b[{drawn}F")
+            out.write("".join(f"\x1b[2K{line}\n" for line in lines))
+            drawn = len(lines)
+        if all(j.finished for j in jobs):
+            if not tty:
+                out.write("".join(f"{line}\n" for line in lines))
+            out.flush()
+            return jobs
+        out.flush()
+        await asyncio.sleep(every)
+
+
+async def demo(backend: BackendLike = None, out: TextIO = sys.stdout) -> list[Job]:
+    b = await get_backend(backend)
+    out.write(f"jobkit demo on {b.url} — jobs run by an embedded worker in this process\n")
+    started = time.monotonic()
+    handles: list[JobHandle[Any]] = [
+        await submit(import_rows, ImportSpec(), backend=b),
+        await submit(generate, BatchSpec(prompts=["summarise q3", "draft email", "tag tickets", "translate faq"]),
+                     backend=b),
+        await submit(aggregate, 60, backend=b),
+    ]
+    jobs = await watch(handles, out)
+    for h, j in zip(handles, jobs):
+        out.write(f"{j.name}: {j.state.value} after {j.attempts} attempt(s) -> {await h.result()}\n")
+    out.write(f"done in {time.monotonic() - started:.1f}s\n")
+    return jobs
+
+
+async def _demo_then_shutdown(url: str | None) -> list[Job]:
+    try:
+        return await demo(url)
+    finally:
+        await shutdown()
+
+
+def main(url: str | None = None) -> int:
+    jobs = asyncio.run(_demo_then_shutdown(url))
+    return 0 if all(j.state.value == "completed" for j in jobs) else 1

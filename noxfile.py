@@ -1,0 +1,61 @@
+"""Developer and CI sessions. Run them from the dev environment: `.venv/bin/nox -s ci`.
+
+Sessions run in the environment nox was started from (`pip install -e ".[dev]"` made it), so CI
+installs once and every session sees the same packages.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+REDIS_PORT = 6379
+
+
+def _ensure_redis(session: nox.Session) -> None:
+    """Start the shared test Redis on 127.0.0.1:6379 if nothing answers there."""
+    try:
+        session.run("redis-cli", "-p", str(REDIS_PORT), "ping", silent=True, external=True)
+    except Exception:  # noqa: BLE001 - nox raises its own failure type
+        session.run("redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", str(REDIS_PORT),
+                    "--save", "", "--appendonly", "no", external=True)
+        session.run("redis-cli", "-p", str(REDIS_PORT), "--raw", "ping", external=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.run("ruff", "check", "jobkit", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    session.run("mypy", "--strict", "jobkit")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every test except the slow suites, with Redis required (a missing Redis fails instead of skipping)."""
+    _ensure_redis(session)
+    env = {"JOBKIT_REQUIRE_REDIS": "1"}
+    session.run("pytest", "-m", "not slow", *session.posargs, env=env)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The slow suites: kill -9 and restart tests, big imports."""
+    _ensure_redis(session)
+    session.run("pytest", "-m", "slow", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1"})
+
+
+@nox.session
+def ci(session: nox.Session) -> None:
+    """What CI runs: lint, types, every test (slow ones included)."""
+    lint(session)
+    typecheck(session)
+    _ensure_redis(session)
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1",
+                "CI": os.environ.get("CI", "")})

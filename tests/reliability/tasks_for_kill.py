@@ -1,0 +1,25 @@
+"""Tasks imported by worker processes that the reliability tests start (and kill)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import jobkit
+
+
+@jobkit.task(queue="reliability", attempts=1, max_stalls=2)
+async def hang_first_time(ctx: jobkit.Context, label: str) -> dict[str, object]:
+    """Attempt 1 reports progress then hangs (to be killed); a later attempt completes."""
+    await ctx.progress(10, f"pid {os.getpid()} started")
+    if ctx.attempt == 1:
+        await asyncio.sleep(3600)
+    return {"label": label, "pid": os.getpid(), "attempt": ctx.attempt}
+
+
+@jobkit.task(queue="reliability")
+async def takes_a_moment(ctx: jobkit.Context, seconds: float) -> int:
+    """Runs for `seconds`, reporting progress first, and returns the worker's pid."""
+    await ctx.progress(1, "working")
+    await asyncio.sleep(seconds)
+    return os.getpid()

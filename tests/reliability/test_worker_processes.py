@@ -1,0 +1,134 @@
+"""Real worker processes on one SQLite file: kill -9 mid-job, SIGTERM with and without enough grace."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import jobkit
+from jobkit.models import JobState
+
+from .tasks_for_kill import hang_first_time, takes_a_moment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'shared.db'}"
+
+
+@pytest.fixture
+def spawn(url: str) -> Iterator[Any]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*extra: str) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "jobkit", "worker", "tests.reliability.tasks_for_kill", "--url", url, *extra]
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+        if p.stdout:
+            p.stdout.close()
+
+
+async def wait_progress(backend: jobkit.Backend, job_id: str, timeout: float = 30) -> jobkit.Job:
+    """Wait (bounded) until a worker process has reported progress on the job."""
+    handle = jobkit.JobHandle((await backend.get("reliability", job_id)), backend)  # type: ignore[arg-type]
+    import asyncio
+
+    async def first_progress() -> None:
+        async for p in handle.progress():
+            if p.percent > 0:
+                return
+
+    await asyncio.wait_for(first_progress(), timeout)
+    return await handle.job()
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_job_another_worker_completes(url: str, spawn: Any) -> None:
+    backend = await jobkit.connect(url)
+    q = jobkit.Queue("reliability", backend=backend)
+    job = await q.add(hang_first_time, "precious")
+    first = spawn("--lease", "1")
+    running = await wait_progress(backend, job.id)
+    assert running.state is JobState.ACTIVE and running.owner is not None and str(first.pid) in running.owner
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    second = spawn("--lease", "1")
+    done = await jobkit.JobHandle(job, backend).wait(timeout=60)
+    assert done.state is JobState.COMPLETED
+    assert done.result == {"label": "precious", "pid": second.pid, "attempt": 2}
+    assert done.stalls == 1 and done.attempts == 2
+    story = [(h.state, h.owner) for h in done.history]
+    assert [s for s, _ in story] == [JobState.WAITING, JobState.ACTIVE, JobState.WAITING, JobState.ACTIVE,
+                                     JobState.COMPLETED]
+    assert str(first.pid) in (story[1][1] or "") and str(second.pid) in (story[3][1] or "")
+    assert "expired" in done.history[2].note and str(first.pid) in done.history[2].note
+    await backend.close()
+
+
+@pytest.mark.slow
+async def test_sigterm_lets_running_job_finish(url: str, spawn: Any) -> None:
+    backend = await jobkit.connect(url)
+    job = await jobkit.Queue("reliability", backend=backend).add(takes_a_moment, 1.0)
+    worker = spawn("--grace", "30")
+    await wait_progress(backend, job.id)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    done = await backend.get("reliability", job.id)
+    assert done is not None and done.state is JobState.COMPLETED and done.result == worker.pid
+    out = worker.stdout.read() if worker.stdout else ""
+    assert "got SIGTERM" in out and "completed in" in out and job.id in out
+    await backend.close()
+
+
+@pytest.mark.slow
+async def test_sigterm_hands_back_jobs_that_outlive_the_grace(url: str, spawn: Any) -> None:
+    backend = await jobkit.connect(url)
+    job = await jobkit.Queue("reliability", backend=backend).add(takes_a_moment, 3600)
+    worker = spawn("--grace", "0.5")
+    await wait_progress(backend, job.id)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    back = await backend.get("reliability", job.id)
+    assert back is not None and back.state is JobState.WAITING and back.owner is None
+    assert back.history[-1].note.startswith("handed back")
+    await backend.close()
+
+
+async def test_concurrency_limit_is_respected(tmp_path: Path) -> None:
+    import asyncio
+
+    running, peak = 0, 0
+
+    @jobkit.task(name="conc.probe")
+    async def probe(ctx: jobkit.Context) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    backend = await jobkit.connect(f"sqlite:///{tmp_path / 'c.db'}")
+    q = jobkit.Queue("conc", backend=backend)
+    jobs = await q.add_bulk(probe, [None] * 40)
+    async with jobkit.Worker([probe], backend=backend, queues=["conc"], concurrency=3, handle_signals=False):
+        for j in jobs:
+            await jobkit.JobHandle(j, backend).wait(timeout=30)
+    assert peak == 3
+    await backend.close()

@@ -1,0 +1,147 @@
+"""run / run_sync / submit: the synchronous fallback runs jobs in-process when no worker is alive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import jobkit
+from jobkit.models import JobState, WorkerInfo
+from jobkit.run import ensure_worker
+
+
+class Numbers(BaseModel):
+    values: list[float]
+
+
+class Stats(BaseModel):
+    total: float
+    count: int
+
+
+@jobkit.task(queue="run-tests", attempts=2, backoff=0)
+async def summarise(ctx: jobkit.Context, payload: Numbers) -> Stats:
+    await ctx.progress(50, "adding")
+    if not payload.values:
+        raise jobkit.Unrecoverable("no values to summarise")
+    return Stats(total=sum(payload.values), count=len(payload.values))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return "memory://run-tests" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
+
+
+async def test_run_returns_typed_result_via_embedded_worker(url: str) -> None:
+    result = await jobkit.run(summarise, {"values": [1, 2, 3.5]}, backend=url, timeout=10)
+    assert result == Stats(total=6.5, count=3)
+
+
+async def test_submit_returns_handle_and_job_runs_in_background(url: str) -> None:
+    handle = await jobkit.submit(summarise, Numbers(values=[4]), backend=url)
+    job = await handle.wait(timeout=10)
+    assert job.state is JobState.COMPLETED and job.result == {"total": 4.0, "count": 1}
+    assert (await handle).count == 1
+
+
+async def test_run_raises_job_failed_with_reason(url: str) -> None:
+    with pytest.raises(jobkit.JobFailed, match="no values to summarise") as info:
+        await jobkit.run(summarise, {"values": []}, backend=url, timeout=10)
+    assert info.value.job.attempts == 1
+
+
+async def test_run_invalid_payload_queues_nothing(url: str) -> None:
+    queue = jobkit.Queue("run-tests", backend=url)
+    before = (await queue.counts()).total
+    with pytest.raises(jobkit.PayloadError, match="summarise"):
+        await jobkit.run(summarise, {"values": "abc"}, backend=url)
+    assert (await queue.counts()).total == before
+
+
+async def test_run_sync_inside_running_loop(url: str) -> None:
+    # A pytest-asyncio test is a running loop, like a notebook cell; the job runs on this same loop.
+    result = jobkit.run_sync(summarise, {"values": [10, 20]}, backend=url, timeout=10)
+    assert result.total == 30
+
+
+def test_run_sync_in_plain_script(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(f"""
+        import jobkit
+
+        @jobkit.task(queue="script")
+        async def square(ctx, n: int) -> int:
+            await ctx.progress(100, "squared")
+            return n * n
+
+        url = "sqlite:///{tmp_path / 'script.db'}"
+        print(jobkit.run_sync(square, 7, backend=url, timeout=10))
+        print(jobkit.run_sync(square, 8, backend=url, timeout=10))
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["49", "64"]
+
+
+async def test_no_embedded_worker_when_a_real_worker_is_alive() -> None:
+    backend = await jobkit.connect("memory://")
+    await backend.heartbeat(WorkerInfo(id="elsewhere", queues=["run-tests"]), ttl=60)
+    assert await ensure_worker(backend, "run-tests") is None
+    handle = await jobkit.submit(summarise, {"values": [1]}, backend=backend)
+    assert (await handle.job()).state is JobState.WAITING, "the live worker, not this process, should run it"
+
+
+async def test_embedded_worker_stops_when_idle(url: str) -> None:
+    backend = await jobkit.config.get_backend(url)
+    worker = await ensure_worker(backend, "run-tests")
+    assert worker is not None and worker.embedded
+    await asyncio.wait_for(worker._stopping.wait(), timeout=10)
+
+
+async def test_redis_url_unreachable_falls_back_with_one_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JOBKIT_URL", raising=False)
+    monkeypatch.delenv("JOBKIT_REQUIRE_REDIS", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0?socket_connect_timeout=0.5")
+    with caplog.at_level(logging.WARNING, logger="jobkit"):
+        backend = await jobkit.connect()
+        again = await jobkit.connect()
+    assert backend.url == again.url == jobkit.config.DEFAULT_URL
+    warnings = [r for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(warnings) == 1 and "JOBKIT_REQUIRE_REDIS" in warnings[0].getMessage()
+    assert (tmp_path / ".jobkit" / "jobs.db").exists()
+    await backend.close()
+    await again.close()
+
+
+async def test_redis_url_unreachable_is_an_error_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOBKIT_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0?socket_connect_timeout=0.5")
+    monkeypatch.setenv("JOBKIT_REQUIRE_REDIS", "1")
+    with pytest.raises(jobkit.ConfigError, match=r"127\.0\.0\.1:1"):
+        await jobkit.connect()
+
+
+async def test_explicit_url_never_falls_back() -> None:
+    with pytest.raises(jobkit.ConfigError):
+        await jobkit.connect("redis://127.0.0.1:1/0?socket_connect_timeout=0.5")
+
+
+async def test_job_timeout_says_what_to_check() -> None:
+    backend = await jobkit.connect("memory://")
+    await backend.heartbeat(WorkerInfo(id="busy-elsewhere", queues=["run-tests"]), ttl=60)
+    handle = await jobkit.submit(summarise, {"values": [1]}, backend=backend)
+    started = time.monotonic()
+    with pytest.raises(jobkit.JobTimeout, match="is a worker running for queue 'run-tests'"):
+        await handle.result(timeout=0.2)
+    assert time.monotonic() - started < 5
