@@ -1,0 +1,90 @@
+"""Bad input gets an error that names the problem and the fix; nothing is half-written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import jobkit
+from jobkit.backends import from_url
+
+
+@pytest.mark.parametrize("url", ["", "localhost:6379", "sqlite:/jobs.db", "nope"])
+def test_malformed_url(url: str) -> None:
+    with pytest.raises(jobkit.ConfigError, match="malformed backend URL"):
+        from_url(url)
+
+
+def test_unknown_scheme() -> None:
+    with pytest.raises(jobkit.ConfigError, match=r"unknown backend URL scheme 'postgres'.*memory://"):
+        from_url("postgres://localhost/db")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; the read-only case is covered below")
+async def test_unwritable_sqlite_directory(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(jobkit.ConfigError, match="SQLite"):
+        await jobkit.connect(f"sqlite:///{locked / 'sub' / 'jobs.db'}")
+
+
+async def test_sqlite_path_that_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(jobkit.ConfigError, match="not-a-dir"):
+        await jobkit.connect(f"sqlite:///{blocker / 'jobs.db'}")
+
+
+async def test_sqlite_path_that_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(jobkit.ConfigError, match="SQLite"):
+        await jobkit.connect(f"sqlite:///{tmp_path}")
+
+
+def test_task_must_be_async() -> None:
+    with pytest.raises(jobkit.ConfigError, match="async def"):
+
+        @jobkit.task
+        def not_async(ctx: jobkit.Context) -> None:  # type: ignore[type-var]
+            pass
+
+
+def test_task_signature_checked() -> None:
+    with pytest.raises(jobkit.ConfigError, match=r"\(ctx\) or \(ctx, payload\)"):
+
+        @jobkit.task
+        async def too_many(ctx: jobkit.Context, a: int, b: int) -> None:
+            pass
+
+
+def test_task_options_out_of_range() -> None:
+    with pytest.raises(jobkit.ConfigError, match="attempts"):
+        jobkit.task(attempts=0)
+    with pytest.raises(jobkit.ConfigError, match="timeout"):
+        jobkit.task(timeout=-1)
+
+
+def test_worker_options_out_of_range() -> None:
+    with pytest.raises(jobkit.ConfigError, match="concurrency"):
+        jobkit.Worker([], concurrency=0)
+
+
+def test_queue_name_checked() -> None:
+    with pytest.raises(jobkit.ConfigError, match="queue name"):
+        jobkit.Queue("")
+    with pytest.raises(jobkit.ConfigError, match="braces"):
+        jobkit.Queue("a{b}")
+
+
+async def test_unknown_task_name_in_submit() -> None:
+    with pytest.raises(jobkit.TaskNotFound, match="no task named 'missing.task'"):
+        await jobkit.submit("missing.task", {}, backend="memory://")
+
+
+def test_public_api_is_exactly_reexported() -> None:
+    import types
+
+    public = {n for n in dir(jobkit) if not n.startswith("_") and not isinstance(getattr(jobkit, n), types.ModuleType)}
+    assert public == set(jobkit.__all__) - {"__version__"}, "re-export every public name, and nothing else"
+    assert jobkit.__all__ == sorted(jobkit.__all__)
