@@ -7,6 +7,7 @@ installs once and every session sees the same packages.
 from __future__ import annotations
 
 import os
+import sys
 
 import nox
 
@@ -14,6 +15,7 @@ nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 
 REDIS_PORT = 6379
+PY = sys.executable  # the dev environment nox runs from
 
 
 def _ensure_redis(session: nox.Session) -> None:
@@ -28,12 +30,12 @@ def _ensure_redis(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.run("ruff", "check", "jobkit", "tests", "benchmarks", "noxfile.py")
+    session.run(PY, "-m", "ruff", "check", "jobkit", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.run("mypy", "--strict", "jobkit")
+    session.run(PY, "-m", "mypy", "--strict", "jobkit")
 
 
 @nox.session
@@ -41,14 +43,14 @@ def tests(session: nox.Session) -> None:
     """Every test except the slow suites, with Redis required (a missing Redis fails instead of skipping)."""
     _ensure_redis(session)
     env = {"JOBKIT_REQUIRE_REDIS": "1"}
-    session.run("pytest", "-m", "not slow", *session.posargs, env=env)
+    session.run(PY, "-m", "pytest", "-m", "not slow", *session.posargs, env=env)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """The slow suites: kill -9 and restart tests, big imports."""
     _ensure_redis(session)
-    session.run("pytest", "-m", "slow", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1"})
+    session.run(PY, "-m", "pytest", "-m", "slow", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1"})
 
 
 @nox.session
@@ -57,5 +59,14 @@ def ci(session: nox.Session) -> None:
     lint(session)
     typecheck(session)
     _ensure_redis(session)
-    session.run("pytest", "-p", "no:cacheprovider", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1",
+    session.run(PY, "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1",
                 "CI": os.environ.get("CI", "")})
+
+
+@nox.session
+def browser(session: nox.Session) -> None:
+    """Open notebooks/quickstart.ipynb in JupyterLab in headless Chromium, run it, read the bar at 100 %."""
+    if not os.path.exists("/usr/bin/chromium"):
+        session.run("apt-get", "update", "-q", external=True)
+        session.run("apt-get", "install", "-y", "-q", "chromium", external=True)
+    session.run(PY, "tests/browser/check_quickstart.py")

@@ -17,6 +17,7 @@ from .errors import (
 )
 from .handle import JobHandle
 from .models import Backoff, Job, JobEvent, JobOptions, JobState, Progress, QueueCounts, RateLimit, Retention
+from .notebook import dashboard, progress_group
 from .queue import Queue
 from .run import run, run_sync, submit
 from .task import Task, task
@@ -52,6 +53,8 @@ __all__ = [
     "Worker",
     "__version__",
     "connect",
+    "dashboard",
+    "progress_group",
     "run",
     "run_sync",
     "submit",

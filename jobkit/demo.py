@@ -14,6 +14,7 @@ from .config import BackendLike, get_backend
 from .context import Context
 from .handle import JobHandle
 from .models import Backoff, Job
+from .notebook.text import watch_text
 from .run import shutdown, submit
 from .task import task
 
@@ -65,33 +66,6 @@ async def aggregate(ctx: Context, days: int) -> dict[str, float]:
     return {"days": days, "mean": round(total / days, 2)}
 
 
-def _bar(job: Job, width: int = 28) -> str:
-    pct = job.progress.percent
-    fill = int(width * pct / 100)
-    return f"{job.name:<18} [{'#' * fill}{'.' * (width - fill)}] {pct:5.1f}% {job.state.value:<9} {job.progress.message}"
-
-
-async def watch(handles: list[JobHandle[Any]], out: TextIO, every: float = 0.1) -> list[Job]:
-    """Redraw one line per job until all are finished; a plain append-only log when not a terminal."""
-    tty = out.isatty()
-    drawn = 0
-    while True:
-        jobs = [await h.job() for h in handles]
-        lines = [_bar(j) for j in jobs]
-        if tty:
-            if drawn:
-                out.write(f"\x1b[{drawn}F")
-            out.write("".join(f"\x1b[2K{line}\n" for line in lines))
-            drawn = len(lines)
-        if all(j.finished for j in jobs):
-            if not tty:
-                out.write("".join(f"{line}\n" for line in lines))
-            out.flush()
-            return jobs
-        out.flush()
-        await asyncio.sleep(every)
-
-
 async def demo(backend: BackendLike = None, out: TextIO = sys.stdout) -> list[Job]:
     b = await get_backend(backend)
     out.write(f"jobkit demo on {b.url} — jobs run by an embedded worker in this process\n")
@@ -102,8 +76,8 @@ async def demo(backend: BackendLike = None, out: TextIO = sys.stdout) -> list[Jo
                      backend=b),
         await submit(aggregate, 60, backend=b),
     ]
-    jobs = await watch(handles, out)
-    for h, j in zip(handles, jobs):
+    jobs = await watch_text(handles, out)
+    for h, j in zip(handles, jobs, strict=True):
         out.write(f"{j.name}: {j.state.value} after {j.attempts} attempt(s) -> {await h.result()}\n")
     out.write(f"done in {time.monotonic() - started:.1f}s\n")
     return jobs

@@ -31,6 +31,11 @@ class JobHandle(Generic[R]):
     def __repr__(self) -> str:
         return f"<JobHandle {self.name} id={self.id} queue={self.queue!r} state={self.last.state.value}>"
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        from .notebook.display import handle_mimebundle  # widgets only when shown; the engine never needs them
+
+        return handle_mimebundle(self, include, exclude)
+
     async def job(self) -> Job:
         """The job as it is now in the backend."""
         job = await self.backend.get(self.queue, self.id)

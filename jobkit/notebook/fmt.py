@@ -1,0 +1,79 @@
+"""How every view words a job: durations, elapsed time and ETA, attempts, errors and state colours."""
+
+from __future__ import annotations
+
+from ..models import Job, JobState
+
+__all__ = ["BAR_STYLES", "STATE_COLOURS", "attempt_text", "duration", "elapsed", "error_summary", "eta",
+           "short_id", "timing_text"]
+
+STATE_COLOURS = {
+    JobState.WAITING: "#6b7280",
+    JobState.DELAYED: "#b45309",
+    JobState.WAITING_CHILDREN: "#6b7280",
+    JobState.ACTIVE: "#2563eb",
+    JobState.COMPLETED: "#15803d",
+    JobState.FAILED: "#dc2626",
+    JobState.CANCELLED: "#7c3aed",
+}
+#: ipywidgets' own bar styles, so bars follow the frontend's theme.
+BAR_STYLES = {JobState.ACTIVE: "info", JobState.COMPLETED: "success", JobState.FAILED: "danger",
+              JobState.CANCELLED: "warning"}
+
+
+def short_id(job_id: str, n: int = 8) -> str:
+    return job_id if len(job_id) <= n + 2 else job_id[:n]
+
+
+def duration(seconds: float) -> str:
+    """0.4s, 12s, 3m05s, 1h02m."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def elapsed(job: Job, now: float) -> float | None:
+    """Seconds the current (or last) attempt has run, None if it never started."""
+    if job.started_at is None:
+        return None
+    end = job.finished_at if job.finished and job.finished_at else now
+    return max(0.0, end - job.started_at)
+
+
+def eta(job: Job, now: float) -> float | None:
+    """Seconds left for an active job, extrapolated from its progress so far."""
+    ran = elapsed(job, now)
+    pct = job.progress.percent
+    if job.state is not JobState.ACTIVE or ran is None or not 0 < pct < 100:
+        return None
+    return ran * (100 - pct) / pct
+
+
+def attempt_text(job: Job) -> str:
+    return f"attempt {job.attempts} of {job.options.attempts}" if job.attempts else ""
+
+
+def timing_text(job: Job, now: float) -> str:
+    """e.g. "elapsed 3.2s · ETA 4.0s · attempt 1 of 3"."""
+    parts = []
+    ran, left = elapsed(job, now), eta(job, now)
+    if ran is not None:
+        parts.append(f"{'took' if job.finished else 'elapsed'} {duration(ran)}")
+    if left is not None:
+        parts.append(f"ETA {duration(left)}")
+    if job.attempts:
+        parts.append(attempt_text(job))
+    return " · ".join(parts)
+
+
+def error_summary(job: Job, limit: int = 160) -> str:
+    """The last line of the job's error (the exception itself), cut to `limit` characters."""
+    if not job.error:
+        return ""
+    lines = [line for line in job.error.strip().splitlines() if line.strip()]
+    text = lines[-1].strip() if lines else ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

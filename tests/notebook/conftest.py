@@ -1,0 +1,56 @@
+"""Fixtures for the notebook views: a memory backend whose embedded workers stop after each test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+import jobkit
+from jobkit.backends import Backend, from_url
+from jobkit.run import shutdown
+
+
+@pytest.fixture
+async def mem() -> AsyncIterator[Backend]:
+    backend = from_url("memory://")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await shutdown()
+        await backend.close()
+
+
+async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (bounded) until `pred()` holds, checking on every turn of the loop."""
+
+    async def check() -> None:
+        while not pred():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(check(), timeout)
+
+
+@jobkit.task(name="nb.steps", queue="nb")
+async def steps(ctx: jobkit.Context, n: int) -> int:
+    """Reports progress `n` times, yielding to the loop now and then."""
+    for i in range(1, n + 1):
+        await ctx.progress(100 * i / n, f"step {i}/{n}", step=i)
+        if i % 50 == 0:
+            await asyncio.sleep(0.001)
+    return n
+
+
+@jobkit.task(name="nb.hold", queue="nb")
+async def hold(ctx: jobkit.Context) -> str:
+    """Runs until cancelled."""
+    await ctx.progress(5, "holding")
+    await asyncio.wait_for(ctx.wait_cancelled(), 30)
+    return "released"
+
+
+@jobkit.task(name="nb.broken", queue="nb")
+async def broken(ctx: jobkit.Context) -> None:
+    raise ValueError("the spreadsheet has no header row")
