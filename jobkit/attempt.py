@@ -29,7 +29,8 @@ def _expiry(retention: Retention, now: float) -> float | None:
 
 def completed(job: Job, result: Any) -> Outcome:
     now = time.time()
-    return Outcome(job_id=job.id, state=JobState.COMPLETED, result=result, expires_at=_expiry(job.options.keep_completed, now))
+    expires = _expiry(job.options.keep_completed, now)
+    return Outcome(job_id=job.id, state=JobState.COMPLETED, result=result, expires_at=expires)
 
 
 def cancelled(job: Job, why: str) -> Outcome:
@@ -49,7 +50,8 @@ def failed(job: Job, exc: BaseException, tb: str | None = None) -> Outcome:
         return Outcome(job_id=job.id, state=state, error=error, traceback=tb, run_at=now + delay)
     if isinstance(exc, Unrecoverable) and job.attempts < job.options.attempts:
         error += f" (unrecoverable: {job.options.attempts - job.attempts} retries skipped)"
-    return Outcome(job_id=job.id, state=JobState.FAILED, error=error, traceback=tb, expires_at=_expiry(job.options.keep_failed, now))
+    expires = _expiry(job.options.keep_failed, now)
+    return Outcome(job_id=job.id, state=JobState.FAILED, error=error, traceback=tb, expires_at=expires)
 
 
 async def run_attempt(task: Task[Any] | None, job: Job, ctx: Context) -> Outcome:

@@ -84,7 +84,7 @@ class Context:
             self.runner.cancel()
 
     async def progress(self, percent: float, message: str = "", **extra: Any) -> None:
-        """Report progress (0–100), a message and any JSON extra fields; cheap to call often."""
+        """Report progress (0 to 100), a message and any JSON extra fields; cheap to call often."""
         self._pending = Progress(percent=max(0.0, min(100.0, percent)), message=message, extra=extra)
         wait = self._last_write + PROGRESS_INTERVAL - time.monotonic()
         if wait <= 0:

@@ -77,7 +77,7 @@ class Queue:
         priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
         backoff: Backoff | None = None, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
     ) -> Job:
-        """Add one job (validated against the task if it is registered here); a known job_id returns the existing job."""
+        """Add one job, validated against its task if registered here; an existing job_id returns that job."""
         job = self._prepare(task, data, job_id=job_id, delay=delay, now=time.time(), priority=priority,
                             attempts=attempts, timeout=timeout, backoff=backoff, keep_completed=keep_completed,
                             keep_failed=keep_failed)

@@ -131,5 +131,5 @@ def _block_on(coro: Coroutine[Any, Any, R]) -> R:
     # A thread-based wrapper would deadlock here. Patch only now, never at import.
     import nest_asyncio2
 
-    nest_asyncio2.apply(loop)
+    nest_asyncio2.apply(loop, run_close_loop=True)  # asyncio.run() elsewhere keeps closing its loops
     return loop.run_until_complete(coro)

@@ -29,7 +29,7 @@ log = logging.getLogger("jobkit.worker")
 class _Running:
     """A job this worker holds: its attempt task and context."""
 
-    __slots__ = ("job", "ctx", "task", "reporting")
+    __slots__ = ("ctx", "job", "reporting", "task")
 
     def __init__(self, job: Job, ctx: Context, task: asyncio.Task[None]) -> None:
         self.job, self.ctx, self.task = job, ctx, task
@@ -98,7 +98,9 @@ class Worker:
 
     async def __aenter__(self) -> Worker:
         self._runner = asyncio.ensure_future(self.run())
-        await asyncio.wait((self._runner, asyncio.ensure_future(self.started.wait())), return_when=asyncio.FIRST_COMPLETED)
+        started = asyncio.ensure_future(self.started.wait())
+        await asyncio.wait((self._runner, started), return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
         if self._runner.done():
             self._runner.result()
         return self
@@ -301,7 +303,8 @@ class Worker:
         now = time.time()
         for queue in self.queues:
             for job in await backend.recover(queue, now):
-                log.warning("job %s (%s) lost its lease: now %s (stall %d)", job.id, job.name, job.state.value, job.stalls)
+                log.warning("job %s (%s) lost its lease: now %s (stall %d)",
+                            job.id, job.name, job.state.value, job.stalls)
             for state in TERMINAL_STATES:
                 await backend.clean(queue, state, expired_at=now, limit=10_000)
             # The count limit is per queue: the largest any of this worker's tasks asks for.
@@ -327,7 +330,8 @@ class Worker:
                     for r in leftovers]
             for queue in {r.job.queue for r in leftovers}:
                 with contextlib.suppress(Exception):
-                    await backend.finish(queue, self.id, [o for o, r in zip(back, leftovers) if r.job.queue == queue], now)
+                    mine = [o for o, r in zip(back, leftovers, strict=True) if r.job.queue == queue]
+                    await backend.finish(queue, self.id, mine, now)
             log.warning("worker %s handed back %d unfinished job(s)", self.id, len(leftovers))
         await self._flush(backend)
         for h in helpers:

@@ -66,10 +66,30 @@ async def test_run_invalid_payload_queues_nothing(url: str) -> None:
     assert (await queue.counts()).total == before
 
 
-async def test_run_sync_inside_running_loop(url: str) -> None:
-    # A pytest-asyncio test is a running loop, like a notebook cell; the job runs on this same loop.
-    result = jobkit.run_sync(summarise, {"values": [10, 20]}, backend=url, timeout=10)
-    assert result.total == 30
+def test_run_sync_inside_running_loop(tmp_path: Path) -> None:
+    # A coroutine calling run_sync is a running loop, like a notebook cell; the job runs on that same loop.
+    # In a subprocess: nest-asyncio2 patches asyncio for the whole process, as it does in a kernel.
+    script = tmp_path / "nested.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio
+        import jobkit
+
+        @jobkit.task(queue="nested")
+        async def add(ctx, pair: list[int]) -> int:
+            await ctx.progress(100, "added")
+            return sum(pair)
+
+        async def cell():
+            url = "sqlite:///{tmp_path / 'nested.db'}"
+            first = jobkit.run_sync(add, [10, 20], backend=url, timeout=10)
+            second = await jobkit.run(add, [1, 2], backend=url, timeout=10)
+            print(first, second)
+
+        asyncio.run(cell())
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["30", "3"]
 
 
 def test_run_sync_in_plain_script(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from typing import cast
 
 from ..models import JobEvent
 
-__all__ = ["EventHub"]
+__all__ = ["EventHub", "Subscription"]
 
 _END = object()
 
@@ -36,6 +38,10 @@ class EventHub:
         if queue in self._work:
             self._work[queue][1].set()
 
+    def arm(self, queue: str) -> asyncio.Event:
+        """Set up `queue`'s wake-up on this loop now, so a poke before the next `wait` is not missed."""
+        return self._event(queue)
+
     def _event(self, queue: str) -> asyncio.Event:
         # An asyncio.Event belongs to one loop; scripts may call asyncio.run() many times.
         loop = asyncio.get_running_loop()
@@ -47,10 +53,8 @@ class EventHub:
     async def wait(self, queue: str, timeout: float) -> None:
         ev = self._event(queue)
         if not ev.is_set() and not self.closed:
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ev.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
         ev.clear()
 
     def subscribe(self, queue: str) -> asyncio.Queue[object]:
@@ -80,3 +84,48 @@ class EventHub:
                 q.put_nowait(_END)
         for _, ev in self._work.values():
             ev.set()
+
+
+class Subscription(AsyncIterator[JobEvent]):
+    """One queue's events: a backlog first, then live ones, each id once and in order.
+
+    `aclose()` always unsubscribes, even when the iterator was never started.
+    """
+
+    def __init__(
+        self, hub: EventHub, queue: str, backlog: list[JobEvent], after: int,
+        sub: asyncio.Queue[object] | None = None, on_end: Callable[[], None] | None = None,
+    ) -> None:
+        self._hub, self._queue = hub, queue
+        self._sub = sub if sub is not None else hub.subscribe(queue)
+        self._backlog = deque(backlog)
+        self._after = after
+        self._live = cast(AsyncGenerator[JobEvent, None], hub.drain(queue, self._sub))
+        self._on_end = on_end
+        self._open = True
+
+    async def __anext__(self) -> JobEvent:
+        try:
+            if self._backlog:
+                ev = self._backlog.popleft()
+            else:
+                ev = await self._live.__anext__()
+                while int(ev.id) <= self._after:
+                    ev = await self._live.__anext__()
+        except StopAsyncIteration:
+            self._end()
+            raise
+        self._after = int(ev.id)
+        return ev
+
+    async def aclose(self) -> None:
+        self._backlog.clear()
+        await self._live.aclose()
+        self._end()
+
+    def _end(self) -> None:
+        if self._open:
+            self._open = False
+            self._hub.unsubscribe(self._queue, self._sub)  # drain's own cleanup runs only if it was started
+            if self._on_end is not None:
+                self._on_end()

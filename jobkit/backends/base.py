@@ -13,6 +13,7 @@ Rules every implementation keeps (the contract suite in tests/contract checks th
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
@@ -59,7 +60,7 @@ class Backend(abc.ABC):
 
     # -- producer --------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def add(self, jobs: Sequence[Job]) -> list[Job]:
+    async def add(self, jobs: Sequence[Job]) -> builtins.list[Job]:
         """Store new jobs in one transaction; return the stored jobs in order.
 
         A job whose id already exists in its queue is left as it is and the stored job is returned
@@ -81,7 +82,7 @@ class Backend(abc.ABC):
         owner: str | None = None,
         offset: int = 0,
         limit: int = 100,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """Jobs matching every filter given, newest first (by created_at, then seq), paged."""
 
     @abc.abstractmethod
@@ -89,7 +90,7 @@ class Backend(abc.ABC):
         """Number of jobs in each state, and the paused flag."""
 
     @abc.abstractmethod
-    async def queues(self) -> list[str]:
+    async def queues(self) -> builtins.list[str]:
         """Names of every queue that holds jobs or was paused, sorted."""
 
     @abc.abstractmethod
@@ -152,7 +153,7 @@ class Backend(abc.ABC):
         ids missing from the answer were lost (lease expired and recovered, or job removed)."""
 
     @abc.abstractmethod
-    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> list[Job]:
+    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
         """End attempts in one transaction: each ACTIVE job still owned by `owner` takes its
         outcome's state (COMPLETED with result, FAILED/CANCELLED with error and traceback, or
         WAITING/DELAYED at run_at for a retry, keeping error/traceback of the last attempt).
@@ -168,7 +169,7 @@ class Backend(abc.ABC):
         """Store a JSON checkpoint of an ACTIVE job `owner` holds, kept across retries. False if not held."""
 
     @abc.abstractmethod
-    async def recover(self, queue: str, now: float) -> list[Job]:
+    async def recover(self, queue: str, now: float) -> builtins.list[Job]:
         """ACTIVE jobs whose lease expired: stalls += 1; past options.max_stalls → FAILED with an
         error saying it stalled, else → WAITING to run again. Event "stalled" then the new state's.
         Returns the moved jobs."""
@@ -196,5 +197,5 @@ class Backend(abc.ABC):
         """Remove a worker's heartbeat (it stopped cleanly)."""
 
     @abc.abstractmethod
-    async def workers(self, now: float, queue: str | None = None) -> list[WorkerInfo]:
+    async def workers(self, now: float, queue: str | None = None) -> builtins.list[WorkerInfo]:
         """Workers whose heartbeat has not expired, optionally only those serving `queue`."""

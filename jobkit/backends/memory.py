@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import builtins
 import heapq
 import itertools
 from collections.abc import AsyncIterator, Collection, Sequence
@@ -21,7 +21,7 @@ from ..models import (
     RateLimit,
     WorkerInfo,
 )
-from ._local import EventHub
+from ._local import EventHub, Subscription
 from .base import Backend, ClaimResult
 
 __all__ = ["MemoryBackend"]
@@ -95,7 +95,7 @@ class MemoryBackend(Backend):
     async def close(self) -> None:
         self._hub.close()
 
-    async def add(self, jobs: Sequence[Job]) -> list[Job]:
+    async def add(self, jobs: Sequence[Job]) -> builtins.list[Job]:
         out, events, touched = [], [], set()
         for job in jobs:
             q = self._q(job.queue)
@@ -127,7 +127,7 @@ class MemoryBackend(Backend):
         owner: str | None = None,
         offset: int = 0,
         limit: int = 100,
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         found = [
             j for j in self._q(queue).jobs.values()
             if (states is None or j.state in states) and (name is None or j.name == name)
@@ -143,7 +143,7 @@ class MemoryBackend(Backend):
             tally[j.state.value] = tally.get(j.state.value, 0) + 1
         return QueueCounts(**tally, paused=q.paused)
 
-    async def queues(self) -> list[str]:
+    async def queues(self) -> builtins.list[str]:
         return sorted(n for n, q in self._queues.items() if q.jobs or q.paused)
 
     async def cancel(self, queue: str, job_id: str, now: float) -> Job | None:
@@ -293,7 +293,7 @@ class MemoryBackend(Backend):
                 out[jid] = job.cancel_requested
         return out
 
-    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> list[Job]:
+    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
         q = self._q(queue)
         moved, events, poke = [], [], False
         for oc in outcomes:
@@ -336,7 +336,7 @@ class MemoryBackend(Backend):
         job.checkpoint = checkpoint
         return True
 
-    async def recover(self, queue: str, now: float) -> list[Job]:
+    async def recover(self, queue: str, now: float) -> builtins.list[Job]:
         q = self._q(queue)
         moved, events = [], []
         for job in list(q.jobs.values()):
@@ -372,20 +372,12 @@ class MemoryBackend(Backend):
         await self._hub.wait(queue, timeout)
 
     async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:
-        return self._follow(queue, self._hub.subscribe(queue), since)
-
-    async def _follow(self, queue: str, sub: asyncio.Queue[object], since: str | None) -> AsyncIterator[JobEvent]:
-        if since is not None:
-            after = int(since) if since.isdigit() else 0
-            backlog = [e for e in self._hub.recent(queue) if int(e.id) > after]
-            for ev in backlog:
-                yield ev
-            last = int(backlog[-1].id) if backlog else after
-        else:
-            last = 0
-        async for ev in self._hub.drain(queue, sub):
-            if int(ev.id) > last:
-                yield ev
+        sub = self._hub.subscribe(queue)  # live first: nothing published from here on is missed
+        if since is None:
+            return Subscription(self._hub, queue, [], 0, sub=sub)
+        after = int(since) if since.isdigit() else 0
+        backlog = [e for e in self._hub.recent(queue) if int(e.id) > after]
+        return Subscription(self._hub, queue, backlog, after, sub=sub)
 
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
         self._workers[info.id] = (info, info.seen_at + ttl)
@@ -393,7 +385,7 @@ class MemoryBackend(Backend):
     async def forget_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
 
-    async def workers(self, now: float, queue: str | None = None) -> list[WorkerInfo]:
+    async def workers(self, now: float, queue: str | None = None) -> builtins.list[WorkerInfo]:
         return [
             info for info, until in self._workers.values()
             if until >= now and (queue is None or queue in info.queues)

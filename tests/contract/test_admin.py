@@ -127,9 +127,9 @@ async def test_retention_defaults_recorded(backend: Backend, qname: str) -> None
 
 async def test_retention_applied_by_workers_without_clean(backend: Backend, qname: str, watch: Any) -> None:
     q = jobkit.Queue(qname, backend=backend)
-    async with watch(backend, qname) as w:
-        async with jobkit.Worker([keep3, short_lived], backend=backend, queues=[qname], handle_signals=False,
-                                 maintenance_every=0.05):
+    worker = jobkit.Worker([keep3, short_lived], backend=backend, queues=[qname], handle_signals=False,
+                           maintenance_every=0.05)
+    async with watch(backend, qname) as w, worker:
             await q.add_bulk(keep3, [1, 2, 3, 4, 5])
             gone = await q.add(short_lived, False)
             gone_failed = await q.add(short_lived, True)
@@ -158,8 +158,8 @@ async def test_rate_limit_across_two_workers(backend: Backend, qname: str, watch
 async def test_pause_stops_workers_resume_restarts(backend: Backend, qname: str, watch: Any) -> None:
     q = jobkit.Queue(qname, backend=backend)
     await q.pause()
-    async with watch(backend, qname) as w:
-        async with jobkit.Worker([noop], backend=backend, queues=[qname], handle_signals=False):
+    async with watch(backend, qname) as w, jobkit.Worker([noop], backend=backend, queues=[qname],
+                                                       handle_signals=False):
             j = await q.add(noop, 7)
             with pytest.raises(asyncio.TimeoutError):
                 await w.until(lambda e: e.event == "active", timeout=0.5)

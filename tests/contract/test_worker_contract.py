@@ -1,8 +1,9 @@
-"""What a worker does with a job on every backend: results, retries, backoff, timeouts, progress, checkpoints, cancel."""
+"""What a worker does with a job on every backend: results, retries, timeouts, progress, checkpoints, cancel."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -114,7 +115,7 @@ async def test_retries_with_fixed_backoff(worker: jobkit.Worker, submit: Callabl
     assert job.attempts == 3 and calls[qname] == 3
     starts = [e.at for e in job.history if e.state is JobState.ACTIVE]
     assert len(starts) == 3
-    assert all(b - a >= 0.2 for a, b in zip(starts, starts[1:])), "retries must wait for the backoff"
+    assert all(b - a >= 0.2 for a, b in itertools.pairwise(starts)), "retries must wait for the backoff"
     retried = [e for e in job.history if e.state is JobState.DELAYED]
     assert [e.note for e in retried] == ["RuntimeError: boom 1", "RuntimeError: boom 2"]
 
@@ -143,7 +144,8 @@ async def test_unrecoverable_skips_retries(worker: jobkit.Worker, submit: Callab
     with pytest.raises(jobkit.JobFailed) as info:
         await h.result(timeout=10)
     assert info.value.job.attempts == 1
-    assert "bad input, do not retry" in (info.value.job.error or "") and "4 retries skipped" in (info.value.job.error or "")
+    error = info.value.job.error or ""
+    assert "bad input, do not retry" in error and "4 retries skipped" in error
 
 
 async def test_timeout_per_attempt(worker: jobkit.Worker, submit: Callable[..., Any]) -> None:

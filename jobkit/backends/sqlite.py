@@ -1,0 +1,906 @@
+"""`sqlite:///path`: jobs in one SQLite file (WAL mode), shared safely by the processes of one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
+from urllib.parse import unquote
+
+import aiosqlite
+
+from .. import limiter
+from ..errors import BackendError, ConfigError
+from ..models import (
+    TERMINAL_STATES,
+    Job,
+    JobEvent,
+    JobState,
+    Outcome,
+    Progress,
+    QueueCounts,
+    RateLimit,
+    WorkerInfo,
+    dump_json,
+)
+from ._local import EventHub, Subscription
+from .base import Backend, ClaimResult
+
+__all__ = ["SQLiteBackend"]
+
+log = logging.getLogger("jobkit")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1  # PRAGMA user_version; bump it and add a migration step when the schema changes
+BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
+POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
+EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
+TRIM_EVERY = 1_000  # events written between two trims of the events table
+CHUNK = 500  # ids per `IN (...)` list
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+        queue TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, name TEXT NOT NULL,
+        priority INTEGER NOT NULL, seq INTEGER NOT NULL, run_at REAL NOT NULL, lease_until REAL, owner TEXT,
+        cancel_requested INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, finished_at REAL, expires_at REAL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (queue, id))""",
+    # Partial indexes: a job sits only in the one its state needs, so a transition touches few of them.
+    "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority, seq) WHERE state = 'waiting'",
+    "CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (queue, run_at) WHERE state = 'delayed'",
+    "CREATE INDEX IF NOT EXISTS jobs_done ON jobs (queue, state, finished_at, seq) WHERE finished_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (queue, state, expires_at) WHERE expires_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (queue, state, created_at, seq)",
+    "CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (queue, created_at, seq)",
+    """CREATE TABLE IF NOT EXISTS queues (
+        name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0,
+        window_start REAL NOT NULL DEFAULT 0, window_used INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS events_queue ON events (queue, id)",
+    "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, expires_at REAL NOT NULL, body TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT INTO counters (name, value) VALUES ('job_seq', 0), ('event_id', 0) ON CONFLICT (name) DO NOTHING",
+)
+
+_INSERT = (
+    "INSERT INTO jobs (queue, id, state, name, priority, seq, run_at, lease_until, owner, cancel_requested,"
+    " created_at, finished_at, expires_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (queue, id) DO NOTHING"
+)
+_UPDATE = (
+    "UPDATE jobs SET state = ?, seq = ?, run_at = ?, lease_until = ?, owner = ?, cancel_requested = ?,"
+    " finished_at = ?, expires_at = ?, body = ? WHERE rowid = ?"
+)
+_SELECT = "SELECT rowid, state, lease_until, body FROM jobs"
+
+_EVENT_OF = {
+    JobState.COMPLETED: "completed",
+    JobState.FAILED: "failed",
+    JobState.CANCELLED: "cancelled",
+    JobState.WAITING: "retrying",
+    JobState.DELAYED: "retrying",
+}
+_WORK_STATES = (JobState.WAITING, JobState.DELAYED)  # an event in one of these may mean claimable work
+
+
+def _path_of(url: str) -> str:
+    prefix = "sqlite:///"
+    path = unquote(url[len(prefix) :].split("?", 1)[0]) if url.lower().startswith(prefix) else ""
+    if not path or path == ":memory:":
+        raise ConfigError(
+            f"unusable SQLite URL {url!r}: use sqlite:///relative/path/jobs.db or sqlite:////absolute/path/jobs.db"
+            " (for an in-process store use memory://)"
+        )
+    return os.path.abspath(path)
+
+
+def _load(state: str, lease_until: float | None, body: str) -> Job:
+    # `state` and `lease_until` columns are authoritative: delayed-job promotion and lease renewal set only them.
+    job = Job.model_validate_json(body)
+    job.state = JobState(state)
+    job.lease_until = lease_until
+    return job
+
+
+def _values(job: Job, rowid: int) -> tuple[Any, ...]:
+    return (
+        job.state.value, job.seq, job.run_at, job.lease_until, job.owner, int(job.cancel_requested),
+        job.finished_at, job.expires_at, job.model_dump_json(), rowid,
+    )
+
+
+def _event(job: Job, event: str, **extra: Any) -> JobEvent:
+    return JobEvent(
+        queue=job.queue, job_id=job.id, name=job.name, event=event, state=job.state, attempt=job.attempts, **extra
+    )
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+class _Tx:
+    """What one transaction hands back to the event loop: events to publish and queues to wake."""
+
+    __slots__ = ("events", "wake")
+
+    def __init__(self) -> None:
+        self.events: list[JobEvent] = []
+        self.wake: set[str] = set()
+
+
+class _Store:
+    """The SQL side. Every method runs on the connection's thread, and `transaction` makes one call atomic."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.last_event = 0  # highest event id this instance has written, or read for its subscribers
+        self.listening = False  # set from the loop: someone here subscribes or waits, so others' events matter
+        self.data_version = -1
+        self.paused: set[str] = set()
+        self._since_trim = 0
+        self._trim_queues: set[str] = set()
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def setup(self) -> None:
+        c = self.conn
+        c.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        c.execute("PRAGMA journal_mode = WAL")
+        c.execute("PRAGMA synchronous = NORMAL")
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            (version,) = c.execute("PRAGMA user_version").fetchone()
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the SQLite database was written by a newer jobkit (schema {version}, this one knows"
+                    f" {SCHEMA_VERSION}): upgrade jobkit, or use another sqlite:///path"
+                )
+            for statement in _SCHEMA:
+                c.execute(statement)
+            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        (self.last_event,) = c.execute("SELECT value FROM counters WHERE name = 'event_id'").fetchone()
+        (self.data_version,) = c.execute("PRAGMA data_version").fetchone()
+        self.paused = {n for (n,) in c.execute("SELECT name FROM queues WHERE paused = 1")}
+
+    def transaction(self, tx: _Tx, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(self, tx, *args, **kwargs)
+            last = self._write_events(tx)
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        self.last_event = last
+        return result
+
+    def _counter(self, name: str, n: int) -> int:
+        """Reserve `n` values of a counter; returns the first."""
+        # No RETURNING (SQLite 3.35+): older system SQLite libraries are still common under Python.
+        self.conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, name))
+        (end,) = self.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(end) - n + 1
+
+    def _write_events(self, tx: _Tx) -> int:
+        """Store the transaction's events under ids reserved now, after any other process's events not yet seen.
+
+        Ids are reserved under the write lock, so committed ids grow in commit order: the gap between
+        our previous ids and these holds exactly the events other processes committed in between.
+        """
+        new = tx.events
+        if not new:
+            return self.last_event
+        first = self._counter("event_id", len(new))
+        seen: list[JobEvent] = []
+        if first > self.last_event + 1:
+            seen, wake = self._others(self.last_event, first - 1)
+            tx.wake.update(wake)
+        for i, ev in enumerate(new):
+            ev.id = str(first + i)
+        self.conn.executemany(
+            "INSERT INTO events (id, queue, body) VALUES (?, ?, ?)",
+            [(first + i, ev.queue, ev.model_dump_json()) for i, ev in enumerate(new)],
+        )
+        self._since_trim += len(new)
+        self._trim_queues.update(ev.queue for ev in new)
+        if self._since_trim >= TRIM_EVERY:
+            for queue in self._trim_queues:
+                self.conn.execute(
+                    "DELETE FROM events WHERE queue = ? AND id < (SELECT id FROM events WHERE queue = ?"
+                    " ORDER BY id DESC LIMIT 1 OFFSET ?)", (queue, queue, EVENTS_KEPT - 1),
+                )
+            self._since_trim, self._trim_queues = 0, set()
+        tx.events = seen + new
+        return first + len(new) - 1
+
+    def _others(self, after: int, upto: int) -> tuple[list[JobEvent], set[str]]:
+        """Events with ids in (after, upto], which other processes wrote, and the queues they may bring work to.
+
+        Only parsed when someone here listens; otherwise naming the queues is enough to wake a worker."""
+        if not self.listening:
+            rows = self.conn.execute("SELECT DISTINCT queue FROM events WHERE id > ? AND id <= ?", (after, upto))
+            return [], {q for (q,) in rows}
+        rows = self.conn.execute("SELECT body FROM events WHERE id > ? AND id <= ? ORDER BY id", (after, upto))
+        events = [JobEvent.model_validate_json(b) for (b,) in rows]
+        return events, {ev.queue for ev in events if ev.state in _WORK_STATES}
+
+    def poll(self, after: int) -> tuple[list[JobEvent], int, set[str]]:
+        """If another connection committed since the last poll: others' events after `after` (see `_others`),
+        the newest event id, and the queues that may have work (new jobs, or resumed)."""
+        c = self.conn
+        (version,) = c.execute("PRAGMA data_version").fetchone()
+        if version == self.data_version:
+            return [], after, set()
+        (newest,) = c.execute("SELECT value FROM counters WHERE name = 'event_id'").fetchone()
+        newest = min(newest, after + 5000)  # a long backlog is read over several polls
+        events, wake = self._others(after, newest)
+        self.last_event = max(self.last_event, newest)
+        paused = {n for (n,) in c.execute("SELECT name FROM queues WHERE paused = 1")}
+        wake |= self.paused - paused
+        self.paused = paused
+        self.data_version = -1 if newest == after + 5000 else version
+        return events, newest, wake
+
+    def _get(self, queue: str, job_id: str) -> tuple[int, Job] | None:
+        row = self.conn.execute(f"{_SELECT} WHERE queue = ? AND id = ?", (queue, job_id)).fetchone()
+        return None if row is None else (row[0], _load(*row[1:]))
+
+    def _next_seq(self, n: int) -> int:
+        return self._counter("job_seq", n) if n else 0
+
+    # -- producer ----------------------------------------------------------------------------------
+    def add(self, tx: _Tx, jobs: Sequence[Job]) -> list[Job]:
+        c = self.conn
+        seq = self._next_seq(len(jobs))
+        out: list[Job] = []
+        for i, job in enumerate(jobs):
+            stored = job.model_copy(update={"history": list(job.history)})
+            stored.seq = seq + i
+            stored.state = JobState.DELAYED if stored.run_at > stored.created_at else JobState.WAITING
+            stored.note(stored.state, stored.created_at, "added")
+            cur = c.execute(_INSERT, (
+                stored.queue, stored.id, stored.state.value, stored.name, stored.priority, stored.seq, stored.run_at,
+                stored.lease_until, stored.owner, int(stored.cancel_requested), stored.created_at,
+                stored.finished_at, stored.expires_at, stored.model_dump_json(),
+            ))
+            if cur.rowcount == 1:
+                tx.events.append(_event(stored, "added"))
+                out.append(stored)
+            else:
+                found = self._get(job.queue, job.id)
+                assert found is not None
+                out.append(found[1])
+        new_in = {ev.queue for ev in tx.events}
+        c.executemany("INSERT INTO queues (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [(q,) for q in new_in])
+        tx.wake.update(new_in)
+        return out
+
+    def cancel(self, tx: _Tx, queue: str, job_id: str, now: float) -> Job | None:
+        found = self._get(queue, job_id)
+        if found is None:
+            return None
+        rowid, job = found
+        if job.state in (JobState.WAITING, JobState.DELAYED):
+            job.state, job.finished_at = JobState.CANCELLED, now
+            job.error = "cancelled before it started"
+            age = job.options.keep_failed.age
+            job.expires_at = None if age is None else now + age
+            job.note(job.state, now, "cancelled")
+            tx.events.append(_event(job, "cancelled"))
+        elif job.state is JobState.ACTIVE and not job.cancel_requested:
+            job.cancel_requested = True
+            job.note(job.state, now, "cancel requested")
+            tx.events.append(_event(job, "cancel-requested"))
+        else:
+            return job
+        self.conn.execute(_UPDATE, _values(job, rowid))
+        return job
+
+    def set_paused(self, tx: _Tx, queue: str, paused: bool) -> None:
+        self.conn.execute(
+            "INSERT INTO queues (name, paused) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+            (queue, int(paused)),
+        )
+        if not paused:
+            tx.wake.add(queue)
+
+    def retry(self, tx: _Tx, queue: str, job_ids: Sequence[str] | None, now: float, limit: int) -> int:
+        c = self.conn
+        if job_ids is None:
+            rows = c.execute(
+                f"{_SELECT} WHERE queue = ? AND state = 'failed' ORDER BY rowid LIMIT ?", (queue, limit)
+            ).fetchall()
+        else:
+            ids = list(dict.fromkeys(job_ids))
+            by_id: dict[str, Any] = {}
+            for part in _chunks(ids):
+                for row in c.execute(
+                    "SELECT id, rowid, state, lease_until, body FROM jobs WHERE queue = ?"
+                    f" AND id IN ({_marks(len(part))}) AND state IN ('failed', 'cancelled')", (queue, *part),
+                ):
+                    by_id[row[0]] = row[1:]
+            rows = [by_id[i] for i in ids if i in by_id]
+        updates = []
+        for rowid, state, lease_until, body in rows:
+            job = _load(state, lease_until, body)
+            job.attempts = job.stalls = 0
+            job.error = job.traceback = None
+            job.finished_at = job.expires_at = None
+            job.cancel_requested = False
+            job.run_at = now
+            job.state = JobState.WAITING
+            job.note(job.state, now, "retried by request")
+            tx.events.append(_event(job, "waiting"))
+            updates.append(_values(job, rowid))
+        c.executemany(_UPDATE, updates)
+        if updates:
+            tx.wake.add(queue)
+        return len(updates)
+
+    def clean(
+        self, tx: _Tx, queue: str, state: JobState, finished_before: float | None, keep_last: int | None,
+        expired_at: float | None, limit: int,
+    ) -> int:
+        c = self.conn
+        # `state` is a JobState member, so inlining its value is safe and lets SQLite use the partial indexes.
+        where = f"queue = ? AND state = '{state.value}'"
+        doomed: list[str] = []
+        params: list[Any] = [queue]
+        if finished_before is not None:
+            doomed.append("(finished_at < ? OR finished_at IS NULL)")
+            params.append(finished_before)
+        if expired_at is not None:
+            doomed.append("expires_at < ?")
+            params.append(expired_at)
+        if keep_last is not None:
+            edge = c.execute(
+                f"SELECT finished_at, seq FROM jobs WHERE {where} AND finished_at IS NOT NULL"
+                " ORDER BY finished_at DESC, seq DESC LIMIT 1 OFFSET ?", (queue, keep_last),
+            ).fetchone()
+            if edge is not None:
+                doomed.append("(finished_at, seq) <= (?, ?) OR finished_at IS NULL")
+                params.extend(edge)
+        if not doomed or limit <= 0:
+            return 0
+        rows = c.execute(
+            f"SELECT rowid, id, name, json_extract(body, '$.attempts') FROM jobs WHERE {where}"
+            f" AND ({' OR '.join(doomed)}) ORDER BY finished_at, seq LIMIT ?", (*params, limit),
+        ).fetchall()
+        c.executemany("DELETE FROM jobs WHERE rowid = ?", [(r[0],) for r in rows])
+        tx.events.extend(
+            JobEvent(queue=queue, job_id=job_id, name=name, event="removed", state=state, attempt=attempts)
+            for _, job_id, name, attempts in reversed(rows)
+        )
+        return len(rows)
+
+    # -- worker ------------------------------------------------------------------------------------
+    def claim(
+        self, tx: _Tx, queue: str, owner: str, limit: int, lease: float, now: float,
+        names: Collection[str] | None, rate_limit: RateLimit | None,
+    ) -> ClaimResult:
+        c = self.conn
+        due = self._next_due(queue)
+        if due is not None and due <= now:
+            c.execute(
+                "UPDATE jobs SET state = 'waiting' WHERE queue = ? AND state = 'delayed' AND run_at <= ?", (queue, now)
+            )
+            due = self._next_due(queue)
+        next_due = None if due is None else max(0.0, due - now)
+        row = c.execute("SELECT paused, window_start, window_used FROM queues WHERE name = ?", (queue,)).fetchone()
+        paused, start, used = row if row is not None else (0, 0.0, 0)
+        if paused or limit <= 0:
+            return ClaimResult([], None)
+        if rate_limit is not None:
+            start, used, limit, retry_in = limiter.grant(rate_limit, start, used, limit, now)
+            if not limit:
+                return ClaimResult([], retry_in)
+        claimed = self._take(queue, owner, limit, now + lease, now, names)
+        tx.events.extend(_event(job, "active") for job in claimed)
+        if rate_limit is not None:
+            c.execute(
+                "INSERT INTO queues (name, window_start, window_used) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET window_start = excluded.window_start, window_used = excluded.window_used",
+                (queue, start, used - (limit - len(claimed))),
+            )
+        return ClaimResult(claimed, None if claimed else next_due)
+
+    def _next_due(self, queue: str) -> float | None:
+        (due,) = self.conn.execute(
+            "SELECT MIN(run_at) FROM jobs WHERE queue = ? AND state = 'delayed'", (queue,)
+        ).fetchone()
+        return None if due is None else float(due)
+
+    def _take(
+        self, queue: str, owner: str, limit: int, lease_until: float, now: float, names: Collection[str] | None
+    ) -> list[Job]:
+        sql, params = "SELECT rowid, body FROM jobs WHERE queue = ? AND state = 'waiting'", [queue]
+        if names is not None:
+            if not names:
+                return []
+            sql += f" AND name IN ({_marks(len(names))})"
+            params.extend(names)
+        rows = self.conn.execute(f"{sql} ORDER BY priority, seq LIMIT ?", (*params, limit)).fetchall()
+        claimed, updates = [], []
+        for rowid, body in rows:
+            job = Job.model_validate_json(body)
+            job.state, job.owner, job.lease_until = JobState.ACTIVE, owner, lease_until
+            job.attempts += 1
+            job.started_at, job.cancel_requested = now, False
+            job.note(job.state, now)
+            claimed.append(job)
+            updates.append((owner, lease_until, job.model_dump_json(), rowid))
+        self.conn.executemany(
+            "UPDATE jobs SET state = 'active', owner = ?, lease_until = ?, cancel_requested = 0, body = ?"
+            " WHERE rowid = ?", updates,
+        )
+        return claimed
+
+    def _held(self, queue: str, owner: str, job_ids: Sequence[str]) -> dict[str, tuple[int, Job]]:
+        held: dict[str, tuple[int, Job]] = {}
+        ids = list(dict.fromkeys(job_ids))
+        for part in _chunks(ids):
+            for job_id, rowid, state, lease_until, body in self.conn.execute(
+                f"SELECT id, rowid, state, lease_until, body FROM jobs WHERE queue = ? AND id IN ({_marks(len(part))})"
+                " AND state = 'active' AND owner = ?", (queue, *part, owner),
+            ):
+                held[job_id] = (rowid, _load(state, lease_until, body))
+        return held
+
+    def renew(self, tx: _Tx, queue: str, owner: str, job_ids: Sequence[str], lease_until: float) -> dict[str, bool]:
+        out: dict[str, bool] = {}
+        ids = list(dict.fromkeys(job_ids))
+        for part in _chunks(ids):
+            for job_id, cancel_requested in self.conn.execute(
+                f"SELECT id, cancel_requested FROM jobs WHERE queue = ? AND id IN ({_marks(len(part))})"
+                " AND state = 'active' AND owner = ?", (queue, *part, owner),
+            ):
+                out[job_id] = bool(cancel_requested)
+        self.conn.executemany(
+            "UPDATE jobs SET lease_until = ? WHERE queue = ? AND id = ?", [(lease_until, queue, i) for i in out]
+        )
+        return out
+
+    def finish(self, tx: _Tx, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> list[Job]:
+        held = self._held(queue, owner, [oc.job_id for oc in outcomes])
+        todo = [(oc, found) for oc in outcomes if (found := held.pop(oc.job_id, None)) is not None]
+        seq = self._next_seq(sum(oc.state not in TERMINAL_STATES for oc, _ in todo))
+        moved: list[Job] = []
+        ended: list[tuple[Any, ...]] = []
+        retried: list[tuple[Any, ...]] = []
+        for oc, (rowid, job) in todo:
+            job.owner = job.lease_until = None
+            job.cancel_requested = False
+            if oc.state is JobState.COMPLETED:
+                job.result, job.error, job.traceback = oc.result, None, None
+            else:
+                job.error, job.traceback = oc.error, oc.traceback
+            if oc.state in TERMINAL_STATES:
+                job.state, job.finished_at, job.expires_at = oc.state, now, oc.expires_at
+            else:
+                job.run_at, job.seq = oc.run_at, seq
+                seq += 1
+                job.state = JobState.DELAYED if job.run_at > now else JobState.WAITING
+                tx.wake.add(queue)
+            job.note(job.state, now, "" if oc.state is JobState.COMPLETED else (oc.error or "")[:200])
+            tx.events.append(_event(job, _EVENT_OF[oc.state], error=job.error))
+            if job.state in TERMINAL_STATES:
+                ended.append((job.state.value, now, job.expires_at, job.model_dump_json(), rowid))
+            else:
+                retried.append(_values(job, rowid))
+            moved.append(job)
+        # Finished jobs keep seq and run_at: leaving them out spares the index updates they would cost.
+        self.conn.executemany(
+            "UPDATE jobs SET state = ?, owner = NULL, lease_until = NULL, cancel_requested = 0, finished_at = ?,"
+            " expires_at = ?, body = ? WHERE rowid = ?", ended,
+        )
+        self.conn.executemany(_UPDATE, retried)
+        return moved
+
+    def set_progress(self, tx: _Tx, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
+        row = self.conn.execute(
+            "SELECT rowid, name, json_extract(body, '$.attempts') FROM jobs WHERE queue = ? AND id = ?"
+            " AND state = 'active' AND owner = ?", (queue, job_id, owner),
+        ).fetchone()
+        if row is None:
+            return False
+        rowid, name, attempts = row
+        self.conn.execute(
+            "UPDATE jobs SET body = json_set(body, '$.progress', json(?)) WHERE rowid = ?",
+            (progress.model_dump_json(), rowid),
+        )
+        tx.events.append(JobEvent(
+            queue=queue, job_id=job_id, name=name, event="progress", state=JobState.ACTIVE, attempt=attempts,
+            progress=progress,
+        ))
+        return True
+
+    def set_checkpoint(self, tx: _Tx, queue: str, owner: str, job_id: str, checkpoint: str) -> bool:
+        cur = self.conn.execute(
+            "UPDATE jobs SET body = json_set(body, '$.checkpoint', json(?)) WHERE queue = ? AND id = ?"
+            " AND state = 'active' AND owner = ?", (checkpoint, queue, job_id, owner),
+        )
+        return cur.rowcount == 1
+
+    def recover(self, tx: _Tx, queue: str, now: float) -> list[Job]:
+        rows = self.conn.execute(
+            "SELECT rowid, state, lease_until, body FROM jobs WHERE queue = ? AND state = 'active'"
+            " AND (lease_until IS NULL OR lease_until < ?) ORDER BY rowid", (queue, now),
+        ).fetchall()
+        seq = self._next_seq(len(rows))
+        moved, updates = [], []
+        for rowid, state, lease_until, body in rows:
+            job = _load(state, lease_until, body)
+            lost_by = job.owner
+            job.stalls += 1
+            job.owner = job.lease_until = None
+            job.cancel_requested = False
+            tx.events.append(_event(job, "stalled"))
+            if job.stalls > job.options.max_stalls:
+                job.state, job.finished_at = JobState.FAILED, now
+                job.error = (
+                    f"job stalled {job.stalls} times (its worker stopped renewing the lease, last {lost_by}); "
+                    f"max_stalls={job.options.max_stalls}"
+                )
+                age = job.options.keep_failed.age
+                job.expires_at = None if age is None else now + age
+                tx.events.append(_event(job, "failed", error=job.error))
+            else:
+                job.seq, job.run_at, job.state = seq, now, JobState.WAITING
+                seq += 1
+                tx.events.append(_event(job, "waiting"))
+            job.note(job.state, now, f"lease of {lost_by} expired (stall {job.stalls})")
+            updates.append(_values(job, rowid))
+            moved.append(job)
+        self.conn.executemany(_UPDATE, updates)
+        if moved:
+            tx.wake.add(queue)
+        return moved
+
+    # -- workers -----------------------------------------------------------------------------------
+    def heartbeat(self, tx: _Tx, info: WorkerInfo, ttl: float) -> None:
+        self.conn.execute(
+            "INSERT INTO workers (id, expires_at, body) VALUES (?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at, body = excluded.body",
+            (info.id, info.seen_at + ttl, info.model_dump_json()),
+        )
+        # Workers that died without saying goodbye: forget them an hour after their heartbeat ran out.
+        self.conn.execute("DELETE FROM workers WHERE expires_at < ?", (info.seen_at - 3600,))
+
+    def forget_worker(self, tx: _Tx, worker_id: str) -> None:
+        self.conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+
+class SQLiteBackend(Backend):
+    """Each state change is one BEGIN IMMEDIATE transaction, run as one call on aiosqlite's thread."""
+
+    is_local = True
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = _path_of(url)
+        self._db: aiosqlite.Connection | None = None
+        self._store: _Store | None = None
+        self._hub = EventHub(keep=0)  # `since=` reads the events table, not the hub's memory
+        self._last_event = 0  # highest event id published to this process's subscribers
+        self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._listeners = 0  # open subscriptions and pending wait_for_work calls
+
+    def __repr__(self) -> str:
+        return f"<SQLiteBackend {self.path}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def _open_lock(self) -> asyncio.Lock:
+        # A lock belongs to one loop; scripts may call asyncio.run() more than once.
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock[0] is not loop:
+            self._lock = (loop, asyncio.Lock())
+        return self._lock[1]
+
+    async def open(self) -> None:
+        if self._db is not None:
+            return
+        async with self._open_lock():
+            if self._db is None:
+                await self._connect()
+
+    async def _connect(self) -> None:
+        directory = os.path.dirname(self.path)
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the directory {directory!r} for the SQLite database ({exc.strerror or exc}):"
+                f" create it yourself, or point JOBKIT_URL at a writable sqlite:///path/jobs.db"
+            ) from None
+        made: list[_Store] = []
+
+        def connector() -> sqlite3.Connection:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            made.append(_Store(conn))
+            return conn
+
+        db = aiosqlite.Connection(connector, 64)
+        # aiosqlite's thread is not a daemon: a backend never closed (a script ending after run_sync)
+        # would make the interpreter wait for it forever. SQLite's journal keeps the file safe regardless.
+        thread = getattr(db, "_thread", None)
+        if isinstance(thread, threading.Thread):
+            thread.daemon = True
+        try:
+            await db
+            await db._execute(made[0].setup)  # type: ignore[no-untyped-call]
+        except BaseException as exc:
+            await db.close()
+            # A failed connect stops aiosqlite's thread by itself; let it finish while this loop can still
+            # take its last callback (after the loop closes, that callback raises in the thread).
+            for _ in range(1000):
+                if not (isinstance(thread, threading.Thread) and thread.is_alive()):
+                    break
+                await asyncio.sleep(0.005)
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            raise ConfigError(
+                f"cannot open the SQLite database {self.path!r} ({exc}): check that the file and its directory"
+                " are writable by this user, or point JOBKIT_URL at another sqlite:///path/jobs.db"
+            ) from None
+        if self._hub.closed:
+            self._hub = EventHub(keep=0)
+        self._db, self._store, self._last_event = db, made[0], made[0].last_event
+        self._store.listening = self._listeners > 0
+
+    async def close(self) -> None:
+        self._hub.close()
+        poller, self._poller = self._poller, None
+        if poller is not None and not poller.done():
+            poller.cancel()
+            if poller.get_loop() is asyncio.get_running_loop():
+                await asyncio.gather(poller, return_exceptions=True)
+        db, self._db, self._store = self._db, None, None
+        if db is not None:
+            await db.close()
+
+    async def _connection(self) -> tuple[aiosqlite.Connection, _Store]:
+        if self._db is None or self._store is None:
+            await self.open()
+        assert self._db is not None and self._store is not None
+        return self._db, self._store
+
+    async def _write(self, fn: Callable[Concatenate[_Store, _Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn` as one transaction on the connection's thread, then publish its events here."""
+        db, store = await self._connection()
+        tx = _Tx()
+        try:
+            # aiosqlite has no public call for "run this function on your thread"; one hop per
+            # transaction instead of one per statement is what makes the throughput target.
+            result = await db._execute(store.transaction, tx, fn, args, kwargs)  # type: ignore[no-untyped-call]
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise BackendError(
+                    f"the SQLite database {self.path!r} stayed locked by another process for over {BUSY_TIMEOUT:g}s"
+                    f" ({exc}); retry, or use Redis for this much concurrent writing"
+                ) from exc
+            raise
+        self._deliver(tx.events)
+        for queue in tx.wake:
+            self._hub.poke(queue)
+        return cast(T, result)
+
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        db, _ = await self._connection()
+        return list(await db.execute_fetchall(sql, params))
+
+    def _listen(self, change: int) -> None:
+        """Count who needs other processes' events; without anyone, polls and transactions skip reading them."""
+        self._listeners += change
+        if self._store is not None:
+            self._store.listening = self._listeners > 0
+
+    def _deliver(self, events: list[JobEvent]) -> None:
+        """Publish events in id order, each once, whether it came from a transaction or from the poller."""
+        fresh = [ev for ev in events if int(ev.id) > self._last_event]
+        if fresh:
+            self._last_event = int(fresh[-1].id)
+            self._hub.publish(fresh)
+
+    def _ensure_poller(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._poller is None or self._poller.done() or self._poller.get_loop() is not loop:
+            self._poller = loop.create_task(self._poll(), name=f"jobkit-sqlite-poll {self.path}")
+
+    async def _poll(self) -> None:
+        """Notice commits by other processes (PRAGMA data_version moves), publish their events, wake workers."""
+        hub = self._hub
+        while not hub.closed:
+            await asyncio.sleep(POLL_EVERY)
+            db, store = self._db, self._store
+            if db is None or store is None:
+                return
+            try:
+                events, newest, wake = await db._execute(store.poll, self._last_event)  # type: ignore[no-untyped-call]
+            except ValueError:  # the connection closed
+                return
+            except sqlite3.Error as exc:
+                log.debug("polling %s for other processes' changes failed: %s", self.path, exc)
+                continue
+            self._deliver(events)
+            # When nobody listened, skip past what others wrote. Safe: the connection's thread runs calls in
+            # order, so every transaction of ours with an id up to `newest` has been delivered already.
+            self._last_event = max(self._last_event, newest)
+            for queue in wake:
+                hub.poke(queue)
+
+    # -- producer ----------------------------------------------------------------------------------
+    async def add(self, jobs: Sequence[Job]) -> list[Job]:
+        if not jobs:
+            return []
+        return await self._write(_Store.add, jobs)
+
+    async def get(self, queue: str, job_id: str) -> Job | None:
+        rows = await self._read("SELECT state, lease_until, body FROM jobs WHERE queue = ? AND id = ?", (queue, job_id))
+        return _load(*rows[0]) if rows else None
+
+    async def list(
+        self,
+        queue: str,
+        *,
+        states: Collection[JobState] | None = None,
+        name: str | None = None,
+        owner: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> list[Job]:
+        where, params = ["queue = ?"], [queue]
+        if states is not None:
+            if not states:
+                return []
+            where.append(f"state IN ({_marks(len(states))})")
+            params.extend(JobState(s).value for s in states)
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        rows = await self._read(
+            f"SELECT state, lease_until, body FROM jobs WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?", (*params, max(0, limit), max(0, offset)),
+        )
+        return [_load(*row) for row in rows]
+
+    async def counts(self, queue: str) -> QueueCounts:
+        rows = await self._read(
+            "SELECT state, COUNT(*) FROM jobs WHERE queue = ? GROUP BY state"
+            " UNION ALL SELECT '', paused FROM queues WHERE name = ?", (queue, queue),
+        )
+        tally = {state: n for state, n in rows if state}
+        return QueueCounts(**tally, paused=any(bool(n) for state, n in rows if not state))
+
+    async def queues(self) -> builtins.list[str]:
+        rows = await self._read(
+            "SELECT name FROM queues WHERE paused = 1 OR EXISTS (SELECT 1 FROM jobs WHERE queue = queues.name)"
+            " ORDER BY name"
+        )
+        return [name for (name,) in rows]
+
+    async def cancel(self, queue: str, job_id: str, now: float) -> Job | None:
+        return await self._write(_Store.cancel, queue, job_id, now)
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self._write(_Store.set_paused, queue, paused)
+
+    async def retry(self, queue: str, job_ids: Sequence[str] | None, now: float, limit: int = 1000) -> int:
+        return await self._write(_Store.retry, queue, job_ids, now, limit)
+
+    async def clean(
+        self,
+        queue: str,
+        state: JobState,
+        *,
+        finished_before: float | None = None,
+        keep_last: int | None = None,
+        expired_at: float | None = None,
+        limit: int = 1000,
+    ) -> int:
+        if state not in TERMINAL_STATES:
+            return 0
+        return await self._write(_Store.clean, queue, state, finished_before, keep_last, expired_at, limit)
+
+    # -- worker ------------------------------------------------------------------------------------
+    async def claim(
+        self,
+        queue: str,
+        owner: str,
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        names: Collection[str] | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> ClaimResult:
+        # Arm the queue's wake-up before looking: work committed while this claim is on the connection's
+        # thread then makes the worker's next wait_for_work return at once instead of being missed.
+        self._hub.arm(queue)
+        return await self._write(_Store.claim, queue, owner, limit, lease, now, names, rate_limit)
+
+    async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
+        if not job_ids:
+            return {}
+        return await self._write(_Store.renew, queue, owner, job_ids, now + lease)
+
+    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
+        if not outcomes:
+            return []
+        return await self._write(_Store.finish, queue, owner, outcomes, now)
+
+    async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
+        return await self._write(_Store.set_progress, queue, owner, job_id, progress)
+
+    async def set_checkpoint(self, queue: str, owner: str, job_id: str, checkpoint: Any) -> bool:
+        text = dump_json(checkpoint, f"checkpoint of job {job_id}")
+        return await self._write(_Store.set_checkpoint, queue, owner, job_id, text)
+
+    async def recover(self, queue: str, now: float) -> builtins.list[Job]:
+        return await self._write(_Store.recover, queue, now)
+
+    async def wait_for_work(self, queue: str, timeout: float) -> None:
+        await self._connection()
+        self._ensure_poller()
+        self._listen(1)
+        try:
+            await self._hub.wait(queue, timeout)
+        finally:
+            self._listen(-1)
+
+    # -- events ------------------------------------------------------------------------------------
+    async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:
+        await self._connection()
+        self._ensure_poller()
+        hub = self._hub
+        sub = hub.subscribe(queue)  # live first, so nothing published while the backlog is read is missed
+        try:
+            if since is None:
+                ((after,),) = await self._read("SELECT value FROM counters WHERE name = 'event_id'")
+                return self._subscription(hub, queue, sub, [], int(after))
+            after = int(since) if since.isdigit() else 0
+            rows = await self._read("SELECT body FROM events WHERE queue = ? AND id > ? ORDER BY id", (queue, after))
+            return self._subscription(hub, queue, sub, [JobEvent.model_validate_json(b) for (b,) in rows], after)
+        except BaseException:
+            hub.unsubscribe(queue, sub)
+            raise
+
+    def _subscription(
+        self, hub: EventHub, queue: str, sub: asyncio.Queue[object], backlog: builtins.list[JobEvent], after: int
+    ) -> Subscription:
+        self._listen(1)
+        return Subscription(hub, queue, backlog, after, sub=sub, on_end=lambda: self._listen(-1))
+
+    # -- workers -----------------------------------------------------------------------------------
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
+        await self._write(_Store.heartbeat, info, ttl)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._write(_Store.forget_worker, worker_id)
+
+    async def workers(self, now: float, queue: str | None = None) -> builtins.list[WorkerInfo]:
+        rows = await self._read("SELECT body FROM workers WHERE expires_at >= ? ORDER BY id", (now,))
+        found = [WorkerInfo.model_validate_json(body) for (body,) in rows]
+        return [w for w in found if queue is None or queue in w.queues]

@@ -1,0 +1,462 @@
+"""SQLite-only behaviour: one file shared by several backends (processes), its schema, and unusable paths."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from jobkit.backends import sqlite as sqlite_backend
+from jobkit.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
+from jobkit.errors import ConfigError
+from jobkit.models import Job, JobEvent, JobState, Outcome, RateLimit
+
+Q = "files"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def job(job_id: str, **kw: object) -> Job:
+    return Job(id=job_id, name="t", queue=Q, data={"n": job_id}, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[tuple[SQLiteBackend, SQLiteBackend]]:
+    """Two backends on one file: what two processes on one machine see."""
+    a, b = SQLiteBackend(url_of(tmp_path / "jobs.db")), SQLiteBackend(url_of(tmp_path / "jobs.db"))
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def collect(events: AsyncIterator[JobEvent], n: int, timeout: float = 5.0) -> list[JobEvent]:
+    out: list[JobEvent] = []
+
+    async def take() -> None:
+        async for ev in events:
+            out.append(ev)
+            if len(out) == n:
+                return
+
+    await asyncio.wait_for(take(), timeout)
+    return out
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+# -- several processes on one file -----------------------------------------------------------------
+@pytest.mark.asyncio
+async def test_job_added_by_one_is_claimed_by_the_other(pair: tuple[SQLiteBackend, SQLiteBackend]) -> None:
+    a, b = pair
+    await a.add([job("j1"), job("j2", options={"priority": 1})])
+    got = await b.claim(Q, "w-b", limit=5, lease=30, now=time.time())
+    assert [j.id for j in got.jobs] == ["j2", "j1"]
+    assert all(j.state is JobState.ACTIVE and j.owner == "w-b" for j in got.jobs)
+    seen = await a.get(Q, "j1")
+    assert seen is not None and seen.state is JobState.ACTIVE and seen.owner == "w-b"
+    assert (await a.claim(Q, "w-a", limit=5, lease=30, now=time.time())).jobs == []
+
+
+@pytest.mark.asyncio
+async def test_subscription_sees_events_committed_by_the_other(pair: tuple[SQLiteBackend, SQLiteBackend]) -> None:
+    a, b = pair
+    events = await b.subscribe(Q)
+    try:
+        await a.add([job("j1")])
+        (claimed,) = (await a.claim(Q, "w-a", limit=1, lease=30, now=time.time())).jobs
+        await a.finish(Q, "w-a", [Outcome(job_id=claimed.id, state=JobState.COMPLETED, result=7)], time.time())
+        seen = await collect(events, 3)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    assert [(e.event, e.job_id) for e in seen] == [("added", "j1"), ("active", "j1"), ("completed", "j1")]
+    ids = [int(e.id) for e in seen]
+    assert ids == sorted(ids) and len(set(ids)) == 3
+
+
+@pytest.mark.asyncio
+async def test_own_and_foreign_events_interleave_in_order_without_duplicates(
+    pair: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = pair
+    events = await b.subscribe(Q)
+    try:
+        for i in range(10):
+            await (a if i % 2 else b).add([job(f"j{i}")])
+        seen = await collect(events, 10)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    assert [e.job_id for e in seen] == [f"j{i}" for i in range(10)]
+    assert [int(e.id) for e in seen] == sorted({int(e.id) for e in seen})
+
+
+@pytest.mark.asyncio
+async def test_subscribe_is_live_when_it_returns_and_skips_older_events(
+    pair: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = pair
+    await a.add([job("before")])
+    events = await b.subscribe(Q)  # a's event is committed but b has not polled yet: it must not show up
+    try:
+        await a.add([job("after")])
+        (ev,) = await collect(events, 1)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    assert ev.job_id == "after"
+
+
+@pytest.mark.asyncio
+async def test_since_replays_retained_events_across_backends(pair: tuple[SQLiteBackend, SQLiteBackend]) -> None:
+    a, b = pair
+    await a.add([job("j1"), job("j2")])
+    await a.cancel(Q, "j1", time.time())
+    replay = await b.subscribe(Q, since="0")
+    try:
+        first = await collect(replay, 3)
+    finally:
+        await replay.aclose()  # type: ignore[attr-defined]
+    assert [(e.event, e.job_id) for e in first] == [("added", "j1"), ("added", "j2"), ("cancelled", "j1")]
+    resumed = await b.subscribe(Q, since=first[1].id)
+    try:
+        await a.add([job("j3")])
+        rest = await collect(resumed, 2)
+    finally:
+        await resumed.aclose()  # type: ignore[attr-defined]
+    assert [(e.event, e.job_id) for e in rest] == [("cancelled", "j1"), ("added", "j3")]
+
+
+@pytest.mark.asyncio
+async def test_wait_for_work_wakes_for_a_job_added_by_the_other(pair: tuple[SQLiteBackend, SQLiteBackend]) -> None:
+    a, b = pair
+    assert (await b.claim(Q, "w-b", limit=1, lease=30, now=time.time())).jobs == []
+    waiting = asyncio.ensure_future(b.wait_for_work(Q, 10))
+    await asyncio.sleep(0.05)  # let b settle into its wait: the point is to be woken from it
+    started = time.monotonic()
+    await a.add([job("j1")])
+    await asyncio.wait_for(waiting, 5)
+    assert time.monotonic() - started < 2
+    assert [j.id for j in (await b.claim(Q, "w-b", limit=1, lease=30, now=time.time())).jobs] == ["j1"]
+
+
+@pytest.mark.asyncio
+async def test_work_the_other_adds_between_claim_and_wait_is_not_missed(
+    pair: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = pair
+    await b.wait_for_work(Q, 0.01)  # b now polls for the other's commits
+    assert (await b.claim(Q, "w-b", limit=1, lease=30, now=time.time())).jobs == []
+    await a.add([job("j1")])
+    await asyncio.sleep(0.2)  # b notices while nobody in b is waiting or subscribed
+    started = time.monotonic()
+    await asyncio.wait_for(b.wait_for_work(Q, 10), 5)
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.asyncio
+async def test_events_nobody_listened_for_are_skipped_not_replayed_late(
+    pair: tuple[SQLiteBackend, SQLiteBackend],
+) -> None:
+    a, b = pair
+    await b.wait_for_work(Q, 0.01)
+    await a.add([job(f"old{i}") for i in range(50)])
+    await asyncio.sleep(0.1)
+    await b.add([job("mine")])  # b's own write lands after a's unread events
+    events = await b.subscribe(Q)
+    try:
+        await a.add([job("new")])
+        (ev,) = await collect(events, 1)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    assert ev.job_id == "new"
+
+
+@pytest.mark.asyncio
+async def test_resume_by_the_other_wakes_a_waiting_worker(pair: tuple[SQLiteBackend, SQLiteBackend]) -> None:
+    a, b = pair
+    await a.set_paused(Q, True)
+    await a.add([job("j1")])
+    assert (await b.claim(Q, "w-b", limit=1, lease=30, now=time.time())).jobs == []
+    waiting = asyncio.ensure_future(b.wait_for_work(Q, 10))
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await a.set_paused(Q, False)
+    await asyncio.wait_for(waiting, 5)
+    assert time.monotonic() - started < 2
+    assert (await b.counts(Q)).paused is False
+
+
+@pytest.mark.asyncio
+async def test_work_added_while_a_claim_runs_is_not_missed(tmp_path: Path) -> None:
+    async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
+        # The claim reaches the connection first and finds nothing; the add commits right after it.
+        claimed, _ = await asyncio.gather(b.claim(Q, "w", limit=1, lease=30, now=time.time()), b.add([job("j1")]))
+        assert claimed.jobs == []
+        started = time.monotonic()
+        await asyncio.wait_for(b.wait_for_work(Q, 10), 5)
+        assert time.monotonic() - started < 1
+
+
+def test_one_backend_serves_successive_event_loops(tmp_path: Path) -> None:
+    backend = SQLiteBackend(url_of(tmp_path / "jobs.db"))
+
+    async def first() -> None:
+        await backend.add([job("j1")])
+        await backend.wait_for_work(Q, 0.01)
+
+    async def second() -> list[str]:
+        try:
+            await backend.wait_for_work(Q, 0.01)
+            return [j.id for j in (await backend.claim(Q, "w", limit=5, lease=30, now=time.time())).jobs]
+        finally:
+            await backend.close()
+
+    asyncio.run(first())
+    assert asyncio.run(second()) == ["j1"]
+
+
+@pytest.mark.asyncio
+async def test_concurrent_claims_never_hand_out_a_job_twice(pair: tuple[SQLiteBackend, SQLiteBackend]) -> None:
+    a, b = pair
+    await a.add([job(f"j{i}") for i in range(300)])
+    taken: dict[str, list[str]] = {"a": [], "b": []}
+
+    async def drain(backend: SQLiteBackend, who: str) -> None:
+        while True:
+            got = await backend.claim(Q, who, limit=7, lease=30, now=time.time())
+            if not got.jobs:
+                return
+            taken[who].extend(j.id for j in got.jobs)
+            outcomes = [Outcome(job_id=j.id, state=JobState.COMPLETED) for j in got.jobs]
+            assert len(await backend.finish(Q, who, outcomes, time.time())) == len(got.jobs)
+
+    await asyncio.wait_for(asyncio.gather(drain(a, "a"), drain(b, "b")), 30)
+    assert not set(taken["a"]) & set(taken["b"])
+    assert sorted(taken["a"] + taken["b"]) == sorted(f"j{i}" for i in range(300))
+    assert (await a.counts(Q)).completed == 300
+
+
+@pytest.mark.asyncio
+async def test_rate_limit_window_is_shared_by_every_backend(pair: tuple[SQLiteBackend, SQLiteBackend]) -> None:
+    a, b = pair
+    await a.add([job(f"j{i}") for i in range(5)])
+    rate = RateLimit(2, per=60)
+    now = time.time()
+    assert len((await a.claim(Q, "w-a", limit=5, lease=30, now=now, rate_limit=rate)).jobs) == 2
+    refused = await b.claim(Q, "w-b", limit=5, lease=30, now=now + 1, rate_limit=rate)
+    assert refused.jobs == [] and refused.retry_in == pytest.approx(59)
+
+
+@pytest.mark.asyncio
+async def test_renewed_lease_and_progress_are_visible_to_the_other(pair: tuple[SQLiteBackend, SQLiteBackend]) -> None:
+    a, b = pair
+    await a.add([job("j1")])
+    (claimed,) = (await a.claim(Q, "w-a", limit=1, lease=5, now=time.time())).jobs
+    later = time.time() + 100
+    assert await a.renew(Q, "w-a", ["j1"], 5, later) == {"j1": False}
+    from jobkit.models import Progress
+
+    assert await a.set_progress(Q, "w-a", "j1", Progress(percent=40, message="reading", extra={"rows": 12}))
+    seen = await b.get(Q, "j1")
+    assert seen is not None and seen.lease_until == later + 5
+    assert seen.progress.percent == 40 and seen.progress.extra == {"rows": 12}
+    assert seen.created_at == claimed.created_at  # timestamps survive the in-SQL JSON edit exactly
+    assert await b.cancel(Q, "j1", time.time()) is not None
+    assert await a.renew(Q, "w-a", ["j1"], 5, time.time()) == {"j1": True}
+
+
+@pytest.mark.asyncio
+async def test_a_worker_in_another_process_drains_jobs_this_one_watches(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "jobs.db")
+    script = textwrap.dedent(f"""
+        import asyncio, time
+        from jobkit.backends.sqlite import SQLiteBackend
+        from jobkit.models import JobState, Outcome
+
+        async def main():
+            async with SQLiteBackend({url!r}) as b:
+                done, deadline = 0, time.monotonic() + 20
+                while done < 20 and time.monotonic() < deadline:
+                    got = await b.claim({Q!r}, "other-process", limit=5, lease=30, now=time.time())
+                    if not got.jobs:
+                        await b.wait_for_work({Q!r}, 0.5)
+                        continue
+                    outs = [Outcome(job_id=j.id, state=JobState.COMPLETED, result=j.data) for j in got.jobs]
+                    done += len(await b.finish({Q!r}, "other-process", outs, time.time()))
+
+        asyncio.run(main())
+    """)
+    async with SQLiteBackend(url) as here:
+        events = await here.subscribe(Q)
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, cwd=ROOT)
+        try:
+            await here.add([job(f"j{i}") for i in range(20)])
+            seen = [e async for e in _until_completed(events, 20)]
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            await asyncio.wait_for(proc.wait(), 30)
+        assert proc.returncode == 0
+        assert sorted(e.job_id for e in seen) == sorted(f"j{i}" for i in range(20))
+        result = await here.get(Q, "j7")
+        assert result is not None and result.state is JobState.COMPLETED and result.result == {"n": "j7"}
+
+
+async def _until_completed(events: AsyncIterator[JobEvent], n: int) -> AsyncIterator[JobEvent]:
+    done = 0
+    deadline = time.monotonic() + 20
+    while done < n:
+        ev = await asyncio.wait_for(events.__anext__(), max(0.1, deadline - time.monotonic()))
+        if ev.event == "completed":
+            done += 1
+            yield ev
+
+
+# -- the file, its schema, and paths that cannot work ----------------------------------------------
+@pytest.mark.asyncio
+async def test_schema_version_and_wal_mode(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "dir" / "jobs.db"
+    async with SQLiteBackend(url_of(path)):
+        pass
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 1
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"jobs", "queues", "events", "workers"} <= tables
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_reopening_keeps_jobs_and_event_ids_grow(tmp_path: Path) -> None:
+    url = url_of(tmp_path / "jobs.db")
+    async with SQLiteBackend(url) as b:
+        await b.add([job("j1")])
+        replay = await b.subscribe(Q, since="0")
+        (first,) = await collect(replay, 1)
+        await replay.aclose()  # type: ignore[attr-defined]
+    async with SQLiteBackend(url) as b:
+        assert (await b.add([job("j1")]))[0].seq == 1  # idempotent across restarts
+        events = await b.subscribe(Q)
+        await b.add([job("j2")])
+        (second,) = await collect(events, 1)
+        await events.aclose()  # type: ignore[attr-defined]
+    assert int(second.id) > int(first.id)
+
+
+@pytest.mark.asyncio
+async def test_database_from_a_newer_jobkit_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(ConfigError, match="newer jobkit"):
+        await SQLiteBackend(url_of(path)).open()
+
+
+@pytest.mark.asyncio
+async def test_directory_that_cannot_be_created_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    backend = SQLiteBackend(url_of(blocker / "sub" / "jobs.db"))
+    with pytest.raises(ConfigError, match="cannot create the directory") as info:
+        await backend.open()
+    assert str(blocker) in str(info.value) and "JOBKIT_URL" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot open the SQLite database") as info:
+        await SQLiteBackend(url_of(tmp_path)).open()
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+async def test_unwritable_directory_is_a_config_error(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError) as info:
+            await SQLiteBackend(url_of(locked / "jobs.db")).open()
+        assert str(locked) in str(info.value) and "writable" in str(info.value)
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:", "postgres:///x.db"])
+def test_unusable_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError, match="sqlite:///"):
+        SQLiteBackend(url)
+
+
+def test_relative_and_absolute_urls(tmp_path: Path) -> None:
+    assert SQLiteBackend("sqlite:///rel/jobs.db").path == os.path.abspath("rel/jobs.db")
+    assert SQLiteBackend(f"sqlite:///{tmp_path}/jobs.db").path == f"{tmp_path}/jobs.db"
+    assert not os.path.exists("rel")  # the constructor does no I/O
+
+
+@pytest.mark.asyncio
+async def test_events_table_is_trimmed_per_queue(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_backend, "EVENTS_KEPT", 5)
+    monkeypatch.setattr(sqlite_backend, "TRIM_EVERY", 10)
+    path = tmp_path / "jobs.db"
+    async with SQLiteBackend(url_of(path)) as b:
+        for i in range(12):
+            await b.add([job(f"j{i}")])
+        replay = await b.subscribe(Q, since="0")
+        kept = await collect(replay, 5)
+        await replay.aclose()  # type: ignore[attr-defined]
+    assert [e.job_id for e in kept] == [f"j{i}" for i in range(5, 10)]  # trimmed at the 10th event
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 7
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_close_ends_subscriptions_and_reopen_works(tmp_path: Path) -> None:
+    b = SQLiteBackend(url_of(tmp_path / "jobs.db"))
+    events = await b.subscribe(Q)  # opens lazily
+    ending = asyncio.ensure_future(collect(events, 1))
+    await asyncio.sleep(0)
+    await b.close()
+    assert await asyncio.wait_for(ending, 5) == []  # the subscription ended, without an event
+    await b.close()  # idempotent
+    await b.open()
+    try:
+        assert [j.id for j in await b.add([job("j1")])] == ["j1"]
+    finally:
+        await b.close()
+
+
+def test_interpreter_exits_even_if_the_backend_is_never_closed(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import asyncio
+        from jobkit.backends.sqlite import SQLiteBackend
+        backend = SQLiteBackend({url_of(tmp_path / "jobs.db")!r})
+
+        async def main():
+            await backend.open()
+            await backend.wait_for_work("q", 0.05)
+
+        asyncio.run(main())
+    """)
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=ROOT, timeout=30, check=False)
+    assert done.returncode == 0
