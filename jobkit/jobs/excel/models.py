@@ -1,0 +1,105 @@
+"""The import's payload (`ExcelImport`), its safety limits, and its result (`ImportReport`)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["ERRORS_KEPT", "ExcelImport", "ImportReport", "ImportState", "Limits", "RejectedRow", "RowError"]
+
+ERRORS_KEPT = 1000  # row errors kept in the report (and rejected rows in the error file)
+MB = 1024 * 1024
+
+
+class Limits(BaseModel):
+    """What a workbook may declare or expand to before it is refused as hostile or absurd."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_file_mb: float = Field(default=1024, gt=0, description="size of the .xlsx file itself")
+    max_uncompressed_mb: float = Field(default=4096, gt=0, description="all parts together, once unzipped")
+    max_ratio: float = Field(default=200, gt=1, description="unzipped/zipped size of a part over 1 MB")
+    max_parts: int = Field(default=10_000, gt=0, description="files inside the zip")
+    max_shared_strings_mb: float = Field(default=512, gt=0, description="the shared string table, unzipped")
+
+
+class ExcelImport(BaseModel):
+    """Import one sheet of an .xlsx workbook into a destination, validating each row with a pydantic model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="the .xlsx file, as the worker sees it")
+    sheet: str | int = Field(default=0, description="sheet name, or 0-based index")
+    header_row: int | None = Field(default=None, ge=1, description="sheet row of the header; None: first non-empty")
+    columns: dict[str, str] = Field(default_factory=dict, description="sheet header -> row model field")
+    row_model: str = Field(description="'package.module:Model', or a name given to register_row_model")
+    destination: str = Field(description="'sqlite:///file.db?table=name', 'python:module:function', or registered")
+    batch_size: int = Field(default=500, ge=1, le=100_000)
+    on_error: Literal["skip", "fail"] = "skip"
+    max_errors: int = Field(default=1000, ge=0, description="rejected rows tolerated by on_error='skip'")
+    error_file: bool | str = Field(default=False, description="True: <name>.errors.xlsx beside the source; or a path")
+    limits: Limits = Field(default_factory=Limits)
+
+    @field_validator("destination")
+    @classmethod
+    def _has_scheme(cls, v: str) -> str:
+        if ":" not in v:
+            raise ValueError("a destination is a URL: 'sqlite:///file.db?table=name' or 'python:module:function'")
+        return v
+
+    @field_validator("row_model")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("name a pydantic model: 'package.module:Model' or a registered name")
+        return v.strip()
+
+
+class RowError(BaseModel):
+    """One problem in one row: where (sheet row, column header) and what."""
+
+    row: int = Field(description="1-based row number in the sheet, as Excel shows it")
+    column: str | None = Field(default=None, description="the column's header in the sheet")
+    field: str | None = Field(default=None, description="the row model's field")
+    message: str
+    value: Any = None
+
+
+class ImportReport(BaseModel):
+    """What an import did. `errors` holds the first 1,000 row errors."""
+
+    path: str
+    sheet: str
+    destination: str
+    rows_read: int = 0
+    rows_imported: int = 0
+    rows_rejected: int = 0
+    blank_rows: int = 0
+    duration_s: float = 0.0
+    attempts: int = 1
+    errors: list[RowError] = Field(default_factory=list)
+    error_file: str | None = None
+
+
+class RejectedRow(BaseModel):
+    """A rejected row as the error file shows it: its cells (one per header) and why it was refused."""
+
+    row: int
+    values: list[Any]
+    reason: str
+
+
+class ImportState(BaseModel):
+    """Everything a later attempt needs to resume: the checkpoint, and the destination's marker."""
+
+    next_row: int = 0  # first sheet row not yet handled; 0 before the first batch
+    rows_read: int = 0
+    rows_imported: int = 0
+    rows_rejected: int = 0
+    blank_rows: int = 0
+    batches: int = 0
+    elapsed_s: float = 0.0
+    fingerprint: str = ""  # size and modification time of the source: a changed file cannot be resumed
+    errors: list[RowError] = Field(default_factory=list)
+    rejected: list[RejectedRow] = Field(default_factory=list)
