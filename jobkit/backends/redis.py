@@ -1,0 +1,882 @@
+"""`redis://` and `rediss://`: jobs in Redis, every transition one Lua script, events in a Redis Stream.
+
+A queue's keys all start with `jobkit:{<queue>}:`, so they share one Redis Cluster hash slot:
+
+    meta            hash: paused, seq counter, rate-limit window (ws, wu)
+    j:<id>          hash per job: the scalar fields scripts read and change (a compact listpack)
+    d:<id>          string per job: its static JSON (id, name, queue, data, options, created_at), then
+                    its history entries (appended)
+    waiting         zset id by priority * 2^40 + seq      delayed   zset id by run_at
+    active          zset id by lease_until                 completed, failed, cancelled:
+                                                           zset "<seq>:<id>" by finished_at
+    exp:<state>     zset "<seq>:<id>" by expires_at, for the finished states
+    ix:<state>      zset "<created_at>:<seq>:<id>" (scores 0): newest-first paging for `list`
+    events          stream of JobEvents, trimmed to about 10,000 entries; "added", "retrying", "waiting"
+                    and the job-less "resumed" entries also wake workers blocked on the stream
+
+Global keys, never in a script with a queue's keys: `jobkit:queues` (set of queue names) and
+`jobkit:{workers}:info` / `jobkit:{workers}:seen` (heartbeats).
+
+Hot-path commands are packed here and sent on raw redis-py connections (one write, one read). Per queue,
+one XREAD BLOCK loop on a connection of its own feeds both event subscriptions and `wait_for_work`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import inspect
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic_core import PydanticSerializationError, to_json
+from redis import exceptions as rexc
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, parse_url
+
+from ..errors import BackendError, ConfigError, PayloadError
+from ..models import (
+    HISTORY_LIMIT,
+    TERMINAL_STATES,
+    HistoryEntry,
+    Job,
+    JobEvent,
+    JobOptions,
+    JobState,
+    Outcome,
+    Progress,
+    QueueCounts,
+    RateLimit,
+    WorkerInfo,
+)
+from .base import Backend, ClaimResult
+
+__all__ = ["RedisBackend"]
+
+log = logging.getLogger("jobkit.redis")
+
+QUEUE_KEYS = (
+    "meta", "events",
+    "waiting", "delayed", "active", "completed", "failed", "cancelled",
+    "ix:waiting", "ix:delayed", "ix:active", "ix:completed", "ix:failed", "ix:cancelled",
+    "exp:completed", "exp:failed", "exp:cancelled",
+    "j:", "d:",  # prefixes of the job keys, not keys themselves
+)
+QUEUES_KEY = "jobkit:queues"
+WORKER_KEYS = ("jobkit:{workers}:info", "jobkit:{workers}:seen")
+QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "progress", "checkpoint", "cancel", "pause", "retry", "clean",
+                 "recover", "get", "list", "counts")
+GLOBAL_SCRIPTS = ("heartbeat", "workers")
+STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+
+FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
+FEED_LINGER = 5.0  # seconds a feed keeps reading without subscribers or waiters, for the next one
+FEED_SOCKET_TIMEOUT = 15.0  # longer than the BLOCK, so only a dead server times out
+WAKING = frozenset({"added", "retrying", "waiting", "resumed"})  # events that make work claimable
+LANE_IDLE = 16  # idle request connections kept open per backend
+LIST_BUDGET = 5000  # jobs one `list` script call examines before handing back a cursor
+FORGET_WORKERS_AFTER = 3600.0  # heartbeats expired this long ago are deleted
+
+_PLAIN_FIELDS = frozenset(
+    {"id", "name", "queue", "data", "options", "created_at", "run_at", "state", "seq", "attempts"}
+)
+_SINCE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_QUERY_PASSWORD = re.compile(r"((?:^|&)(?:ssl_)?password=)[^&]*")
+_EventId = tuple[int, int]
+_Segment = tuple[int, bytes]  # (number of arguments, their RESP encoding)
+
+
+def _mask(url: str) -> str:
+    """The URL with its password (in the user part or the query) replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    return urlunsplit(parts._replace(query=_QUERY_PASSWORD.sub(r"\1***", parts.query)))
+
+
+def _pack(args: Iterable[Any]) -> _Segment:
+    """RESP bulk strings for str, bytes and int arguments (floats are passed as repr text)."""
+    parts = [a if isinstance(a, bytes) else (a if isinstance(a, str) else str(a)).encode() for a in args]
+    return len(parts), b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts])
+
+
+def _command(*segments: _Segment) -> bytes:
+    return b"*%d\r\n" % sum(s[0] for s in segments) + b"".join(s[1] for s in segments)
+
+
+def _connection(pool: ConnectionPool) -> AbstractConnection:
+    """A new connection with the pool's settings, owned by the caller (not lent by the pool)."""
+    conn: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+    return conn
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _id(eid: str) -> _EventId:
+    ms, _, seq = eid.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _since(since: str) -> _EventId:
+    m = _SINCE.match(since.strip())
+    return (int(m.group(1)), int(m.group(2) or 0)) if m else (0, 0)
+
+
+def _to_json(value: Any, what: str) -> bytes:
+    try:
+        return to_json(value)
+    except PydanticSerializationError as exc:
+        raise PayloadError(
+            f"{what} is not JSON-serialisable ({exc}); use only dicts, lists, str, int, float, bool and None,"
+            " or a pydantic model"
+        ) from None
+
+
+def _job(text: str) -> Job:
+    return Job.model_validate_json(text)
+
+
+def _event(queue: str, eid: str, flat: Sequence[str]) -> JobEvent:
+    """A JobEvent from a stream entry's fields: e = kind, v = NUL-separated id, name, state, at, attempt[, k, JSON]."""
+    v = flat[3].split("\0")
+    kind, extra = (v[5], v[6]) if len(v) > 6 else ("", "")
+    return JobEvent.model_construct(
+        id=eid, queue=queue, job_id=v[0], name=v[1], event=flat[1], state=JobState(v[2]), at=float(v[3]),
+        attempt=int(v[4]), progress=Progress.model_validate_json(extra) if kind == "p" else None,
+        error=json.loads(extra) if kind == "x" else None,
+    )
+
+
+def _accepted_options(cls: type) -> set[str]:
+    names = {"max_connections"}
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None and klass is not object:
+            names |= {p.name for p in inspect.signature(init).parameters.values()
+                      if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    return names - {"self"}
+
+
+_sources: dict[str, tuple[str, str]] = {}
+
+
+def _scripts() -> dict[str, tuple[str, str]]:
+    """{name: (sha1, source)} of the Lua scripts beside this module (queue scripts get _lib.lua first)."""
+    if not _sources:
+        root = resources.files("jobkit.backends").joinpath("redis_lua")
+        lib = root.joinpath("_lib.lua").read_text("utf-8")
+        for name in QUEUE_SCRIPTS + GLOBAL_SCRIPTS:
+            src = root.joinpath(f"{name}.lua").read_text("utf-8")
+            if name in QUEUE_SCRIPTS:
+                src = lib + "\n" + src
+            _sources[name] = (hashlib.sha1(src.encode()).hexdigest(), src)
+    return _sources
+
+
+class _Lane:
+    """Connections for request/response commands: each call takes an idle one, writes once, reads its replies."""
+
+    def __init__(self, pool: ConnectionPool, limit: int | None = None) -> None:
+        self._pool = pool
+        self._idle: list[AbstractConnection] = []
+        self._all: set[AbstractConnection] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._gate = asyncio.Semaphore(limit) if limit else None  # the URL's max_connections
+
+    async def send(self, packed: bytes, replies: int = 1) -> list[Any]:
+        """Replies in order; an error reply is returned as its exception, other failures raise."""
+        if self._gate is None:
+            return await self._send(packed, replies)
+        async with self._gate:
+            return await self._send(packed, replies)
+
+    async def _send(self, packed: bytes, replies: int) -> list[Any]:
+        conn = self._idle.pop() if self._idle else self._new()
+        try:
+            await conn.send_packed_command(packed)
+            out: list[Any] = []
+            for _ in range(replies):
+                try:
+                    out.append(await conn.read_response())
+                except rexc.ResponseError as exc:
+                    out.append(exc)
+        except BaseException:
+            self._all.discard(conn)  # redis-py has disconnected it: the reply stream is out of step
+            raise
+        if len(self._idle) < LANE_IDLE:
+            self._idle.append(conn)
+        else:  # a burst is over: keep LANE_IDLE connections open, not the burst's
+            self._all.discard(conn)
+            task = asyncio.ensure_future(conn.disconnect())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return out
+
+    async def call(self, packed: bytes) -> Any:
+        res = (await self.send(packed))[0]
+        if isinstance(res, Exception):
+            raise res
+        return res
+
+    def _new(self) -> AbstractConnection:
+        conn = _connection(self._pool)
+        self._all.add(conn)
+        return conn
+
+    async def close(self) -> None:
+        conns, self._all, self._idle = self._all, set(), []
+        for conn in conns:
+            await conn.disconnect()
+        await asyncio.gather(*self._closing)
+
+
+class _Queue:
+    """A queue's key names, with the fixed ones already packed for EVALSHA."""
+
+    __slots__ = ("dp", "events", "jp", "keys", "packed")
+
+    def __init__(self, name: str) -> None:
+        prefix = f"jobkit:{{{name}}}:"
+        self.keys = [prefix + k for k in QUEUE_KEYS]
+        self.events, self.jp, self.dp = self.keys[1], self.keys[-2], self.keys[-1]
+        self.packed = _pack(self.keys)
+
+
+_Item = tuple[_EventId, JobEvent] | None
+
+
+class _Feed:
+    """One XREAD BLOCK loop over a queue's event stream: it fans events out to this process's subscriptions
+    and wakes its `wait_for_work` callers on events written by others (this instance wakes itself)."""
+
+    __slots__ = ("idle_since", "key", "own", "pos", "queue", "subs", "task", "waited_at", "waiters", "wakes", "woken")
+
+    def __init__(self, queue: str, key: str, pos: str) -> None:
+        self.queue, self.key, self.pos = queue, key, pos
+        self.subs: set[asyncio.Queue[_Item]] = set()
+        self.task: asyncio.Task[None] | None = None
+        self.idle_since: float | None = None  # when it was last left without subscriptions
+        self.wakes = False  # someone waits for work here
+        self.waited_at = 0.0  # when wait_for_work was last called
+        self.woken = False  # a wake arrived while nobody was waiting
+        self.waiters: set[asyncio.Future[None]] = set()
+        self.own: list[tuple[_EventId, _EventId]] = []  # spans of event ids this instance wrote
+
+    def wake(self) -> None:
+        if self.waiters:
+            for fut in self.waiters:
+                _settle(fut)
+            self.waiters.clear()
+        else:
+            self.woken = True
+
+    def busy(self, now: float) -> bool:
+        """Someone subscribes or has waited for work lately: keep reading."""
+        return bool(self.subs or self.waiters) or (self.wakes and now - self.waited_at < FEED_LINGER)
+
+    def is_own(self, eid: _EventId) -> bool:
+        while self.own and self.own[0][1] < eid:
+            del self.own[0]
+        return bool(self.own) and self.own[0][0] <= eid
+
+
+class _Subscription(AsyncIterator[JobEvent]):
+    """Events after `start`: the retained ones up to `upto` from XRANGE, then the feed's live ones."""
+
+    def __init__(self, backend: RedisBackend, feed: _Feed, inbox: asyncio.Queue[_Item], start: _EventId,
+                 upto: _EventId) -> None:
+        self._backend, self._feed, self._inbox = backend, feed, inbox
+        self._seen, self._upto = start, upto
+        self._backlog: list[tuple[_EventId, JobEvent]] = []
+        self._closed = False
+
+    def __aiter__(self) -> _Subscription:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        if self._closed or self._backend._lane is None:
+            self.close()
+            raise StopAsyncIteration
+        while self._seen < self._upto and not self._backlog:
+            self._backlog, read_to = await self._backend._range(self._feed, self._seen, self._upto)
+            self._backlog.reverse()
+            if not self._backlog:
+                self._seen = read_to
+        if self._backlog:
+            self._seen, ev = self._backlog.pop()
+            return ev
+        while True:
+            item = await self._inbox.get()
+            if item is None:
+                self.close()
+                raise StopAsyncIteration
+            if item[0] > self._seen:
+                self._seen = item[0]
+                return item[1]
+
+    def close(self) -> None:
+        self._closed = True
+        self._feed.subs.discard(self._inbox)
+
+    async def aclose(self) -> None:
+        self.close()
+
+
+class RedisBackend(Backend):
+    """Jobs in Redis: each state change is one Lua script, so it is atomic and stays in one cluster slot."""
+
+    is_local = False
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        where = _mask(url)
+        if scheme == "redis+cluster":
+            raise ConfigError(
+                f"{where}: Redis Cluster URLs are not supported yet; use redis:// or rediss:// to a standalone or"
+                " Sentinel-managed Redis (the key layout already keeps each queue in one hash slot)"
+            )
+        if scheme not in ("redis", "rediss"):
+            raise ConfigError(f"{where} is not a Redis URL: use redis://[user:password@]host:6379/0 or rediss://")
+        try:
+            kwargs: dict[str, Any] = dict(parse_url(url))
+        except ValueError as exc:
+            raise ConfigError(f"invalid Redis URL {where}: {exc}") from None
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            raise ConfigError(f"invalid Redis URL {where}: the path must be a database number, as in redis://host:6379/0")
+        unknown = set(kwargs) - {"connection_class"} - _accepted_options(kwargs.get("connection_class", Connection))
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) {', '.join(sorted(unknown))} in Redis URL {where}: use redis-py connection options"
+                " such as socket_timeout, socket_connect_timeout, socket_keepalive or health_check_interval"
+            )
+        kwargs.setdefault("socket_connect_timeout", 5.0)
+        kwargs["decode_responses"] = True
+        self._kwargs = kwargs
+        blocking = dict(kwargs)
+        blocking.pop("max_connections", None)
+        blocking["socket_timeout"] = None  # feeds pass their own read timeout, longer than their BLOCK
+        self._bkwargs = blocking
+        self._lane: _Lane | None = None
+        self._bpool: ConnectionPool | None = None  # makes connections for blocking reads
+        self._opened = False
+        self._lock = asyncio.Lock()
+        self._queues: dict[str, _Queue] = {}
+        self._feeds: dict[str, _Feed] = {}
+        self._options: dict[int, tuple[JobOptions, bytes]] = {}
+        self._scripts = _scripts()
+        self._by_sha = {sha: src for sha, src in self._scripts.values()}
+        self._heads = {name: _pack(("EVALSHA", sha)) for name, (sha, _) in self._scripts.items()}
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {_mask(self.url)}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self._lane is not None:
+            return
+        async with self._lock:
+            if self._lane is not None:
+                return
+            lane = _Lane(ConnectionPool(**self._kwargs), self._kwargs.get("max_connections"))
+            loads = [("SCRIPT", "LOAD", src) for _, src in self._scripts.values()]
+            try:
+                commands = [("PING",), ("INFO", "server"), ("INFO", "memory"), *loads]
+                ping, server, memory, *loaded = await lane.send(
+                    b"".join(_command(_pack(c)) for c in commands), len(commands))
+                for res in (ping, *loaded):
+                    if isinstance(res, Exception):
+                        raise res
+            except (rexc.RedisError, OSError) as exc:
+                await lane.close()
+                if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError)):
+                    problem, fix = "refuses the URL's credentials or permissions", "fix the user and password"
+                else:
+                    problem, fix = "does not answer", "start Redis there, or fix the host, port and db"
+                raise ConfigError(
+                    f"Redis at {_mask(self.url)} {problem} ({exc}): {fix} in the URL"
+                    " (redis://[user:password@]host:6379/0, rediss:// for TLS; from JOBKIT_URL or REDIS_URL)"
+                ) from None
+            except BaseException:
+                await lane.close()
+                raise
+            try:
+                self._check_server(server, memory)
+            except ConfigError:
+                await lane.close()
+                raise
+            self._bpool = ConnectionPool(**self._bkwargs)
+            self._opened = True
+            self._lane = lane
+
+    def _check_server(self, server: Any, memory: Any) -> None:
+        """Refuse a Redis older than 6.2; warn when it may evict keys. INFO may be denied by an ACL."""
+        info: dict[str, str] = {}
+        for text in (server, memory):
+            for line in text.splitlines() if isinstance(text, str) else ():
+                key, _, value = line.partition(":")
+                info[key] = value
+        version = tuple(int(p) for p in info.get("redis_version", "99.0").split(".")[:2] if p.isdigit())
+        if version < (6, 2):
+            raise ConfigError(f"Redis at {_mask(self.url)} is version {info['redis_version']}; jobkit needs Redis 6.2"
+                              " or newer")
+        policy = info.get("maxmemory_policy", "noeviction")
+        if policy != "noeviction":
+            log.warning("Redis at %s may evict keys (maxmemory-policy %s), and with them jobs; set maxmemory-policy"
+                        " noeviction", _mask(self.url), policy)
+
+    async def close(self) -> None:
+        lane = self._lane
+        if lane is None:
+            return
+        self._lane = None
+        tasks: list[asyncio.Task[None]] = []
+        for feed in self._feeds.values():
+            feed.wake()
+            for inbox in feed.subs:
+                inbox.put_nowait(None)
+            if feed.task is not None:
+                feed.task.cancel()
+                tasks.append(feed.task)
+        self._feeds.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await lane.close()
+        self._bpool = None
+
+    def _live(self) -> _Lane:
+        if self._lane is None:
+            raise BackendError(f"the Redis backend {_mask(self.url)} is {'closed' if self._opened else 'not open'}:"
+                               " call `await backend.open()` first")
+        return self._lane
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _failure(self, exc: rexc.RedisError, what: str) -> BackendError:
+        where = _mask(self.url)
+        if isinstance(exc, rexc.OutOfMemoryError):
+            return BackendError(
+                f"Redis at {where} is out of memory (maxmemory reached) and refused to {what}; nothing was written."
+                " Free memory (remove finished jobs with queue.clean(...)), raise maxmemory or use a larger Redis,"
+                " then retry"
+            )
+        if isinstance(exc, rexc.ReadOnlyError):
+            return BackendError(f"Redis at {where} is a read-only replica and refused to {what}; point the URL at"
+                                " the primary")
+        if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError)):
+            return BackendError(f"lost Redis at {where} while trying to {what} ({exc}); check that the server is up"
+                                " and reachable, then retry")
+        return BackendError(f"Redis at {where} refused to {what}: {exc}")
+
+    def _q(self, queue: str) -> _Queue:
+        q = self._queues.get(queue)
+        if q is None:
+            q = self._queues[queue] = _Queue(queue)
+        return q
+
+    def _evalsha(self, name: str, keys: _Segment, extra_keys: Sequence[str], args: Iterable[Any]) -> bytes:
+        return _command(self._heads[name], _pack((keys[0] + len(extra_keys),)), keys, _pack(extra_keys), _pack(args))
+
+    async def _send(self, commands: Sequence[bytes], what: str) -> builtins.list[Any]:
+        """Run packed commands in one round trip; an EVALSHA refused with NOSCRIPT is loaded and run again."""
+        lane = self._live()
+        try:
+            results = await lane.send(b"".join(commands), len(commands))
+            for i, res in enumerate(results):
+                if isinstance(res, rexc.NoScriptError):  # SCRIPT FLUSH, a restart or a failover
+                    sha = commands[i].split(b"\r\n", 5)[4].decode()
+                    await lane.call(_command(_pack(("SCRIPT", "LOAD", self._by_sha[sha]))))
+                    results[i] = (await lane.send(commands[i]))[0]
+                if isinstance(results[i], Exception):
+                    raise results[i]
+            return results
+        except rexc.RedisError as exc:
+            raise self._failure(exc, what) from exc
+
+    async def _eval(self, name: str, queue: str, args: Iterable[Any], what: str, ids: Sequence[str] = (),
+                    data: bool = False) -> Any:
+        """Run a queue script; `ids` add job hash keys to KEYS (and data keys after each with `data`)."""
+        q = self._q(queue)
+        extra = [k for i in ids for k in (q.jp + i, q.dp + i)] if data else [q.jp + i for i in ids]
+        return (await self._send([self._evalsha(name, q.packed, extra, args)], what))[0]
+
+    def _woke(self, queue: str, span: str | None) -> None:
+        """This instance made work claimable: wake its own waiters now; its feed skips these events."""
+        feed = self._feeds.get(queue)
+        if feed is None or span is None or not feed.wakes:
+            return
+        first, _, last = span.partition(" ")
+        if _id(last) > _id(feed.pos):  # else the feed read these events first and has woken the waiters
+            feed.own.append((_id(first), _id(last)))
+            feed.wake()
+
+    def _options_json(self, options: JobOptions) -> bytes:
+        hit = self._options.get(id(options))
+        if hit is not None and hit[0] is options:
+            return hit[1]
+        text = options.model_dump_json(exclude_defaults=True).encode()
+        if len(self._options) >= 256:
+            self._options.clear()
+        self._options[id(options)] = (options, text)
+        return text
+
+    @staticmethod
+    def _extra(job: Job) -> bytes:
+        """Hash fields for a new job's non-default dynamic fields (rare: Queue builds fresh jobs)."""
+        if not (job.model_fields_set - _PLAIN_FIELDS):
+            return b""
+        out: dict[str, str] = {}
+        if job.result is not None:
+            out["result"] = _to_json(job.result, f"result of job {job.id}").decode()
+        if job.progress != Progress():
+            out["progress"] = job.progress.model_dump_json()
+        if job.checkpoint is not None:
+            out["checkpoint"] = _to_json(job.checkpoint, f"checkpoint of job {job.id}").decode()
+        if job.stalls:
+            out["stalls"] = str(job.stalls)
+        if job.error is not None:
+            out["err"] = json.dumps(job.error)
+        if job.traceback is not None:
+            out["tb"] = json.dumps(job.traceback)
+        if job.owner is not None:
+            out["owner"] = job.owner
+        if job.cancel_requested:
+            out["cr"] = "1"
+        for field, key in (("lease_until", "lease"), ("started_at", "started"), ("finished_at", "finished"),
+                           ("expires_at", "expires")):
+            value = getattr(job, field)
+            if value is not None:
+                out[key] = repr(float(value))
+        return json.dumps(out).encode() if out else b""
+
+    def _record(self, job: Job) -> bytes:
+        """One job for add.lua: its fields joined by NUL bytes (JSON text never holds a raw NUL)."""
+        body = _to_json({"id": job.id, "name": job.name, "queue": job.queue, "data": job.data,
+                         "created_at": job.created_at}, f"payload of job {job.id} ({job.name})")
+        options = job.options
+        static = body[1:-1] + b',"options":' + self._options_json(options)
+        state = b"delayed" if job.run_at > job.created_at else b"waiting"
+        history = b'{"at":%b,"state":"%b","attempt":%d,"owner":null,"note":"added"}' % (
+            repr(job.created_at).encode(), state, job.attempts)
+        kept = job.history[-(HISTORY_LIMIT - 1):]
+        if kept:  # rare: Queue builds fresh jobs
+            history = b",\n".join([h.model_dump_json().encode() for h in kept] + [history])
+        kfa = options.keep_failed.age
+        record = b'%b\0%b,"history":[%b\0%d\0%b\0%d\0%b\0%017.6f\0%b\0%d\0%d\0%b\0%d\0%b' % (
+            job.id.encode(), static, history, len(static) + 12, state, options.priority, repr(job.run_at).encode(),
+            job.created_at, job.name.encode(), job.attempts, options.max_stalls,
+            b"" if kfa is None else repr(kfa).encode(), len(kept) + 1, self._extra(job),
+        )
+        if record.count(0) != 12:
+            raise PayloadError(f"job id and task name must not contain NUL characters: {job.id!r}, {job.name!r}")
+        return record
+
+    # -- producer ----------------------------------------------------------------------------------
+    async def add(self, jobs: Sequence[Job]) -> builtins.list[Job]:
+        if not jobs:
+            return []
+        now = repr(time.time())
+        groups: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.queue, []).append(i)
+        commands = [_command(_pack(("SADD", QUEUES_KEY, *groups)))]
+        for queue, idx in groups.items():
+            records = [now.encode()]
+            records += [self._record(jobs[i]) for i in idx]
+            commands.append(self._evalsha("add", self._q(queue).packed, (), records))
+        results = await self._send(commands, "add jobs")
+        out: list[Job] = list(jobs)
+        for (queue, idx), res in zip(groups.items(), results[1:], strict=True):
+            self._woke(queue, res[0])
+            for i, item in zip(idx, res[1:], strict=True):
+                job = jobs[i]
+                if not isinstance(item, int):  # the id existed: the stored job
+                    out[i] = _job(item)
+                    continue
+                state = JobState.DELAYED if job.run_at > job.created_at else JobState.WAITING
+                note = HistoryEntry.model_construct(at=job.created_at, state=state, attempt=job.attempts, owner=None,
+                                                    note="added")
+                history = [*job.history[-(HISTORY_LIMIT - 1):], note]
+                out[i] = job.model_copy(update={"seq": item, "state": state, "history": history})
+        return out
+
+    async def get(self, queue: str, job_id: str) -> Job | None:
+        res = await self._eval("get", queue, (), "read a job", (job_id,), data=True)
+        return None if res[0] is None else _job(res[0])
+
+    async def list(
+        self,
+        queue: str,
+        *,
+        states: Collection[JobState] | None = None,
+        name: str | None = None,
+        owner: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> builtins.list[Job]:
+        wanted = [JobState(s).value for s in states] if states is not None else list(STATES)
+        if owner is not None:  # only ACTIVE jobs have an owner
+            wanted = [s for s in wanted if s == "active"]
+        out: list[Job] = []
+        cursor, skip = "", max(0, offset)
+        while wanted and len(out) < limit:
+            res = await self._eval("list", queue, (
+                skip, limit - len(out), "0" if name is None else "1", name or "", "0" if owner is None else "1",
+                owner or "", cursor, LIST_BUDGET, *wanted,
+            ), "list jobs")
+            out.extend(_job(s) for s in res[2:])
+            cursor, skip = res[0], int(res[1])
+            if not cursor:
+                break
+        return out
+
+    async def counts(self, queue: str) -> QueueCounts:
+        return self._counts(await self._eval("counts", queue, (), "count jobs"))
+
+    @staticmethod
+    def _counts(res: Sequence[int]) -> QueueCounts:
+        return QueueCounts(waiting=res[0], delayed=res[1], active=res[2], completed=res[3], failed=res[4],
+                           cancelled=res[5], paused=bool(res[6]))
+
+    async def queues(self) -> builtins.list[str]:
+        [names] = await self._send([_command(_pack(("SMEMBERS", QUEUES_KEY)))], "list queues")
+        names = sorted(names)
+        if not names:
+            return []
+        results = await self._send([self._evalsha("counts", self._q(n).packed, (), ()) for n in names], "count jobs")
+        return [n for n, res in zip(names, results, strict=True) if any(res)]
+
+    async def cancel(self, queue: str, job_id: str, now: float) -> Job | None:
+        res = await self._eval("cancel", queue, (job_id, repr(now)), "cancel a job", (job_id,), data=True)
+        return None if res is None else _job(res)
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        results = await self._send([
+            _command(_pack(("SADD", QUEUES_KEY, queue))),
+            self._evalsha("pause", self._q(queue).packed, (), ("1" if paused else "0", repr(time.time()))),
+        ], "pause a queue" if paused else "resume a queue")
+        self._woke(queue, results[1])
+
+    async def retry(self, queue: str, job_ids: Sequence[str] | None, now: float, limit: int = 1000) -> int:
+        if job_ids is None:
+            res = await self._eval("retry", queue, (repr(now), limit, "all"), "retry jobs")
+        elif not job_ids:
+            return 0
+        else:
+            res = await self._eval("retry", queue, (repr(now), limit, "ids", *job_ids), "retry jobs", job_ids,
+                                   data=True)
+        self._woke(queue, res[1])
+        return int(res[0])
+
+    async def clean(
+        self,
+        queue: str,
+        state: JobState,
+        *,
+        finished_before: float | None = None,
+        keep_last: int | None = None,
+        expired_at: float | None = None,
+        limit: int = 1000,
+    ) -> int:
+        state = JobState(state)
+        if state not in TERMINAL_STATES or limit <= 0:
+            return 0
+        args = (state.value, "" if finished_before is None else repr(finished_before),
+                "" if keep_last is None else max(0, keep_last), "" if expired_at is None else repr(expired_at),
+                limit, repr(time.time()))
+        return int(await self._eval("clean", queue, args, "remove finished jobs"))
+
+    # -- worker ------------------------------------------------------------------------------------
+    async def claim(
+        self,
+        queue: str,
+        owner: str,
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        names: Collection[str] | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> ClaimResult:
+        args: list[Any] = [repr(now), repr(now + lease), owner, limit]
+        if rate_limit is None:
+            args += ("", "")
+        else:
+            args += (rate_limit.limit, repr(rate_limit.per))
+        if names is None:
+            args.append("0")
+        else:
+            args += ("1", *names)
+        res = await self._eval("claim", queue, args, "claim jobs")
+        return ClaimResult([_job(s) for s in res[1:]], float(res[0]) if res[0] else None)
+
+    async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
+        if not job_ids:
+            return {}
+        res = await self._eval("renew", queue, (owner, repr(now + lease), *job_ids), "renew leases", job_ids)
+        return {jid: code == 1 for jid, code in zip(job_ids, res, strict=True) if code >= 0}
+
+    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
+        if not outcomes:
+            return []
+        args: list[Any] = [owner, repr(now)]
+        for oc in outcomes:
+            expires = b"" if oc.expires_at is None else repr(oc.expires_at).encode()
+            if oc.state is JobState.COMPLETED:
+                result = _to_json(oc.result, f"result of job {oc.job_id}")
+                args.append(b'%b\0completed\0%b\0null\0null\0%b\0%b\0""' % (
+                    oc.job_id.encode(), result, repr(oc.run_at).encode(), expires))
+            else:
+                args.append(b"\0".join((
+                    oc.job_id.encode(), oc.state.value.encode(), b"", json.dumps(oc.error).encode(),
+                    json.dumps(oc.traceback).encode(), repr(oc.run_at).encode(), expires,
+                    json.dumps((oc.error or "")[:200]).encode(),
+                )))
+        res = await self._eval("finish", queue, args, "finish jobs", [oc.job_id for oc in outcomes], data=True)
+        self._woke(queue, res[0])
+        return [_job(s) for s in res[1:]]
+
+    async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
+        res = await self._eval("progress", queue, (owner, job_id, progress.model_dump_json(), repr(time.time())),
+                               "store progress", (job_id,))
+        return bool(res)
+
+    async def set_checkpoint(self, queue: str, owner: str, job_id: str, checkpoint: Any) -> bool:
+        text = _to_json(checkpoint, f"checkpoint of job {job_id}")
+        return bool(await self._eval("checkpoint", queue, (owner, text), "store a checkpoint", (job_id,)))
+
+    async def recover(self, queue: str, now: float) -> builtins.list[Job]:
+        res = await self._eval("recover", queue, (repr(now),), "recover expired leases")
+        self._woke(queue, res[0])
+        return [_job(s) for s in res[1:]]
+
+    async def wait_for_work(self, queue: str, timeout: float) -> None:
+        if self._lane is None:
+            return
+        feed = self._feeds.get(queue)
+        if feed is None or not feed.wakes:
+            # The first call only starts watching and returns at once, so a wake just before it is not lost.
+            feed = feed or await self._feed(queue)
+            feed.wakes, feed.waited_at = True, time.monotonic()
+            return
+        feed.waited_at = time.monotonic()
+        if feed.woken or timeout <= 0:
+            feed.woken = False
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        feed.waiters.add(fut)
+        timer = loop.call_later(timeout, _settle, fut)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            feed.waiters.discard(fut)
+
+    # -- events ------------------------------------------------------------------------------------
+    async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:
+        last = await self._last_event(queue)
+        self._live()  # still open after the await
+        feed = self._feeds.get(queue) or self._start_feed(queue, last)
+        inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        feed.subs.add(inbox)
+        # The feed delivers everything after feed.pos; anything up to `upto` comes from XRANGE instead.
+        upto = max(_id(last), _id(feed.pos))
+        return _Subscription(self, feed, inbox, _id(last) if since is None else _since(since), upto)
+
+    async def _last_event(self, queue: str) -> str:
+        [last] = await self._send([_command(_pack(("XREVRANGE", self._q(queue).events, "+", "-", "COUNT", 1)))],
+                                  "read the event stream")
+        return str(last[0][0]) if last else "0-0"
+
+    async def _feed(self, queue: str) -> _Feed:
+        last = await self._last_event(queue)
+        self._live()
+        return self._feeds.get(queue) or self._start_feed(queue, last)
+
+    def _start_feed(self, queue: str, pos: str) -> _Feed:
+        feed = self._feeds[queue] = _Feed(queue, self._q(queue).events, pos)
+        feed.task = asyncio.get_running_loop().create_task(self._pump(feed))
+        return feed
+
+    async def _pump(self, feed: _Feed) -> None:
+        assert self._bpool is not None
+        conn = _connection(self._bpool)
+        try:
+            while self._lane is not None:
+                now = time.monotonic()
+                if feed.busy(now):
+                    feed.idle_since = None
+                elif feed.idle_since is None:
+                    feed.idle_since = now
+                elif now - feed.idle_since > FEED_LINGER:
+                    break
+                try:
+                    await conn.send_packed_command(_command(_pack(
+                        ("XREAD", "COUNT", 1000, "BLOCK", FEED_BLOCK_MS, "STREAMS", feed.key, feed.pos))))
+                    started = time.monotonic()
+                    resp = await conn.read_response(timeout=FEED_SOCKET_TIMEOUT)
+                    if resp is None and time.monotonic() - started >= FEED_SOCKET_TIMEOUT:
+                        await conn.disconnect()  # no reply at all: the server or the network is gone
+                        raise rexc.TimeoutError(f"no reply from Redis in {FEED_SOCKET_TIMEOUT}s")
+                except rexc.RedisError as exc:
+                    log.warning("event feed of queue %s: %s; retrying", feed.queue, exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if resp:
+                    self._deliver(feed, resp[0][1])
+        finally:
+            if self._feeds.get(feed.queue) is feed:
+                del self._feeds[feed.queue]
+            await conn.disconnect()
+
+    @staticmethod
+    def _deliver(feed: _Feed, entries: Sequence[Any]) -> None:
+        feed.pos = entries[-1][0]
+        woke = False
+        for eid, flat in entries:
+            kind = flat[1]  # fields: e (kind), v
+            key = None
+            if kind in WAKING and feed.wakes and not feed.is_own(key := _id(eid)):
+                woke = True
+            if feed.subs and kind != "resumed":
+                item = (key or _id(eid), _event(feed.queue, eid, flat))
+                for inbox in feed.subs:
+                    inbox.put_nowait(item)
+        if woke:
+            feed.wake()
+
+    async def _range(
+        self, feed: _Feed, after: _EventId, upto: _EventId
+    ) -> tuple[builtins.list[tuple[_EventId, JobEvent]], _EventId]:
+        """Retained events in (after, upto], at most 500 at a time, and the id read up to."""
+        [entries] = await self._send([_command(_pack(
+            ("XRANGE", feed.key, f"({after[0]}-{after[1]}", f"{upto[0]}-{upto[1]}", "COUNT", 500)))],
+            "read past events")
+        events = [(_id(eid), _event(feed.queue, eid, flat)) for eid, flat in entries if flat[1] != "resumed"]
+        return events, (_id(entries[-1][0]) if entries else upto)
+
+    # -- workers -----------------------------------------------------------------------------------
+    async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
+        await self._send([self._evalsha("heartbeat", _pack(WORKER_KEYS), (), (
+            info.id, info.model_dump_json(), repr(info.seen_at + ttl), repr(info.seen_at - FORGET_WORKERS_AFTER),
+        ))], "record a worker heartbeat")
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._send([_command(_pack(("HDEL", WORKER_KEYS[0], worker_id))),
+                          _command(_pack(("ZREM", WORKER_KEYS[1], worker_id)))], "forget a worker")
+
+    async def workers(self, now: float, queue: str | None = None) -> builtins.list[WorkerInfo]:
+        [res] = await self._send([self._evalsha("workers", _pack(WORKER_KEYS), (), (repr(now),))], "list workers")
+        infos = [WorkerInfo.model_validate_json(s) for s in res]
+        return [w for w in infos if queue is None or queue in w.queues]

@@ -1,0 +1,151 @@
+-- Prepended to every queue script. KEYS[1..NQ] are the queue's keys (QUEUE_KEYS in redis.py). A job has
+-- two keys: its hash JP..id (small scalar fields, so Redis keeps it a compact listpack) and its data string
+-- DP..id = the static Job JSON members, then `,"history":[` and the history entries joined by ",\n"
+-- (appended with APPEND; a raw newline never occurs inside compact JSON). Hash field `sl` is the length of
+-- that data string before the first entry. Every key carries the queue's {hash tag}, so a
+-- script touches one cluster slot only; callers pass job keys in KEYS when they know the ids.
+-- Numbers arrive as text and are stored as that text, so no float is re-printed with Lua's 14 digits.
+-- Invariant: a job is in exactly one state set and one index set, those of its `state` field.
+-- Each script checks before it writes, so a refused first write (OOM) leaves nothing half-done.
+local K_META, K_EVENTS = KEYS[1], KEYS[2]
+local SET = {waiting = KEYS[3], delayed = KEYS[4], active = KEYS[5],
+             completed = KEYS[6], failed = KEYS[7], cancelled = KEYS[8]}
+local IX = {waiting = KEYS[9], delayed = KEYS[10], active = KEYS[11],
+            completed = KEYS[12], failed = KEYS[13], cancelled = KEYS[14]}
+local EXP = {completed = KEYS[15], failed = KEYS[16], cancelled = KEYS[17]}
+local JP, DP = KEYS[18], KEYS[19]
+local NQ = 19
+local PRI = 1099511627776 -- 2^40: waiting score = priority * 2^40 + seq, exact FIFO within a priority
+local FINISHED = {completed = true, failed = true, cancelled = true}
+local EVENTS_MAX = 10000
+local HIST_MAX = 50 -- models.HISTORY_LIMIT
+
+-- Finished sets order ties of finished_at by seq: member "<seq, 12 digits>:<id>".
+local function fkey(seq, id)
+  return string.format('%012d:', seq) .. id
+end
+
+local function after_colon(s)
+  return string.sub(s, string.find(s, ':', 1, true) + 1)
+end
+
+-- Index member "<created_at, fixed width>:<seq, 12 digits>:<id>": members sort by (created_at, seq).
+local function reseq(ck, seq, id)
+  return string.sub(ck, 1, string.find(ck, ':', 1, true) - 1) .. string.format(':%012d:', seq) .. id
+end
+
+local function enter(state, id, score, seq, ck)
+  if FINISHED[state] then
+    redis.call('ZADD', SET[state], score, fkey(seq, id))
+  else
+    redis.call('ZADD', SET[state], score, id)
+  end
+  redis.call('ZADD', IX[state], 0, ck)
+end
+
+local function leave(state, id, seq, ck)
+  if FINISHED[state] then
+    local m = fkey(seq, id)
+    redis.call('ZREM', SET[state], m)
+    redis.call('ZREM', EXP[state], m)
+  else
+    redis.call('ZREM', SET[state], id)
+  end
+  redis.call('ZREM', IX[state], ck)
+end
+
+local function entry(at, state, attempt, owner_json, note_json)
+  return '{"at":' .. at .. ',"state":"' .. state .. '","attempt":' .. attempt .. ',"owner":' .. owner_json
+    .. ',"note":' .. note_json .. '}'
+end
+
+-- Event entries are {e = kind, v = "<job id>\0<name>\0<state>\0<at>\0<attempt>[\0p|x\0<JSON>]"}; kinds "added",
+-- "retrying", "waiting" and the job-less "resumed" also wake workers. The stream is trimmed before a script's
+-- first event and every 1000th, not on each XADD. A script's events are contiguous in the stream; `span()`
+-- tells the caller which ids were its own.
+local first_event, last_event, n_events = false, false, 0
+
+local function event(id, name, ev, state, at, attempt, k, v)
+  if n_events % 1000 == 0 then redis.call('XTRIM', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX) end
+  n_events = n_events + 1
+  local packed = id .. '\0' .. name .. '\0' .. state .. '\0' .. at .. '\0' .. attempt
+  if k then packed = packed .. '\0' .. k .. '\0' .. v end
+  local eid = redis.call('XADD', K_EVENTS, '*', 'e', ev, 'v', packed)
+  if not first_event then first_event = eid end
+  last_event = eid
+end
+
+local function span()
+  if not first_event then return false end
+  return first_event .. ' ' .. last_event
+end
+
+-- Splits one argument holding `n` fields separated by NUL bytes.
+local function fields(s, n)
+  local out, pos = {}, 1
+  for i = 1, n - 1 do
+    local e = string.find(s, '\0', pos, true)
+    out[i] = string.sub(s, pos, e - 1)
+    pos = e + 1
+  end
+  out[n] = string.sub(s, pos)
+  return out
+end
+
+-- Every hash field a script may need; load() returns them by name (absent ones are false, as Redis gives them).
+local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'owner', 'lease', 'started', 'finished',
+           'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o'}
+local OPTIONAL = {{'lease', 'lease_until'}, {'started', 'started_at'}, {'finished', 'finished_at'},
+                  {'expires', 'expires_at'}, {'result', 'result'}, {'checkpoint', 'checkpoint'}, {'err', 'error'},
+                  {'tb', 'traceback'}}
+
+local function load(jk)
+  local a = redis.call('HMGET', jk, unpack(F))
+  if not a[2] then return nil end
+  local v = {}
+  for i = 1, #F do v[F[i]] = a[i] end
+  return v
+end
+
+-- The whole Job as JSON text (for Job.model_validate_json in Python) from its fields and data string.
+local function compose(v, d)
+  local p = {'{', d, '],"state":"', v.state, '","seq":', v.seq, ',"run_at":', v.run_at,
+             ',"attempts":', v.att or '0', ',"stalls":', v.stalls or '0', ',"cancel_requested":',
+             (v.cr == '1') and 'true' or 'false', ',"progress":', v.progress or '{}'}
+  if v.owner then p[#p + 1] = ',"owner":'; p[#p + 1] = cjson.encode(v.owner) end
+  for _, o in ipairs(OPTIONAL) do
+    local x = v[o[1]]
+    if x then p[#p + 1] = ',"' .. o[2] .. '":'; p[#p + 1] = x end
+  end
+  p[#p + 1] = '}'
+  return table.concat(p)
+end
+
+local function job_json(jk, dk)
+  local v = load(jk)
+  if not v then return false end
+  return compose(v, redis.call('GET', dk))
+end
+
+-- Appends a history entry to the loaded job `v` (setting v.nh) and to its data string, keeping the last
+-- HIST_MAX entries. Returns the new data string when given the current one `d` (nil is fine otherwise).
+local function record(dk, v, d, e)
+  local nh = tonumber(v.nh) + 1
+  v.nh = nh
+  if nh <= HIST_MAX then
+    local add = (nh == 1) and e or (',\n' .. e)
+    redis.call('APPEND', dk, add)
+    return d and (d .. add)
+  end
+  d = d or redis.call('GET', dk)
+  local sl = tonumber(v.sl)
+  local h = string.sub(d, sl + 1) .. ',\n' .. e
+  while nh > HIST_MAX do
+    h = string.sub(h, string.find(h, ',\n', 1, true) + 2)
+    nh = nh - 1
+  end
+  v.nh = nh
+  d = string.sub(d, 1, sl) .. h
+  redis.call('SET', dk, d)
+  return d
+end

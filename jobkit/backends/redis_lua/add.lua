@@ -1,0 +1,42 @@
+-- add: ARGV[1] = now; every further ARGV is one job, 13 NUL-separated fields: id, data string (see _lib.lua),
+-- its length before the history entries, state, priority, run_at, created_at (fixed width, for the index),
+-- name, attempts, max_stalls, keep_failed age ('' = none), history length, extra hash fields as a JSON object
+-- of strings ('' = none; rare). Absent attempts, stalls and cancel_requested fields read as 0; `o` keeps the
+-- first seq, the order jobs were added in.
+-- Returns {own event span or false, then per job: its new seq, or the stored job's JSON when the id exists}.
+local now = ARGV[1]
+local jobs, new = {}, {}
+for i = 2, #ARGV do
+  local f = fields(ARGV[i], 13)
+  jobs[#jobs + 1] = f
+  -- SET NX is both the existence check and the first write (refused as a whole under OOM).
+  if redis.call('SET', DP .. f[1], f[2], 'NX') then new[#new + 1] = f end
+end
+local out = {false}
+if #new > 0 then
+  local base = redis.call('HINCRBY', K_META, 'seq', #new) - #new
+  for k, f in ipairs(new) do
+    local id, seq = f[1], base + k
+    local ck = f[7] .. string.format(':%012d:', seq) .. id
+    local h = {'sl', f[3], 'state', f[4], 'pri', f[5], 'seq', seq, 'o', seq, 'run_at', f[6], 'name', f[8],
+               'ms', f[10], 'ck', ck, 'nh', f[12]}
+    if f[9] ~= '0' then h[#h + 1] = 'att'; h[#h + 1] = f[9] end
+    if f[11] ~= '' then h[#h + 1] = 'kfa'; h[#h + 1] = f[11] end
+    if f[13] ~= '' then
+      for name, value in pairs(cjson.decode(f[13])) do h[#h + 1] = name; h[#h + 1] = value end
+    end
+    redis.call('HSET', JP .. id, unpack(h))
+    if f[4] == 'delayed' then
+      enter('delayed', id, f[6], seq, ck)
+    else
+      enter('waiting', id, tonumber(f[5]) * PRI + seq, seq, ck)
+    end
+    event(id, f[8], 'added', f[4], now, f[9])
+    f.seq = seq
+  end
+  out[1] = span()
+end
+for _, f in ipairs(jobs) do
+  if f.seq then out[#out + 1] = f.seq else out[#out + 1] = job_json(JP .. f[1], DP .. f[1]) end
+end
+return out

@@ -1,0 +1,406 @@
+"""Redis-only behaviour: cluster-safe key layout, script reloads, stream trimming, cross-instance wake-ups,
+URL handling and out-of-memory refusals. The contract suite covers the semantics shared with other backends."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+import jobkit
+from jobkit.backends import from_url
+from jobkit.backends.redis import RedisBackend
+from jobkit.errors import BackendError, ConfigError
+from jobkit.models import Job, JobOptions, JobState, Outcome, Progress, RateLimit, Retention, WorkerInfo
+
+REDIS_URL = os.environ.get("JOBKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PASSWORD = "s3cret-pw"
+
+
+def job(queue: str, name: str = "t", **kw: object) -> Job:
+    return Job(id=uuid.uuid4().hex, name=name, queue=queue, **kw)  # type: ignore[arg-type]
+
+
+async def _raw(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=True)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[aioredis.Redis]:
+    client = await _raw(REDIS_URL)
+    try:
+        await client.ping()  # type: ignore[misc]
+    except Exception as exc:  # noqa: BLE001 - any failure means no test Redis
+        await client.aclose()
+        pytest.skip(f"Redis at {REDIS_URL} is not available: {exc}")
+    await client.flushdb()
+    yield client
+    await client.flushdb()
+    await client.aclose()
+
+
+@pytest.fixture
+async def backend(raw: aioredis.Redis) -> AsyncIterator[RedisBackend]:
+    b = from_url(REDIS_URL)
+    assert isinstance(b, RedisBackend)
+    await b.open()
+    yield b
+    await b.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[int]:
+    """A redis-server of our own (password set, nothing persisted), so tests may change its config."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--requirepass", PASSWORD, "--maxmemory-policy", "noeviction"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _queue_keys(keys: list[str], queue: str) -> list[str]:
+    return [k for k in keys if not k.startswith(("jobkit:queues", "jobkit:{workers}"))]
+
+
+async def test_every_queue_key_shares_the_queue_hash_slot(backend: RedisBackend, raw: aioredis.Redis) -> None:
+    q = "q"
+    a, b, c, d = await backend.add([job(q), job(q), job(q), job(q, run_at=time.time() + 60)])
+    claimed = await backend.claim(q, "w1", limit=3, lease=30, now=time.time(), rate_limit=RateLimit(10, per=1))
+    assert [j.id for j in claimed.jobs] == [a.id, b.id, c.id]
+    await backend.set_progress(q, "w1", a.id, Progress(percent=50))
+    await backend.set_checkpoint(q, "w1", a.id, {"at": 1})
+    await backend.finish(q, "w1", [
+        Outcome(job_id=a.id, state=JobState.COMPLETED, result=1, expires_at=time.time() + 60),
+        Outcome(job_id=b.id, state=JobState.FAILED, error="boom", expires_at=time.time() + 60),
+    ], time.time())
+    await backend.cancel(q, d.id, time.time())
+    await backend.set_paused(q, True)
+    await backend.set_paused(q, False)
+    await backend.heartbeat(WorkerInfo(id="w1", queues=[q]), ttl=10)
+    events = await backend.subscribe(q, since="0")
+    assert (await asyncio.wait_for(events.__anext__(), 5)).event == "added"
+    await events.aclose()  # type: ignore[attr-defined]
+
+    keys = [k async for k in raw.scan_iter("*")]
+    mine = _queue_keys(keys, q)
+    assert len(mine) > 10
+    for key in mine:
+        # Redis Cluster hashes only the part between the first "{" and the next "}".
+        assert key.startswith("jobkit:{q}:"), key
+    assert set(keys) - set(mine) <= {"jobkit:queues", "jobkit:{workers}:info", "jobkit:{workers}:seen"}
+
+
+async def test_scripts_are_reloaded_after_script_flush(backend: RedisBackend, raw: aioredis.Redis) -> None:
+    await backend.add([job("q")])
+    await raw.script_flush()
+    [added] = await backend.add([job("q")])  # the pipelined path (SADD + EVALSHA)
+    await raw.script_flush()
+    claimed = await backend.claim("q", "w1", limit=5, lease=30, now=time.time())  # the single-call path
+    assert len(claimed.jobs) == 2
+    await raw.script_flush()
+    assert (await backend.counts("q")).active == 2
+    assert await backend.queues() == ["q"]
+    assert (await backend.get("q", added.id)) is not None
+
+
+async def test_event_stream_is_trimmed(backend: RedisBackend, raw: aioredis.Redis) -> None:
+    for _ in range(3):
+        await backend.add([job("q") for _ in range(8_000)])
+    await backend.add([job("q")])
+    length = await raw.xlen("jobkit:{q}:events")
+    assert 10_000 <= length <= 11_500, length
+
+
+async def test_wait_for_work_wakes_on_add_from_another_instance(backend: RedisBackend) -> None:
+    other = from_url(REDIS_URL)
+    await other.open()
+    try:
+        await backend.wait_for_work("q", 0)  # the first call starts watching and returns at once
+        started = time.monotonic()
+        await backend.wait_for_work("q", 0.3)
+        assert time.monotonic() - started >= 0.25, "with nothing added it waits for the timeout"
+
+        waiter = asyncio.ensure_future(backend.wait_for_work("q", 10))
+        await asyncio.sleep(0)
+        added = time.monotonic()
+        await other.add([job("q")])
+        await asyncio.wait_for(waiter, 5)
+        assert time.monotonic() - added < 0.5
+
+        # retry, resume and recover by another instance wake it too
+        claimed = await other.claim("q", "w2", limit=1, lease=0.01, now=time.time())
+        await other.finish("q", "w2", [Outcome(job_id=claimed.jobs[0].id, state=JobState.FAILED, error="x")],
+                           time.time())
+        for action in ("retry", "pause-resume"):
+            waiter = asyncio.ensure_future(backend.wait_for_work("q", 10))
+            await asyncio.sleep(0)
+            added = time.monotonic()
+            if action == "retry":
+                assert await other.retry("q", None, time.time()) == 1
+            else:
+                await other.set_paused("q", True)
+                await other.set_paused("q", False)
+            await asyncio.wait_for(waiter, 5)
+            assert time.monotonic() - added < 0.5, action
+    finally:
+        await other.close()
+
+
+async def test_own_writes_wake_without_a_round_trip(backend: RedisBackend) -> None:
+    await backend.wait_for_work("q", 0)
+    waiter = asyncio.ensure_future(backend.wait_for_work("q", 10))
+    await asyncio.sleep(0)
+    await backend.add([job("q")])
+    await asyncio.wait_for(waiter, 5)
+    # the feed later reads that same "added" event: it must not wake the next wait again
+    started = time.monotonic()
+    await backend.wait_for_work("q", 0.3)
+    assert time.monotonic() - started >= 0.25
+
+
+async def test_subscription_is_live_when_returned_and_ends_on_close(raw: aioredis.Redis) -> None:
+    b = from_url(REDIS_URL)
+    await b.open()
+    await b.add([job("q")])
+    events = await b.subscribe("q")
+    [new] = await b.add([job("q")])
+    ev = await asyncio.wait_for(events.__anext__(), 5)
+    assert (ev.job_id, ev.event, ev.state) == (new.id, "added", JobState.WAITING)
+    assert ev.id and "-" in ev.id  # the stream entry id
+    replay = await b.subscribe("q", since="0")
+    assert (await asyncio.wait_for(replay.__anext__(), 5)).job_id != new.id
+    await b.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(events.__anext__(), 5)
+
+
+async def test_clean_deletes_the_job_data(backend: RedisBackend, raw: aioredis.Redis) -> None:
+    [a] = await backend.add([job("q")])
+    await backend.claim("q", "w", limit=1, lease=30, now=time.time())
+    await backend.finish("q", "w", [Outcome(job_id=a.id, state=JobState.COMPLETED)], time.time())
+    assert await backend.clean("q", JobState.COMPLETED, finished_before=time.time() + 1) == 1
+    keys = [k async for k in raw.scan_iter("*")]
+    assert not [k for k in keys if a.id in k]
+    for key in keys:
+        if await raw.type(key) == "zset":
+            assert not [m for m in await raw.zrange(key, 0, -1) if a.id in m], key
+    assert await backend.get("q", a.id) is None
+
+
+def test_url_parsing_and_masking() -> None:
+    b = RedisBackend("redis://alice:p%40ss@127.0.0.1:6390/7?socket_timeout=2.5&socket_keepalive=true")
+    kw = b._kwargs
+    assert (kw["host"], kw["port"], kw["db"], kw["username"], kw["password"]) == ("127.0.0.1", 6390, 7, "alice", "p@ss")
+    assert kw["socket_timeout"] == 2.5 and kw["socket_keepalive"] is True
+    assert "p%40ss" not in repr(b) and "***" in repr(b)
+    assert "SSL" in RedisBackend("rediss://h:6380/0")._kwargs["connection_class"].__name__
+    with pytest.raises(ConfigError, match="database number"):
+        RedisBackend("redis://h:6379/notadb")
+    with pytest.raises(ConfigError, match="unknown option"):
+        RedisBackend("redis://h:6379/0?no_such_option=1")
+    with pytest.raises(ConfigError, match="socket_timeout"):
+        RedisBackend("redis://h:6379/0?socket_timeout=soon")
+
+
+async def test_unreachable_redis_is_a_config_error_with_the_password_masked() -> None:
+    b = from_url(f"redis://bob:hunter2@127.0.0.1:{_free_port()}/0?socket_connect_timeout=2")
+    with pytest.raises(ConfigError) as info:
+        await b.open()
+    message = str(info.value)
+    assert "hunter2" not in message and "bob:***@127.0.0.1" in message and "does not answer" in message
+    with pytest.raises(BackendError, match="not open"):
+        await b.counts("q")
+
+
+async def test_password_and_db_from_the_url(private_redis: int) -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{private_redis}/3"
+    b = from_url(url)
+    await b.open()
+    try:
+        await b.add([job("q")])
+        raw = await _raw(url)
+        assert await raw.zcard("jobkit:{q}:waiting") == 1
+        other_db = await _raw(f"redis://:{PASSWORD}@127.0.0.1:{private_redis}/0")
+        assert await other_db.dbsize() == 0
+        await other_db.aclose()
+        await raw.flushall()
+        await raw.aclose()
+    finally:
+        await b.close()
+    with pytest.raises(ConfigError, match="credentials") as info:
+        await from_url(f"redis://:wrong@127.0.0.1:{private_redis}/3").open()
+    assert "wrong" not in str(info.value)
+
+
+async def test_out_of_memory_is_a_backend_error_and_writes_nothing(private_redis: int) -> None:
+    url = f"redis://:{PASSWORD}@127.0.0.1:{private_redis}/0"
+    raw = await _raw(url)
+    b = from_url(url)
+    await b.open()
+    try:
+        await raw.flushall()
+        [held] = await b.add([job("q")])
+        await b.claim("q", "w", limit=1, lease=30, now=time.time())
+        before = await b.counts("q")
+        keys_before = sorted([k async for k in raw.scan_iter("*")])
+        events_before = await raw.xlen("jobkit:{q}:events")
+        used = int((await raw.info("memory"))["used_memory"])
+        await raw.config_set("maxmemory", str(max(1, used - 4096)))
+
+        with pytest.raises(BackendError, match="out of memory"):
+            await b.add([job("q")])
+        with pytest.raises(BackendError, match="out of memory"):
+            await jobkit.Queue("q", backend=b).add_bulk("t", [{"i": i} for i in range(50)])
+        with pytest.raises(BackendError, match="out of memory"):
+            await b.set_progress("q", "w", held.id, Progress(percent=10))
+
+        await raw.config_set("maxmemory", "0")
+        assert await b.counts("q") == before
+        assert sorted([k async for k in raw.scan_iter("*")]) == keys_before
+        assert await raw.xlen("jobkit:{q}:events") == events_before
+        assert (await b.get("q", held.id)).progress.percent == 0  # type: ignore[union-attr]
+        await b.add([job("q")])
+        assert (await b.counts("q")).waiting == 1
+    finally:
+        await raw.config_set("maxmemory", "0")
+        await raw.flushall()
+        await raw.aclose()
+        await b.close()
+
+
+async def test_two_instances_never_claim_the_same_job(backend: RedisBackend) -> None:
+    other = from_url(REDIS_URL)
+    await other.open()
+    try:
+        await backend.add([job("q") for _ in range(300)])
+
+        async def drain(b: jobkit.Backend, owner: str) -> list[str]:
+            got: list[str] = []
+            while True:
+                claimed = await b.claim("q", owner, limit=7, lease=30, now=time.time())
+                if not claimed.jobs:
+                    return got
+                got += [j.id for j in claimed.jobs]
+
+        a, b = await asyncio.gather(drain(backend, "wa"), drain(other, "wb"))
+        assert len(a) + len(b) == 300 and not set(a) & set(b)
+    finally:
+        await other.close()
+
+
+def _norm(x: object) -> object:
+    if isinstance(x, list):
+        return [_norm(i) for i in x]
+    if isinstance(x, dict):
+        return {k: _norm(v) for k, v in x.items()}
+    if hasattr(x, "jobs") and hasattr(x, "retry_in"):
+        return {"jobs": _norm(x.jobs), "retry_in": None if x.retry_in is None else round(x.retry_in, 3)}
+    if hasattr(x, "model_dump"):
+        return x.model_dump(mode="json")
+    return x
+
+
+def _new_jobs(rnd: random.Random, step: int, now: float, ids: list[str]) -> list[Job]:
+    jobs = []
+    for i in range(rnd.randint(1, 4)):
+        jid = rnd.choice(ids) if ids and rnd.random() < 0.15 else f"j{step}-{i}"
+        opts = JobOptions(priority=rnd.choice([1, 3, 3, 4]), attempts=rnd.randint(1, 3),
+                          max_stalls=rnd.choice([0, 1, 2]), keep_failed=rnd.choice([Retention(age=100), Retention()]))
+        jobs.append(Job(id=jid, name=rnd.choice(["a", "b"]), queue="q", data={"n": step}, options=opts,
+                        created_at=now, run_at=now + rnd.choice([0, 0, 0, 2.0])))
+    return jobs
+
+
+def _outcomes(rnd: random.Random, step: int, now: float, ids: list[str]) -> list[Outcome]:
+    outcomes = []
+    for jid in rnd.sample(ids, min(len(ids), rnd.randint(1, 3))):
+        st = rnd.choice([JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED, JobState.WAITING, JobState.DELAYED])
+        done = st is JobState.COMPLETED
+        outcomes.append(Outcome(job_id=jid, state=st, result={"r": step} if done else None,
+                                error=None if done else f"err {step}", traceback=None if done else "tb",
+                                run_at=now + rnd.choice([0.0, 1.5]), expires_at=rnd.choice([None, now + 10])))
+    return outcomes
+
+
+_Step = Callable[[random.Random, jobkit.Backend, int, float, list[str]], Awaitable[object]]
+_STEPS: dict[str, _Step] = {
+    "add": lambda r, b, step, now, ids: b.add(_new_jobs(r, step, now, ids)),
+    "claim": lambda r, b, step, now, ids: b.claim(
+        "q", r.choice(["w1", "w2"]), limit=r.randint(0, 4), lease=r.choice([1.0, 5.0]), now=now,
+        names=r.choice([None, None, ["a"], []]), rate_limit=r.choice([None, None, RateLimit(3, per=2.0)])),
+    "finish": lambda r, b, step, now, ids: b.finish("q", r.choice(["w1", "w2"]), _outcomes(r, step, now, ids), now),
+    "renew": lambda r, b, step, now, ids: b.renew("q", r.choice(["w1", "w2"]), r.sample(ids, min(len(ids), 3)), 5, now),
+    "cancel": lambda r, b, step, now, ids: b.cancel("q", r.choice([*ids, "nope"]), now),
+    "retry": lambda r, b, step, now, ids: b.retry("q", r.choice([None, r.sample(ids, min(len(ids), 2))]), now),
+    "clean": lambda r, b, step, now, ids: b.clean(
+        "q", r.choice([JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED]),
+        **r.choice([{"finished_before": now - 1}, {"keep_last": r.randint(0, 3)}, {"expired_at": now},
+                    {"keep_last": 1, "limit": 1}])),  # type: ignore[arg-type]
+    "recover": lambda r, b, step, now, ids: b.recover("q", now),
+    "progress": lambda r, b, step, now, ids: b.set_progress(
+        "q", r.choice(["w1", "w2"]), r.choice([*ids, "x"]), Progress(percent=step % 100, extra={"s": 1})),
+    "checkpoint": lambda r, b, step, now, ids: b.set_checkpoint("q", r.choice(["w1", "w2"]), r.choice([*ids, "x"]),
+                                                                [step]),
+    "pause": lambda r, b, step, now, ids: b.set_paused("q", r.random() < 0.4),
+    "list": lambda r, b, step, now, ids: b.list(
+        "q", states=r.choice([None, {JobState.WAITING}, {JobState.ACTIVE, JobState.FAILED}]),
+        name=r.choice([None, "a"]), owner=r.choice([None, None, "w1"]), offset=r.choice([0, 0, 1, 3]),
+        limit=r.choice([1, 5, 100])),
+    "counts": lambda r, b, step, now, ids: b.counts("q"),
+    "get": lambda r, b, step, now, ids: b.get("q", r.choice([*ids, "nope"])),
+}
+_WEIGHTS = {"add": 2, "claim": 2, "finish": 2}
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_same_results_as_the_memory_backend(backend: RedisBackend, seed: int) -> None:
+    """Random operations (explicit clocks, one queue, so seqs match too) give identical answers and state."""
+    memory = from_url("memory://")
+    await memory.open()
+    rnd, now, ids = random.Random(seed), 1000.0, list[str]()
+    names = [name for name in _STEPS for _ in range(_WEIGHTS.get(name, 1))]
+    for step in range(120):
+        now += rnd.choice([0.0, 0.001, 0.5, 1.0, 3.0])
+        op, state = rnd.choice(names), rnd.getstate()
+        results = []
+        for b in (memory, backend):
+            rnd.setstate(state)  # both backends see the very same call
+            results.append(_norm(await _STEPS[op](rnd, b, step, now, ids)))
+        assert results[0] == results[1], f"step {step}: {op}"
+        ids = sorted({j.id for j in await memory.list("q", limit=10_000)} | set(ids))
+        stored = [_norm(sorted(await b.list("q", limit=10_000), key=lambda j: j.id)) for b in (memory, backend)]
+        assert stored[0] == stored[1], f"state after step {step}"
+    await memory.close()
