@@ -15,6 +15,7 @@ from .task import Task
 __all__ = ["JobHandle"]
 
 R = TypeVar("R")
+RECHECK_EVERY = 2.0  # seconds without an event of any job before a waiting handle re-reads its job
 
 
 class JobHandle(Generic[R]):
@@ -62,15 +63,30 @@ class JobHandle(Generic[R]):
 
     async def _wait_finished(self) -> Job:
         events = await self._events()
+        pending: asyncio.Future[JobEvent] | None = None
         try:
             job = await self.job()
-            if job.finished:
-                return job
-            async for ev in events:
-                if ev.job_id == self.id and ev.state.finished:
+            while not job.finished:
+                if pending is None:
+                    pending = asyncio.ensure_future(events.__anext__())
+                done, _ = await asyncio.wait((pending,), timeout=RECHECK_EVERY)
+                if not done:
+                    # Events can be lost (a Redis restart empties the stream): look at the job itself now and then.
+                    job = await self.job()
+                    continue
+                try:
+                    ev = pending.result()
+                except StopAsyncIteration:  # the backend closed
                     return await self.job()
-            return await self.job()  # the backend closed
+                finally:
+                    pending = None
+                if ev.job_id == self.id and ev.state.finished:
+                    job = await self.job()
+            return job
         finally:
+            if pending is not None:
+                pending.cancel()
+                await asyncio.gather(pending, return_exceptions=True)  # let the iterator settle before closing
             await events.aclose()  # type: ignore[attr-defined]
 
     async def result(self, timeout: float | None = None) -> R:

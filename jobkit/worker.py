@@ -257,9 +257,9 @@ class Worker:
 
     async def _renew(self, backend: Backend) -> None:
         by_queue: dict[str, list[str]] = {}
-        for r in list(self._running.values()):
-            if not r.reporting:
-                by_queue.setdefault(r.job.queue, []).append(r.job.id)
+        asked = {jid: r for jid, r in self._running.items() if not r.reporting}
+        for r in asked.values():
+            by_queue.setdefault(r.job.queue, []).append(r.job.id)
         for queue, ids in by_queue.items():
             try:
                 held = await backend.renew(queue, self.id, ids, self.lease, time.time())
@@ -268,8 +268,8 @@ class Worker:
                 continue
             for jid in ids:
                 running = self._running.get(jid)
-                if running is None or running.reporting:
-                    continue
+                if running is None or running is not asked[jid] or running.reporting:
+                    continue  # that attempt ended while we asked; the answer is about nothing we run now
                 if jid not in held:
                     log.warning("job %s: lease lost (another worker may run it); abandoning this attempt", jid)
                     running.task.cancel()

@@ -214,7 +214,7 @@ class MemoryBackend(Backend):
                 or (expired_at is not None and job.expires_at is not None and job.expires_at < expired_at)
             ):
                 doomed.append(job)
-        doomed = doomed[-limit:] if limit < len(doomed) else doomed  # oldest first to go
+        doomed = doomed[len(doomed) - limit:] if limit < len(doomed) else doomed  # the oldest go first
         for job in doomed:
             del q.jobs[job.id]
         self._hub.publish(self._event(j, "removed") for j in doomed)
