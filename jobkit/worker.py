@@ -29,11 +29,10 @@ log = logging.getLogger("jobkit.worker")
 class _Running:
     """A job this worker holds: its attempt task and context."""
 
-    __slots__ = ("ctx", "job", "reporting", "task")
+    __slots__ = ("ctx", "job", "task")
 
     def __init__(self, job: Job, ctx: Context, task: asyncio.Task[None]) -> None:
         self.job, self.ctx, self.task = job, ctx, task
-        self.reporting = False  # the outcome is decided and being written: the lease no longer matters
 
 
 class Worker:
@@ -203,20 +202,17 @@ class Worker:
             self._wake()
             raise
         took = time.monotonic() - started
-        running = self._running.get(job.id)
-        if running is not None:
-            running.reporting = True
+        # The slot frees as soon as the outcome is known, so the next claim overlaps this write and
+        # batches are not capped at `concurrency`; the job stays leased to us until the write lands.
+        self._running.pop(job.id, None)
+        self.processed += 1
+        self._last_busy = time.monotonic()
+        self._wake()
         level = logging.INFO if outcome.state is JobState.COMPLETED else logging.WARNING
         log.log(level, "job %s (%s) attempt %d %s in %.3fs%s", job.id, job.name, job.attempts,
                 outcome.state.value if outcome.state in TERMINAL_STATES else "will retry", took,
                 f": {outcome.error}" if outcome.error else "")
-        try:
-            await self._report(job.queue, outcome)
-        finally:
-            self._running.pop(job.id, None)
-            self.processed += 1
-            self._last_busy = time.monotonic()
-            self._wake()
+        await self._report(job.queue, outcome)
 
     def _wake(self) -> None:
         self._slot_free.set()
@@ -257,7 +253,7 @@ class Worker:
 
     async def _renew(self, backend: Backend) -> None:
         by_queue: dict[str, list[str]] = {}
-        asked = {jid: r for jid, r in self._running.items() if not r.reporting}
+        asked = dict(self._running)
         for r in asked.values():
             by_queue.setdefault(r.job.queue, []).append(r.job.id)
         for queue, ids in by_queue.items():
@@ -268,7 +264,7 @@ class Worker:
                 continue
             for jid in ids:
                 running = self._running.get(jid)
-                if running is None or running is not asked[jid] or running.reporting:
+                if running is None or running is not asked[jid]:
                     continue  # that attempt ended while we asked; the answer is about nothing we run now
                 if jid not in held:
                     log.warning("job %s: lease lost (another worker may run it); abandoning this attempt", jid)

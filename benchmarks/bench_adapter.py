@@ -1,0 +1,95 @@
+"""jobkit peer for the shared job-queue benchmark (shared/bench, see its README.md).
+
+The harness runs this file with shared/bench as the working directory:
+
+    .venv/bin/python run_all.py --adapter "jobkit=/path/to/jobkit/.venv/bin/python benchmarks/bench_adapter.py"
+
+Configured with library defaults:
+- enqueue: one `Queue.add_bulk` call (one transaction for all N jobs);
+- drain/sleep: one `jobkit.Worker` in this event loop, `concurrency=C`, `handle_signals=False`;
+- latency: `jobkit.submit(...)` then `JobHandle.result()` (event-driven wait, no polling interval to tune).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.getcwd(), "peers"))
+
+import benchlib  # found through the harness working directory (sys.path above)
+
+import jobkit
+
+QUEUE = "bench"
+
+
+@jobkit.task(name="bench.noop", queue=QUEUE)
+async def noop(ctx: jobkit.Context, payload: dict[str, int]) -> int:
+    started = time.time()
+    await benchlib.AsyncProbe.done(started)
+    return payload["i"]
+
+
+@jobkit.task(name="bench.sleeper", queue=QUEUE)
+async def sleeper(ctx: jobkit.Context, payload: dict[str, int]) -> None:
+    started = time.time()
+    await asyncio.sleep(payload["ms"] / 1000)
+    await benchlib.AsyncProbe.done(started)
+
+
+class JobkitPeer:
+    enqueue_api = "Queue.add_bulk"
+
+    def __init__(self) -> None:
+        self.backend: jobkit.Backend | None = None
+        self.queue: jobkit.Queue | None = None
+        self.worker: jobkit.Worker | None = None
+        self.worker_task: asyncio.Task[None] | None = None
+
+    async def setup(self, url: str) -> None:
+        self.backend = await jobkit.connect(url)
+        self.queue = jobkit.Queue(QUEUE, backend=self.backend)
+
+    async def enqueue(self, n: int, sleep_ms: int | None = None) -> None:
+        assert self.queue is not None
+        if sleep_ms:
+            await self.queue.add_bulk(sleeper, ({"i": i, "ms": sleep_ms} for i in range(n)))
+        else:
+            await self.queue.add_bulk(noop, ({"i": i} for i in range(n)))
+
+    async def queued(self) -> int:
+        assert self.queue is not None
+        return (await self.queue.counts()).waiting
+
+    async def start_worker(self, concurrency: int) -> None:
+        self.worker = jobkit.Worker(
+            [noop, sleeper], backend=self.backend, queues=[QUEUE], concurrency=concurrency, handle_signals=False
+        )
+        self.worker_task = asyncio.create_task(self.worker.run())
+        started = asyncio.create_task(self.worker.started.wait())
+        await asyncio.wait((self.worker_task, started), return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if self.worker_task.done():
+            self.worker_task.result()  # the worker failed to start: raise its error
+
+    async def run_one(self, i: int) -> None:
+        handle = await jobkit.submit(noop, {"i": i}, backend=self.backend)
+        result = await handle.result(timeout=30)
+        if result != i:
+            benchlib.fail(f"job {i} returned {result!r}")
+
+    async def stop_worker(self) -> None:
+        try:
+            if self.worker is not None and self.worker_task is not None:
+                self.worker.stop()
+                await self.worker_task
+        finally:
+            if self.backend is not None:
+                await self.backend.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(benchlib.run_async(JobkitPeer()))
