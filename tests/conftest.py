@@ -61,6 +61,20 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
 
 
 @pytest.fixture
+async def memory() -> AsyncIterator[Backend]:
+    """A fresh memory backend; embedded workers started on it are stopped afterwards."""
+    from jobkit.run import shutdown
+
+    backend = from_url("memory://")
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await shutdown()
+        await backend.close()
+
+
+@pytest.fixture
 def qname() -> str:
     return f"q-{uuid.uuid4().hex[:8]}"
 

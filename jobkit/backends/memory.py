@@ -21,18 +21,12 @@ from ..models import (
     RateLimit,
     WorkerInfo,
 )
+from . import _transitions as transitions
 from ._local import EventHub, Subscription
 from .base import Backend, ClaimResult
 
 __all__ = ["MemoryBackend"]
 
-_EVENT_OF = {
-    JobState.COMPLETED: "completed",
-    JobState.FAILED: "failed",
-    JobState.CANCELLED: "cancelled",
-    JobState.WAITING: "retrying",
-    JobState.DELAYED: "retrying",
-}
 
 
 @dataclass
@@ -76,10 +70,12 @@ class MemoryBackend(Backend):
         return q
 
     def _event(self, job: Job, event: str, **extra: Any) -> JobEvent:
-        return JobEvent(
-            id=str(next(self._event_seq)), queue=job.queue, job_id=job.id, name=job.name, event=event,
-            state=job.state, attempt=job.attempts, **extra,
-        )
+        return self._numbered([transitions.event(job, event, **extra)])[0]
+
+    def _numbered(self, events: builtins.list[JobEvent]) -> builtins.list[JobEvent]:
+        for ev in events:
+            ev.id = str(next(self._event_seq))
+        return events
 
     def _enqueue(self, q: _Queue, job: Job, now: float) -> None:
         if job.run_at > now:
@@ -150,17 +146,7 @@ class MemoryBackend(Backend):
         job = self._q(queue).jobs.get(job_id)
         if job is None:
             return None
-        if job.state in (JobState.WAITING, JobState.DELAYED):
-            job.state, job.finished_at = JobState.CANCELLED, now
-            job.error = "cancelled before it started"
-            age = job.options.keep_failed.age
-            job.expires_at = None if age is None else now + age
-            job.note(job.state, now, "cancelled")
-            self._hub.publish([self._event(job, "cancelled")])
-        elif job.state is JobState.ACTIVE and not job.cancel_requested:
-            job.cancel_requested = True
-            job.note(job.state, now, "cancel requested")
-            self._hub.publish([self._event(job, "cancel-requested")])
+        self._hub.publish(self._numbered(transitions.cancel(job, now)))
         return _copy(job)
 
     async def set_paused(self, queue: str, paused: bool) -> None:
@@ -176,14 +162,8 @@ class MemoryBackend(Backend):
             chosen = [j for i in job_ids if (j := q.jobs.get(i)) and j.state in (JobState.FAILED, JobState.CANCELLED)]
         events = []
         for job in chosen:
-            job.attempts = job.stalls = 0
-            job.error = job.traceback = None
-            job.finished_at = job.expires_at = None
-            job.cancel_requested = False
-            job.run_at = now
+            events.extend(self._numbered(transitions.reset(job, now)))
             self._enqueue(q, job, now)
-            job.note(job.state, now, "retried by request")
-            events.append(self._event(job, "waiting"))
         self._hub.publish(events)
         if chosen:
             self._hub.poke(queue)
@@ -300,21 +280,11 @@ class MemoryBackend(Backend):
             job = self._held(queue, owner, oc.job_id)
             if job is None:
                 continue
-            job.owner = job.lease_until = None
-            job.cancel_requested = False
-            if oc.state is JobState.COMPLETED:
-                job.result, job.error, job.traceback = oc.result, None, None
-            else:
-                job.error, job.traceback = oc.error, oc.traceback
-            if oc.state in TERMINAL_STATES:
-                job.state, job.finished_at, job.expires_at = oc.state, now, oc.expires_at
-            else:
-                job.run_at = oc.run_at
+            events.extend(self._numbered(transitions.apply_outcome(job, oc, now)))
+            if job.state not in TERMINAL_STATES:
                 job.seq = next(self._seq)
                 self._enqueue(q, job, now)
                 poke = True
-            job.note(job.state, now, "" if oc.state is JobState.COMPLETED else (oc.error or "")[:200])
-            events.append(self._event(job, _EVENT_OF[oc.state], error=job.error))
             moved.append(_copy(job))
         self._hub.publish(events)
         if poke:
@@ -342,26 +312,10 @@ class MemoryBackend(Backend):
         for job in list(q.jobs.values()):
             if job.state is not JobState.ACTIVE or (job.lease_until or 0) >= now:
                 continue
-            lost_by = job.owner
-            job.stalls += 1
-            job.owner = job.lease_until = None
-            job.cancel_requested = False
-            events.append(self._event(job, "stalled"))
-            if job.stalls > job.options.max_stalls:
-                job.state, job.finished_at = JobState.FAILED, now
-                job.error = (
-                    f"job stalled {job.stalls} times (its worker stopped renewing the lease, last {lost_by}); "
-                    f"max_stalls={job.options.max_stalls}"
-                )
-                age = job.options.keep_failed.age
-                job.expires_at = None if age is None else now + age
-                events.append(self._event(job, "failed", error=job.error))
-            else:
+            events.extend(self._numbered(transitions.stall(job, now)))
+            if not job.finished:  # back to waiting
                 job.seq = next(self._seq)
-                job.run_at = now
                 self._enqueue(q, job, now)
-                events.append(self._event(job, "waiting"))
-            job.note(job.state, now, f"lease of {lost_by} expired (stall {job.stalls})")
             moved.append(_copy(job))
         self._hub.publish(events)
         if moved:

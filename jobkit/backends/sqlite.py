@@ -28,6 +28,7 @@ from ..models import (
     WorkerInfo,
     dump_json,
 )
+from . import _transitions as transitions
 from ._local import EventHub, Subscription
 from .base import Backend, ClaimResult
 
@@ -80,13 +81,6 @@ _UPDATE = (
 )
 _SELECT = "SELECT rowid, state, lease_until, body FROM jobs"
 
-_EVENT_OF = {
-    JobState.COMPLETED: "completed",
-    JobState.FAILED: "failed",
-    JobState.CANCELLED: "cancelled",
-    JobState.WAITING: "retrying",
-    JobState.DELAYED: "retrying",
-}
 _WORK_STATES = (JobState.WAITING, JobState.DELAYED)  # an event in one of these may mean claimable work
 
 
@@ -116,10 +110,7 @@ def _values(job: Job, rowid: int) -> tuple[Any, ...]:
     )
 
 
-def _event(job: Job, event: str, **extra: Any) -> JobEvent:
-    return JobEvent(
-        queue=job.queue, job_id=job.id, name=job.name, event=event, state=job.state, attempt=job.attempts, **extra
-    )
+_event = transitions.event
 
 
 def _marks(n: int) -> str:
@@ -299,19 +290,10 @@ class _Store:
         if found is None:
             return None
         rowid, job = found
-        if job.state in (JobState.WAITING, JobState.DELAYED):
-            job.state, job.finished_at = JobState.CANCELLED, now
-            job.error = "cancelled before it started"
-            age = job.options.keep_failed.age
-            job.expires_at = None if age is None else now + age
-            job.note(job.state, now, "cancelled")
-            tx.events.append(_event(job, "cancelled"))
-        elif job.state is JobState.ACTIVE and not job.cancel_requested:
-            job.cancel_requested = True
-            job.note(job.state, now, "cancel requested")
-            tx.events.append(_event(job, "cancel-requested"))
-        else:
+        events = transitions.cancel(job, now)
+        if not events:
             return job
+        tx.events.extend(events)
         self.conn.execute(_UPDATE, _values(job, rowid))
         return job
 
@@ -342,14 +324,7 @@ class _Store:
         updates = []
         for rowid, state, lease_until, body in rows:
             job = _load(state, lease_until, body)
-            job.attempts = job.stalls = 0
-            job.error = job.traceback = None
-            job.finished_at = job.expires_at = None
-            job.cancel_requested = False
-            job.run_at = now
-            job.state = JobState.WAITING
-            job.note(job.state, now, "retried by request")
-            tx.events.append(_event(job, "waiting"))
+            tx.events.extend(transitions.reset(job, now))
             updates.append(_values(job, rowid))
         c.executemany(_UPDATE, updates)
         if updates:
@@ -487,21 +462,10 @@ class _Store:
         ended: list[tuple[Any, ...]] = []
         retried: list[tuple[Any, ...]] = []
         for oc, (rowid, job) in todo:
-            job.owner = job.lease_until = None
-            job.cancel_requested = False
-            if oc.state is JobState.COMPLETED:
-                job.result, job.error, job.traceback = oc.result, None, None
-            else:
-                job.error, job.traceback = oc.error, oc.traceback
-            if oc.state in TERMINAL_STATES:
-                job.state, job.finished_at, job.expires_at = oc.state, now, oc.expires_at
-            else:
-                job.run_at, job.seq = oc.run_at, seq
-                seq += 1
-                job.state = JobState.DELAYED if job.run_at > now else JobState.WAITING
+            tx.events.extend(transitions.apply_outcome(job, oc, now))
+            if job.state not in TERMINAL_STATES:
+                job.seq, seq = seq, seq + 1
                 tx.wake.add(queue)
-            job.note(job.state, now, "" if oc.state is JobState.COMPLETED else (oc.error or "")[:200])
-            tx.events.append(_event(job, _EVENT_OF[oc.state], error=job.error))
             if job.state in TERMINAL_STATES:
                 ended.append((job.state.value, now, job.expires_at, job.model_dump_json(), rowid))
             else:
@@ -549,25 +513,9 @@ class _Store:
         moved, updates = [], []
         for rowid, state, lease_until, body in rows:
             job = _load(state, lease_until, body)
-            lost_by = job.owner
-            job.stalls += 1
-            job.owner = job.lease_until = None
-            job.cancel_requested = False
-            tx.events.append(_event(job, "stalled"))
-            if job.stalls > job.options.max_stalls:
-                job.state, job.finished_at = JobState.FAILED, now
-                job.error = (
-                    f"job stalled {job.stalls} times (its worker stopped renewing the lease, last {lost_by}); "
-                    f"max_stalls={job.options.max_stalls}"
-                )
-                age = job.options.keep_failed.age
-                job.expires_at = None if age is None else now + age
-                tx.events.append(_event(job, "failed", error=job.error))
-            else:
-                job.seq, job.run_at, job.state = seq, now, JobState.WAITING
-                seq += 1
-                tx.events.append(_event(job, "waiting"))
-            job.note(job.state, now, f"lease of {lost_by} expired (stall {job.stalls})")
+            tx.events.extend(transitions.stall(job, now))
+            if job.state is JobState.WAITING:
+                job.seq, seq = seq, seq + 1
             updates.append(_values(job, rowid))
             moved.append(job)
         self.conn.executemany(_UPDATE, updates)

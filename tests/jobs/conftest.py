@@ -27,13 +27,3 @@ async def any_backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIt
         await shutdown()
         await backend.close()
 
-
-@pytest.fixture
-async def memory() -> AsyncIterator[Backend]:
-    backend = from_url("memory://")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await shutdown()
-        await backend.close()

@@ -1,26 +1,11 @@
-"""Fixtures for the notebook views: a memory backend whose embedded workers stop after each test."""
+"""Helpers for the notebook view tests (the `memory` backend fixture is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-
-import pytest
+from collections.abc import Callable
 
 import jobkit
-from jobkit.backends import Backend, from_url
-from jobkit.run import shutdown
-
-
-@pytest.fixture
-async def mem() -> AsyncIterator[Backend]:
-    backend = from_url("memory://")
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await shutdown()
-        await backend.close()
 
 
 async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -16,15 +16,15 @@ from .conftest import broken, steps
 
 
 @pytest.fixture
-async def filled(mem: Backend) -> Backend:
+async def filled(memory: Backend) -> Backend:
     """Queue nb: two completed jobs and a failed one; queue other: three waiting jobs."""
     handles: list[jobkit.JobHandle[Any]] = [
-        await jobkit.submit(steps, 10, backend=mem), await jobkit.submit(steps, 20, backend=mem),
-        await jobkit.submit(broken, backend=mem)]
+        await jobkit.submit(steps, 10, backend=memory), await jobkit.submit(steps, 20, backend=memory),
+        await jobkit.submit(broken, backend=memory)]
     for h in handles:
         await h.wait(timeout=10)
-    await jobkit.Queue("other", backend=mem).add_bulk("elsewhere.task", [1, 2, 3])
-    return mem
+    await jobkit.Queue("other", backend=memory).add_bulk("elsewhere.task", [1, 2, 3])
+    return memory
 
 
 async def clicked(dash: Dashboard, button: object) -> None:

@@ -27,17 +27,17 @@ def kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-async def test_outside_a_kernel_a_handle_is_one_text_line(mem: Backend) -> None:
+async def test_outside_a_kernel_a_handle_is_one_text_line(memory: Backend) -> None:
     assert not display.use_widgets()
-    handle = await jobkit.submit(steps, 10, backend=mem)
+    handle = await jobkit.submit(steps, 10, backend=memory)
     bundle = display.handle_mimebundle(handle)
     assert list(bundle) == ["text/plain"] and bundle["text/plain"].startswith("nb.steps ")
     await handle.wait(timeout=10)
 
 
-async def test_in_a_kernel_a_handle_is_a_live_widget_with_a_text_fallback(mem: Backend, kernel: None) -> None:
+async def test_in_a_kernel_a_handle_is_a_live_widget_with_a_text_fallback(memory: Backend, kernel: None) -> None:
     assert display.use_widgets()
-    handle = await jobkit.submit(steps, 300, backend=mem)
+    handle = await jobkit.submit(steps, 300, backend=memory)
     bundle = display.handle_mimebundle(handle)
     assert WIDGET in bundle and "[" in bundle["text/plain"] and "Progress(" not in bundle["text/plain"]
     view = display.recent_views()[-1]
@@ -45,10 +45,10 @@ async def test_in_a_kernel_a_handle_is_a_live_widget_with_a_text_fallback(mem: B
     assert job.state is JobState.COMPLETED and view.bar.value == 100.0
 
 
-async def test_group_and_dashboard_go_live_only_in_a_kernel(mem: Backend, kernel: None) -> None:
-    handles = [await jobkit.submit(steps, 50, backend=mem) for _ in range(3)]
+async def test_group_and_dashboard_go_live_only_in_a_kernel(memory: Backend, kernel: None) -> None:
+    handles = [await jobkit.submit(steps, 50, backend=memory) for _ in range(3)]
     group = progress_group(handles)
-    dash = dashboard(mem)
+    dash = dashboard(memory)
     assert group._bg is not None and dash._bg is not None
     await group.wait(timeout=10)
     assert WIDGET in dash._repr_mimebundle_() and dash._repr_mimebundle_()["text/plain"].startswith("jobkit dashboard")

@@ -13,9 +13,9 @@ from jobkit.notebook.group_view import GroupView
 from .conftest import broken, steps
 
 
-async def test_lines_and_overall_bar_follow_every_job(mem: Backend) -> None:
-    handles: list[jobkit.JobHandle[Any]] = [await jobkit.submit(steps, n, backend=mem) for n in (100, 300, 500)]
-    handles.append(await jobkit.submit(broken, backend=mem))
+async def test_lines_and_overall_bar_follow_every_job(memory: Backend) -> None:
+    handles: list[jobkit.JobHandle[Any]] = [await jobkit.submit(steps, n, backend=memory) for n in (100, 300, 500)]
+    handles.append(await jobkit.submit(broken, backend=memory))
     view = progress_group(handles)  # not in a kernel: nothing runs until asked
     assert view._bg is None and not view.collapsed
     jobs = await view.wait(timeout=20)
@@ -28,8 +28,8 @@ async def test_lines_and_overall_bar_follow_every_job(mem: Backend) -> None:
     assert view._repr_mimebundle_()["text/plain"].count("\n") == 3
 
 
-async def test_past_max_lines_the_view_collapses_into_a_table(mem: Backend) -> None:
-    handles = [await jobkit.submit(steps, 10, backend=mem) for _ in range(40)]
+async def test_past_max_lines_the_view_collapses_into_a_table(memory: Backend) -> None:
+    handles = [await jobkit.submit(steps, 10, backend=memory) for _ in range(40)]
     view = GroupView(handles, max_lines=30)
     assert view.collapsed and not view.lines
     await view.wait(timeout=20)
@@ -38,8 +38,8 @@ async def test_past_max_lines_the_view_collapses_into_a_table(mem: Backend) -> N
     assert len(view.widget.children) == 3  # summary, bar, table: not 40 widget lines
 
 
-async def test_one_subscription_per_queue_and_few_renders(mem: Backend) -> None:
-    handles = [await jobkit.submit(steps, 2000, backend=mem) for _ in range(10)]
+async def test_one_subscription_per_queue_and_few_renders(memory: Backend) -> None:
+    handles = [await jobkit.submit(steps, 2000, backend=memory) for _ in range(10)]
     view = GroupView(handles).start()
     await view.wait(timeout=30)
     assert len(view.feed._groups) == 1

@@ -20,8 +20,8 @@ def view_of(backend: Backend, interval: float = 0.0) -> tuple[JobView, Job]:
     return JobView(jobkit.JobHandle(job, backend), interval=interval), job
 
 
-async def test_state_after_a_sequence_of_updates(mem: Backend) -> None:
-    view, job = view_of(mem)
+async def test_state_after_a_sequence_of_updates(memory: Backend) -> None:
+    view, job = view_of(memory)
     assert (view.bar.value, view.percent.value) == (0.0, "0%")
     assert "waiting" in view.state.value and view.timing.value.endswith("></span>")
 
@@ -44,8 +44,8 @@ async def test_state_after_a_sequence_of_updates(mem: Backend) -> None:
     assert view._repr_mimebundle_()["text/plain"].startswith("excel_import job-1 [")
 
 
-async def test_a_thousand_updates_render_a_few_times_and_show_the_last(mem: Backend) -> None:
-    view, job = view_of(mem, interval=0.1)
+async def test_a_thousand_updates_render_a_few_times_and_show_the_last(memory: Backend) -> None:
+    view, job = view_of(memory, interval=0.1)
     before = view.renders
     for i in range(1, 1001):
         view.update(job.model_copy(update={"state": JobState.ACTIVE, "progress": Progress(percent=i / 10)}))
@@ -54,8 +54,8 @@ async def test_a_thousand_updates_render_a_few_times_and_show_the_last(mem: Back
     assert view.renders - before == 2 and view.bar.value == 100.0
 
 
-async def test_a_live_job_reporting_20000_times_is_throttled(mem: Backend) -> None:
-    handle = await jobkit.submit(steps, 20_000, backend=mem)
+async def test_a_live_job_reporting_20000_times_is_throttled(memory: Backend) -> None:
+    handle = await jobkit.submit(steps, 20_000, backend=memory)
     started = time.monotonic()
     view = JobView(handle).start()
     job = await view.wait(timeout=30)
@@ -65,21 +65,21 @@ async def test_a_live_job_reporting_20000_times_is_throttled(mem: Backend) -> No
     assert view.message.value == "step 20000/20000"
 
 
-async def test_cancel_button_cancels_the_running_job(mem: Backend, watch: Callable[..., Any]) -> None:
-    async with watch(mem, "nb") as w:
-        handle = await jobkit.submit(hold, backend=mem)
+async def test_cancel_button_cancels_the_running_job(memory: Backend, watch: Callable[..., Any]) -> None:
+    async with watch(memory, "nb") as w:
+        handle = await jobkit.submit(hold, backend=memory)
         view = JobView(handle).start()
         await w.until(lambda e: e.job_id == handle.id and e.event == "progress")
         view.cancel_button.click()
         assert view.cancel_button.disabled
         job = await view.wait(timeout=15)
     assert job.state is JobState.CANCELLED and "cancelled" in view.state.value
-    stored = await mem.get("nb", handle.id)
+    stored = await memory.get("nb", handle.id)
     assert stored is not None and stored.state is JobState.CANCELLED
 
 
-async def test_close_stops_following(mem: Backend) -> None:
-    handle = await jobkit.submit(hold, backend=mem)
+async def test_close_stops_following(memory: Backend) -> None:
+    handle = await jobkit.submit(hold, backend=memory)
     view = JobView(handle).start()
     view.close()
     await view.wait(timeout=5)
@@ -87,9 +87,9 @@ async def test_close_stops_following(mem: Backend) -> None:
     await handle.cancel()
 
 
-async def test_a_closed_backend_ends_the_view_and_says_so(mem: Backend) -> None:
-    view, _ = view_of(mem)
-    await mem.add([view.job])
+async def test_a_closed_backend_ends_the_view_and_says_so(memory: Backend) -> None:
+    view, _ = view_of(memory)
+    await memory.add([view.job])
     following = asyncio.Event()
     shown = view.update
 
@@ -100,15 +100,15 @@ async def test_a_closed_backend_ends_the_view_and_says_so(mem: Backend) -> None:
     view.update = update  # type: ignore[method-assign]
     view.start()
     await asyncio.wait_for(following.wait(), 5)  # subscribed and read the job
-    await mem.close()
+    await memory.close()
     job = await view.wait(timeout=5)
     assert job.state is JobState.WAITING and not view.watching
     assert "backend was closed" in view.error.value
 
 
-async def test_start_after_a_cancel_click_still_follows_the_job(mem: Backend) -> None:
-    view, job = view_of(mem)
-    await mem.add([job])
+async def test_start_after_a_cancel_click_still_follows_the_job(memory: Backend) -> None:
+    view, job = view_of(memory)
+    await memory.add([job])
     view.cancel_button.click()  # cancels the waiting job before anyone follows it
     view.start()
     assert (await view.wait(timeout=5)).state is JobState.CANCELLED

@@ -36,9 +36,9 @@ def test_render_text_of_a_waiting_job() -> None:
     assert render_text(make_job(), width=4) == "import abcdef12 [....]   0.0% waiting"
 
 
-async def test_watch_text_prints_state_changes_then_final_lines(mem: Backend) -> None:
-    handles: list[jobkit.JobHandle[Any]] = [await jobkit.submit(steps, 200, backend=mem),
-                                            await jobkit.submit(broken, backend=mem)]
+async def test_watch_text_prints_state_changes_then_final_lines(memory: Backend) -> None:
+    handles: list[jobkit.JobHandle[Any]] = [await jobkit.submit(steps, 200, backend=memory),
+                                            await jobkit.submit(broken, backend=memory)]
     out = io.StringIO()
     jobs = await watch_text(handles, out)
     assert [j.state for j in jobs] == [JobState.COMPLETED, JobState.FAILED]
