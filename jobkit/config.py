@@ -84,7 +84,11 @@ async def get_backend(backend: BackendLike = None) -> Backend:
         return _memory[key]
     cache = _by_loop.setdefault(asyncio.get_running_loop(), {})
     if key not in cache:
-        cache[key] = await connect(key or None)
+        backend = await connect(key or None)
+        if key in cache:  # a concurrent first call connected while we did: keep one, close ours
+            await backend.close()
+        else:
+            cache[key] = backend
     return cache[key]
 
 

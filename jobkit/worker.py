@@ -17,7 +17,7 @@ from .attempt import run_attempt
 from .backends import Backend
 from .config import BackendLike, get_backend
 from .context import Context
-from .errors import ConfigError
+from .errors import BackendError, ConfigError
 from .models import TERMINAL_STATES, Job, JobState, Outcome, RateLimit, WorkerInfo
 from .task import Task
 
@@ -150,6 +150,7 @@ class Worker:
     # -- claiming -----------------------------------------------------------------------------------
     async def _claim_loop(self, backend: Backend, queue: str) -> None:
         names = frozenset(self.tasks) if self.embedded else None
+        failures = 0  # claims failed in a row: the backend is unreachable, back off until it answers again
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running)
             if free <= 0:
@@ -157,9 +158,15 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             now = time.time()
-            claimed = await backend.claim(
-                queue, self.id, limit=free, lease=self.lease, now=now, names=names, rate_limit=self.rate_limit
-            )
+            try:
+                claimed = await backend.claim(
+                    queue, self.id, limit=free, lease=self.lease, now=now, names=names, rate_limit=self.rate_limit
+                )
+            except BackendError as exc:
+                failures += 1
+                await self._backoff(queue, "claim", exc, failures)
+                continue
+            failures = 0
             for job in claimed.jobs:
                 self._start(backend, job)
             if claimed.jobs:
@@ -179,6 +186,19 @@ class Worker:
             finally:
                 stop.cancel()
                 work.cancel()
+            err = work.exception() if work.done() and not work.cancelled() else None
+            if err is not None:  # only a hint that work may be ready; the next claim says for sure
+                failures += 1
+                await self._backoff(queue, "wait for work", err, failures)
+
+    async def _backoff(self, queue: str, what: str, exc: BaseException, failures: int) -> None:
+        """The backend failed (e.g. Redis restarting): log, then wait before trying again, unless stopped first."""
+        delay = min(0.1 * 2 ** (failures - 1), 2.0)
+        log_ = log.warning if failures == 1 or failures % 30 == 0 else log.debug  # a long outage stays visible
+        log_("worker %s could not %s in %s (attempt %d): %s; retrying in %.1fs", self.id, what, queue, failures, exc,
+             delay)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), delay)
 
     def _idle_expired(self) -> bool:
         return (
