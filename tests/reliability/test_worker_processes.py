@@ -25,8 +25,8 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'shared.db'}"
 
 
-@pytest.fixture
-def spawn(url: str) -> Iterator[Any]:
+def _spawner(url: str) -> Iterator[Any]:
+    """Start `jobkit worker` processes on `url`; kill whatever is left at the end."""
     procs: list[subprocess.Popen[str]] = []
 
     def start(*extra: str) -> subprocess.Popen[str]:
@@ -45,6 +45,11 @@ def spawn(url: str) -> Iterator[Any]:
             p.stdout.close()
 
 
+@pytest.fixture
+def spawn(url: str) -> Iterator[Any]:
+    yield from _spawner(url)
+
+
 async def wait_progress(backend: jobkit.Backend, job_id: str, timeout: float = 30) -> jobkit.Job:
     """Wait (bounded) until a worker process has reported progress on the job."""
     handle = jobkit.JobHandle((await backend.get("reliability", job_id)), backend)  # type: ignore[arg-type]
@@ -59,8 +64,25 @@ async def wait_progress(backend: jobkit.Backend, job_id: str, timeout: float = 3
     return await handle.job()
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+async def shared_url(request: pytest.FixtureRequest, url: str) -> str:
+    """A backend URL that worker processes can share: the SQLite file, or the (emptied) test Redis db."""
+    if request.param == "sqlite":
+        return url
+    from tests.conftest import REDIS_TEST_URL, open_redis
+
+    await (await open_redis()).close()
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def spawn_on(shared_url: str) -> Iterator[Any]:
+    yield from _spawner(shared_url)
+
+
 @pytest.mark.slow
-async def test_kill_9_mid_job_another_worker_completes(url: str, spawn: Any) -> None:
+async def test_kill_9_mid_job_another_worker_completes(shared_url: str, spawn_on: Any) -> None:
+    spawn, url = spawn_on, shared_url
     backend = await jobkit.connect(url)
     q = jobkit.Queue("reliability", backend=backend)
     job = await q.add(hang_first_time, "precious")
