@@ -43,24 +43,32 @@ def tests(session: nox.Session) -> None:
     """Every test except the slow suites, with Redis required (a missing Redis fails instead of skipping)."""
     _ensure_redis(session)
     env = {"JOBKIT_REQUIRE_REDIS": "1"}
-    session.run(PY, "-m", "pytest", "-m", "not slow", *session.posargs, env=env)
+    session.run(PY, "-m", "pytest", "-m", "not slow and not cluster", *session.posargs, env=env)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """The slow suites: kill -9 and restart tests, big imports."""
     _ensure_redis(session)
-    session.run(PY, "-m", "pytest", "-m", "slow", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1"})
+    session.run(PY, "-m", "pytest", "-m", "slow and not cluster", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1"})
 
 
 @nox.session
 def ci(session: nox.Session) -> None:
-    """What CI runs: lint, types, every test (slow ones included)."""
+    """What CI runs: lint, types, every test (slow ones included; the cluster ones have their own session)."""
     lint(session)
     typecheck(session)
     _ensure_redis(session)
-    session.run(PY, "-m", "pytest", "-p", "no:cacheprovider", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1",
-                "CI": os.environ.get("CI", "")})
+    session.run(PY, "-m", "pytest", "-p", "no:cacheprovider", "-m", "not cluster", *session.posargs,
+                env={"JOBKIT_REQUIRE_REDIS": "1", "CI": os.environ.get("CI", "")})
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """A 3-master Redis Cluster on free loopback ports (own redis-servers, `redis-cli --cluster create`, stopped
+    by PID): the whole contract suite on it, then a producer and two worker processes over `redis+cluster://`."""
+    session.run(PY, "-m", "pytest", "-p", "no:cacheprovider", "tests/contract", "tests/cluster", *session.posargs,
+                env={"JOBKIT_TEST_BACKENDS": "cluster", "JOBKIT_REQUIRE_REDIS": "1"})
 
 
 @nox.session

@@ -38,9 +38,7 @@ def _import_modules(names: Sequence[str]) -> None:
 
 async def _worker(args: argparse.Namespace) -> int:
     _import_modules(args.modules)
-    tasks = registered()
-    if args.queue:
-        tasks = [t for t in tasks if t.queue in args.queue]
+    tasks = registered()  # all of them: a job of any task may be added to any queue the worker serves
     if not tasks:
         raise ConfigError(f"no tasks found in {', '.join(args.modules)}; decorate async functions with @jobkit.task")
     worker = Worker(tasks, backend=args.url, queues=args.queue or None, concurrency=args.concurrency,
@@ -104,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker for the tasks defined in MODULE(s)")
     w.add_argument("modules", nargs="+", metavar="MODULE")
     w.add_argument("--url", help=url_help)
-    w.add_argument("--queue", "-q", action="append", help="serve only this queue (repeatable)")
+    w.add_argument("--queue", "-q", action="append",
+                   help="serve this queue (repeatable; default: the tasks' own queues)")
     w.add_argument("--concurrency", "-c", type=int, default=10)
     w.add_argument("--lease", type=float, default=30.0, help="seconds a claimed job stays ours without renewal")
     w.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish on SIGTERM")

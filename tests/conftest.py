@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,9 +13,11 @@ import pytest
 from jobkit.backends import Backend, from_url
 from jobkit.errors import ConfigError
 from jobkit.models import JobEvent
+from tests.cluster.servers import RedisCluster
 
 REDIS_TEST_URL = os.environ.get("JOBKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-BACKENDS = ["memory", "sqlite", "redis"]
+# The cluster session runs the contract suite on a Redis Cluster instead: JOBKIT_TEST_BACKENDS=cluster.
+BACKENDS = os.environ.get("JOBKIT_TEST_BACKENDS", "memory,sqlite,redis").split(",")
 
 
 def require_redis() -> bool:
@@ -39,6 +41,25 @@ async def open_redis() -> Backend:
     return backend
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A 3-master Redis Cluster on free loopback ports for the whole session, stopped by PID at the end."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def open_cluster(cluster: RedisCluster) -> Backend:
+    """A backend on the test cluster, every master emptied."""
+    cluster.flush()
+    backend = from_url(cluster.url)
+    await backend.open()
+    return backend
+
+
 async def make_backend(kind: str, tmp_path: Path) -> Backend:
     if kind == "memory":
         backend = from_url("memory://")
@@ -53,7 +74,10 @@ async def make_backend(kind: str, tmp_path: Path) -> Backend:
 
 @pytest.fixture(params=BACKENDS)
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    b = await make_backend(request.param, tmp_path)
+    if request.param == "cluster":
+        b = await open_cluster(request.getfixturevalue("redis_cluster"))
+    else:
+        b = await make_backend(request.param, tmp_path)
     try:
         yield b
     finally:

@@ -235,6 +235,20 @@ def test_url_parsing_and_masking() -> None:
         RedisBackend("redis://h:6379/0?socket_timeout=soon")
 
 
+def test_cluster_url_parsing() -> None:
+    b = RedisBackend("redis+cluster://bob:s3cret@10.0.0.1:7000,[::1]:7001,node3?socket_timeout=2")
+    assert b._seeds == [("10.0.0.1", 7000), ("::1", 7001), ("node3", 6379)]
+    assert (b._kwargs["username"], b._kwargs["password"], b._kwargs["socket_timeout"]) == ("bob", "s3cret", 2.0)
+    assert "s3cret" not in repr(b)
+    assert "SSL" in RedisBackend("rediss+cluster://h:7000")._kwargs["connection_class"].__name__
+    with pytest.raises(ConfigError, match="only database 0"):
+        RedisBackend("redis+cluster://h:7000/3")
+    with pytest.raises(ConfigError, match="host:port"):
+        RedisBackend("redis+cluster://h:7000,h:port")
+    with pytest.raises(ConfigError, match="no host"):
+        RedisBackend("redis+cluster://")
+
+
 async def test_unreachable_redis_is_a_config_error_with_the_password_masked() -> None:
     b = from_url(f"redis://bob:hunter2@127.0.0.1:{_free_port()}/0?socket_connect_timeout=2")
     with pytest.raises(ConfigError) as info:

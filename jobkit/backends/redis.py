@@ -38,7 +38,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic_core import PydanticSerializationError, to_json
 from redis import exceptions as rexc
-from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool, parse_url
+from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+from redis.crc import key_slot
 
 from ..errors import BackendError, ConfigError, PayloadError
 from ..models import (
@@ -55,6 +56,7 @@ from ..models import (
     RateLimit,
     WorkerInfo,
 )
+from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
 from .base import Backend, ClaimResult
 
 __all__ = ["RedisBackend"]
@@ -70,6 +72,10 @@ QUEUE_KEYS = (
 )
 QUEUES_KEY = "jobkit:queues"
 WORKER_KEYS = ("jobkit:{workers}:info", "jobkit:{workers}:seen")
+QUEUES_SLOT = key_slot(QUEUES_KEY.encode())
+WORKERS_SLOT = key_slot(WORKER_KEYS[0].encode())
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before giving up
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "progress", "checkpoint", "cancel", "pause", "retry", "clean",
                  "recover", "get", "list", "counts")
 GLOBAL_SCRIPTS = ("heartbeat", "workers")
@@ -79,7 +85,6 @@ FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
 FEED_LINGER = 5.0  # seconds a feed keeps reading without subscribers or waiters, for the next one
 FEED_SOCKET_TIMEOUT = 15.0  # longer than the BLOCK, so only a dead server times out
 WAKING = frozenset({"added", "retrying", "waiting", "resumed"})  # events that make work claimable
-LANE_IDLE = 16  # idle request connections kept open per backend
 LIST_BUDGET = 5000  # jobs one `list` script call examines before handing back a cursor
 FORGET_WORKERS_AFTER = 3600.0  # heartbeats expired this long ago are deleted
 
@@ -109,12 +114,6 @@ def _pack(args: Iterable[Any]) -> _Segment:
 
 def _command(*segments: _Segment) -> bytes:
     return b"*%d\r\n" % sum(s[0] for s in segments) + b"".join(s[1] for s in segments)
-
-
-def _connection(pool: ConnectionPool) -> AbstractConnection:
-    """A new connection with the pool's settings, owned by the caller (not lent by the pool)."""
-    conn: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
-    return conn
 
 
 def _settle(fut: asyncio.Future[None]) -> None:
@@ -183,73 +182,17 @@ def _scripts() -> dict[str, tuple[str, str]]:
     return _sources
 
 
-class _Lane:
-    """Connections for request/response commands: each call takes an idle one, writes once, reads its replies."""
-
-    def __init__(self, pool: ConnectionPool, limit: int | None = None) -> None:
-        self._pool = pool
-        self._idle: list[AbstractConnection] = []
-        self._all: set[AbstractConnection] = set()
-        self._closing: set[asyncio.Task[None]] = set()
-        self._gate = asyncio.Semaphore(limit) if limit else None  # the URL's max_connections
-
-    async def send(self, packed: bytes, replies: int = 1) -> list[Any]:
-        """Replies in order; an error reply is returned as its exception, other failures raise."""
-        if self._gate is None:
-            return await self._send(packed, replies)
-        async with self._gate:
-            return await self._send(packed, replies)
-
-    async def _send(self, packed: bytes, replies: int) -> list[Any]:
-        conn = self._idle.pop() if self._idle else self._new()
-        try:
-            await conn.send_packed_command(packed)
-            out: list[Any] = []
-            for _ in range(replies):
-                try:
-                    out.append(await conn.read_response())
-                except rexc.ResponseError as exc:
-                    out.append(exc)
-        except BaseException:
-            self._all.discard(conn)  # redis-py has disconnected it: the reply stream is out of step
-            raise
-        if len(self._idle) < LANE_IDLE:
-            self._idle.append(conn)
-        else:  # a burst is over: keep LANE_IDLE connections open, not the burst's
-            self._all.discard(conn)
-            task = asyncio.ensure_future(conn.disconnect())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-        return out
-
-    async def call(self, packed: bytes) -> Any:
-        res = (await self.send(packed))[0]
-        if isinstance(res, Exception):
-            raise res
-        return res
-
-    def _new(self) -> AbstractConnection:
-        conn = _connection(self._pool)
-        self._all.add(conn)
-        return conn
-
-    async def close(self) -> None:
-        conns, self._all, self._idle = self._all, set(), []
-        for conn in conns:
-            await conn.disconnect()
-        await asyncio.gather(*self._closing)
-
-
 class _Queue:
-    """A queue's key names, with the fixed ones already packed for EVALSHA."""
+    """A queue's key names, with the fixed ones already packed for EVALSHA, and their cluster hash slot."""
 
-    __slots__ = ("dp", "events", "jp", "keys", "packed")
+    __slots__ = ("dp", "events", "jp", "keys", "packed", "slot")
 
     def __init__(self, name: str) -> None:
         prefix = f"jobkit:{{{name}}}:"
         self.keys = [prefix + k for k in QUEUE_KEYS]
         self.events, self.jp, self.dp = self.keys[1], self.keys[-2], self.keys[-1]
         self.packed = _pack(self.keys)
+        self.slot = key_slot(self.keys[0].encode())
 
 
 _Item = tuple[_EventId, JobEvent] | None
@@ -304,7 +247,7 @@ class _Subscription(AsyncIterator[JobEvent]):
         return self
 
     async def __anext__(self) -> JobEvent:
-        if self._closed or self._backend._lane is None:
+        if self._closed or self._backend._servers is None:
             self.close()
             raise StopAsyncIteration
         while self._seen < self._upto and not self._backlog:
@@ -342,15 +285,30 @@ class RedisBackend(Backend):
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         where = _mask(url)
-        if scheme == "redis+cluster":
-            raise ConfigError(
-                f"{where}: Redis Cluster URLs are not supported yet; use redis:// or rediss:// to a standalone or"
-                " Sentinel-managed Redis (the key layout already keeps each queue in one hash slot)"
-            )
+        seeds: list[Address] | None = None
+        if scheme in CLUSTER_SCHEMES:
+            # Seed nodes: redis+cluster://[user:password@]host:port[,host:port...]; redis-py reads the rest
+            # (credentials, TLS, options) from the same URL with the first seed as its host.
+            userinfo, _, hosts = parts.netloc.rpartition("@")
+            try:
+                seeds = parse_cluster_hosts(hosts)
+            except ValueError as exc:
+                raise ConfigError(f"invalid Redis Cluster URL {where}: {exc}; use"
+                                  " redis+cluster://[user:password@]host:port[,host:port...]") from None
+            if parts.path.strip("/") not in ("", "0"):
+                raise ConfigError(f"invalid Redis Cluster URL {where}: a cluster has only database 0; drop the path")
+            first = f"[{seeds[0][0]}]" if ":" in seeds[0][0] else seeds[0][0]
+            netloc = f"{userinfo}@{first}:{seeds[0][1]}" if userinfo else f"{first}:{seeds[0][1]}"
+            parts = parts._replace(scheme=CLUSTER_SCHEMES[scheme], netloc=netloc)
+            scheme = parts.scheme
+            url_for_options = urlunsplit(parts)
+        else:
+            url_for_options = url
         if scheme not in ("redis", "rediss"):
-            raise ConfigError(f"{where} is not a Redis URL: use redis://[user:password@]host:6379/0 or rediss://")
+            raise ConfigError(f"{where} is not a Redis URL: use redis://[user:password@]host:6379/0, rediss:// for"
+                              " TLS, or redis+cluster://host:port[,host:port...] for a Redis Cluster")
         try:
-            kwargs: dict[str, Any] = dict(parse_url(url))
+            kwargs: dict[str, Any] = dict(parse_url(url_for_options))
         except ValueError as exc:
             raise ConfigError(f"invalid Redis URL {where}: {exc}") from None
         path = parts.path.strip("/")
@@ -368,9 +326,9 @@ class RedisBackend(Backend):
         blocking = dict(kwargs)
         blocking.pop("max_connections", None)
         blocking["socket_timeout"] = None  # feeds pass their own read timeout, longer than their BLOCK
+        self._seeds = seeds
         self._bkwargs = blocking
-        self._lane: _Lane | None = None
-        self._bpool: ConnectionPool | None = None  # makes connections for blocking reads
+        self._servers: Servers | None = None
         self._opened = False
         self._lock = asyncio.Lock()
         self._queues: dict[str, _Queue] = {}
@@ -385,41 +343,44 @@ class RedisBackend(Backend):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def open(self) -> None:
-        if self._lane is not None:
+        if self._servers is not None:
             return
         async with self._lock:
-            if self._lane is not None:
+            if self._servers is not None:
                 return
-            lane = _Lane(ConnectionPool(**self._kwargs), self._kwargs.get("max_connections"))
+            servers = Servers(self._kwargs, self._bkwargs, self._seeds, _mask(self.url))
             loads = [("SCRIPT", "LOAD", src) for _, src in self._scripts.values()]
             try:
-                commands = [("PING",), ("INFO", "server"), ("INFO", "memory"), *loads]
-                ping, server, memory, *loaded = await lane.send(
-                    b"".join(_command(_pack(c)) for c in commands), len(commands))
-                for res in (ping, *loaded):
-                    if isinstance(res, Exception):
-                        raise res
+                lane = await servers.start()
+                commands = [("PING",), ("INFO", "server"), ("INFO", "memory")]
+                ping, server, memory = await lane.send(b"".join(_command(_pack(c)) for c in commands), len(commands))
+                if isinstance(ping, Exception):
+                    raise ping
+                for each in servers.lanes():  # every master of a cluster runs the scripts
+                    for res in await each.send(b"".join(_command(_pack(c)) for c in loads), len(loads)):
+                        if isinstance(res, Exception):
+                            raise res
             except (rexc.RedisError, OSError) as exc:
-                await lane.close()
+                await servers.close()
                 if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError)):
                     problem, fix = "refuses the URL's credentials or permissions", "fix the user and password"
                 else:
                     problem, fix = "does not answer", "start Redis there, or fix the host, port and db"
                 raise ConfigError(
                     f"Redis at {_mask(self.url)} {problem} ({exc}): {fix} in the URL"
-                    " (redis://[user:password@]host:6379/0, rediss:// for TLS; from JOBKIT_URL or REDIS_URL)"
+                    " (redis://[user:password@]host:6379/0, rediss:// for TLS, redis+cluster://host:port,host:port"
+                    " for a cluster; from JOBKIT_URL or REDIS_URL)"
                 ) from None
             except BaseException:
-                await lane.close()
+                await servers.close()
                 raise
             try:
                 self._check_server(server, memory)
             except ConfigError:
-                await lane.close()
+                await servers.close()
                 raise
-            self._bpool = ConnectionPool(**self._bkwargs)
             self._opened = True
-            self._lane = lane
+            self._servers = servers
 
     def _check_server(self, server: Any, memory: Any) -> None:
         """Refuse a Redis older than 6.2; warn when it may evict keys. INFO may be denied by an ACL."""
@@ -438,10 +399,10 @@ class RedisBackend(Backend):
                         " noeviction", _mask(self.url), policy)
 
     async def close(self) -> None:
-        lane = self._lane
-        if lane is None:
+        servers = self._servers
+        if servers is None:
             return
-        self._lane = None
+        self._servers = None
         tasks: list[asyncio.Task[None]] = []
         for feed in self._feeds.values():
             feed.wake()
@@ -452,14 +413,13 @@ class RedisBackend(Backend):
                 tasks.append(feed.task)
         self._feeds.clear()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await lane.close()
-        self._bpool = None
+        await servers.close()
 
-    def _live(self) -> _Lane:
-        if self._lane is None:
+    def _live(self) -> Servers:
+        if self._servers is None:
             raise BackendError(f"the Redis backend {_mask(self.url)} is {'closed' if self._opened else 'not open'}:"
                                " call `await backend.open()` first")
-        return self._lane
+        return self._servers
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _failure(self, exc: rexc.RedisError, what: str) -> BackendError:
@@ -487,28 +447,69 @@ class RedisBackend(Backend):
     def _evalsha(self, name: str, keys: _Segment, extra_keys: Sequence[str], args: Iterable[Any]) -> bytes:
         return _command(self._heads[name], _pack((keys[0] + len(extra_keys),)), keys, _pack(extra_keys), _pack(args))
 
-    async def _send(self, commands: Sequence[bytes], what: str) -> builtins.list[Any]:
-        """Run packed commands in one round trip; an EVALSHA refused with NOSCRIPT is loaded and run again."""
-        lane = self._live()
+    async def _send(self, slot: int, commands: Sequence[bytes], what: str) -> builtins.list[Any]:
+        """Run packed commands on the server of hash `slot`, in one round trip."""
+        servers = self._live()
         try:
+            if servers.cluster:
+                await servers.fresh()
+            lane = servers.lane(slot)
             results = await lane.send(b"".join(commands), len(commands))
             for i, res in enumerate(results):
-                if isinstance(res, rexc.NoScriptError):  # SCRIPT FLUSH, a restart or a failover
-                    sha = commands[i].split(b"\r\n", 5)[4].decode()
-                    await lane.call(_command(_pack(("SCRIPT", "LOAD", self._by_sha[sha]))))
-                    results[i] = (await lane.send(commands[i]))[0]
-                if isinstance(results[i], Exception):
-                    raise results[i]
+                if isinstance(res, rexc.ResponseError):
+                    results[i] = res = await self._resend(servers, lane, slot, commands[i], res)
+                if isinstance(res, Exception):
+                    raise res
             return results
+        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+            servers.mark_stale()  # in a cluster, a failover may have moved the slot
+            raise self._failure(exc, what) from exc
         except rexc.RedisError as exc:
             raise self._failure(exc, what) from exc
+
+    async def _resend(self, servers: Servers, lane: Lane, slot: int, command: bytes, res: Exception) -> Any:
+        """Follow an error reply that only asks for another try: NOSCRIPT (after SCRIPT FLUSH, a restart or a
+        failover) loads the script; in a cluster, MOVED re-reads the slot map, ASK goes to the importing node once,
+        TRYAGAIN and CLUSTERDOWN wait a moment. None of them ran the command, so running it again is safe."""
+        for attempt in range(REDIRECTS):
+            if isinstance(res, rexc.NoScriptError):
+                sha = command.split(b"\r\n", 5)[4].decode()
+                await lane.call(_command(_pack(("SCRIPT", "LOAD", self._by_sha[sha]))))
+            elif isinstance(res, rexc.MovedError):
+                await servers.refresh()
+                lane = servers.lane(slot)
+            elif isinstance(res, rexc.AskError):
+                _, res = await servers.lane_at(res.node_addr).send(b"*1\r\n$6\r\nASKING\r\n" + command, 2)
+                continue
+            elif isinstance(res, (rexc.TryAgainError, rexc.ClusterDownError)):
+                await asyncio.sleep(0.05 * (attempt + 1))
+                servers.mark_stale()
+                await servers.fresh()
+                lane = servers.lane(slot)
+            else:
+                return res
+            res = (await lane.send(command))[0]
+        return res
+
+    async def _send_spread(self, groups: Sequence[tuple[int, Sequence[bytes]]], what: str
+                           ) -> builtins.list[builtins.list[Any]]:
+        """Commands for several hash slots, grouped by slot: one round trip on a standalone server, one per group
+        (concurrently) in a cluster. Returns each group's replies."""
+        if self._live().cluster:
+            return list(await asyncio.gather(*(self._send(slot, cmds, what) for slot, cmds in groups)))
+        flat = await self._send(0, [c for _, cmds in groups for c in cmds], what)
+        out, i = [], 0
+        for _, cmds in groups:
+            out.append(flat[i:i + len(cmds)])
+            i += len(cmds)
+        return out
 
     async def _eval(self, name: str, queue: str, args: Iterable[Any], what: str, ids: Sequence[str] = (),
                     data: bool = False) -> Any:
         """Run a queue script; `ids` add job hash keys to KEYS (and data keys after each with `data`)."""
         q = self._q(queue)
         extra = [k for i in ids for k in (q.jp + i, q.dp + i)] if data else [q.jp + i for i in ids]
-        return (await self._send([self._evalsha(name, q.packed, extra, args)], what))[0]
+        return (await self._send(q.slot, [self._evalsha(name, q.packed, extra, args)], what))[0]
 
     def _woke(self, queue: str, span: str | None) -> None:
         """This instance made work claimable: wake its own waiters now; its feed skips these events."""
@@ -589,12 +590,13 @@ class RedisBackend(Backend):
         groups: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(job.queue, []).append(i)
-        commands = [_command(_pack(("SADD", QUEUES_KEY, *groups)))]
+        sends: list[tuple[int, Sequence[bytes]]] = [(QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, *groups)))])]
         for queue, idx in groups.items():
             records = [now.encode()]
             records += [self._record(jobs[i]) for i in idx]
-            commands.append(self._evalsha("add", self._q(queue).packed, (), records))
-        results = await self._send(commands, "add jobs")
+            q = self._q(queue)
+            sends.append((q.slot, [self._evalsha("add", q.packed, (), records)]))
+        results = [r[0] for r in await self._send_spread(sends, "add jobs")]
         out: list[Job] = list(jobs)
         for (queue, idx), res in zip(groups.items(), results[1:], strict=True):
             self._woke(queue, res[0])
@@ -649,23 +651,25 @@ class RedisBackend(Backend):
                            cancelled=res[5], paused=bool(res[6]))
 
     async def queues(self) -> builtins.list[str]:
-        [names] = await self._send([_command(_pack(("SMEMBERS", QUEUES_KEY)))], "list queues")
+        [names] = await self._send(QUEUES_SLOT, [_command(_pack(("SMEMBERS", QUEUES_KEY)))], "list queues")
         names = sorted(names)
         if not names:
             return []
-        results = await self._send([self._evalsha("counts", self._q(n).packed, (), ()) for n in names], "count jobs")
-        return [n for n, res in zip(names, results, strict=True) if any(res)]
+        results = await self._send_spread(
+            [(self._q(n).slot, [self._evalsha("counts", self._q(n).packed, (), ())]) for n in names], "count jobs")
+        return [n for n, res in zip(names, results, strict=True) if any(res[0])]
 
     async def cancel(self, queue: str, job_id: str, now: float) -> Job | None:
         res = await self._eval("cancel", queue, (job_id, repr(now)), "cancel a job", (job_id,), data=True)
         return None if res is None else _job(res)
 
     async def set_paused(self, queue: str, paused: bool) -> None:
-        results = await self._send([
-            _command(_pack(("SADD", QUEUES_KEY, queue))),
-            self._evalsha("pause", self._q(queue).packed, (), ("1" if paused else "0", repr(time.time()))),
+        q = self._q(queue)
+        results = await self._send_spread([
+            (QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, queue)))]),
+            (q.slot, [self._evalsha("pause", q.packed, (), ("1" if paused else "0", repr(time.time())))]),
         ], "pause a queue" if paused else "resume a queue")
-        self._woke(queue, results[1])
+        self._woke(queue, results[1][0])
 
     async def retry(self, queue: str, job_ids: Sequence[str] | None, now: float, limit: int = 1000) -> int:
         if job_ids is None:
@@ -761,7 +765,7 @@ class RedisBackend(Backend):
         return [_job(s) for s in res[1:]]
 
     async def wait_for_work(self, queue: str, timeout: float) -> None:
-        if self._lane is None:
+        if self._servers is None:
             return
         feed = self._feeds.get(queue)
         if feed is None or not feed.wakes:
@@ -795,7 +799,8 @@ class RedisBackend(Backend):
         return _Subscription(self, feed, inbox, _id(last) if since is None else _since(since), upto)
 
     async def _last_event(self, queue: str) -> str:
-        [last] = await self._send([_command(_pack(("XREVRANGE", self._q(queue).events, "+", "-", "COUNT", 1)))],
+        q = self._q(queue)
+        [last] = await self._send(q.slot, [_command(_pack(("XREVRANGE", q.events, "+", "-", "COUNT", 1)))],
                                   "read the event stream")
         return str(last[0][0]) if last else "0-0"
 
@@ -810,10 +815,10 @@ class RedisBackend(Backend):
         return feed
 
     async def _pump(self, feed: _Feed) -> None:
-        assert self._bpool is not None
-        conn = _connection(self._bpool)
+        slot = self._q(feed.queue).slot
+        conn: AbstractConnection | None = None
         try:
-            while self._lane is not None:
+            while (servers := self._servers) is not None:
                 now = time.monotonic()
                 if feed.busy(now):
                     feed.idle_since = None
@@ -822,6 +827,9 @@ class RedisBackend(Backend):
                 elif now - feed.idle_since > FEED_LINGER:
                     break
                 try:
+                    if conn is None:
+                        await servers.fresh()
+                        conn = servers.blocking_connection(slot)
                     await conn.send_packed_command(_command(_pack(
                         ("XREAD", "COUNT", 1000, "BLOCK", FEED_BLOCK_MS, "STREAMS", feed.key, feed.pos))))
                     started = time.monotonic()
@@ -829,8 +837,14 @@ class RedisBackend(Backend):
                     if resp is None and time.monotonic() - started >= FEED_SOCKET_TIMEOUT:
                         await conn.disconnect()  # no reply at all: the server or the network is gone
                         raise rexc.TimeoutError(f"no reply from Redis in {FEED_SOCKET_TIMEOUT}s")
-                except rexc.RedisError as exc:
+                except (rexc.RedisError, BackendError) as exc:
                     log.warning("event feed of queue %s: %s; retrying", feed.queue, exc)
+                    moved = isinstance(exc, rexc.MovedError) or not isinstance(exc, rexc.ResponseError)
+                    if servers.cluster and moved:
+                        servers.mark_stale()  # the slot may have moved to another node: read from there
+                        if conn is not None:
+                            await conn.disconnect()
+                        conn = None
                     await asyncio.sleep(0.5)
                     continue
                 if resp:
@@ -838,7 +852,8 @@ class RedisBackend(Backend):
         finally:
             if self._feeds.get(feed.queue) is feed:
                 del self._feeds[feed.queue]
-            await conn.disconnect()
+            if conn is not None:
+                await conn.disconnect()
 
     @staticmethod
     def _deliver(feed: _Feed, entries: Sequence[Any]) -> None:
@@ -860,7 +875,7 @@ class RedisBackend(Backend):
         self, feed: _Feed, after: _EventId, upto: _EventId
     ) -> tuple[builtins.list[tuple[_EventId, JobEvent]], _EventId]:
         """Retained events in (after, upto], at most 500 at a time, and the id read up to."""
-        [entries] = await self._send([_command(_pack(
+        [entries] = await self._send(self._q(feed.queue).slot, [_command(_pack(
             ("XRANGE", feed.key, f"({after[0]}-{after[1]}", f"{upto[0]}-{upto[1]}", "COUNT", 500)))],
             "read past events")
         events = [(_id(eid), _event(feed.queue, eid, flat)) for eid, flat in entries if flat[1] != "resumed"]
@@ -868,15 +883,16 @@ class RedisBackend(Backend):
 
     # -- workers -----------------------------------------------------------------------------------
     async def heartbeat(self, info: WorkerInfo, ttl: float) -> None:
-        await self._send([self._evalsha("heartbeat", _pack(WORKER_KEYS), (), (
+        await self._send(WORKERS_SLOT, [self._evalsha("heartbeat", _pack(WORKER_KEYS), (), (
             info.id, info.model_dump_json(), repr(info.seen_at + ttl), repr(info.seen_at - FORGET_WORKERS_AFTER),
         ))], "record a worker heartbeat")
 
     async def forget_worker(self, worker_id: str) -> None:
-        await self._send([_command(_pack(("HDEL", WORKER_KEYS[0], worker_id))),
+        await self._send(WORKERS_SLOT, [_command(_pack(("HDEL", WORKER_KEYS[0], worker_id))),
                           _command(_pack(("ZREM", WORKER_KEYS[1], worker_id)))], "forget a worker")
 
     async def workers(self, now: float, queue: str | None = None) -> builtins.list[WorkerInfo]:
-        [res] = await self._send([self._evalsha("workers", _pack(WORKER_KEYS), (), (repr(now),))], "list workers")
+        [res] = await self._send(WORKERS_SLOT, [self._evalsha("workers", _pack(WORKER_KEYS), (), (repr(now),))],
+                                 "list workers")
         infos = [WorkerInfo.model_validate_json(s) for s in res]
         return [w for w in infos if queue is None or queue in w.queues]

@@ -1,0 +1,137 @@
+"""A throwaway Redis Cluster: three masters on free loopback ports, made with redis-server and
+`redis-cli --cluster create`, stopped by PID. Used by the `cluster` nox session's tests."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+MASTERS = 3
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free loopback ports whose cluster bus ports (port + 10000) are free as well."""
+    ports: list[int] = []
+    while len(ports) < n:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+class RedisCluster:
+    """Three cluster-enabled redis-servers in `workdir`, joined into one cluster covering all 16384 slots."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.ports = free_ports(MASTERS)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10)
+
+    def start(self, timeout: float = 30.0) -> None:
+        exe, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if exe is None or cli is None:
+            raise RuntimeError("redis-server and redis-cli are needed for the cluster tests (apt-get install redis)")
+        for port in self.ports:
+            node_dir = self.workdir / str(port)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            log = open(node_dir / "redis.log", "wb")  # noqa: SIM115 - the server writes to it until stopped
+            self.procs.append(subprocess.Popen(
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-config-file", str(node_dir / "nodes.conf"), "--cluster-node-timeout", "5000",
+                 "--dir", str(node_dir), "--save", "", "--appendonly", "no"],
+                stdout=log, stderr=subprocess.STDOUT))
+            log.close()
+        deadline = time.monotonic() + timeout
+        for port in self.ports:
+            self._until(deadline, lambda p=port: self.client(p).ping(), f"redis-server on port {port} answers")
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=timeout)
+        for port in self.ports:
+            self._until(deadline, lambda p=port: self.client(p).cluster("info")["cluster_state"] == "ok",
+                        f"node {port} reports cluster_state:ok")
+
+    def _until(self, deadline: float, check: Callable[[], object], what: str) -> None:
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            for proc in self.procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"a redis-server of the cluster exited with {proc.returncode}")
+            try:
+                if check():
+                    return
+            except redis.RedisError as exc:
+                last = exc
+            time.sleep(0.05)
+        raise TimeoutError(f"timed out waiting until {what} ({last})")
+
+    def flush(self) -> None:
+        """Empty every master."""
+        for port in self.ports:
+            with self.client(port) as c:
+                c.flushall()
+
+    def slot_owner(self, slot: int) -> int:
+        """The port of the master that serves `slot`."""
+        with self.client(self.ports[0]) as c:
+            for start, end, master, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                if int(start) <= slot <= int(end):
+                    return int(master[1])
+        raise LookupError(f"slot {slot} is not served")
+
+    def node_id(self, port: int) -> str:
+        with self.client(port) as c:
+            return str(c.execute_command("CLUSTER", "MYID"))
+
+    def migrate_slot(self, slot: int, to_port: int) -> int:
+        """Move `slot` and its keys to the master on `to_port` (IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE, as
+        `redis-cli --cluster reshard` does); returns how many keys moved."""
+        from_port = self.slot_owner(slot)
+        if from_port == to_port:
+            return 0
+        src, dst = self.client(from_port), self.client(to_port)
+        src_id, dst_id = self.node_id(from_port), self.node_id(to_port)
+        moved = 0
+        try:
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+            while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                src.execute_command("MIGRATE", "127.0.0.1", to_port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+            for port in self.ports:
+                with self.client(port) as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        finally:
+            src.close()
+            dst.close()
+        return moved
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        self.procs.clear()

@@ -1,0 +1,60 @@
+"""Routing on a Redis Cluster: a seed that is down, and a queue whose slot moved to another master after the
+backend had read the slot map (MOVED answers make it read the map again)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from redis.crc import key_slot
+
+import jobkit
+from jobkit.backends import from_url
+
+from .servers import RedisCluster, free_ports
+
+pytestmark = pytest.mark.cluster
+
+
+async def test_a_dead_seed_is_skipped(redis_cluster: RedisCluster) -> None:
+    redis_cluster.flush()
+    dead = free_ports(1)[0]
+    backend = from_url(f"redis+cluster://127.0.0.1:{dead},127.0.0.1:{redis_cluster.ports[1]}")
+    await backend.open()
+    try:
+        job = await jobkit.Queue("seeded", backend=backend).add("anything", {"x": 1})
+        stored = await backend.get("seeded", job.id)
+        assert stored is not None and stored.data == {"x": 1}
+    finally:
+        await backend.close()
+
+
+async def test_no_seed_answers_is_a_clear_error() -> None:
+    a, b = free_ports(2)
+    backend = from_url(f"redis+cluster://127.0.0.1:{a},127.0.0.1:{b}")
+    with pytest.raises(jobkit.ConfigError, match="does not answer"):
+        await backend.open()
+
+
+async def test_a_queue_moved_to_another_master_keeps_working(redis_cluster: RedisCluster, watch: type) -> None:
+    redis_cluster.flush()
+    backend = from_url(redis_cluster.url)
+    await backend.open()
+    queue = jobkit.Queue("wanderer", backend=backend)
+    try:
+        first = [await queue.add("anything", {"i": i}) for i in range(5)]
+        slot = key_slot(b"jobkit:{wanderer}:meta")
+        before = redis_cluster.slot_owner(slot)
+        target = next(p for p in redis_cluster.ports if p != before)
+        async with watch(backend, "wanderer") as events:
+            assert redis_cluster.migrate_slot(slot, target) > 0
+            assert redis_cluster.slot_owner(slot) == target
+            later = await queue.add("anything", {"i": 5})  # MOVED: the backend reads the slot map again
+            await events.until(lambda e: e.job_id == later.id and e.event == "added")
+        now = time.time()
+        claimed = await backend.claim("wanderer", "me", limit=10, lease=30, now=now)
+        assert sorted(j.id for j in claimed.jobs) == sorted(j.id for j in [*first, later])
+        counts = await queue.counts()
+        assert counts.active == 6 and counts.waiting == 0
+    finally:
+        await backend.close()
