@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import shutil
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from private_redis import RedisServer, free_port
 
 import jobkit
 from jobkit.backends import from_url
@@ -57,38 +56,12 @@ async def backend(raw: aioredis.Redis) -> AsyncIterator[RedisBackend]:
     await b.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def private_redis() -> Iterator[int]:
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A redis-server of our own (password set, nothing persisted), so tests may change its config."""
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--requirepass", PASSWORD, "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(f"redis-server did not start on port {port}")
-                time.sleep(0.05)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with RedisServer(tmp_path_factory.mktemp("redis"), password=PASSWORD,
+                     args=("--maxmemory-policy", "noeviction")) as server:
+        yield server.port
 
 
 def _queue_keys(keys: list[str], queue: str) -> list[str]:
@@ -250,7 +223,7 @@ def test_cluster_url_parsing() -> None:
 
 
 async def test_unreachable_redis_is_a_config_error_with_the_password_masked() -> None:
-    b = from_url(f"redis://bob:hunter2@127.0.0.1:{_free_port()}/0?socket_connect_timeout=2")
+    b = from_url(f"redis://bob:hunter2@127.0.0.1:{free_port()}/0?socket_connect_timeout=2")
     with pytest.raises(ConfigError) as info:
         await b.open()
     message = str(info.value)
@@ -418,3 +391,19 @@ async def test_same_results_as_the_memory_backend(backend: RedisBackend, seed: i
         stored = [_norm(sorted(await b.list("q", limit=10_000), key=lambda j: j.id)) for b in (memory, backend)]
         assert stored[0] == stored[1], f"state after step {step}"
     await memory.close()
+
+
+async def test_connections_closed_by_a_restart_are_not_reused(tmp_path: Path) -> None:
+    """After Redis restarts, the idle pooled connections it closed are dropped, not tried: no call fails."""
+    with RedisServer(tmp_path, persist=True) as server:
+        b = from_url(server.url())
+        await b.open()
+        try:
+            await asyncio.gather(*(b.counts("q") for _ in range(16)))  # leaves 16 idle connections
+            server.stop()
+            server.start()
+            await server.ready()
+            for _ in range(20):
+                assert (await b.counts("q")).waiting == 0
+        finally:
+            await b.close()

@@ -9,6 +9,7 @@ CLUSTER SLOTS and is read again when a node answers MOVED or disappears.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from redis import exceptions as rexc
@@ -20,6 +21,7 @@ __all__ = ["SLOTS", "Address", "Lane", "Servers", "new_connection", "parse_clust
 
 SLOTS = 16384
 LANE_IDLE = 16  # idle request connections kept open per server
+CHECK_IDLE_AFTER = 0.25  # seconds idle after which a connection is checked for a server-side close before use
 Address = tuple[str, int]
 
 
@@ -49,12 +51,28 @@ def parse_cluster_hosts(netloc_hosts: str) -> list[Address]:
     return out
 
 
+async def _closed_by_server(conn: AbstractConnection, idle: float) -> bool:
+    """Whether the server has closed this idle connection: its stream reader has seen EOF (redis-py's private
+    `_reader`; without it, a poll for connections idle a while, as the poll costs a timer)."""
+    reader = getattr(conn, "_reader", False)
+    if reader is None:
+        return False  # never connected, or disconnected: redis-py connects it on the next send
+    if isinstance(reader, asyncio.StreamReader):
+        return reader.at_eof()
+    if idle < CHECK_IDLE_AFTER:
+        return False
+    try:
+        return bool(await conn.can_read_destructive())  # type: ignore[no-untyped-call]  # idle: nothing to read
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError):
+        return True
+
+
 class Lane:
     """Connections for request/response commands: each call takes an idle one, writes once, reads its replies."""
 
     def __init__(self, pool: ConnectionPool, limit: int | None = None) -> None:
         self.pool = pool
-        self._idle: list[AbstractConnection] = []
+        self._idle: list[tuple[AbstractConnection, float]] = []  # with the time each was last used
         self._all: set[AbstractConnection] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._gate = asyncio.Semaphore(limit) if limit else None  # the URL's max_connections
@@ -67,7 +85,7 @@ class Lane:
             return await self._send(packed, replies)
 
     async def _send(self, packed: bytes, replies: int) -> list[Any]:
-        conn = self._idle.pop() if self._idle else self._new()
+        conn = await self._take()
         try:
             await conn.send_packed_command(packed)
             out: list[Any] = []
@@ -80,7 +98,7 @@ class Lane:
             self._all.discard(conn)  # redis-py has disconnected it: the reply stream is out of step
             raise
         if len(self._idle) < LANE_IDLE:
-            self._idle.append(conn)
+            self._idle.append((conn, time.monotonic()))
         else:  # a burst is over: keep LANE_IDLE connections open, not the burst's
             self._all.discard(conn)
             task = asyncio.ensure_future(conn.disconnect())
@@ -93,6 +111,17 @@ class Lane:
         if isinstance(res, Exception):
             raise res
         return res
+
+    async def _take(self) -> AbstractConnection:
+        """An idle connection the server has not closed meanwhile (a restart closes them all), else a new one."""
+        now = time.monotonic()
+        while self._idle:
+            conn, used = self._idle.pop()
+            if not await _closed_by_server(conn, now - used):
+                return conn
+            self._all.discard(conn)
+            await conn.disconnect()
+        return self._new()
 
     def _new(self) -> AbstractConnection:
         conn = new_connection(self.pool)

@@ -3,9 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,34 +10,23 @@ from pathlib import Path
 
 import redis
 
+from tests.private_redis import RedisServer, free_port
+
 MASTERS = 3
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free loopback ports whose cluster bus ports (port + 10000) are free as well."""
-    ports: list[int] = []
-    while len(ports) < n:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port + 10000 > 65535 or port in ports:
-            continue
-        with socket.socket() as bus:
-            try:
-                bus.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
 
 
 class RedisCluster:
     """Three cluster-enabled redis-servers in `workdir`, joined into one cluster covering all 16384 slots."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.ports = free_ports(MASTERS)
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.nodes: list[RedisServer] = []
+        for i in range(MASTERS):
+            node_dir = workdir / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(RedisServer(node_dir, args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000")))
+        self.ports = [node.port for node in self.nodes]
 
     @property
     def url(self) -> str:
@@ -50,25 +36,14 @@ class RedisCluster:
         return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10)
 
     def start(self, timeout: float = 30.0) -> None:
-        exe, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-        if exe is None or cli is None:
-            raise RuntimeError("redis-server and redis-cli are needed for the cluster tests (apt-get install redis)")
-        for port in self.ports:
-            node_dir = self.workdir / str(port)
-            node_dir.mkdir(parents=True, exist_ok=True)
-            log = open(node_dir / "redis.log", "wb")  # noqa: SIM115 - the server writes to it until stopped
-            self.procs.append(subprocess.Popen(
-                [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", str(node_dir / "nodes.conf"), "--cluster-node-timeout", "5000",
-                 "--dir", str(node_dir), "--save", "", "--appendonly", "no"],
-                stdout=log, stderr=subprocess.STDOUT))
-            log.close()
-        deadline = time.monotonic() + timeout
-        for port in self.ports:
-            self._until(deadline, lambda p=port: self.client(p).ping(), f"redis-server on port {port} answers")
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+        for node in self.nodes:
+            node.start()
+        for node in self.nodes:
+            node.wait_ready(timeout)
+        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", "0", "--cluster-yes"],
                        check=True, capture_output=True, timeout=timeout)
+        deadline = time.monotonic() + timeout
         for port in self.ports:
             self._until(deadline, lambda p=port: self.client(p).cluster("info")["cluster_state"] == "ok",
                         f"node {port} reports cluster_state:ok")
@@ -76,9 +51,9 @@ class RedisCluster:
     def _until(self, deadline: float, check: Callable[[], object], what: str) -> None:
         last: Exception | None = None
         while time.monotonic() < deadline:
-            for proc in self.procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"a redis-server of the cluster exited with {proc.returncode}")
+            for node in self.nodes:
+                if node.proc is None or node.proc.poll() is not None:
+                    raise RuntimeError(f"a redis-server of the cluster has exited: {node.log_tail()}")
             try:
                 if check():
                     return
@@ -129,9 +104,5 @@ class RedisCluster:
         return moved
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-        for proc in self.procs:
-            proc.wait(timeout=10)
-        self.procs.clear()
+        for node in self.nodes:
+            node.stop()

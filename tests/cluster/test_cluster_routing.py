@@ -10,15 +10,16 @@ from redis.crc import key_slot
 
 import jobkit
 from jobkit.backends import from_url
+from tests.private_redis import free_port
 
-from .servers import RedisCluster, free_ports
+from .servers import RedisCluster
 
 pytestmark = pytest.mark.cluster
 
 
 async def test_a_dead_seed_is_skipped(redis_cluster: RedisCluster) -> None:
     redis_cluster.flush()
-    dead = free_ports(1)[0]
+    dead = free_port()
     backend = from_url(f"redis+cluster://127.0.0.1:{dead},127.0.0.1:{redis_cluster.ports[1]}")
     await backend.open()
     try:
@@ -30,7 +31,7 @@ async def test_a_dead_seed_is_skipped(redis_cluster: RedisCluster) -> None:
 
 
 async def test_no_seed_answers_is_a_clear_error() -> None:
-    a, b = free_ports(2)
+    a, b = free_port(), free_port()
     backend = from_url(f"redis+cluster://127.0.0.1:{a},127.0.0.1:{b}")
     with pytest.raises(jobkit.ConfigError, match="does not answer"):
         await backend.open()

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from private_redis import RedisServer
 
 import jobkit
 from jobkit.config import close_all
@@ -31,83 +29,10 @@ LEASE = 2.0
 SETTLE_TIMEOUT = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class RedisServer:
-    """A private redis-server persisting to an AOF in `workdir`; start/stop keep the same port."""
-
-    def __init__(self, exe: str, port: int, workdir: Path) -> None:
-        self.exe, self.port, self.workdir = exe, port, workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / "redis.log"
-
-    def start(self) -> None:
-        assert self.proc is None or self.proc.poll() is not None
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--appendfsync", "always", "--dir", str(self.workdir), "--daemonize", "no",
-             "--logfile", str(self.log_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-
-    async def ready(self, timeout: float = 15.0) -> None:
-        """Wait (bounded) until the server answers PING with PONG (not LOADING)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {self._tail()}")
-            try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 1.0)
-                try:
-                    writer.write(b"PING\r\n")
-                    await writer.drain()
-                    line = await asyncio.wait_for(reader.readline(), 1.0)
-                finally:
-                    writer.close()
-                    await writer.wait_closed()
-                if line.startswith(b"+PONG"):
-                    return
-            except (OSError, asyncio.TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"redis-server on port {self.port} not ready in {timeout}s: {self._tail()}")
-            await asyncio.sleep(0.05)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop it by PID: SIGTERM, then SIGKILL if it does not exit in time."""
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=timeout)
-
-    def _tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-2000:]
-        except OSError:
-            return "(no log)"
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(exe, _free_port(), tmp_path)
-    server.start()
-    try:
+    with RedisServer(tmp_path, persist=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
@@ -129,8 +54,7 @@ def _outcome(task: asyncio.Future[None]) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_worker_and_producer_survive_a_redis_restart(redis_server: RedisServer) -> None:
-    await redis_server.ready()
-    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    url = redis_server.url()
 
     runs: Counter[str] = Counter()
     started_at: dict[str, float] = {}  # first start of each job
