@@ -106,6 +106,11 @@ class Context:
         self.job.progress = pending
         await self.backend.set_progress(self.job.queue, self.owner, self.job.id, pending)
 
+    @property
+    def unflushed(self) -> bool:
+        """True while progress waits to be written or a delayed write is scheduled (`close` has work to do)."""
+        return self._pending is not None or self._flusher is not None
+
     async def close(self) -> None:
         """Write the last progress and stop the background flusher (the attempt ended)."""
         if self._flusher is not None:

@@ -7,9 +7,9 @@ import json
 import random
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from .errors import PayloadError
 
@@ -28,9 +28,28 @@ __all__ = [
     "WorkerInfo",
     "dump_json",
     "new_job_id",
+    "trusted",
 ]
 
 Json = Any  # what json.dumps accepts; checked by `dump_json`
+M = TypeVar("M", bound=BaseModel)
+_object_setattr = object.__setattr__
+
+
+def trusted(cls: type[M], fields: dict[str, Any]) -> M:
+    """A `cls` made from values already known valid, skipping validation, for the hot paths.
+
+    Like pydantic's `model_construct`, without its per-field default handling: `fields` must hold every
+    field, already of its type. The dict becomes the model's own. Private attributes take their defaults.
+    """
+    model = cls.__new__(cls)
+    _object_setattr(model, "__dict__", fields)
+    _object_setattr(model, "__pydantic_fields_set__", set(fields))
+    _object_setattr(model, "__pydantic_extra__", None)
+    private = cls.__private_attributes__
+    defaults = {name: attr.get_default() for name, attr in private.items()} if private else None
+    _object_setattr(model, "__pydantic_private__", defaults)
+    return model
 
 
 def new_job_id() -> str:
@@ -200,11 +219,12 @@ class Job(BaseModel):
 
     def note(self, state: JobState, at: float, note: str = "") -> None:
         """Record a transition in the job's history (kept to the last HISTORY_LIMIT lines)."""
-        self.history.append(
-            HistoryEntry(at=at, state=state, attempt=self.attempts, owner=self.owner, note=note)
-        )
-        if len(self.history) > HISTORY_LIMIT:
-            del self.history[: len(self.history) - HISTORY_LIMIT]
+        history = self.history
+        history.append(trusted(HistoryEntry, {
+            "at": at, "state": state, "attempt": self.attempts, "owner": self.owner, "note": note,
+        }))
+        if len(history) > HISTORY_LIMIT:
+            del history[: len(history) - HISTORY_LIMIT]
 
 
 class Outcome(BaseModel):
@@ -242,6 +262,19 @@ class JobEvent(BaseModel):
     attempt: int = 0
     progress: Progress | None = None
     error: str | None = None
+    # (result,) when a "completed" event carries its job's result (a backend may, for small results), else None.
+    _result: tuple[Any] | None = PrivateAttr(default=None)
+
+    def carry_result(self, result: Any) -> None:
+        if self.__pydantic_private__ is None:  # made by `trusted`, which skips private attributes
+            _object_setattr(self, "__pydantic_private__", {})
+        self._result = (result,)
+
+    @property
+    def carried_result(self) -> tuple[Any] | None:
+        """(result,) when this "completed" event carries the job's result, so a waiter need not read the job."""
+        private = self.__pydantic_private__
+        return private.get("_result") if private else None
 
 
 class QueueCounts(BaseModel):

@@ -77,8 +77,9 @@ class Worker:
         self._running: dict[str, _Running] = {}
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._pending: list[tuple[str, Outcome, asyncio.Future[None]]] = []
+        self._pending: list[tuple[str, Outcome]] = []
         self._pending_ready = asyncio.Event()
+        self._flushing = asyncio.Lock()
         self._last_busy = time.monotonic()
         self.started = asyncio.Event()
         self.processed = 0
@@ -208,6 +209,11 @@ class Worker:
         )
 
     def _start(self, backend: Backend, job: Job) -> None:
+        stale = self._running.get(job.id)
+        if stale is not None:  # its lease ran out and the job was recovered, then handed out again (to us)
+            log.warning("job %s: lease lost (recovered while running); abandoning attempt %d for attempt %d",
+                        job.id, stale.job.attempts, job.attempts)
+            stale.task.cancel()
         ctx = Context(job, backend, self.id)
         task = ctx.runner = asyncio.get_running_loop().create_task(self._attempt(backend, job, ctx))
         self._running[job.id] = _Running(job, ctx, task)
@@ -218,32 +224,38 @@ class Worker:
         try:
             outcome = await run_attempt(self.tasks.get(job.name), job, ctx)
         except asyncio.CancelledError:
-            self._running.pop(job.id, None)
+            self._release(job.id)
             self._wake()
             raise
         took = time.monotonic() - started
         # The slot frees as soon as the outcome is known, so the next claim overlaps this write and
         # batches are not capped at `concurrency`; the job stays leased to us until the write lands.
-        self._running.pop(job.id, None)
+        if not self._release(job.id):
+            return  # a newer attempt of this job holds its lease now (see _start): this outcome is stale
         self.processed += 1
         self._last_busy = time.monotonic()
         self._wake()
         level = logging.INFO if outcome.state is JobState.COMPLETED else logging.WARNING
-        log.log(level, "job %s (%s) attempt %d %s in %.3fs%s", job.id, job.name, job.attempts,
-                outcome.state.value if outcome.state in TERMINAL_STATES else "will retry", took,
-                f": {outcome.error}" if outcome.error else "")
-        await self._report(job.queue, outcome)
+        if log.isEnabledFor(level):
+            log.log(level, "job %s (%s) attempt %d %s in %.3fs%s", job.id, job.name, job.attempts,
+                    outcome.state.value if outcome.state in TERMINAL_STATES else "will retry", took,
+                    f": {outcome.error}" if outcome.error else "")
+        # The finish loop writes it with the other outcomes ready by then; nobody waits for the write here.
+        self._pending.append((job.queue, outcome))
+        self._pending_ready.set()
+
+    def _release(self, job_id: str) -> bool:
+        """Forget the calling attempt of `job_id`; False if a newer attempt of the job has replaced it."""
+        running = self._running.get(job_id)
+        if running is None or running.task is not asyncio.current_task():
+            return False
+        del self._running[job_id]
+        return True
 
     def _wake(self) -> None:
         self._slot_free.set()
 
     # -- finishing, batched: every outcome ready at the same moment goes in one transaction -----------
-    async def _report(self, queue: str, outcome: Outcome) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((queue, outcome, fut))
-        self._pending_ready.set()
-        await fut
-
     async def _finish_loop(self, backend: Backend) -> None:
         while True:
             await self._pending_ready.wait()
@@ -251,19 +263,18 @@ class Worker:
             await self._flush(backend)
 
     async def _flush(self, backend: Backend) -> None:
-        batch, self._pending = self._pending, []
-        by_queue: dict[str, list[tuple[Outcome, asyncio.Future[None]]]] = {}
-        for queue, outcome, fut in batch:
-            by_queue.setdefault(queue, []).append((outcome, fut))
-        for queue, items in by_queue.items():
-            try:
-                await backend.finish(queue, self.id, [o for o, _ in items], time.time())
-            except Exception as exc:  # noqa: BLE001 - the lease will hand these jobs to another worker
-                log.error("could not record %d outcome(s) in %s: %s; their leases will expire and they rerun",
-                          len(items), queue, exc)
-            for _, fut in items:
-                if not fut.done():
-                    fut.set_result(None)
+        """Write every outcome decided so far. One flush at a time, so shutdown's flush waits for one under way."""
+        async with self._flushing:
+            batch, self._pending = self._pending, []
+            by_queue: dict[str, list[Outcome]] = {}
+            for queue, outcome in batch:
+                by_queue.setdefault(queue, []).append(outcome)
+            for queue, outcomes in by_queue.items():
+                try:
+                    await backend.finish(queue, self.id, outcomes, time.time())
+                except Exception as exc:  # noqa: BLE001 - the lease will hand these jobs to another worker
+                    log.error("could not record %d outcome(s) in %s: %s; their leases will expire and they rerun",
+                              len(outcomes), queue, exc)
 
     # -- leases, heartbeats, retention ------------------------------------------------------------------
     async def _lease_loop(self, backend: Backend) -> None:
@@ -327,7 +338,9 @@ class Worker:
             counts = [t.options.keep_completed.count for t in self.tasks.values()]
             if any(c is not None for c in counts):
                 keep = max(c for c in counts if c is not None)
-                await backend.clean(queue, JobState.COMPLETED, keep_last=keep, limit=10_000)
+                for _ in range(10):  # a busy queue may finish more than one batch per round: catch up, bounded
+                    if await backend.clean(queue, JobState.COMPLETED, keep_last=keep, limit=10_000) < 10_000:
+                        break
 
     # -- shutdown --------------------------------------------------------------------------------------
     async def _shutdown(self, backend: Backend, helpers: list[asyncio.Task[None]]) -> None:

@@ -9,15 +9,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from jobkit.backends import sqlite as sqlite_backend
+from jobkit.backends._local import to_event
 from jobkit.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
 from jobkit.errors import ConfigError
-from jobkit.models import Job, JobEvent, JobState, Outcome, RateLimit
+from jobkit.models import Job, JobEvent, JobState, Outcome, Progress, RateLimit
 
 Q = "files"
 ROOT = Path(__file__).resolve().parent.parent
@@ -460,3 +462,62 @@ def test_interpreter_exits_even_if_the_backend_is_never_closed(tmp_path: Path) -
     """)
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=ROOT, timeout=30, check=False)
     assert done.returncode == 0
+
+
+# -- one process: group commit, and the body parsed once per attempt -------------------------------------
+@pytest.mark.asyncio
+async def test_writes_of_one_loop_turn_share_a_transaction_yet_fail_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
+        events = await b.subscribe(Q)
+        commits: list[int] = []
+        store = b._store
+        assert store is not None
+        run = store.transaction
+
+        def counted(calls: Sequence[Any]) -> Any:
+            commits.append(len(calls))
+            return run(calls)
+
+        monkeypatch.setattr(store, "transaction", counted)
+        unstorable = Job(id="bad", name="t", queue=Q, data=object())  # fails inside the transaction
+        got = await asyncio.gather(b.add([job("a")]), b.add([unstorable]), b.add([job("c")]), return_exceptions=True)
+        assert commits == [3]
+        assert [j.id for j in got[0]] == ["a"] and [j.id for j in got[2]] == ["c"]  # type: ignore[union-attr]
+        assert isinstance(got[1], Exception)
+        assert await b.get(Q, "bad") is None and (await b.counts(Q)).waiting == 2
+        seen = await collect(events, 2)
+        assert [(e.job_id, e.event) for e in seen] == [("a", "added"), ("c", "added")]
+        assert int(seen[1].id) == int(seen[0].id) + 1  # the failed call left no event and no gap
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_finish_keeps_what_changed_since_the_claim_and_not_the_workers_edits(tmp_path: Path) -> None:
+    async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
+        await b.add([job("a"), Job(id="s", name="t", queue=Q, data=5), Job(id="h", name="t", queue=Q)])
+        claimed = {j.id: j for j in (await b.claim(Q, "w", limit=3, lease=30, now=time.time())).jobs}
+        assert b._store is not None and set(b._store.claimed) == {(Q, "s"), (Q, "h")}  # "a" has a dict payload
+        claimed["a"].data["n"] = "changed by the task"  # what the task edits in place stays its own
+        claimed["h"].progress.percent = 99
+        assert await b.set_progress(Q, "w", "s", Progress(percent=40, message="p"))
+        await b.renew(Q, "w", ["s"], 60, time.time())
+        outcomes = [Outcome(job_id=i, state=JobState.COMPLETED, result=i) for i in ("a", "s", "h")]
+        assert len(await b.finish(Q, "w", outcomes, time.time())) == 3
+        assert not b._store.claimed
+        a, s, h = await b.get(Q, "a"), await b.get(Q, "s"), await b.get(Q, "h")
+    assert a is not None and a.data == {"n": "a"} and a.result == "a" and a.state is JobState.COMPLETED
+    assert s is not None and s.progress.percent == 40 and s.result == "s" and s.state is JobState.COMPLETED
+    for done in (s, h):
+        assert done is not None and done.owner is None and done.lease_until is None and done.attempts == 1
+        assert [e.state for e in done.history] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
+    assert h is not None and h.result == "h" and h.finished_at is not None and h.progress.percent == 0
+
+
+def test_event_json_is_the_models_json() -> None:
+    for progress in (None, Progress(percent=5, message="m", extra={"a": [1, 2.5]})):
+        row = (42, Q, "j", "t", "progress", "active", time.time(), 3, progress, None)
+        ev = to_event(row)
+        assert set(ev.__dict__) == set(JobEvent.model_fields) and ev == JobEvent.model_validate(ev.__dict__)
+        assert sqlite_backend._event_json(row) == ev.model_dump_json()

@@ -5,14 +5,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from typing import cast
 
-from ..models import JobEvent
+from ..models import JobEvent, JobState, Progress, trusted
 
-__all__ = ["EventHub", "Subscription"]
+__all__ = ["STATES", "Event", "EventHub", "Row", "Subscription", "event_id", "to_event"]
 
 _END = object()
+STATES = {s.value: s for s in JobState}  # faster than JobState(value)
+
+# An event as a plain tuple: cheap to make, and once the GC has seen it (plain values only: the state
+# as its string value) it leaves the GC's lists, so thousands retained for `since=` cost nothing. A
+# JobEvent is made from it only when someone reads it. Fields: id (an int), queue, job_id, name, event,
+# state, at, attempt, progress, error.
+Row = tuple[int, str, str, str, str, str, float, int, Progress | None, str | None]
+Event = JobEvent | Row
+
+
+def to_event(ev: Event) -> JobEvent:
+    """The JobEvent of a row (a JobEvent is returned as it is)."""
+    if isinstance(ev, JobEvent):
+        return ev
+    return trusted(JobEvent, {
+        "id": str(ev[0]), "queue": ev[1], "job_id": ev[2], "name": ev[3], "event": ev[4], "state": STATES[ev[5]],
+        "at": ev[6], "attempt": ev[7], "progress": ev[8], "error": ev[9],
+    })
+
+
+def event_id(ev: Event) -> int:
+    """The id of an event or row, as a number."""
+    return (int(ev.id) if ev.id else 0) if isinstance(ev, JobEvent) else ev[0]
 
 
 class EventHub:
@@ -21,17 +44,36 @@ class EventHub:
     def __init__(self, keep: int = 10_000) -> None:
         self._subs: dict[str, set[asyncio.Queue[object]]] = defaultdict(set)
         self._work: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
-        self._recent: dict[str, deque[JobEvent]] = defaultdict(lambda: deque(maxlen=keep))
+        self._keep = keep
+        self._recent: dict[str, deque[Event]] = defaultdict(lambda: deque(maxlen=keep))
         self.closed = False
 
-    def publish(self, events: Iterable[JobEvent]) -> None:
+    def publish(self, events: Iterable[Event]) -> None:
+        """Retain (when keeping any) and fan out events in id order; rows become JobEvents only for subscribers."""
         for ev in events:
-            self._recent[ev.queue].append(ev)
-            for q in self._subs.get(ev.queue, ()):
-                q.put_nowait(ev)
+            queue = ev.queue if isinstance(ev, JobEvent) else ev[1]
+            if self._keep:
+                self._recent[queue].append(ev)
+            subs = self._subs.get(queue)
+            if subs:
+                out = to_event(ev)
+                for q in subs:
+                    q.put_nowait(out)
 
-    def recent(self, queue: str) -> list[JobEvent]:
-        return list(self._recent.get(queue, ()))
+    def publish_to(self, queue: str, events: Sequence[Event]) -> None:
+        """`publish` for events all of one queue, in one step."""
+        if self._keep:
+            self._recent[queue].extend(events)
+        subs = self._subs.get(queue)
+        if subs:
+            for ev in events:
+                out = to_event(ev)
+                for q in subs:
+                    q.put_nowait(out)
+
+    def recent(self, queue: str, after: int = 0) -> list[JobEvent]:
+        """Retained events of `queue` with ids above `after`, oldest first."""
+        return [to_event(ev) for ev in self._recent.get(queue, ()) if event_id(ev) > after]
 
     def poke(self, queue: str) -> None:
         """Wake workers waiting for work in `queue`."""

@@ -1,0 +1,74 @@
+"""memory:// only: events and histories kept as plain tuples, and copies that share nothing with the store."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from jobkit.backends.memory import MemoryBackend
+from jobkit.models import HistoryEntry, Job, JobEvent, JobState, Outcome, Progress
+
+Q = "mem"
+
+
+def job(job_id: str) -> Job:
+    return Job(id=job_id, name="t", queue=Q, data={"n": job_id})
+
+
+async def run_one(backend: MemoryBackend, job_id: str, owner: str = "w") -> None:
+    await backend.add([job(job_id)])
+    [claimed] = (await backend.claim(Q, owner, limit=1, lease=30, now=time.time())).jobs
+    assert await backend.set_progress(Q, owner, claimed.id, Progress(percent=50, message="half", extra={"k": 1}))
+    await backend.finish(Q, owner, [Outcome(job_id=claimed.id, state=JobState.COMPLETED, result=7)], time.time())
+
+
+async def test_replayed_events_equal_the_live_ones() -> None:
+    backend = MemoryBackend()
+    await backend.open()
+    live = await backend.subscribe(Q)
+    await run_one(backend, "a")
+    seen = [await asyncio.wait_for(live.__anext__(), 1) for _ in range(4)]
+    await live.aclose()  # type: ignore[attr-defined]
+    await run_one(backend, "b")  # nobody subscribes: kept as rows only
+
+    replay = await backend.subscribe(Q, since="0")
+    replayed = [await asyncio.wait_for(replay.__anext__(), 1) for _ in range(8)]
+    await replay.aclose()  # type: ignore[attr-defined]
+    await backend.close()
+
+    assert replayed[:4] == seen
+    assert [e.event for e in replayed] == ["added", "active", "progress", "completed"] * 2
+    for ev in replayed:
+        assert isinstance(ev, JobEvent) and isinstance(ev.state, JobState) and isinstance(ev.id, str)
+    assert [int(e.id) for e in replayed] == sorted(int(e.id) for e in replayed)
+    progress = replayed[6].progress
+    assert progress is not None and progress.extra == {"k": 1} and replayed[6].state is JobState.ACTIVE
+    assert replayed[7].state is JobState.COMPLETED and replayed[7].attempt == 1
+
+
+async def test_history_of_copies_and_their_independence() -> None:
+    backend = MemoryBackend()
+    await run_one(backend, "a", owner="w1")
+    got = await backend.get(Q, "a")
+    assert got is not None
+    assert [(h.state, h.attempt, h.owner, h.note) for h in got.history] == [
+        (JobState.WAITING, 0, None, "added"), (JobState.ACTIVE, 1, "w1", ""), (JobState.COMPLETED, 1, None, ""),
+    ]
+    assert all(isinstance(h, HistoryEntry) for h in got.history)
+    got.history.clear()
+    got.attempts = 99
+    again = await backend.get(Q, "a")
+    assert again is not None and len(again.history) == 3 and again.attempts == 1
+
+
+async def test_retained_events_and_histories_are_left_out_of_the_gc() -> None:
+    backend = MemoryBackend()
+    for i in range(20):
+        await run_one(backend, f"j{i}")
+    gc.collect()
+    rows = list(backend._hub._recent[Q])
+    notes = [n for ns in backend._queues[Q].notes.values() for n in ns]
+    assert len(rows) == 80 and len(notes) == 60
+    assert not any(gc.is_tracked(r) for r in rows if r[8] is None)  # a progress row holds its Progress
+    assert not any(gc.is_tracked(n) for n in notes)
