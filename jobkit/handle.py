@@ -53,19 +53,27 @@ class JobHandle(Generic[R]):
 
     async def wait(self, timeout: float | None = None) -> Job:
         """Wait until the job is completed, failed or cancelled, and return it (raises only JobTimeout)."""
+        job = await self._until_finished(timeout, full=True)
+        assert isinstance(job, Job)
+        return job
+
+    async def _until_finished(self, timeout: float | None, *, full: bool) -> Job | tuple[Any]:
         try:
-            return await asyncio.wait_for(self._wait_finished(), timeout)
+            return await asyncio.wait_for(self._wait_finished(full), timeout)
         except asyncio.TimeoutError:
             raise JobTimeout(
                 f"job {self.id} ({self.name}) not finished after {timeout:g}s; it is still {self.last.state.value}"
                 f" (is a worker running for queue {self.queue!r}?)"
             ) from None
 
-    async def _wait_finished(self) -> Job:
-        events = await self._events()
+    async def _wait_finished(self, full: bool) -> Job | tuple[Any]:
+        """The finished job; or, unless `full`, (result,) when its "completed" event carries the result."""
+        events, job = await self.backend.watch(self.queue, self.id)
         pending: asyncio.Future[JobEvent] | None = None
         try:
-            job = await self.job()
+            if job is None:
+                raise JobNotFound(f"job {self.id} is no longer in queue {self.queue!r} (removed by retention or clean)")
+            self.last = job
             while not job.finished:
                 if pending is None:
                     pending = asyncio.ensure_future(events.__anext__())
@@ -81,6 +89,11 @@ class JobHandle(Generic[R]):
                 finally:
                     pending = None
                 if ev.job_id == self.id and ev.state.finished:
+                    carried = ev.carried_result
+                    if not full and carried is not None and ev.state is JobState.COMPLETED:
+                        self.last = job.model_copy(update={"state": JobState.COMPLETED, "result": carried[0],
+                                                           "finished_at": ev.at, "owner": None})
+                        return carried
                     job = await self.job()
             return job
         finally:
@@ -91,12 +104,16 @@ class JobHandle(Generic[R]):
 
     async def result(self, timeout: float | None = None) -> R:
         """The job's result, as the task's return type; JobFailed or JobCancelled if it did not complete."""
-        job = await self.wait(timeout)
-        if job.state is JobState.FAILED:
+        job = await self._until_finished(timeout, full=False)
+        if isinstance(job, tuple):
+            value = job[0]
+        elif job.state is JobState.FAILED:
             raise JobFailed(job)
-        if job.state is JobState.CANCELLED:
+        elif job.state is JobState.CANCELLED:
             raise JobCancelled(job)
-        return self.task.load_result(job.result) if self.task is not None else job.result
+        else:
+            value = job.result
+        return self.task.load_result(value) if self.task is not None else value
 
     def __await__(self) -> Generator[Any, None, R]:
         return self.result().__await__()

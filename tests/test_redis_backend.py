@@ -349,6 +349,9 @@ _STEPS: dict[str, _Step] = {
         "q", r.choice(["w1", "w2"]), limit=r.randint(0, 4), lease=r.choice([1.0, 5.0]), now=now,
         names=r.choice([None, None, ["a"], []]), rate_limit=r.choice([None, None, RateLimit(3, per=2.0)])),
     "finish": lambda r, b, step, now, ids: b.finish("q", r.choice(["w1", "w2"]), _outcomes(r, step, now, ids), now),
+    "finish_claim": lambda r, b, step, now, ids: b.finish_and_claim(
+        "q", r.choice(["w1", "w2"]), _outcomes(r, step, now, ids), limit=r.randint(0, 4), lease=r.choice([1.0, 5.0]),
+        now=now, names=r.choice([None, None, ["a"], []]), rate_limit=r.choice([None, None, RateLimit(3, per=2.0)])),
     "renew": lambda r, b, step, now, ids: b.renew("q", r.choice(["w1", "w2"]), r.sample(ids, min(len(ids), 3)), 5, now),
     "cancel": lambda r, b, step, now, ids: b.cancel("q", r.choice([*ids, "nope"]), now),
     "retry": lambda r, b, step, now, ids: b.retry("q", r.choice([None, r.sample(ids, min(len(ids), 2))]), now),
@@ -369,7 +372,7 @@ _STEPS: dict[str, _Step] = {
     "counts": lambda r, b, step, now, ids: b.counts("q"),
     "get": lambda r, b, step, now, ids: b.get("q", r.choice([*ids, "nope"])),
 }
-_WEIGHTS = {"add": 2, "claim": 2, "finish": 2}
+_WEIGHTS = {"add": 2, "claim": 2, "finish": 2, "finish_claim": 2}
 
 
 @pytest.mark.parametrize("seed", range(4))

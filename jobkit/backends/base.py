@@ -160,6 +160,24 @@ class Backend(abc.ABC):
         Clears owner and lease; sets finished_at and expires_at for finished states.
         Events: completed / failed / cancelled / retrying. Returns the jobs that moved."""
 
+    async def finish_and_claim(
+        self,
+        queue: str,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        names: Collection[str] | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> ClaimResult:
+        """`finish(outcomes)` then `claim(...)`: a worker's two steps, which a backend may do in one round trip
+        (each step stays atomic; the jobs that finished are not returned)."""
+        if outcomes:
+            await self.finish(queue, owner, outcomes, now)
+        return await self.claim(queue, owner, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit)
+
     @abc.abstractmethod
     async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
         """Store progress of an ACTIVE job `owner` holds; event "progress". False if not held."""
@@ -186,6 +204,17 @@ class Backend(abc.ABC):
         event published after this call returned, in order; with `since` (an event id, or "0" for
         the oldest retained), the retained events after that id first. It ends when the backend
         closes; `aclose()` it to unsubscribe earlier."""
+
+    async def watch(self, queue: str, job_id: str) -> tuple[AsyncIterator[JobEvent], Job | None]:
+        """A live subscription to `queue`, then the job as read after it went live (None if unknown), for a
+        caller that waits on one job: no event after that read is missed (a backend may also yield a few
+        earlier ones, and may do both steps in one round trip)."""
+        events = await self.subscribe(queue)
+        try:
+            return events, await self.get(queue, job_id)
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
 
     # -- workers ---------------------------------------------------------------------------------
     @abc.abstractmethod

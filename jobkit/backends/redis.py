@@ -76,8 +76,10 @@ QUEUES_SLOT = key_slot(QUEUES_KEY.encode())
 WORKERS_SLOT = key_slot(WORKER_KEYS[0].encode())
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before giving up
-QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "progress", "checkpoint", "cancel", "pause", "retry", "clean",
-                 "recover", "get", "list", "counts")
+QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
+                 "retry", "clean", "recover", "get", "list", "counts")
+# Shared pieces a queue script needs after _lib.lua, before its own body.
+SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_finish",), "finish_claim": ("_finish", "_claim")}
 GLOBAL_SCRIPTS = ("heartbeat", "workers")
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
@@ -146,14 +148,20 @@ def _job(text: str) -> Job:
 
 
 def _event(queue: str, eid: str, flat: Sequence[str]) -> JobEvent:
-    """A JobEvent from a stream entry's fields: e = kind, v = NUL-separated id, name, state, at, attempt[, k, JSON]."""
-    v = flat[3].split("\0")
+    """A JobEvent from a stream entry's fields: e = kind, v = NUL-separated id, name, state, at, attempt[, k, JSON].
+
+    k is p (progress), x (error) or r (the result of a completed job, when small: `carried_result`)."""
+    v = flat[3].split("\0", 6)
     kind, extra = (v[5], v[6]) if len(v) > 6 else ("", "")
-    return JobEvent.model_construct(
+    # Plain construction: with pydantic 2.14, model_construct is the slower of the two for these models.
+    ev = JobEvent(
         id=eid, queue=queue, job_id=v[0], name=v[1], event=flat[1], state=JobState(v[2]), at=float(v[3]),
         attempt=int(v[4]), progress=Progress.model_validate_json(extra) if kind == "p" else None,
         error=json.loads(extra) if kind == "x" else None,
     )
+    if kind == "r":
+        ev.carry_result(json.loads(extra))
+    return ev
 
 
 def _accepted_options(cls: type) -> set[str]:
@@ -177,7 +185,8 @@ def _scripts() -> dict[str, tuple[str, str]]:
         for name in QUEUE_SCRIPTS + GLOBAL_SCRIPTS:
             src = root.joinpath(f"{name}.lua").read_text("utf-8")
             if name in QUEUE_SCRIPTS:
-                src = lib + "\n" + src
+                parts = [root.joinpath(f"{part}.lua").read_text("utf-8") for part in SCRIPT_PARTS.get(name, ())]
+                src = "\n".join([lib, *parts, src])
             _sources[name] = (hashlib.sha1(src.encode()).hexdigest(), src)
     return _sources
 
@@ -712,17 +721,58 @@ class RedisBackend(Backend):
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
     ) -> ClaimResult:
-        args: list[Any] = [repr(now), repr(now + lease), owner, limit]
-        if rate_limit is None:
-            args += ("", "")
-        else:
-            args += (rate_limit.limit, repr(rate_limit.per))
+        args: list[Any] = [repr(now), repr(now + lease), owner, limit, *self._rate(rate_limit)]
         if names is None:
             args.append("0")
         else:
             args += ("1", *names)
         res = await self._eval("claim", queue, args, "claim jobs")
         return ClaimResult([_job(s) for s in res[1:]], float(res[0]) if res[0] else None)
+
+    @staticmethod
+    def _rate(rate_limit: RateLimit | None) -> tuple[Any, Any]:
+        return ("", "") if rate_limit is None else (rate_limit.limit, repr(rate_limit.per))
+
+    async def finish_and_claim(
+        self,
+        queue: str,
+        owner: str,
+        outcomes: Sequence[Outcome],
+        *,
+        limit: int,
+        lease: float,
+        now: float,
+        names: Collection[str] | None = None,
+        rate_limit: RateLimit | None = None,
+    ) -> ClaimResult:
+        """One script, one round trip: finish `outcomes`, then claim up to `limit` jobs."""
+        now_s = repr(now)
+        args: list[Any] = [owner, now_s, repr(now + lease), limit, *self._rate(rate_limit), len(outcomes),
+                           "0" if names is None else "1", *self._outcomes(outcomes)]
+        if names is not None:
+            args += names
+        res = await self._eval("finish_claim", queue, args, "finish and claim jobs", [oc.job_id for oc in outcomes],
+                               data=True)
+        self._woke(queue, res[0])
+        return ClaimResult([_job(s) for s in res[2:]], float(res[1]) if res[1] else None)
+
+    @staticmethod
+    def _outcomes(outcomes: Sequence[Outcome]) -> builtins.list[bytes]:
+        """Outcomes for _finish.lua, 8 NUL-separated fields each."""
+        out = []
+        for oc in outcomes:
+            expires = b"" if oc.expires_at is None else repr(oc.expires_at).encode()
+            if oc.state is JobState.COMPLETED:
+                result = _to_json(oc.result, f"result of job {oc.job_id}")
+                out.append(b'%b\0completed\0%b\0null\0null\0%b\0%b\0""' % (
+                    oc.job_id.encode(), result, repr(oc.run_at).encode(), expires))
+            else:
+                out.append(b"\0".join((
+                    oc.job_id.encode(), oc.state.value.encode(), b"", json.dumps(oc.error).encode(),
+                    json.dumps(oc.traceback).encode(), repr(oc.run_at).encode(), expires,
+                    json.dumps((oc.error or "")[:200]).encode(),
+                )))
+        return out
 
     async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
         if not job_ids:
@@ -733,19 +783,7 @@ class RedisBackend(Backend):
     async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
         if not outcomes:
             return []
-        args: list[Any] = [owner, repr(now)]
-        for oc in outcomes:
-            expires = b"" if oc.expires_at is None else repr(oc.expires_at).encode()
-            if oc.state is JobState.COMPLETED:
-                result = _to_json(oc.result, f"result of job {oc.job_id}")
-                args.append(b'%b\0completed\0%b\0null\0null\0%b\0%b\0""' % (
-                    oc.job_id.encode(), result, repr(oc.run_at).encode(), expires))
-            else:
-                args.append(b"\0".join((
-                    oc.job_id.encode(), oc.state.value.encode(), b"", json.dumps(oc.error).encode(),
-                    json.dumps(oc.traceback).encode(), repr(oc.run_at).encode(), expires,
-                    json.dumps((oc.error or "")[:200]).encode(),
-                )))
+        args: list[Any] = [owner, repr(now), *self._outcomes(outcomes)]
         res = await self._eval("finish", queue, args, "finish jobs", [oc.job_id for oc in outcomes], data=True)
         self._woke(queue, res[0])
         return [_job(s) for s in res[1:]]
@@ -797,6 +835,34 @@ class RedisBackend(Backend):
         # The feed delivers everything after feed.pos; anything up to `upto` comes from XRANGE instead.
         upto = max(_id(last), _id(feed.pos))
         return _Subscription(self, feed, inbox, _id(last) if since is None else _since(since), upto)
+
+    async def watch(self, queue: str, job_id: str) -> tuple[AsyncIterator[JobEvent], Job | None]:
+        # With a live feed, listen from where it has read (maybe a few events early) and only read the job;
+        # else read the stream's last id and the job in one round trip.
+        q = self._q(queue)
+        get = self._evalsha("get", q.packed, (q.jp + job_id, q.dp + job_id), ())
+        feed = self._feeds.get(queue)
+        if feed is not None:
+            sub = self._listen(feed, feed.pos)
+            try:
+                [res] = await self._send(q.slot, [get], "read a job")
+            except BaseException:
+                sub.close()
+                raise
+        else:
+            [last, res] = await self._send(q.slot,
+                [_command(_pack(("XREVRANGE", q.events, "+", "-", "COUNT", 1))), get], "read a job")
+            self._live()
+            pos = str(last[0][0]) if last else "0-0"
+            feed = self._feeds.get(queue) or self._start_feed(queue, pos)
+            sub = self._listen(feed, pos)
+        return sub, None if res[0] is None else _job(res[0])
+
+    def _listen(self, feed: _Feed, pos: str) -> _Subscription:
+        """A subscription to events after `pos`: the feed's, and retained ones first if it has read past `pos`."""
+        inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        feed.subs.add(inbox)
+        return _Subscription(self, feed, inbox, _id(pos), max(_id(pos), _id(feed.pos)))
 
     async def _last_event(self, queue: str) -> str:
         q = self._q(queue)

@@ -99,11 +99,13 @@ local OPTIONAL = {{'lease', 'lease_until'}, {'started', 'started_at'}, {'finishe
                   {'expires', 'expires_at'}, {'result', 'result'}, {'checkpoint', 'checkpoint'}, {'err', 'error'},
                   {'tb', 'traceback'}}
 
-local function load(jk)
-  local a = redis.call('HMGET', jk, unpack(F))
+-- `fields` (default F) must list 'state' second: a job without it does not exist.
+local function load(jk, fields)
+  fields = fields or F
+  local a = redis.call('HMGET', jk, unpack(fields))
   if not a[2] then return nil end
   local v = {}
-  for i = 1, #F do v[F[i]] = a[i] end
+  for i = 1, #fields do v[fields[i]] = a[i] end
   return v
 end
 

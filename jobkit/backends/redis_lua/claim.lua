@@ -1,74 +1,11 @@
 -- claim: ARGV = now, lease_until, owner, limit, rate limit ('' = none), rate per, names given ('1'/'0'),
 -- names... Returns {retry_in ('' = none), job JSON...}.
-local now_s, lease, owner = ARGV[1], ARGV[2], ARGV[3]
-local now, limit = tonumber(now_s), tonumber(ARGV[4])
-
--- Due delayed jobs become waiting; their seq keeps their FIFO place among equal priorities.
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', SET.delayed, '-inf', now_s, 'LIMIT', 0, 10000)) do
-  local jk = JP .. id
-  local v = redis.call('HMGET', jk, 'state', 'pri', 'seq', 'ck')
-  redis.call('ZREM', SET.delayed, id)
-  if v[1] == 'delayed' then
-    redis.call('HSET', jk, 'state', 'waiting')
-    redis.call('ZREM', IX.delayed, v[4])
-    enter('waiting', id, tonumber(v[2]) * PRI + tonumber(v[3]), v[3], v[4])
-  end
-end
-local retry_in = ''
-local nxt = redis.call('ZRANGE', SET.delayed, 0, 0, 'WITHSCORES')
-if nxt[2] then retry_in = string.format('%.6f', math.max(0, tonumber(nxt[2]) - now)) end
-if limit <= 0 or redis.call('HGET', K_META, 'paused') == '1' then return {''} end
-
--- Fixed window, the arithmetic of jobkit/limiter.py: window start `ws`, starts used `wu`.
-local rate = ARGV[5]
-local ws, wu
-if rate ~= '' then
-  rate = tonumber(rate)
-  local per = tonumber(ARGV[6])
-  local w = redis.call('HMGET', K_META, 'ws', 'wu')
-  ws, wu = tonumber(w[1] or '0'), tonumber(w[2] or '0')
-  if now >= ws + per then ws, wu = now, 0 end
-  local granted = math.max(0, math.min(limit, rate - wu))
-  if granted == 0 then return {string.format('%.6f', ws + per - now)} end
-  limit = granted
-end
-
-local ids = {}
+local names = nil
 if ARGV[7] == '1' then
-  local names = {}
+  names = {}
   for i = 8, #ARGV do names[ARGV[i]] = true end
-  local start = 0
-  while #ids < limit and start < 10000 do
-    local chunk = redis.call('ZRANGE', SET.waiting, start, start + 199)
-    for _, id in ipairs(chunk) do
-      if #ids < limit and names[redis.call('HGET', JP .. id, 'name')] then ids[#ids + 1] = id end
-    end
-    if #chunk < 200 then break end
-    start = start + 200
-  end
-  for _, id in ipairs(ids) do redis.call('ZREM', SET.waiting, id) end
-else
-  local popped = redis.call('ZPOPMIN', SET.waiting, limit)
-  for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
 end
-
-local out = {''}
-local owner_json = cjson.encode(owner)
-for _, id in ipairs(ids) do
-  local jk, dk = JP .. id, DP .. id
-  local v = load(jk)
-  if v and v.state == 'waiting' then
-    local att = tonumber(v.att or '0') + 1
-    local d = record(dk, v, redis.call('GET', dk), entry(now_s, 'active', att, owner_json, '""'))
-    v.state, v.owner, v.lease, v.att, v.started, v.cr = 'active', owner, lease, att, now_s, '0'
-    redis.call('HSET', jk, 'state', 'active', 'owner', owner, 'lease', lease, 'att', att, 'started', now_s,
-      'cr', 0, 'nh', v.nh)
-    redis.call('ZREM', IX.waiting, v.ck)
-    enter('active', id, lease, nil, v.ck)
-    event(id, v.name, 'active', 'active', now_s, att)
-    out[#out + 1] = compose(v, d)
-  end
-end
-if rate ~= '' then redis.call('HSET', K_META, 'ws', ws, 'wu', wu + #out - 1) end
-if #out == 1 then out[1] = retry_in end
+local retry_in, jobs = claim_jobs(ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], names)
+local out = {retry_in}
+for _, j in ipairs(jobs) do out[#out + 1] = j end
 return out
