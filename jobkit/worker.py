@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .attempt import run_attempt
-from .backends import Backend
+from .backends import Backend, ClaimResult
 from .config import BackendLike, get_backend
 from .context import Context
 from .errors import BackendError, ConfigError
@@ -79,6 +79,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._pending: list[tuple[str, Outcome]] = []
         self._pending_ready = asyncio.Event()
+        self._combine = False  # outcomes go with the next claim (set in run(), by the backend)
         self._flushing = asyncio.Lock()
         self._last_busy = time.monotonic()
         self.started = asyncio.Event()
@@ -112,6 +113,9 @@ class Worker:
     async def run(self) -> None:
         """Work until stopped (stop(), SIGTERM/SIGINT, or idle_timeout for an embedded worker)."""
         self.backend = backend = await get_backend(self._backend_arg)
+        # A backend that finishes a batch and claims the next in one round trip (Redis) gets the outcomes with
+        # the next claim; others get them from the finish loop, which SQLite commits with the claim anyway.
+        self._combine = type(backend).finish_and_claim is not Backend.finish_and_claim
         loop = asyncio.get_running_loop()
         signals = self._install_signals(loop)
         helpers = [
@@ -154,43 +158,81 @@ class Worker:
         failures = 0  # claims failed in a row: the backend is unreachable, back off until it answers again
         while not self._stopping.is_set():
             free = self.concurrency - len(self._running)
-            if free <= 0:
+            outcomes = self._take(queue) if self._combine else []
+            if free <= 0 and not outcomes:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            now = time.time()
             try:
-                claimed = await backend.claim(
-                    queue, self.id, limit=free, lease=self.lease, now=now, names=names, rate_limit=self.rate_limit
-                )
+                claimed = await self._claim(backend, queue, outcomes, max(free, 0), names)
             except BackendError as exc:
                 failures += 1
                 await self._backoff(queue, "claim", exc, failures)
                 continue
             failures = 0
+            if claimed is None:
+                continue
             for job in claimed.jobs:
                 self._start(backend, job)
             if claimed.jobs:
                 self._last_busy = time.monotonic()
                 continue
+            if self._combine and any(q == queue for q, _ in self._pending):
+                continue
             if self._idle_expired():
                 log.debug("embedded worker %s idle for %.1fs: stopping", self.id, self.idle_timeout)
                 self.stop()
                 return
-            wait = 1.0 if claimed.retry_in is None else min(1.0, claimed.retry_in)
-            if self.idle_timeout is not None:
-                wait = min(wait, self.idle_timeout)
-            stop = asyncio.ensure_future(self._stopping.wait())
-            work = asyncio.ensure_future(backend.wait_for_work(queue, wait))
-            try:
-                await asyncio.wait((work, stop), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stop.cancel()
-                work.cancel()
-            err = work.exception() if work.done() and not work.cancelled() else None
+            err = await self._idle(backend, queue, claimed.retry_in)
             if err is not None:  # only a hint that work may be ready; the next claim says for sure
                 failures += 1
                 await self._backoff(queue, "wait for work", err, failures)
+
+    async def _claim(
+        self, backend: Backend, queue: str, outcomes: list[Outcome], limit: int, names: frozenset[str] | None
+    ) -> ClaimResult | None:
+        """Write `outcomes` (if any) and claim up to `limit` jobs; None if the outcomes could not be written."""
+        now = time.time()
+        if not outcomes:
+            return await backend.claim(queue, self.id, limit=limit, lease=self.lease, now=now, names=names,
+                                       rate_limit=self.rate_limit)
+        try:
+            return await backend.finish_and_claim(queue, self.id, outcomes, limit=limit, lease=self.lease, now=now,
+                                                  names=names, rate_limit=self.rate_limit)
+        except Exception as exc:
+            self._lost(queue, len(outcomes), exc)
+            if isinstance(exc, BackendError):
+                raise
+            return None
+
+    async def _idle(self, backend: Backend, queue: str, retry_in: float | None) -> BaseException | None:
+        """Wait for work, stop(), or (when outcomes go with claims) an outcome to write; the wait's error, if any."""
+        wait = 1.0 if retry_in is None else min(1.0, retry_in)
+        if self.idle_timeout is not None:
+            wait = min(wait, self.idle_timeout)
+        waits = [asyncio.ensure_future(self._stopping.wait()), work := asyncio.ensure_future(
+            backend.wait_for_work(queue, wait))]
+        if self._combine:
+            self._pending_ready.clear()
+            waits.append(asyncio.ensure_future(self._pending_ready.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        return work.exception() if work.done() and not work.cancelled() else None
+
+    def _take(self, queue: str) -> list[Outcome]:
+        """The pending outcomes of `queue`, taken out of the pending list."""
+        if not self._pending:
+            return []
+        mine = [o for q, o in self._pending if q == queue]
+        if mine:
+            self._pending = [(q, o) for q, o in self._pending if q != queue]
+        return mine
+
+    def _lost(self, queue: str, n: int, exc: BaseException) -> None:
+        log.error("could not record %d outcome(s) in %s: %s; their leases will expire and they rerun", n, queue, exc)
 
     async def _backoff(self, queue: str, what: str, exc: BaseException, failures: int) -> None:
         """The backend failed (e.g. Redis restarting): log, then wait before trying again, unless stopped first."""
@@ -257,6 +299,9 @@ class Worker:
 
     # -- finishing, batched: every outcome ready at the same moment goes in one transaction -----------
     async def _finish_loop(self, backend: Backend) -> None:
+        if self._combine:  # the claim loops write outcomes with their claims until stop(); then this loop does
+            await self._stopping.wait()
+            self._pending_ready.set()
         while True:
             await self._pending_ready.wait()
             self._pending_ready.clear()
@@ -273,8 +318,7 @@ class Worker:
                 try:
                     await backend.finish(queue, self.id, outcomes, time.time())
                 except Exception as exc:  # noqa: BLE001 - the lease will hand these jobs to another worker
-                    log.error("could not record %d outcome(s) in %s: %s; their leases will expire and they rerun",
-                              len(outcomes), queue, exc)
+                    self._lost(queue, len(outcomes), exc)
 
     # -- leases, heartbeats, retention ------------------------------------------------------------------
     async def _lease_loop(self, backend: Backend) -> None:
