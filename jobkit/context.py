@@ -8,11 +8,14 @@ import time
 from typing import Any
 
 from .backends import Backend
+from .errors import BackendError
 from .models import Job, Progress, dump_json
 
 __all__ = ["Context"]
 
 PROGRESS_INTERVAL = 0.05  # seconds between progress writes; a tight loop of progress() calls is coalesced
+
+_log = logging.getLogger("jobkit.worker")
 
 
 class Context:
@@ -98,13 +101,20 @@ class Context:
         await self.flush()
 
     async def flush(self) -> None:
-        """Write the latest progress now, if any is pending."""
+        """Write the latest progress now, if any is pending. Progress is advisory: when the backend cannot take
+        it (Redis restarting, say), a warning is logged, the next report tries again, and the job goes on."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
         self._last_write = time.monotonic()
         self.job.progress = pending
-        await self.backend.set_progress(self.job.queue, self.owner, self.job.id, pending)
+        try:
+            await self.backend.set_progress(self.job.queue, self.owner, self.job.id, pending)
+        except BackendError as exc:
+            if self._pending is None:
+                self._pending = pending
+            _log.warning("job %s: could not store progress (%s); will try again with the next report", self.job.id,
+                        exc)
 
     @property
     def unflushed(self) -> bool:
@@ -117,6 +127,7 @@ class Context:
             self._flusher.cancel()
             self._flusher = None
         await self.flush()
+        self._pending = None  # a write that failed just now is given up: the outcome matters, not this
 
     async def save_checkpoint(self, state: Any) -> None:
         """Store JSON state that a later attempt of this job can read as `ctx.checkpoint` to resume."""

@@ -165,3 +165,23 @@ async def test_job_timeout_says_what_to_check() -> None:
     with pytest.raises(jobkit.JobTimeout, match="is a worker running for queue 'run-tests'"):
         await handle.result(timeout=0.2)
     assert time.monotonic() - started < 5
+
+
+async def test_progress_the_backend_cannot_store_does_not_fail_the_job(
+    memory: jobkit.Backend, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Progress is advisory: a backend error while storing it (Redis restarting) is logged, the job completes."""
+    async def unavailable(*args: object) -> bool:
+        raise jobkit.BackendError("Redis is restarting")
+
+    monkeypatch.setattr(memory, "set_progress", unavailable)
+
+    @jobkit.task(queue="advisory")
+    async def reports(ctx: jobkit.Context, n: int) -> int:
+        for i in range(3):
+            await ctx.progress(50 * i, "working")
+        return n * 2
+
+    with caplog.at_level(logging.WARNING, logger="jobkit.worker"):
+        assert await jobkit.run(reports, 21, backend=memory, timeout=10) == 42
+    assert any("could not store progress" in r.getMessage() for r in caplog.records)
