@@ -830,11 +830,7 @@ class RedisBackend(Backend):
         last = await self._last_event(queue)
         self._live()  # still open after the await
         feed = self._feeds.get(queue) or self._start_feed(queue, last)
-        inbox: asyncio.Queue[_Item] = asyncio.Queue()
-        feed.subs.add(inbox)
-        # The feed delivers everything after feed.pos; anything up to `upto` comes from XRANGE instead.
-        upto = max(_id(last), _id(feed.pos))
-        return _Subscription(self, feed, inbox, _id(last) if since is None else _since(since), upto)
+        return self._listen(feed, last, None if since is None else _since(since))
 
     async def watch(self, queue: str, job_id: str) -> tuple[AsyncIterator[JobEvent], Job | None]:
         # With a live feed, listen from where it has read (maybe a few events early) and only read the job;
@@ -850,25 +846,32 @@ class RedisBackend(Backend):
                 sub.close()
                 raise
         else:
-            [last, res] = await self._send(q.slot,
-                [_command(_pack(("XREVRANGE", q.events, "+", "-", "COUNT", 1))), get], "read a job")
+            [last, res] = await self._send(q.slot, [self._last_command(q), get], "read a job")
             self._live()
-            pos = str(last[0][0]) if last else "0-0"
+            pos = self._last_id(last)
             feed = self._feeds.get(queue) or self._start_feed(queue, pos)
             sub = self._listen(feed, pos)
         return sub, None if res[0] is None else _job(res[0])
 
-    def _listen(self, feed: _Feed, pos: str) -> _Subscription:
-        """A subscription to events after `pos`: the feed's, and retained ones first if it has read past `pos`."""
+    def _listen(self, feed: _Feed, pos: str, start: _EventId | None = None) -> _Subscription:
+        """A subscription to events after `start` (default `pos`, an id the stream had reached): the feed
+        delivers those after feed.pos, XRANGE the retained ones up to max(pos, feed.pos)."""
         inbox: asyncio.Queue[_Item] = asyncio.Queue()
         feed.subs.add(inbox)
-        return _Subscription(self, feed, inbox, _id(pos), max(_id(pos), _id(feed.pos)))
+        return _Subscription(self, feed, inbox, _id(pos) if start is None else start, max(_id(pos), _id(feed.pos)))
+
+    @staticmethod
+    def _last_command(q: _Queue) -> bytes:
+        return _command(_pack(("XREVRANGE", q.events, "+", "-", "COUNT", 1)))
+
+    @staticmethod
+    def _last_id(reply: Any) -> str:
+        return str(reply[0][0]) if reply else "0-0"
 
     async def _last_event(self, queue: str) -> str:
         q = self._q(queue)
-        [last] = await self._send(q.slot, [_command(_pack(("XREVRANGE", q.events, "+", "-", "COUNT", 1)))],
-                                  "read the event stream")
-        return str(last[0][0]) if last else "0-0"
+        [last] = await self._send(q.slot, [self._last_command(q)], "read the event stream")
+        return self._last_id(last)
 
     async def _feed(self, queue: str) -> _Feed:
         last = await self._last_event(queue)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jobkit
@@ -128,3 +129,49 @@ async def test_stalling_past_max_stalls_fails(backend: Backend, qname: str) -> N
     failed = await q.get(j.id)
     assert failed is not None and failed.state is JobState.FAILED and failed.stalls == 2
     assert failed.error is not None and "stalled" in failed.error and "max_stalls=1" in failed.error
+
+
+async def test_finish_and_claim_writes_outcomes_then_claims(backend: Backend, qname: str, watch: type) -> None:
+    """The worker's combined step: the outcomes land (events, result), then the next jobs are claimed; a backend
+    may do both in one round trip, but the finished jobs are never handed out again."""
+    await backend.add([job(qname, data=i) for i in range(4)])
+    now = time.time()
+    first = (await backend.claim(qname, "w", limit=2, lease=30, now=now)).jobs
+    async with watch(backend, qname) as events:
+        outcomes = [Outcome(job_id=c.id, state=JobState.COMPLETED, result={"n": c.data}) for c in first]
+        got = await backend.finish_and_claim(qname, "w", outcomes, limit=5, lease=30, now=now + 1)
+        await events.until(lambda e: e.event == "completed", count=2)
+        await events.until(lambda e: e.event == "active", count=2)
+    assert sorted(j.data for j in got.jobs) == [2, 3] and all(j.state is JobState.ACTIVE for j in got.jobs)
+    for c in first:
+        done = await backend.get(qname, c.id)
+        assert done is not None and done.state is JobState.COMPLETED and done.result == {"n": c.data}
+    counts = await backend.counts(qname)
+    assert (counts.completed, counts.active, counts.waiting) == (2, 2, 0)
+    # An outcome for a job this owner no longer holds is refused, and the claim still happens.
+    stale = [Outcome(job_id=first[0].id, state=JobState.FAILED, error="late")]
+    again = await backend.finish_and_claim(qname, "w", stale, limit=5, lease=30, now=now + 2)
+    assert again.jobs == []
+    late = await backend.get(qname, first[0].id)
+    assert late is not None and late.state is JobState.COMPLETED
+
+
+async def test_watch_reads_the_job_and_sees_its_later_events(backend: Backend, qname: str) -> None:
+    [added] = await backend.add([job(qname)])
+    events, seen = await backend.watch(qname, added.id)
+    try:
+        assert seen is not None and seen.id == added.id and seen.state is JobState.WAITING
+        [c] = (await backend.claim(qname, "w", limit=1, lease=30, now=time.time())).jobs
+        await backend.finish(qname, "w", [Outcome(job_id=c.id, state=JobState.COMPLETED, result=7)], time.time())
+
+        async def until_completed() -> None:
+            async for ev in events:
+                if ev.job_id == added.id and ev.event == "completed":
+                    return
+
+        await asyncio.wait_for(until_completed(), 10)
+        other, missing = await backend.watch(qname, "no-such-job")
+        await other.aclose()  # type: ignore[attr-defined]
+        assert missing is None
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]

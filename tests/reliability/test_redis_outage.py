@@ -14,15 +14,14 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from private_redis import RedisServer
 
 import jobkit
-from jobkit.config import close_all
 from jobkit.models import JobState, Retention
+
+from .redis_faults import outcome, settle, stop_run
 
 log = logging.getLogger("tests.redis_outage")
 
@@ -42,11 +41,6 @@ RENEW_EVERY = 0.6
 SETTLE_TIMEOUT = 60.0
 KEEP = Retention(age=3600)  # keep every completed job (not only the last 1000), so each one can be checked
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path, persist=True) as server:
-        yield server
 
 
 Span = list[float]  # [start, end] of one attempt, monotonic; end is inf while it runs
@@ -104,12 +98,6 @@ class Attempts:
                 out.append(job_id)
         return out
 
-
-def _outcome(task: asyncio.Future[None]) -> str:
-    if task.cancelled():
-        return "cancelled"
-    exc = task.exception()
-    return "returned" if exc is None else repr(exc)
 
 
 @pytest.mark.slow
@@ -183,8 +171,8 @@ async def test_worker_and_producer_survive_an_outage_longer_than_the_lease(
         down_at = time.monotonic()
         redis_server.stop()
         await asyncio.sleep(OUTAGE)  # the outage itself: Redis stays down this long
-        assert not worker_task.done(), f"the worker stopped during the outage: {_outcome(worker_task)}"
-        assert not producer_task.done(), f"the producer stopped during the outage: {_outcome(producer_task)}"
+        assert not worker_task.done(), f"the worker stopped during the outage: {outcome(worker_task)}"
+        assert not producer_task.done(), f"the producer stopped during the outage: {outcome(producer_task)}"
         long_ids = sorted(jid for jid in attempts.spans if jid.startswith("long-"))
         assert all(attempts.running(jid) for jid in long_ids), "the long jobs must outlive the outage"
         redis_server.start()
@@ -196,20 +184,14 @@ async def test_worker_and_producer_survive_an_outage_longer_than_the_lease(
         added_at_up = len(added)
         await attempts.more_ended(200, 30)
         while len(added) < added_at_up + 200:  # the producer's own pace; bounded by the test timeout
-            assert not producer_task.done(), f"the producer stopped: {_outcome(producer_task)}"
+            assert not producer_task.done(), f"the producer stopped: {outcome(producer_task)}"
             await asyncio.sleep(0.05)
-        assert not worker_task.done(), f"the worker stopped after the outage: {_outcome(worker_task)}"
+        assert not worker_task.done(), f"the worker stopped after the outage: {outcome(worker_task)}"
 
         # -- settle: every added job completes -----------------------------------------------------
         stop_producing.set()
         await asyncio.wait_for(producer_task, 10)
-        counts = await queue.counts()
-        settle_deadline = time.monotonic() + SETTLE_TIMEOUT
-        while counts.completed < len(added):
-            assert time.monotonic() < settle_deadline, f"jobs not all completed in {SETTLE_TIMEOUT}s: {counts}"
-            assert not worker_task.done(), f"the worker stopped while settling: {_outcome(worker_task)}"
-            await asyncio.sleep(0.1)
-            counts = await queue.counts()
+        counts = await settle(queue, worker_task, lambda c: c.completed >= len(added), SETTLE_TIMEOUT)
         assert (counts.waiting, counts.delayed, counts.active, counts.failed, counts.cancelled) == (0, 0, 0, 0, 0)
         assert counts.completed == len(added)
         assert worker.active == 0
@@ -248,14 +230,4 @@ async def test_worker_and_producer_survive_an_outage_longer_than_the_lease(
         log.warning(report)
         print(report)
     finally:
-        stop_producing.set()
-        worker.stop()
-        # Bounded; a task that ended early is awaited here too, so its exception is retrieved (and re-raised
-        # unless an assertion above already carries the failure).
-        done, pending = await asyncio.wait((producer_task, worker_task), timeout=15)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        await close_all()
-        for t in done:
-            t.result()
+        await stop_run(stop_producing, worker, producer_task, worker_task)

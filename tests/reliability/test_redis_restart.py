@@ -10,15 +10,15 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from private_redis import RedisServer
 
 import jobkit
-from jobkit.config import close_all
 from jobkit.models import JobState, Retention
+
+from .redis_faults import outcome, settle, stop_run
 
 log = logging.getLogger("tests.redis_restart")
 
@@ -29,11 +29,6 @@ LEASE = 2.0
 SETTLE_TIMEOUT = 60.0
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    with RedisServer(tmp_path, persist=True) as server:
-        yield server
-
 
 async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
     """Poll a condition that has no event of its own, with a deadline."""
@@ -43,12 +38,6 @@ async def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> Non
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
 
-
-def _outcome(task: asyncio.Future[None]) -> str:
-    if task.cancelled():
-        return "cancelled"
-    exc = task.exception()
-    return "returned" if exc is None else repr(exc)
 
 
 @pytest.mark.slow
@@ -117,19 +106,14 @@ async def test_worker_and_producer_survive_a_redis_restart(redis_server: RedisSe
         added_at_restart = len(added)
         await wait_until(lambda: len(runs) >= done_before + 300 and len(added) >= added_at_restart + 300, 30,
                          "300 more jobs added and done after the restart")
-        assert not worker_task.done(), f"the worker stopped during the restart: {_outcome(worker_task)}"
-        assert not producer_task.done(), f"the producer stopped during the restart: {_outcome(producer_task)}"
+        assert not worker_task.done(), f"the worker stopped during the restart: {outcome(worker_task)}"
+        assert not producer_task.done(), f"the producer stopped during the restart: {outcome(producer_task)}"
 
         # -- settle: every added job completes -----------------------------------------------------
         stop_producing.set()
         await asyncio.wait_for(producer_task, 10)
-        counts = await queue.counts()
-        settle_deadline = time.monotonic() + SETTLE_TIMEOUT
-        while not (counts.completed >= len(added) and set(runs) >= added):
-            assert time.monotonic() < settle_deadline, f"jobs not all completed in {SETTLE_TIMEOUT}s: {counts}"
-            assert not worker_task.done(), f"the worker stopped while settling: {_outcome(worker_task)}"
-            await asyncio.sleep(0.1)
-            counts = await queue.counts()
+        counts = await settle(queue, worker_task, lambda c: c.completed >= len(added) and set(runs) >= added,
+                              SETTLE_TIMEOUT)
         assert (counts.waiting, counts.delayed, counts.active, counts.failed, counts.cancelled) == (0, 0, 0, 0, 0)
         assert counts.completed == len(added)
 
@@ -150,14 +134,4 @@ async def test_worker_and_producer_survive_a_redis_restart(redis_server: RedisSe
         log.warning(report)
         print(report)
     finally:
-        stop_producing.set()
-        worker.stop()
-        # Bounded; a task that ended early is awaited here too, so its exception is retrieved (and re-raised
-        # unless an assertion above already carries the failure).
-        done, pending = await asyncio.wait((producer_task, worker_task), timeout=15)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        await close_all()
-        for t in done:
-            t.result()
+        await stop_run(stop_producing, worker, producer_task, worker_task)
