@@ -45,6 +45,7 @@ class Worker:
         backend: BackendLike = None,
         queues: Sequence[str] | None = None,
         concurrency: int = 10,
+        claim_batch: int = 16,
         rate_limit: RateLimit | None = None,
         lease: float = 30.0,
         grace: float = 30.0,
@@ -58,11 +59,16 @@ class Worker:
     ) -> None:
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
+        if claim_batch < 1:
+            raise ConfigError(f"claim_batch must be at least 1, not {claim_batch}")
         if lease <= 0:
             raise ConfigError(f"lease must be positive seconds, not {lease}")
         self.tasks = {t.name: t for t in tasks}
         self.queues = list(queues or dict.fromkeys(t.queue for t in tasks)) or ["default"]
         self.concurrency = concurrency
+        # Jobs asked for per claim: small claims keep one in flight while the last batch runs (instead of a
+        # whole `concurrency` of jobs starting and ending in lockstep), and leave work for other workers.
+        self.claim_batch = claim_batch
         self.rate_limit = rate_limit
         self.lease, self.grace, self.cancel_grace = lease, grace, cancel_grace
         self.heartbeat_every = heartbeat
@@ -164,7 +170,7 @@ class Worker:
                 await self._slot_free.wait()
                 continue
             try:
-                claimed = await self._claim(backend, queue, outcomes, max(free, 0), names)
+                claimed = await self._claim(backend, queue, outcomes, min(max(free, 0), self.claim_batch), names)
             except BackendError as exc:
                 failures += 1
                 await self._backoff(queue, "claim", exc, failures)
@@ -176,7 +182,8 @@ class Worker:
                 self._start(backend, job)
             if claimed.jobs:
                 self._last_busy = time.monotonic()
-                continue
+                if not claimed.dry:
+                    continue
             if self._combine and any(q == queue for q, _ in self._pending):
                 continue
             if self._idle_expired():

@@ -314,7 +314,7 @@ def _norm(x: object) -> object:
     if isinstance(x, dict):
         return {k: _norm(v) for k, v in x.items()}
     if hasattr(x, "jobs") and hasattr(x, "retry_in"):
-        return {"jobs": _norm(x.jobs), "retry_in": None if x.retry_in is None else round(x.retry_in, 3)}
+        return {"jobs": _norm(x.jobs), "retry_in": None if x.retry_in is None else round(x.retry_in, 3), "dry": x.dry}
     if hasattr(x, "model_dump"):
         return x.model_dump(mode="json")
     return x

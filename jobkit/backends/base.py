@@ -23,16 +23,21 @@ __all__ = ["Backend", "ClaimResult"]
 
 
 class ClaimResult:
-    """Jobs handed to a worker by `claim`, and how soon it is worth asking again when none were."""
+    """Jobs handed to a worker by `claim`, and how soon it is worth asking again.
 
-    __slots__ = ("jobs", "retry_in")
+    `dry` (a backend may leave it False): fewer jobs were ready than the claim allowed, so nothing more is
+    claimable before `retry_in` or a wake of `wait_for_work`; the worker then waits instead of asking again.
+    """
 
-    def __init__(self, jobs: list[Job], retry_in: float | None = None) -> None:
+    __slots__ = ("dry", "jobs", "retry_in")
+
+    def __init__(self, jobs: list[Job], retry_in: float | None = None, dry: bool = False) -> None:
         self.jobs = jobs
         self.retry_in = retry_in  # seconds until a delayed job is due or the rate window reopens
+        self.dry = dry
 
     def __repr__(self) -> str:
-        return f"ClaimResult({len(self.jobs)} jobs, retry_in={self.retry_in})"
+        return f"ClaimResult({len(self.jobs)} jobs, retry_in={self.retry_in}, dry={self.dry})"
 
 
 class Backend(abc.ABC):

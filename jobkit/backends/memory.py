@@ -286,7 +286,8 @@ class MemoryBackend(Backend):
         if rate_limit is not None:
             q.window = (start, used - (limit - len(claimed)))
         self._emit(queue, events)
-        return ClaimResult(claimed, None if claimed else next_due)
+        dry = len(claimed) < limit  # the ready heap ran out
+        return ClaimResult(claimed, next_due if dry or not claimed else None, dry)
 
     @staticmethod
     def _next_due(q: _Queue, now: float) -> float | None:

@@ -727,7 +727,7 @@ class RedisBackend(Backend):
         else:
             args += ("1", *names)
         res = await self._eval("claim", queue, args, "claim jobs")
-        return ClaimResult([_job(s) for s in res[1:]], float(res[0]) if res[0] else None)
+        return ClaimResult([_job(s) for s in res[2:]], float(res[0]) if res[0] else None, res[1] == 1)
 
     @staticmethod
     def _rate(rate_limit: RateLimit | None) -> tuple[Any, Any]:
@@ -754,7 +754,7 @@ class RedisBackend(Backend):
         res = await self._eval("finish_claim", queue, args, "finish and claim jobs", [oc.job_id for oc in outcomes],
                                data=True)
         self._woke(queue, res[0])
-        return ClaimResult([_job(s) for s in res[2:]], float(res[1]) if res[1] else None)
+        return ClaimResult([_job(s) for s in res[3:]], float(res[1]) if res[1] else None, res[2] == 1)
 
     @staticmethod
     def _outcomes(outcomes: Sequence[Outcome]) -> builtins.list[bytes]:

@@ -450,7 +450,8 @@ class _Store:
                 " SET window_start = excluded.window_start, window_used = excluded.window_used",
                 (queue, start, used - (limit - len(claimed))),
             )
-        return ClaimResult(claimed, None if claimed else next_due)
+        dry = len(claimed) < limit  # fewer waiting jobs than the claim allowed
+        return ClaimResult(claimed, next_due if dry or not claimed else None, dry)
 
     def _next_due(self, queue: str) -> float | None:
         (due,) = self.conn.execute(

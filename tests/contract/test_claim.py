@@ -50,6 +50,19 @@ async def test_claim_respects_limit(backend: Backend, qname: str) -> None:
     assert (await backend.counts(qname)).active == 5
 
 
+async def test_claim_says_when_the_queue_ran_dry(backend: Backend, qname: str) -> None:
+    now = time.time()
+    await backend.add([job(qname, created_at=now, run_at=now) for _ in range(3)])
+    await backend.add([job(qname, created_at=now, run_at=now + 50)])
+    full = await backend.claim(qname, "w", limit=2, lease=10, now=now)
+    assert len(full.jobs) == 2 and not full.dry and full.retry_in is None
+    last = await backend.claim(qname, "w", limit=5, lease=10, now=now)
+    # Fewer ready than allowed: the worker may wait (until the delayed job is due) instead of asking again.
+    assert len(last.jobs) == 1 and last.dry and last.retry_in is not None and 40 < last.retry_in <= 50
+    named = await backend.claim(qname, "w", limit=5, lease=10, now=now + 60, names={"other"})
+    assert named.jobs == [] and named.dry
+
+
 async def test_delayed_job_runs_only_when_due(backend: Backend, qname: str) -> None:
     now = time.time()
     await backend.add([job(qname, run_at=now + 100, created_at=now)])

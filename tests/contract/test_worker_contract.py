@@ -274,3 +274,37 @@ async def test_heartbeat_gone_after_stop(backend: Backend, qname: str) -> None:
     async with w:
         assert len(await backend.workers(time.time(), qname)) == 1
     assert await backend.workers(time.time(), qname) == []
+
+
+gate: dict[str, asyncio.Event] = {}
+all_in: dict[str, asyncio.Event] = {}  # set when 7 gated jobs have started
+started: dict[str, int] = {}
+
+
+@jobkit.task(name="c.gated")
+async def gated(ctx: jobkit.Context, key: str) -> int:
+    started[key] = started.get(key, 0) + 1
+    if started[key] == 7:
+        all_in[key].set()
+    await asyncio.wait_for(gate[key].wait(), 20)
+    return started[key]
+
+
+async def test_small_claim_batches_still_fill_every_slot(backend: Backend, qname: str) -> None:
+    """claim_batch=3 with concurrency=7: the worker keeps claiming until all 7 slots run (here they must, since
+    every job waits for the gate that opens only once 7 have started), then takes the rest as slots free."""
+    gate[qname], all_in[qname], started[qname] = asyncio.Event(), asyncio.Event(), 0
+    q = jobkit.Queue(qname, backend=backend)
+    jobs = await q.add_bulk(gated, [qname] * 10)
+    w = jobkit.Worker([gated], backend=backend, queues=[qname], concurrency=7, claim_batch=3, handle_signals=False)
+    async with w:
+        await asyncio.wait_for(all_in[qname].wait(), 20)
+        assert w.active == 7 and started[qname] == 7  # never more than concurrency
+        gate[qname].set()
+        results = [await jobkit.JobHandle(j, backend, gated).result(timeout=20) for j in jobs]
+    assert sorted(results)[-1] == 10 and (await q.counts()).completed == 10
+
+
+def test_claim_batch_must_be_positive() -> None:
+    with pytest.raises(jobkit.ConfigError, match="claim_batch must be at least 1"):
+        jobkit.Worker([gated], claim_batch=0)

@@ -1,7 +1,8 @@
 -- claim_jobs(now_s, lease, owner, limit, rate, per, names): due delayed jobs become waiting, then up to `limit`
 -- waiting jobs (only those named in the set `names`, if given) move to ACTIVE for `owner`. `rate` ('' = none)
--- and `per` are the queue's rate limit. Returns retry_in ('' = none, or seconds as text) and the claimed jobs'
--- JSON; retry_in is '' whenever a job was claimed.
+-- and `per` are the queue's rate limit. Returns retry_in ('' = none, or seconds as text), the claimed jobs'
+-- JSON, and whether the queue ran dry: fewer jobs than allowed were ready, so nothing more is claimable before
+-- retry_in or an event that wakes workers. retry_in is '' when a job was claimed and the queue did not run dry.
 local function claim_jobs(now_s, lease, owner, limit, rate, per, names)
   local now = tonumber(now_s)
   -- Due delayed jobs become waiting; their seq keeps their FIFO place among equal priorities.
@@ -18,7 +19,7 @@ local function claim_jobs(now_s, lease, owner, limit, rate, per, names)
   local retry_in = ''
   local nxt = redis.call('ZRANGE', SET.delayed, 0, 0, 'WITHSCORES')
   if nxt[2] then retry_in = string.format('%.6f', math.max(0, tonumber(nxt[2]) - now)) end
-  if limit <= 0 or redis.call('HGET', K_META, 'paused') == '1' then return '', {} end
+  if limit <= 0 or redis.call('HGET', K_META, 'paused') == '1' then return '', {}, false end
 
   -- Fixed window, the arithmetic of jobkit/limiter.py: window start `ws`, starts used `wu`.
   local ws, wu
@@ -29,19 +30,20 @@ local function claim_jobs(now_s, lease, owner, limit, rate, per, names)
     ws, wu = tonumber(w[1] or '0'), tonumber(w[2] or '0')
     if now >= ws + per then ws, wu = now, 0 end
     local granted = math.max(0, math.min(limit, rate - wu))
-    if granted == 0 then return string.format('%.6f', ws + per - now), {} end
+    if granted == 0 then return string.format('%.6f', ws + per - now), {}, false end
     limit = granted
   end
 
-  local ids = {}
+  local ids, scanned = {}, true
   if names then
     local start = 0
+    scanned = false -- every waiting job was looked at
     while #ids < limit and start < 10000 do
       local chunk = redis.call('ZRANGE', SET.waiting, start, start + 199)
       for _, id in ipairs(chunk) do
         if #ids < limit and names[redis.call('HGET', JP .. id, 'name')] then ids[#ids + 1] = id end
       end
-      if #chunk < 200 then break end
+      if #chunk < 200 then scanned = true; break end
       start = start + 200
     end
     for _, id in ipairs(ids) do redis.call('ZREM', SET.waiting, id) end
@@ -68,6 +70,7 @@ local function claim_jobs(now_s, lease, owner, limit, rate, per, names)
     end
   end
   if rate ~= '' then redis.call('HSET', K_META, 'ws', ws, 'wu', wu + #out) end
-  if #out > 0 then retry_in = '' end
-  return retry_in, out
+  local dry = scanned and #ids < limit
+  if #out > 0 and not dry then retry_in = '' end
+  return retry_in, out, dry
 end
