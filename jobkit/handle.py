@@ -68,7 +68,7 @@ class JobHandle(Generic[R]):
 
     async def _wait_finished(self, full: bool) -> Job | tuple[Any]:
         """The finished job; or, unless `full`, (result,) when its "completed" event carries the result."""
-        events, job = await self.backend.watch(self.queue, self.id)
+        events, job = await self.backend.watch(self.queue, self.id, self.last)
         pending: asyncio.Future[JobEvent] | None = None
         try:
             if job is None:

@@ -164,6 +164,82 @@ async def test_own_writes_wake_without_a_round_trip(backend: RedisBackend) -> No
     assert time.monotonic() - started >= 0.25
 
 
+class _CountingSends:
+    """Counts the request/response round trips a backend makes (the event feed's XREAD is not one)."""
+
+    def __init__(self, backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.n = 0
+        send = backend._send
+
+        async def counted(*args: object, **kw: object) -> list[object]:
+            self.n += 1
+            return await send(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(backend, "_send", counted)
+
+
+async def _finish(backend: RedisBackend, queue: str, result: object) -> Job:
+    [claimed] = (await backend.claim(queue, "w", limit=1, lease=30, now=time.time())).jobs
+    now = time.time()
+    await backend.finish(queue, "w", [Outcome(job_id=claimed.id, state=JobState.COMPLETED, result=result,
+                                              run_at=now)], now)
+    return claimed
+
+
+@pytest.mark.parametrize("kept", [1000, 2])
+async def test_watching_a_job_it_added_needs_no_round_trip(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, kept: int
+) -> None:
+    """A handle on a job this instance added listens from just before the job's first event. The feed's kept
+    entries replay what it already read; once they no longer reach back that far, XRANGE does."""
+    monkeypatch.setattr("jobkit.backends.redis.RECENT_EVENTS", kept)
+    await backend.subscribe("q")  # a live feed, as with a worker in this process
+    [added] = await backend.add([job("q")])
+    await _finish(backend, "q", 42)
+    for _ in range(3):  # events of other jobs, read by the feed before the watch starts
+        await backend.add([job("q")])
+    feed = backend._feeds["q"]
+    deadline = time.monotonic() + 5
+    while feed.recent[-1][0] < (await _last_event_id(backend, "q")) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    sends = _CountingSends(backend, monkeypatch)
+    events, seen = await backend.watch("q", added.id, added)
+    assert seen is added and sends.n == 0
+    kinds = []
+    async for ev in events:
+        if ev.job_id == added.id:
+            kinds.append(ev.event)
+            if ev.state.finished:
+                assert ev.carried_result == (42,)
+                break
+    await events.aclose()  # type: ignore[attr-defined]
+    assert kinds == ["added", "active", "completed"]
+    assert sends.n == (0 if kept == 1000 else 1)  # the XRANGE when the kept entries fell short
+    # Only the first watch of a job skips the read: later ones read it.
+    again, job_now = await backend.watch("q", added.id, added)
+    await again.aclose()  # type: ignore[attr-defined]
+    assert job_now is not None and job_now.state is JobState.COMPLETED
+
+
+async def _last_event_id(backend: RedisBackend, queue: str) -> tuple[int, int]:
+    from jobkit.backends.redis import _id
+
+    return _id(await backend._last_event(queue))
+
+
+async def test_a_result_from_another_process_still_needs_a_read(backend: RedisBackend, raw: aioredis.Redis) -> None:
+    other = from_url(REDIS_URL)
+    await other.open()
+    try:
+        [added] = await other.add([job("q")])
+        await _finish(other, "q", "done")
+        events, seen = await backend.watch("q", added.id, added)  # not added here: the job is read
+        await events.aclose()  # type: ignore[attr-defined]
+        assert seen is not None and seen.state is JobState.COMPLETED and seen.result == "done"
+    finally:
+        await other.close()
+
+
 async def test_subscription_is_live_when_returned_and_ends_on_close(raw: aioredis.Redis) -> None:
     b = from_url(REDIS_URL)
     await b.open()

@@ -148,8 +148,9 @@ class Backend(abc.ABC):
         `rate_limit`, never starts more than `limit` jobs per window of `per` seconds across every
         worker of the queue (fixed windows). Each claimed job: attempts += 1, owner, lease_until =
         now + lease, started_at = now, cancel_requested false, event "active".
-        `retry_in` says when something may be claimable when nothing was (next due delayed job,
-        or the rate window reopening), else None.
+        `retry_in` says when something may be claimable when nothing was, or when the result is
+        `dry` (next due delayed job, or the rate window reopening), else None. A backend whose
+        `wait_for_work` remembers a wake that came while nobody waited may set `dry`.
         """
 
     @abc.abstractmethod
@@ -210,10 +211,14 @@ class Backend(abc.ABC):
         the oldest retained), the retained events after that id first. It ends when the backend
         closes; `aclose()` it to unsubscribe earlier."""
 
-    async def watch(self, queue: str, job_id: str) -> tuple[AsyncIterator[JobEvent], Job | None]:
+    async def watch(
+        self, queue: str, job_id: str, known: Job | None = None
+    ) -> tuple[AsyncIterator[JobEvent], Job | None]:
         """A live subscription to `queue`, then the job as read after it went live (None if unknown), for a
         caller that waits on one job: no event after that read is missed (a backend may also yield a few
-        earlier ones, and may do both steps in one round trip)."""
+        earlier ones, and may do both steps in one round trip). `known` is the job as the caller last saw
+        it: a backend that can replay every event of the job since then (it added the job itself) may return
+        `known` instead of reading the job."""
         events = await self.subscribe(queue)
         try:
             return events, await self.get(queue, job_id)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import hashlib
 import inspect
 import json
@@ -84,6 +85,8 @@ GLOBAL_SCRIPTS = ("heartbeat", "workers")
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
+RECENT_EVENTS = 1000  # entries a feed keeps for subscriptions that start a little in the past
+BORN_KEPT = 1000  # jobs added by this instance whose first event position it remembers (see watch)
 FEED_LINGER = 5.0  # seconds a feed keeps reading without subscribers or waiters, for the next one
 FEED_SOCKET_TIMEOUT = 15.0  # longer than the BLOCK, so only a dead server times out
 WAKING = frozenset({"added", "retrying", "waiting", "resumed"})  # events that make work claimable
@@ -209,12 +212,16 @@ _Item = tuple[_EventId, JobEvent] | None
 
 class _Feed:
     """One XREAD BLOCK loop over a queue's event stream: it fans events out to this process's subscriptions
-    and wakes its `wait_for_work` callers on events written by others (this instance wakes itself)."""
+    and wakes its `wait_for_work` callers on events written by others (this instance wakes itself). It keeps
+    the last RECENT_EVENTS entries, so a subscription starting a little in the past needs no XRANGE."""
 
-    __slots__ = ("idle_since", "key", "own", "pos", "queue", "subs", "task", "waited_at", "waiters", "wakes", "woken")
+    __slots__ = ("idle_since", "key", "own", "pos", "queue", "recent", "recent_from", "subs", "task", "waited_at",
+                 "waiters", "wakes", "woken")
 
     def __init__(self, queue: str, key: str, pos: str) -> None:
         self.queue, self.key, self.pos = queue, key, pos
+        self.recent: collections.deque[tuple[_EventId, str, Sequence[str]]] = collections.deque()
+        self.recent_from = _id(pos)  # `recent` holds every entry after this id
         self.subs: set[asyncio.Queue[_Item]] = set()
         self.task: asyncio.Task[None] | None = None
         self.idle_since: float | None = None  # when it was last left without subscriptions
@@ -236,6 +243,24 @@ class _Feed:
         """Someone subscribes or has waited for work lately: keep reading."""
         return bool(self.subs or self.waiters) or (self.wakes and now - self.waited_at < FEED_LINGER)
 
+    def keep(self, key: _EventId, eid: str, flat: Sequence[str]) -> None:
+        if len(self.recent) >= RECENT_EVENTS:
+            self.recent_from = self.recent.popleft()[0]
+        self.recent.append((key, eid, flat))
+
+    def replay(self, after: _EventId) -> builtins.list[tuple[_EventId, JobEvent]] | None:
+        """The kept events after `after`, or None if some of them are no longer kept."""
+        if after < self.recent_from:
+            return None
+        out = []
+        for key, eid, flat in reversed(self.recent):  # the newest first: a replay is usually a few entries
+            if key <= after:
+                break
+            if flat[1] != "resumed":
+                out.append((key, _event(self.queue, eid, flat)))
+        out.reverse()
+        return out
+
     def is_own(self, eid: _EventId) -> bool:
         while self.own and self.own[0][1] < eid:
             del self.own[0]
@@ -243,13 +268,14 @@ class _Feed:
 
 
 class _Subscription(AsyncIterator[JobEvent]):
-    """Events after `start`: the retained ones up to `upto` from XRANGE, then the feed's live ones."""
+    """Events after `start`: the retained ones up to `upto` from XRANGE, then the feed's live ones. Given a
+    `backlog` (the feed's kept entries up to `upto`), it starts at `upto` and yields that backlog first."""
 
     def __init__(self, backend: RedisBackend, feed: _Feed, inbox: asyncio.Queue[_Item], start: _EventId,
-                 upto: _EventId) -> None:
+                 upto: _EventId, backlog: list[tuple[_EventId, JobEvent]] | None = None) -> None:
         self._backend, self._feed, self._inbox = backend, feed, inbox
         self._seen, self._upto = start, upto
-        self._backlog: list[tuple[_EventId, JobEvent]] = []
+        self._backlog = backlog[::-1] if backlog else []  # popped from the end
         self._closed = False
 
     def __aiter__(self) -> _Subscription:
@@ -265,7 +291,8 @@ class _Subscription(AsyncIterator[JobEvent]):
             if not self._backlog:
                 self._seen = read_to
         if self._backlog:
-            self._seen, ev = self._backlog.pop()
+            key, ev = self._backlog.pop()
+            self._seen = max(self._seen, key)  # a backlog from the feed's kept entries ends at the start id
             return ev
         while True:
             item = await self._inbox.get()
@@ -342,6 +369,7 @@ class RedisBackend(Backend):
         self._lock = asyncio.Lock()
         self._queues: dict[str, _Queue] = {}
         self._feeds: dict[str, _Feed] = {}
+        self._born: dict[tuple[str, str], str] = {}  # (queue, job id) -> event id just before its first event
         self._options: dict[int, tuple[JobOptions, bytes]] = {}
         self._scripts = _scripts()
         self._by_sha = {sha: src for sha, src in self._scripts.values()}
@@ -609,6 +637,9 @@ class RedisBackend(Backend):
         out: list[Job] = list(jobs)
         for (queue, idx), res in zip(groups.items(), results[1:], strict=True):
             self._woke(queue, res[0])
+            if res[0] and len(idx) <= BORN_KEPT // 10:  # a few jobs, likely watched next: see watch()
+                new = [jobs[i].id for i, item in zip(idx, res[1:], strict=True) if isinstance(item, int)]
+                self._remember_born(queue, new, res[0].partition(" ")[0])
             for i, item in zip(idx, res[1:], strict=True):
                 job = jobs[i]
                 if not isinstance(item, int):  # the id existed: the stored job
@@ -832,7 +863,27 @@ class RedisBackend(Backend):
         feed = self._feeds.get(queue) or self._start_feed(queue, last)
         return self._listen(feed, last, None if since is None else _since(since))
 
-    async def watch(self, queue: str, job_id: str) -> tuple[AsyncIterator[JobEvent], Job | None]:
+    def _remember_born(self, queue: str, job_ids: Sequence[str], first_event: str) -> None:
+        """These jobs were added by this instance; every event of theirs comes after the one before
+        `first_event` (the earliest of the adding script's events)."""
+        ms, seq = _id(first_event)
+        before = f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
+        born = self._born
+        for job_id in job_ids:
+            born[queue, job_id] = before
+        while len(born) > BORN_KEPT:
+            del born[next(iter(born))]
+
+    async def watch(
+        self, queue: str, job_id: str, known: Job | None = None
+    ) -> tuple[AsyncIterator[JobEvent], Job | None]:
+        # A job this instance added and has not watched yet: listen from just before its first event, which
+        # the feed usually still keeps: no round trip at all.
+        born = self._born.pop((queue, job_id), None)
+        if known is not None and born is not None and not known.finished:
+            self._live()
+            mine = self._feeds.get(queue) or self._start_feed(queue, born)
+            return self._listen(mine, born), known
         # With a live feed, listen from where it has read (maybe a few events early) and only read the job;
         # else read the stream's last id and the job in one round trip.
         q = self._q(queue)
@@ -855,10 +906,16 @@ class RedisBackend(Backend):
 
     def _listen(self, feed: _Feed, pos: str, start: _EventId | None = None) -> _Subscription:
         """A subscription to events after `start` (default `pos`, an id the stream had reached): the feed
-        delivers those after feed.pos, XRANGE the retained ones up to max(pos, feed.pos)."""
+        delivers those after feed.pos; those up to max(pos, feed.pos) come from the feed's kept entries, else
+        from XRANGE."""
         inbox: asyncio.Queue[_Item] = asyncio.Queue()
         feed.subs.add(inbox)
-        return _Subscription(self, feed, inbox, _id(pos) if start is None else start, max(_id(pos), _id(feed.pos)))
+        start = _id(pos) if start is None else start
+        upto = max(_id(pos), _id(feed.pos))
+        kept = feed.replay(start) if start < upto and upto == _id(feed.pos) else None
+        if kept is None:
+            return _Subscription(self, feed, inbox, start, upto)
+        return _Subscription(self, feed, inbox, upto, upto, kept)
 
     @staticmethod
     def _last_command(q: _Queue) -> bytes:
@@ -930,11 +987,12 @@ class RedisBackend(Backend):
         woke = False
         for eid, flat in entries:
             kind = flat[1]  # fields: e (kind), v
-            key = None
-            if kind in WAKING and feed.wakes and not feed.is_own(key := _id(eid)):
+            key = _id(eid)
+            feed.keep(key, eid, flat)
+            if kind in WAKING and feed.wakes and not feed.is_own(key):
                 woke = True
             if feed.subs and kind != "resumed":
-                item = (key or _id(eid), _event(feed.queue, eid, flat))
+                item = (key, _event(feed.queue, eid, flat))
                 for inbox in feed.subs:
                     inbox.put_nowait(item)
         if woke:
