@@ -7,7 +7,9 @@ The harness runs this file with shared/bench as the working directory:
 Configured with library defaults:
 - enqueue: one `Queue.add_bulk` call (one transaction for all N jobs);
 - drain/sleep: one `jobkit.Worker` in this event loop, `concurrency=C`, `handle_signals=False`;
-- latency: `jobkit.submit(...)` then `JobHandle.result()` (event-driven wait, no polling interval to tune).
+- latency: `jobkit.submit(...)` then `JobHandle.result()` (event-driven wait, no polling interval to tune);
+- the event loop is uvloop's when installed (the `uvloop` extra), as `jobkit worker` chooses by default;
+  JOBKIT_BENCH_LOOP=asyncio runs on asyncio's own loop instead.
 """
 
 from __future__ import annotations
@@ -92,4 +94,6 @@ class JobkitPeer:
 
 
 if __name__ == "__main__":
-    asyncio.run(benchlib.run_async(JobkitPeer()))
+    from jobkit.cli import _run_on_loop
+
+    sys.exit(_run_on_loop(benchlib.run_async(JobkitPeer()), os.environ.get("JOBKIT_BENCH_LOOP", "auto")))
