@@ -7,7 +7,7 @@ import time
 
 import jobkit
 from jobkit.backends import Backend
-from jobkit.models import Job, JobState, Outcome, RateLimit, new_job_id
+from jobkit.models import Job, JobEvent, JobState, Outcome, RateLimit, new_job_id
 
 
 def job(queue: str, name: str = "t", **kw: object) -> Job:
@@ -186,5 +186,30 @@ async def test_watch_reads_the_job_and_sees_its_later_events(backend: Backend, q
         other, missing = await backend.watch(qname, "no-such-job")
         await other.aclose()  # type: ignore[attr-defined]
         assert missing is None
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def test_watch_given_the_job_as_added_never_misses_its_end(backend: Backend, qname: str) -> None:
+    """The job finishes before the watch starts. A backend may answer from `known` (the job as added) instead of
+    reading it, but then it must replay the job's events since; either way the caller learns the job ended."""
+    [added] = await backend.add([job(qname)])
+    [c] = (await backend.claim(qname, "w", limit=1, lease=30, now=time.time())).jobs
+    await backend.finish(qname, "w", [Outcome(job_id=c.id, state=JobState.COMPLETED, result=7)], time.time())
+    events, seen = await backend.watch(qname, added.id, added)
+    try:
+        assert seen is not None and seen.id == added.id
+        if not seen.finished:
+            assert seen.state is JobState.WAITING  # `known` itself, not a read
+
+            async def until_completed() -> JobEvent:
+                async for ev in events:
+                    if ev.job_id == added.id and ev.state.finished:
+                        return ev
+                raise AssertionError("the subscription ended before the job's end")
+
+            assert (await asyncio.wait_for(until_completed(), 10)).state is JobState.COMPLETED
+        else:
+            assert seen.state is JobState.COMPLETED and seen.result == 7
     finally:
         await events.aclose()  # type: ignore[attr-defined]
