@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import random
 import time
 import uuid
@@ -27,7 +28,9 @@ __all__ = [
     "Retention",
     "WorkerInfo",
     "dump_json",
+    "new_job",
     "new_job_id",
+    "new_job_ids",
     "trusted",
 ]
 
@@ -36,15 +39,16 @@ M = TypeVar("M", bound=BaseModel)
 _object_setattr = object.__setattr__
 
 
-def trusted(cls: type[M], fields: dict[str, Any]) -> M:
+def trusted(cls: type[M], fields: dict[str, Any], fields_set: set[str] | None = None) -> M:
     """A `cls` made from values already known valid, skipping validation, for the hot paths.
 
     Like pydantic's `model_construct`, without its per-field default handling: `fields` must hold every
     field, already of its type. The dict becomes the model's own. Private attributes take their defaults.
+    `fields_set` names the fields given explicitly (default: all of them).
     """
     model = cls.__new__(cls)
     _object_setattr(model, "__dict__", fields)
-    _object_setattr(model, "__pydantic_fields_set__", set(fields))
+    _object_setattr(model, "__pydantic_fields_set__", set(fields) if fields_set is None else fields_set)
     _object_setattr(model, "__pydantic_extra__", None)
     private = cls.__private_attributes__
     defaults = {name: attr.get_default() for name, attr in private.items()} if private else None
@@ -55,6 +59,12 @@ def trusted(cls: type[M], fields: dict[str, Any]) -> M:
 def new_job_id() -> str:
     """A random, URL-safe job id."""
     return uuid.uuid4().hex
+
+
+def new_job_ids(n: int) -> list[str]:
+    """`n` random job ids of the same form as `new_job_id` (32 hex digits), drawn in one system call."""
+    text = os.urandom(16 * n).hex()
+    return [text[i:i + 32] for i in range(0, 32 * n, 32)]
 
 
 def dump_json(value: Any, what: str) -> str:
@@ -225,6 +235,20 @@ class Job(BaseModel):
         }))
         if len(history) > HISTORY_LIMIT:
             del history[: len(history) - HISTORY_LIMIT]
+
+
+_NEW_JOB_FIELDS = frozenset({"id", "name", "queue", "data", "options", "created_at", "run_at"})
+
+
+def new_job(id: str, name: str, queue: str, data: Json, options: JobOptions, created_at: float, run_at: float) -> Job:
+    """A fresh job, as `Job(id=..., ..., run_at=...)` builds it, from values already validated (bulk adds)."""
+    return trusted(Job, {
+        "id": id, "name": name, "queue": queue, "state": JobState.WAITING, "data": data, "result": None,
+        "options": options, "progress": trusted(Progress, {"percent": 0.0, "message": "", "extra": {}}, set()),
+        "checkpoint": None, "attempts": 0, "stalls": 0, "error": None, "traceback": None, "owner": None,
+        "lease_until": None, "cancel_requested": False, "created_at": created_at, "run_at": run_at,
+        "started_at": None, "finished_at": None, "expires_at": None, "history": [], "seq": 0,
+    }, set(_NEW_JOB_FIELDS))
 
 
 class Outcome(BaseModel):

@@ -12,7 +12,18 @@ from .backends import Backend
 from .config import BackendLike, get_backend
 from .errors import ConfigError, JobNotFound
 from .handle import JobHandle
-from .models import Backoff, Job, JobEvent, JobOptions, JobState, QueueCounts, Retention, dump_json, new_job_id
+from .models import (
+    Backoff,
+    Job,
+    JobEvent,
+    JobOptions,
+    JobState,
+    QueueCounts,
+    Retention,
+    dump_json,
+    new_job,
+    new_job_ids,
+)
 from .task import Task, _registry
 
 __all__ = ["Queue"]
@@ -56,21 +67,30 @@ class Queue:
         return self._backend
 
     def _prepare(
-        self, task: Task[Any] | str, data: Any, *, job_id: str | None, delay: float | None, now: float, **opts: Any
-    ) -> Job:
+        self, task: Task[Any] | str, payloads: list[Any], *, job_ids: Sequence[str | None] | None,
+        delay: float | None, now: float, **opts: Any,
+    ) -> list[Job]:
+        """Validated new jobs of one task, one per payload; PayloadError/ConfigError before anything is queued."""
         t = task if isinstance(task, Task) else _registry.get(task)
         name = task.name if isinstance(task, Task) else task
         if delay is not None and delay < 0:
             raise ConfigError(f"delay must be zero or more seconds, not {delay}")
         if t is not None:
-            payload, base = t.dump_payload(data), t.options
+            data, base = t.dump_payloads(payloads), t.options
         else:
-            dump_json(data, f"payload for task {name!r}")
-            payload, base = data, JobOptions()
-        return Job(
-            id=job_id or new_job_id(), name=name, queue=self.name, data=payload,
-            options=job_options(base, **opts), created_at=now, run_at=now + (delay or 0.0),
-        )
+            dump_json(payloads, f"payload for task {name!r}")
+            data, base = payloads, JobOptions()
+        options = job_options(base, **opts)
+        fresh = new_job_ids(len(data))
+        if job_ids is not None:
+            for i, given in enumerate(job_ids):
+                if given:
+                    if not isinstance(given, str):
+                        raise ConfigError(f"job ids are strings, not {type(given).__name__} ({given!r})")
+                    fresh[i] = given
+        run_at = now + (delay or 0.0)
+        queue = self.name
+        return [new_job(job_id, name, queue, d, options, now, run_at) for job_id, d in zip(fresh, data, strict=True)]
 
     async def add(
         self, task: Task[Any] | str, data: Any = None, *, job_id: str | None = None, delay: float | None = None,
@@ -78,10 +98,10 @@ class Queue:
         backoff: Backoff | None = None, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
     ) -> Job:
         """Add one job, validated against its task if registered here; an existing job_id returns that job."""
-        job = self._prepare(task, data, job_id=job_id, delay=delay, now=time.time(), priority=priority,
-                            attempts=attempts, timeout=timeout, backoff=backoff, keep_completed=keep_completed,
-                            keep_failed=keep_failed)
-        return (await (await self.backend()).add([job]))[0]
+        jobs = self._prepare(task, [data], job_ids=[job_id], delay=delay, now=time.time(), priority=priority,
+                             attempts=attempts, timeout=timeout, backoff=backoff, keep_completed=keep_completed,
+                             keep_failed=keep_failed)
+        return (await (await self.backend()).add(jobs))[0]
 
     async def add_bulk(
         self, task: Task[Any] | str, payloads: Iterable[Any], *, delay: float | None = None,
@@ -89,16 +109,14 @@ class Queue:
         job_ids: Sequence[str] | None = None,
     ) -> list[Job]:
         """Add many jobs of one task in one transaction; all are validated first, so a bad one queues none."""
-        now = time.time()
         items = list(payloads)
         if job_ids is not None and len(job_ids) != len(items):
             raise ConfigError(f"job_ids has {len(job_ids)} ids for {len(items)} payloads; give one id per payload")
-        jobs = [
-            self._prepare(task, data, job_id=job_ids[i] if job_ids else None, delay=delay, now=now,
-                          priority=priority, attempts=attempts, timeout=timeout)
-            for i, data in enumerate(items)
-        ]
-        return await (await self.backend()).add(jobs) if jobs else []
+        if not items:
+            return []
+        jobs = self._prepare(task, items, job_ids=job_ids, delay=delay, now=time.time(), priority=priority,
+                             attempts=attempts, timeout=timeout)
+        return await (await self.backend()).add(jobs)
 
     async def get(self, job_id: str) -> Job | None:
         return await (await self.backend()).get(self.name, job_id)

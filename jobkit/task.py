@@ -41,6 +41,7 @@ class Task(Generic[R]):
         payload_type = hints.get(params[1].name, Any) if self.takes_payload else type(None)
         self.payload_type: Any = payload_type
         self._payload = TypeAdapter(payload_type)
+        self._payloads: TypeAdapter[list[Any]] | None = None  # list[payload_type], built on the first bulk add
         self.result_type: Any = hints.get("return", Any)
         self._result = TypeAdapter(self.result_type)
         self.__doc__ = fn.__doc__
@@ -66,6 +67,28 @@ class Task(Generic[R]):
             raise PayloadError(f"invalid payload for task {self.name!r}: {exc}; nothing was queued") from exc
         data = self._payload.dump_python(value, mode="json")
         dump_json(data, f"payload for task {self.name!r}")
+        return data
+
+    def dump_payloads(self, payloads: list[Any]) -> list[Any]:
+        """`dump_payload` for many payloads at once (one validation pass); nothing is queued on error."""
+        if len(payloads) == 1:
+            return [self.dump_payload(payloads[0])]
+        if not self.takes_payload:
+            given = [i for i, p in enumerate(payloads) if p is not None]
+            if given:
+                raise PayloadError(f"task {self.name!r} takes no payload, but payload {given[0]} is one")
+            return payloads
+        if self._payloads is None:
+            self._payloads = TypeAdapter(list[self.payload_type])  # type: ignore[name-defined]
+        try:
+            values = self._payloads.validate_python(payloads)
+        except ValidationError as exc:
+            where = exc.errors()[0]["loc"][0]
+            raise PayloadError(
+                f"invalid payload {where} for task {self.name!r}: {exc}; nothing was queued"
+            ) from exc
+        data: list[Any] = self._payloads.dump_python(values, mode="json")
+        dump_json(data, f"payloads for task {self.name!r}")
         return data
 
     def load_payload(self, data: Any) -> Any:

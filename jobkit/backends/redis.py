@@ -56,8 +56,10 @@ from ..models import (
     QueueCounts,
     RateLimit,
     WorkerInfo,
+    trusted,
 )
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
+from ._transitions import assign, copy
 from .base import Backend, ClaimResult
 
 __all__ = ["RedisBackend"]
@@ -86,6 +88,8 @@ STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
 RECENT_EVENTS = 1000  # entries a feed keeps for subscriptions that start a little in the past
+ADD_FIELDS = 13  # arguments per job of add.lua
+OVERLAP_ADDS = 64  # adds of this many jobs build their answers while Redis runs the script
 BORN_KEPT = 1000  # jobs added by this instance whose first event position it remembers (see watch)
 FEED_LINGER = 5.0  # seconds a feed keeps reading without subscribers or waiters, for the next one
 FEED_SOCKET_TIMEOUT = 15.0  # longer than the BLOCK, so only a dead server times out
@@ -124,6 +128,16 @@ def _command(*segments: _Segment) -> bytes:
 def _settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _as_added(job: Job) -> Job:
+    """`job` as add.lua stores it (state and first history entry), less the `seq` the script assigns."""
+    state = JobState.DELAYED if job.run_at > job.created_at else JobState.WAITING
+    note = trusted(HistoryEntry, {"at": job.created_at, "state": state, "attempt": job.attempts, "owner": None,
+                                  "note": "added"})
+    added = copy(job, [*job.history[-(HISTORY_LIMIT - 1):], note])
+    assign(added, state=state)
+    return added
 
 
 def _id(eid: str) -> _EventId:
@@ -481,8 +495,11 @@ class RedisBackend(Backend):
             q = self._queues[queue] = _Queue(queue)
         return q
 
-    def _evalsha(self, name: str, keys: _Segment, extra_keys: Sequence[str], args: Iterable[Any]) -> bytes:
-        return _command(self._heads[name], _pack((keys[0] + len(extra_keys),)), keys, _pack(extra_keys), _pack(args))
+    def _evalsha(self, name: str, keys: _Segment, extra_keys: Sequence[str], args: Iterable[Any],
+                 packed: _Segment = (0, b"")) -> bytes:
+        """EVALSHA of script `name`; `packed` are further arguments already RESP-encoded."""
+        return _command(self._heads[name], _pack((keys[0] + len(extra_keys),)), keys, _pack(extra_keys), _pack(args),
+                        packed)
 
     async def _send(self, slot: int, commands: Sequence[bytes], what: str) -> builtins.list[Any]:
         """Run packed commands on the server of hash `slot`, in one round trip."""
@@ -597,27 +614,48 @@ class RedisBackend(Backend):
                 out[key] = repr(float(value))
         return json.dumps(out).encode() if out else b""
 
-    def _record(self, job: Job) -> bytes:
-        """One job for add.lua: its fields joined by NUL bytes (JSON text never holds a raw NUL)."""
-        body = _to_json({"id": job.id, "name": job.name, "queue": job.queue, "data": job.data,
-                         "created_at": job.created_at}, f"payload of job {job.id} ({job.name})")
+    def _records(self, jobs: Iterable[Job]) -> bytes:
+        """The jobs for add.lua, ADD_FIELDS arguments each, RESP-encoded. What a run of alike jobs shares (all
+        but id and data: a bulk add's jobs) is encoded once."""
+        parts: list[bytes] = []
+        shared: tuple[Any, ...] = ()  # what the last job's shared fields were computed from, if reusable
+        options_json = entries = tail = b""
+        for job in jobs:
+            name, created_at = job.name, job.created_at
+            key = (job.options, name, job.run_at, created_at, job.attempts)
+            if not (shared and key[0] is shared[0] and key[1:] == shared[1:]):
+                options_json, entries, tail = self._shared_fields(job)
+                shared = key if not job.history and not (job.model_fields_set - _PLAIN_FIELDS) else ()
+            job_id = job.id.encode()
+            if b"\0" in job_id:
+                raise PayloadError(f"job ids must not contain NUL characters: {job.id!r}")
+            static = _to_json({"id": job.id, "name": name, "queue": job.queue, "data": job.data,
+                               "created_at": created_at}, f"payload of job {job.id} ({name})")[1:-1]
+            static += b',"options":' + options_json
+            data = static + entries
+            sl = b"%d" % (len(static) + 12)  # 12: len(b',"history":[')
+            parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (
+                len(job_id), job_id, len(data), data, len(sl), sl, tail))
+        return b"".join(parts)
+
+    def _shared_fields(self, job: Job) -> tuple[bytes, bytes, bytes]:
+        """For `_records`: the job's options JSON, its history entries (after the data string's static part)
+        and its fields after the first three, RESP-encoded."""
+        if b"\0" in job.name.encode():
+            raise PayloadError(f"task names must not contain NUL characters: {job.name!r}")
         options = job.options
-        static = body[1:-1] + b',"options":' + self._options_json(options)
         state = b"delayed" if job.run_at > job.created_at else b"waiting"
-        history = b'{"at":%b,"state":"%b","attempt":%d,"owner":null,"note":"added"}' % (
+        entry = b'{"at":%b,"state":"%b","attempt":%d,"owner":null,"note":"added"}' % (
             repr(job.created_at).encode(), state, job.attempts)
         kept = job.history[-(HISTORY_LIMIT - 1):]
-        if kept:  # rare: Queue builds fresh jobs
-            history = b",\n".join([h.model_dump_json().encode() for h in kept] + [history])
+        entries = b",\n".join([h.model_dump_json().encode() for h in kept] + [entry])
         kfa = options.keep_failed.age
-        record = b'%b\0%b,"history":[%b\0%d\0%b\0%d\0%b\0%017.6f\0%b\0%d\0%d\0%b\0%d\0%b' % (
-            job.id.encode(), static, history, len(static) + 12, state, options.priority, repr(job.run_at).encode(),
-            job.created_at, job.name.encode(), job.attempts, options.max_stalls,
-            b"" if kfa is None else repr(kfa).encode(), len(kept) + 1, self._extra(job),
-        )
-        if record.count(0) != 12:
-            raise PayloadError(f"job id and task name must not contain NUL characters: {job.id!r}, {job.name!r}")
-        return record
+        tail = b"".join([b"$%d\r\n%b\r\n" % (len(f), f) for f in (
+            state, b"%d" % options.priority, repr(job.run_at).encode(), b"%017.6f" % job.created_at,
+            job.name.encode(), b"%d" % job.attempts, b"%d" % options.max_stalls,
+            b"" if kfa is None else repr(kfa).encode(), b"%d" % (len(kept) + 1), self._extra(job),
+        )])
+        return self._options_json(options), b',"history":[' + entries, tail
 
     # -- producer ----------------------------------------------------------------------------------
     async def add(self, jobs: Sequence[Job]) -> builtins.list[Job]:
@@ -629,27 +667,32 @@ class RedisBackend(Backend):
             groups.setdefault(job.queue, []).append(i)
         sends: list[tuple[int, Sequence[bytes]]] = [(QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, *groups)))])]
         for queue, idx in groups.items():
-            records = [now.encode()]
-            records += [self._record(jobs[i]) for i in idx]
+            records = self._records([jobs[i] for i in idx])
             q = self._q(queue)
-            sends.append((q.slot, [self._evalsha("add", q.packed, (), records)]))
-        results = [r[0] for r in await self._send_spread(sends, "add jobs")]
-        out: list[Job] = list(jobs)
-        for (queue, idx), res in zip(groups.items(), results[1:], strict=True):
+            sends.append((q.slot, [self._evalsha("add", q.packed, (), (now,), (ADD_FIELDS * len(idx), records))]))
+        if len(jobs) < OVERLAP_ADDS:
+            replies = await self._send_spread(sends, "add jobs")
+            out = [_as_added(job) for job in jobs]
+        else:  # send first, then build the answers while Redis runs the script
+            sending = asyncio.ensure_future(self._send_spread(sends, "add jobs"))
+            try:
+                await asyncio.sleep(0)
+                out = [_as_added(job) for job in jobs]
+                replies = await sending
+            finally:
+                sending.cancel()
+        for (queue, idx), (res,) in zip(groups.items(), replies[1:], strict=True):
             self._woke(queue, res[0])
             if res[0] and len(idx) <= BORN_KEPT // 10:  # a few jobs, likely watched next: see watch()
                 new = [jobs[i].id for i, item in zip(idx, res[1:], strict=True) if isinstance(item, int)]
                 self._remember_born(queue, new, res[0].partition(" ")[0])
             for i, item in zip(idx, res[1:], strict=True):
-                job = jobs[i]
-                if not isinstance(item, int):  # the id existed: the stored job
+                if item.__class__ is int:
+                    added = out[i]
+                    added.__dict__["seq"] = item
+                    added.__pydantic_fields_set__.add("seq")
+                else:  # the id existed: the stored job
                     out[i] = _job(item)
-                    continue
-                state = JobState.DELAYED if job.run_at > job.created_at else JobState.WAITING
-                note = HistoryEntry.model_construct(at=job.created_at, state=state, attempt=job.attempts, owner=None,
-                                                    note="added")
-                history = [*job.history[-(HISTORY_LIMIT - 1):], note]
-                out[i] = job.model_copy(update={"seq": item, "state": state, "history": history})
         return out
 
     async def get(self, queue: str, job_id: str) -> Job | None:

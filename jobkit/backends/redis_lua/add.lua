@@ -1,4 +1,4 @@
--- add: ARGV[1] = now; every further ARGV is one job, 13 NUL-separated fields: id, data string (see _lib.lua),
+-- add: ARGV[1] = now; then 13 arguments per job (ADD_FIELDS in redis.py): id, data string (see _lib.lua),
 -- its length before the history entries, state, priority, run_at, created_at (fixed width, for the index),
 -- name, attempts, max_stalls, keep_failed age ('' = none), history length, extra hash fields as a JSON object
 -- of strings ('' = none; rare). Absent attempts, stalls and cancel_requested fields read as 0; `o` keeps the
@@ -6,8 +6,8 @@
 -- Returns {own event span or false, then per job: its new seq, or the stored job's JSON when the id exists}.
 local now = ARGV[1]
 local jobs, new = {}, {}
-for i = 2, #ARGV do
-  local f = fields(ARGV[i], 13)
+for i = 2, #ARGV, 13 do
+  local f = {unpack(ARGV, i, i + 12)}
   jobs[#jobs + 1] = f
   -- SET NX is both the existence check and the first write (refused as a whole under OOM).
   if redis.call('SET', DP .. f[1], f[2], 'NX') then new[#new + 1] = f end
