@@ -21,6 +21,7 @@ R = TypeVar("R")
 TaskFn = Callable[..., Awaitable[Any]]
 
 _registry: dict[str, Task[Any]] = {}
+_JSON_SCALARS = frozenset({str, int, bool, type(None)})  # what JSON stores exactly (not float: NaN, inf)
 
 
 class Task(Generic[R]):
@@ -101,6 +102,8 @@ class Task(Generic[R]):
             data = self._result.dump_python(result, mode="json")
         except Exception:  # noqa: BLE001 - pydantic raises several kinds; fall back to the raw value
             data = result
+        if data.__class__ in _JSON_SCALARS:  # JSON as they are: spare the check (most results)
+            return data
         dump_json(data, f"result of task {self.name!r}")
         return data
 

@@ -25,6 +25,10 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("jobkit.worker")
 
+# Claims a worker keeps under way per queue while ready jobs are left behind, where the backend serves them
+# side by side (Redis): the next claim goes out while the backend runs the last, so neither waits for the other.
+CLAIMS_IN_FLIGHT = 2
+
 
 class _Running:
     """A job this worker holds: its attempt task and context."""
@@ -33,6 +37,24 @@ class _Running:
 
     def __init__(self, job: Job, ctx: Context, task: asyncio.Task[None]) -> None:
         self.job, self.ctx, self.task = job, ctx, task
+
+
+class _Claims:
+    """A worker's claiming of one queue: claims under way and what the last one said."""
+
+    __slots__ = ("backlog", "dry", "failures", "flights", "names", "queue", "retry_in", "wake")
+
+    def __init__(self, queue: str, names: frozenset[str] | None) -> None:
+        self.queue, self.names = queue, names
+        self.flights: dict[asyncio.Future[ClaimResult | None], int] = {}  # claims under way -> slots each may fill
+        self.backlog = False  # the last claim left ready jobs behind: another may go out while one is under way
+        self.dry = False  # the last claim found nothing more to claim: wait for work before asking again
+        self.retry_in: float | None = None  # when the last claim said a delayed job comes due
+        self.failures = 0  # claims failed in a row: the backend is unreachable, back off until it answers again
+        self.wake = asyncio.Event()  # a claim under way came back, or enough slots freed for another
+
+    def landed(self, _: object) -> None:
+        self.wake.set()
 
 
 class Worker:
@@ -69,6 +91,10 @@ class Worker:
         # Jobs asked for per claim: small claims keep one in flight while the last batch runs (instead of a
         # whole `concurrency` of jobs starting and ending in lockstep), and leave work for other workers.
         self.claim_batch = claim_batch
+        self._overlap_at = min(claim_batch, concurrency)  # free slots that justify a second claim
+        self._claims: list[_Claims] = []  # one per queue being claimed from
+        self._reserved = 0  # slots that claims under way may fill
+        self._most_claims = 1  # claims under way at once per queue (set in run(), by the backend)
         self.rate_limit = rate_limit
         self.lease, self.grace, self.cancel_grace = lease, grace, cancel_grace
         self.heartbeat_every = heartbeat
@@ -122,6 +148,7 @@ class Worker:
         # A backend that finishes a batch and claims the next in one round trip (Redis) gets the outcomes with
         # the next claim; others get them from the finish loop, which SQLite commits with the claim anyway.
         self._combine = type(backend).finish_and_claim is not Backend.finish_and_claim
+        self._most_claims = CLAIMS_IN_FLIGHT if backend.claims_overlap else 1
         loop = asyncio.get_running_loop()
         signals = self._install_signals(loop)
         helpers = [
@@ -160,40 +187,86 @@ class Worker:
 
     # -- claiming -----------------------------------------------------------------------------------
     async def _claim_loop(self, backend: Backend, queue: str) -> None:
-        names = frozenset(self.tasks) if self.embedded else None
-        failures = 0  # claims failed in a row: the backend is unreachable, back off until it answers again
-        while not self._stopping.is_set():
-            free = self.concurrency - len(self._running)
-            outcomes = self._take(queue) if self._combine else []
-            if free <= 0 and not outcomes:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            try:
-                claimed = await self._claim(backend, queue, outcomes, min(max(free, 0), self.claim_batch), names)
-            except BackendError as exc:
-                failures += 1
-                await self._backoff(queue, "claim", exc, failures)
-                continue
-            failures = 0
-            if claimed is None:
-                continue
-            for job in claimed.jobs:
-                self._start(backend, job)
-            if claimed.jobs:
-                self._last_busy = time.monotonic()
-                if not claimed.dry:
-                    continue
-            if self._combine and any(q == queue for q, _ in self._pending):
-                continue
-            if self._idle_expired():
-                log.debug("embedded worker %s idle for %.1fs: stopping", self.id, self.idle_timeout)
-                self.stop()
-                return
-            err = await self._idle(backend, queue, claimed.retry_in)
-            if err is not None:  # only a hint that work may be ready; the next claim says for sure
-                failures += 1
-                await self._backoff(queue, "wait for work", err, failures)
+        c = _Claims(queue, frozenset(self.tasks) if self.embedded else None)
+        self._claims.append(c)
+        try:
+            while c.flights or not self._stopping.is_set():
+                if self._wants_claim(c):
+                    await self._send_claim(backend, c)
+                elif c.flights:
+                    c.wake.clear()
+                    if not any(f.done() for f in c.flights):
+                        await c.wake.wait()
+                    for flight in [f for f in c.flights if f.done()]:
+                        self._reserved -= c.flights.pop(flight)
+                        await self._landed(backend, c, flight.exception() or flight.result())
+                elif not c.dry:  # every slot is taken: wait until one frees
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                elif self._idle_expired():
+                    log.debug("embedded worker %s idle for %.1fs: stopping", self.id, self.idle_timeout)
+                    self.stop()
+                else:
+                    c.dry = False
+                    err = await self._idle(backend, queue, c.retry_in)
+                    if err is not None:  # only a hint that work may be ready; the next claim says for sure
+                        c.failures += 1
+                        await self._backoff(queue, "wait for work", err, c.failures)
+        finally:
+            self._claims.remove(c)
+            for flight, limit in c.flights.items():  # only when the loop fails: their jobs' leases will expire
+                flight.cancel()
+                self._reserved -= limit
+
+    def _wants_claim(self, c: _Claims) -> bool:
+        """Whether to claim now: slots are free or outcomes wait to be written, and the queue is not known dry;
+        with a claim under way, only with a backlog and room for one worth a round trip of its own."""
+        pending = self._combine and any(q == c.queue for q, _ in self._pending)
+        if pending:
+            c.dry = False  # outcomes to write go with a claim
+        if c.dry or self._stopping.is_set():
+            return False
+        free = self.concurrency - len(self._running) - self._reserved
+        if not c.flights:
+            return free > 0 or pending
+        return c.backlog and len(c.flights) < self._most_claims and free >= self._overlap_at
+
+    async def _send_claim(self, backend: Backend, c: _Claims) -> None:
+        """Claim (with the outcomes ready): under way as a task when there is a backlog, so another can follow."""
+        outcomes = self._take(c.queue) if self._combine else []
+        limit = min(max(self.concurrency - len(self._running) - self._reserved, 0), self.claim_batch)
+        call = self._claim(backend, c.queue, outcomes, limit, c.names)
+        if c.backlog and self._most_claims > 1:
+            flight = asyncio.ensure_future(call)
+            flight.add_done_callback(c.landed)
+            c.flights[flight] = limit
+            self._reserved += limit
+            return
+        try:
+            claimed = await call
+        except BackendError as exc:
+            await self._landed(backend, c, exc)
+        else:
+            await self._landed(backend, c, claimed)
+
+    async def _landed(self, backend: Backend, c: _Claims, claimed: ClaimResult | BaseException | None) -> None:
+        """Start the jobs a claim brought, and note what it said of the queue (or back off after a failure)."""
+        if isinstance(claimed, BaseException):
+            if not isinstance(claimed, BackendError):
+                raise claimed
+            c.failures += 1
+            c.backlog = False
+            await self._backoff(c.queue, "claim", claimed, c.failures)
+            return
+        c.failures = 0
+        if claimed is None:
+            return
+        for job in claimed.jobs:
+            self._start(backend, job)
+        if claimed.jobs:
+            self._last_busy = time.monotonic()
+        c.backlog = bool(claimed.jobs) and not claimed.dry
+        c.dry, c.retry_in = not c.backlog, claimed.retry_in
 
     async def _claim(
         self, backend: Backend, queue: str, outcomes: list[Outcome], limit: int, names: frozenset[str] | None
@@ -303,6 +376,10 @@ class Worker:
 
     def _wake(self) -> None:
         self._slot_free.set()
+        if self.concurrency - len(self._running) - self._reserved >= self._overlap_at:
+            for c in self._claims:
+                if c.flights:
+                    c.wake.set()
 
     # -- finishing, batched: every outcome ready at the same moment goes in one transaction -----------
     async def _finish_loop(self, backend: Backend) -> None:

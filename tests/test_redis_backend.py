@@ -199,9 +199,10 @@ async def test_watching_a_job_it_added_needs_no_round_trip(
     for _ in range(3):  # events of other jobs, read by the feed before the watch starts
         await backend.add([job("q")])
     feed = backend._feeds["q"]
-    deadline = time.monotonic() + 5
-    while feed.recent[-1][0] < (await _last_event_id(backend, "q")) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 5  # until the feed has read them all (it keeps no condition to wait on)
+    while (not feed.recent or feed.recent[-1][0] < await _last_event_id(backend, "q")) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
+    assert feed.recent and feed.recent[-1][0] == await _last_event_id(backend, "q")
     sends = _CountingSends(backend, monkeypatch)
     events, seen = await backend.watch("q", added.id, added)
     assert seen is added and sends.n == 0

@@ -46,6 +46,9 @@ class Backend(abc.ABC):
     url: str
     #: True when jobs may run in an embedded worker in the caller's process (memory, SQLite).
     is_local: bool = False
+    #: True when a second claim sent while one is under way gets served meanwhile (a network server), so a
+    #: worker with a backlog keeps two under way; False where claims run one at a time anyway.
+    claims_overlap: bool = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     @abc.abstractmethod

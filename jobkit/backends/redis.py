@@ -89,6 +89,7 @@ STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
 RECENT_EVENTS = 1000  # entries a feed keeps for subscriptions that start a little in the past
 ADD_FIELDS = 13  # arguments per job of add.lua
+OUTCOME_FIELDS = 8  # arguments per outcome of _finish.lua
 OVERLAP_ADDS = 64  # adds of this many jobs build their answers while Redis runs the script
 BORN_KEPT = 1000  # jobs added by this instance whose first event position it remembers (see watch)
 FEED_LINGER = 5.0  # seconds a feed keeps reading without subscribers or waiters, for the next one
@@ -329,6 +330,7 @@ class RedisBackend(Backend):
     """Jobs in Redis: each state change is one Lua script, so it is atomic and stays in one cluster slot."""
 
     is_local = False
+    claims_overlap = True
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -559,11 +561,12 @@ class RedisBackend(Backend):
         return out
 
     async def _eval(self, name: str, queue: str, args: Iterable[Any], what: str, ids: Sequence[str] = (),
-                    data: bool = False) -> Any:
-        """Run a queue script; `ids` add job hash keys to KEYS (and data keys after each with `data`)."""
+                    data: bool = False, packed: _Segment = (0, b"")) -> Any:
+        """Run a queue script; `ids` add job hash keys to KEYS (and data keys after each with `data`); `packed`
+        are arguments after `args`, already RESP-encoded."""
         q = self._q(queue)
         extra = [k for i in ids for k in (q.jp + i, q.dp + i)] if data else [q.jp + i for i in ids]
-        return (await self._send(q.slot, [self._evalsha(name, q.packed, extra, args)], what))[0]
+        return (await self._send(q.slot, [self._evalsha(name, q.packed, extra, args, packed)], what))[0]
 
     def _woke(self, queue: str, span: str | None) -> None:
         """This instance made work claimable: wake its own waiters now; its feed skips these events."""
@@ -822,31 +825,36 @@ class RedisBackend(Backend):
         """One script, one round trip: finish `outcomes`, then claim up to `limit` jobs."""
         now_s = repr(now)
         args: list[Any] = [owner, now_s, repr(now + lease), limit, *self._rate(rate_limit), len(outcomes),
-                           "0" if names is None else "1", *self._outcomes(outcomes)]
+                           "0" if names is None else "1"]
+        packed = self._outcomes(outcomes)
         if names is not None:
-            args += names
+            extra = _pack(names)
+            packed = (packed[0] + extra[0], packed[1] + extra[1])
         res = await self._eval("finish_claim", queue, args, "finish and claim jobs", [oc.job_id for oc in outcomes],
-                               data=True)
+                               data=True, packed=packed)
         self._woke(queue, res[0])
         return ClaimResult([_job(s) for s in res[3:]], float(res[1]) if res[1] else None, res[2] == 1)
 
     @staticmethod
-    def _outcomes(outcomes: Sequence[Outcome]) -> builtins.list[bytes]:
-        """Outcomes for _finish.lua, 8 NUL-separated fields each."""
-        out = []
+    def _outcomes(outcomes: Sequence[Outcome]) -> _Segment:
+        """Outcomes for _finish.lua, OUTCOME_FIELDS arguments each, RESP-encoded."""
+        parts = []
         for oc in outcomes:
+            job_id = oc.job_id.encode()
+            run_at = repr(oc.run_at).encode()
             expires = b"" if oc.expires_at is None else repr(oc.expires_at).encode()
             if oc.state is JobState.COMPLETED:
                 result = _to_json(oc.result, f"result of job {oc.job_id}")
-                out.append(b'%b\0completed\0%b\0null\0null\0%b\0%b\0""' % (
-                    oc.job_id.encode(), result, repr(oc.run_at).encode(), expires))
+                parts.append(
+                    b'$%d\r\n%b\r\n$9\r\ncompleted\r\n$%d\r\n%b\r\n$4\r\nnull\r\n$4\r\nnull\r\n$%d\r\n%b\r\n'
+                    b'$%d\r\n%b\r\n$2\r\n""\r\n' % (
+                        len(job_id), job_id, len(result), result, len(run_at), run_at, len(expires), expires))
             else:
-                out.append(b"\0".join((
-                    oc.job_id.encode(), oc.state.value.encode(), b"", json.dumps(oc.error).encode(),
-                    json.dumps(oc.traceback).encode(), repr(oc.run_at).encode(), expires,
-                    json.dumps((oc.error or "")[:200]).encode(),
-                )))
-        return out
+                parts.append(_pack((
+                    job_id, oc.state.value, b"", json.dumps(oc.error), json.dumps(oc.traceback), run_at, expires,
+                    json.dumps((oc.error or "")[:200]),
+                ))[1])
+        return OUTCOME_FIELDS * len(outcomes), b"".join(parts)
 
     async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
         if not job_ids:
@@ -857,8 +865,8 @@ class RedisBackend(Backend):
     async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
         if not outcomes:
             return []
-        args: list[Any] = [owner, repr(now), *self._outcomes(outcomes)]
-        res = await self._eval("finish", queue, args, "finish jobs", [oc.job_id for oc in outcomes], data=True)
+        res = await self._eval("finish", queue, (owner, repr(now)), "finish jobs", [oc.job_id for oc in outcomes],
+                               data=True, packed=self._outcomes(outcomes))
         self._woke(queue, res[0])
         return [_job(s) for s in res[1:]]
 

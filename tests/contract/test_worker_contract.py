@@ -308,3 +308,32 @@ async def test_small_claim_batches_still_fill_every_slot(backend: Backend, qname
 def test_claim_batch_must_be_positive() -> None:
     with pytest.raises(jobkit.ConfigError, match="claim_batch must be at least 1"):
         jobkit.Worker([gated], claim_batch=0)
+
+
+running_now: dict[str, list[int]] = {}  # key -> [running now, most at once, ran]
+all_ran: dict[str, asyncio.Event] = {}
+
+
+@jobkit.task(name="c.counted")
+async def counted(ctx: jobkit.Context, key: str) -> None:
+    count = running_now[key]
+    count[0] += 1
+    count[1] = max(count[1], count[0])
+    await asyncio.sleep(0.002)
+    count[0] -= 1
+    count[2] += 1
+    if count[2] == 200:
+        all_ran[key].set()
+
+
+async def test_overlapping_claims_never_exceed_concurrency(backend: Backend, qname: str) -> None:
+    """With a backlog a worker keeps a second claim under way; together they never ask for more than the free
+    slots, so no more than `concurrency` jobs ever run at once."""
+    running_now[qname], all_ran[qname] = [0, 0, 0], asyncio.Event()
+    q = jobkit.Queue(qname, backend=backend)
+    await q.add_bulk(counted, [qname] * 200)
+    w = jobkit.Worker([counted], backend=backend, queues=[qname], concurrency=5, claim_batch=2, handle_signals=False)
+    async with w:
+        await asyncio.wait_for(all_ran[qname].wait(), 30)
+    assert (await q.counts()).completed == 200
+    assert running_now[qname][1] == 5, f"at most 5 jobs at once, and all 5 slots used; saw {running_now[qname][1]}"

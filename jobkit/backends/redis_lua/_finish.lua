@@ -1,5 +1,5 @@
--- finish_outcomes(owner, now_s, first, last, want): ARGV[first..last] are outcomes, 8 NUL-separated fields each:
--- id, state, result JSON, error JSON, traceback JSON, run_at, expires_at ('' = none), history note JSON.
+-- finish_outcomes(owner, now_s, first, last, want): ARGV[first..last] are outcomes, 8 arguments each (OUTCOME_FIELDS
+-- in redis.py): id, state, result JSON, error JSON, traceback JSON, run_at, expires_at ('' = none), history note JSON.
 -- KEYS[NQ + 2k - 1], KEYS[NQ + 2k] are the hash and data keys of the k-th of them. Only jobs still ACTIVE and
 -- held by `owner` move. Returns whether a job became claimable again, and (when `want`) the moved jobs' JSON.
 local EV = {completed = 'completed', failed = 'failed', cancelled = 'cancelled',
@@ -12,9 +12,9 @@ local function finish_outcomes(owner, now_s, first, last, want)
   local now = tonumber(now_s)
   local out = {}
   local again = false
-  for i = first, last do
-    local o = fields(ARGV[i], 8)
-    local k = i - first + 1
+  for i = first, last, 8 do
+    local o = {unpack(ARGV, i, i + 7)}
+    local k = (i - first) / 8 + 1
     local jk, dk = KEYS[NQ + 2 * k - 1], KEYS[NQ + 2 * k]
     local id, wanted = o[1], o[2]
     local v = load(jk, (not want) and FINISH_FIELDS or nil)

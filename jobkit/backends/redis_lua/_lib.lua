@@ -80,18 +80,6 @@ local function span()
   return first_event .. ' ' .. last_event
 end
 
--- Splits one argument holding `n` fields separated by NUL bytes.
-local function fields(s, n)
-  local out, pos = {}, 1
-  for i = 1, n - 1 do
-    local e = string.find(s, '\0', pos, true)
-    out[i] = string.sub(s, pos, e - 1)
-    pos = e + 1
-  end
-  out[n] = string.sub(s, pos)
-  return out
-end
-
 -- Every hash field a script may need; load() returns them by name (absent ones are false, as Redis gives them).
 local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'owner', 'lease', 'started', 'finished',
            'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o'}

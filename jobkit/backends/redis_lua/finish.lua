@@ -1,5 +1,5 @@
--- finish: ARGV = owner, now, then one outcome per ARGV (see _finish.lua); KEYS[NQ + 2i - 1], KEYS[NQ + 2i] are
--- the hash and data keys of outcome i. Returns {own event span if any job is claimable again, else false;
+-- finish: ARGV = owner, now, then the outcomes, 8 arguments each (see _finish.lua); KEYS[NQ + 2i - 1] and
+-- KEYS[NQ + 2i] are the hash and data keys of outcome i. Returns {own event span if any job is claimable again, else false;
 -- moved job JSON...}.
 local again, jobs = finish_outcomes(ARGV[1], ARGV[2], 3, #ARGV, true)
 local out = {again and span() or false}
