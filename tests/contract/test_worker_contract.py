@@ -80,7 +80,12 @@ async def bad_result(ctx: jobkit.Context) -> Any:
     return {"handle": object()}
 
 
-ALL = [add, flaky, always_fails, unrecoverable, slow, reports, resumable, cooperative, stubborn, bad_result]
+@jobkit.task(name="c.nan_result")
+async def nan_result(ctx: jobkit.Context) -> float:
+    return float("nan")
+
+
+ALL = [add, flaky, always_fails, unrecoverable, slow, reports, resumable, cooperative, stubborn, bad_result, nan_result]
 
 
 @pytest.fixture
@@ -161,6 +166,8 @@ async def test_result_not_json_fails_clearly(worker: jobkit.Worker, submit: Call
     with pytest.raises(jobkit.JobFailed, match="not JSON-serialisable") as info:
         await h.result(timeout=10)
     assert info.value.job.attempts == 1
+    with pytest.raises(jobkit.JobFailed, match="not JSON-serialisable.*Out of range float"):
+        await (await submit(nan_result)).result(timeout=10)
 
 
 async def test_unknown_task_fails_clearly(worker: jobkit.Worker, backend: Backend, qname: str) -> None:
