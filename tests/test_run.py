@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from pydantic import BaseModel
 
 import jobkit
 from jobkit.models import JobState, WorkerInfo
-from jobkit.run import ensure_worker
+from jobkit.run import ensure_worker, shutdown
 
 
 class Numbers(BaseModel):
@@ -36,8 +37,13 @@ async def summarise(ctx: jobkit.Context, payload: Numbers) -> Stats:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return "memory://run-tests" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A backend URL; embedded workers the test started are stopped, and backends closed, before its loop ends
+    (else a SQLite write still under way at that moment fails in aiosqlite's thread)."""
+    try:
+        yield "memory://run-tests" if request.param == "memory" else f"sqlite:///{tmp_path / 'jobs.db'}"
+    finally:
+        await shutdown()
 
 
 async def test_run_returns_typed_result_via_embedded_worker(url: str) -> None:
