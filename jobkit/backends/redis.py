@@ -653,11 +653,10 @@ class RedisBackend(Backend):
         kept = job.history[-(HISTORY_LIMIT - 1):]
         entries = b",\n".join([h.model_dump_json().encode() for h in kept] + [entry])
         kfa = options.keep_failed.age
-        tail = b"".join([b"$%d\r\n%b\r\n" % (len(f), f) for f in (
-            state, b"%d" % options.priority, repr(job.run_at).encode(), b"%017.6f" % job.created_at,
-            job.name.encode(), b"%d" % job.attempts, b"%d" % options.max_stalls,
-            b"" if kfa is None else repr(kfa).encode(), b"%d" % (len(kept) + 1), self._extra(job),
-        )])
+        _, tail = _pack((
+            state, options.priority, repr(job.run_at), b"%017.6f" % job.created_at, job.name, job.attempts,
+            options.max_stalls, b"" if kfa is None else repr(kfa), len(kept) + 1, self._extra(job),
+        ))
         return self._options_json(options), b',"history":[' + entries, tail
 
     # -- producer ----------------------------------------------------------------------------------
@@ -690,10 +689,8 @@ class RedisBackend(Backend):
                 new = [jobs[i].id for i, item in zip(idx, res[1:], strict=True) if isinstance(item, int)]
                 self._remember_born(queue, new, res[0].partition(" ")[0])
             for i, item in zip(idx, res[1:], strict=True):
-                if item.__class__ is int:
-                    added = out[i]
-                    added.__dict__["seq"] = item
-                    added.__pydantic_fields_set__.add("seq")
+                if isinstance(item, int):
+                    assign(out[i], seq=item)
                 else:  # the id existed: the stored job
                     out[i] = _job(item)
         return out

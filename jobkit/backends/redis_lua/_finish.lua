@@ -1,5 +1,6 @@
--- finish_outcomes(owner, now_s, first, last, want): ARGV[first..last] are outcomes, 8 arguments each (OUTCOME_FIELDS
--- in redis.py): id, state, result JSON, error JSON, traceback JSON, run_at, expires_at ('' = none), history note JSON.
+-- finish_outcomes(owner, now_s, first, last, want): ARGV[first..last] are outcomes, 8 arguments each
+-- (OUTCOME_FIELDS in redis.py): id, state, result JSON, error JSON, traceback JSON, run_at, expires_at
+-- ('' = none), history note JSON.
 -- KEYS[NQ + 2k - 1], KEYS[NQ + 2k] are the hash and data keys of the k-th of them. Only jobs still ACTIVE and
 -- held by `owner` move. Returns whether a job became claimable again, and (when `want`) the moved jobs' JSON.
 local EV = {completed = 'completed', failed = 'failed', cancelled = 'cancelled',

@@ -1,6 +1,6 @@
 -- finish: ARGV = owner, now, then the outcomes, 8 arguments each (see _finish.lua); KEYS[NQ + 2i - 1] and
--- KEYS[NQ + 2i] are the hash and data keys of outcome i. Returns {own event span if any job is claimable again, else false;
--- moved job JSON...}.
+-- KEYS[NQ + 2i] are the hash and data keys of outcome i. Returns {own event span if any job is claimable
+-- again, else false; moved job JSON...}.
 local again, jobs = finish_outcomes(ARGV[1], ARGV[2], 3, #ARGV, true)
 local out = {again and span() or false}
 for _, j in ipairs(jobs) do out[#out + 1] = j end

@@ -1,7 +1,7 @@
 -- finish_claim: a worker's finish and its next claim in one call. ARGV = owner, now, lease_until, limit,
--- rate limit ('' = none), rate per, number of outcomes n, names given ('1'/'0'), then n outcomes of 8 arguments
--- each (see _finish.lua, whose keys follow the queue's in KEYS), then the names. Returns {own event span if a finished
--- job is claimable again, else false; retry_in ('' = none); ran dry (1/0); claimed job JSON...}.
+-- rate limit ('' = none), rate per, number of outcomes n, names given ('1'/'0'), then n outcomes of 8
+-- arguments each (see _finish.lua, whose keys follow the queue's in KEYS), then the names. Returns {own event
+-- span if a finished job is claimable again, else false; retry_in ('' = none); ran dry (1/0); claimed job JSON...}.
 local owner, now_s, n = ARGV[1], ARGV[2], tonumber(ARGV[7])
 local again = finish_outcomes(owner, now_s, 9, 8 + 8 * n, false)
 local names = nil
