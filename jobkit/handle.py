@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Generator
 from typing import Any, Generic, TypeVar
 
 from .backends import Backend
-from .errors import JobCancelled, JobFailed, JobNotFound, JobTimeout
+from .config import mask_url
+from .embedded import awaiting, ensure_worker
+from .errors import BackendError, JobCancelled, JobFailed, JobNotFound, JobTimeout
 from .models import Job, JobEvent, JobState, Progress
 from .task import Task
 
@@ -16,6 +19,10 @@ __all__ = ["JobHandle"]
 
 R = TypeVar("R")
 RECHECK_EVERY = 2.0  # seconds without an event of any job before a waiting handle re-reads its job
+NO_WORKER_WARN_AFTER = 2.0  # seconds a handle waits on a server backend before it checks that a worker serves it
+
+log = logging.getLogger("jobkit")
+_warned_no_worker: set[tuple[str, str]] = set()  # (backend url, queue): said once until a worker shows up
 
 
 class JobHandle(Generic[R]):
@@ -67,9 +74,19 @@ class JobHandle(Generic[R]):
             ) from None
 
     async def _wait_finished(self, full: bool) -> Job | tuple[Any]:
-        """The finished job; or, unless `full`, (result,) when its "completed" event carries the result."""
+        """The finished job; or, unless `full`, (result,) when its "completed" event carries the result.
+
+        On a local backend, an embedded worker runs the job while this waits (started if none serves the queue).
+        """
+        if self.last.finished:
+            return await self._watch_finished(full)
+        async with awaiting(self.backend, self.queue):
+            return await self._watch_finished(full)
+
+    async def _watch_finished(self, full: bool) -> Job | tuple[Any]:
         events, job = await self.backend.watch(self.queue, self.id, self.last)
         pending: asyncio.Future[JobEvent] | None = None
+        check_workers_at = time.monotonic() + NO_WORKER_WARN_AFTER
         try:
             if job is None:
                 raise JobNotFound(f"job {self.id} is no longer in queue {self.queue!r} (removed by retention or clean)")
@@ -78,9 +95,14 @@ class JobHandle(Generic[R]):
                 if pending is None:
                     pending = asyncio.ensure_future(events.__anext__())
                 done, _ = await asyncio.wait((pending,), timeout=RECHECK_EVERY)
+                if check_workers_at and time.monotonic() >= check_workers_at:
+                    check_workers_at = 0.0
+                    await self._check_served()
                 if not done:
                     # Events can be lost (a Redis restart empties the stream): look at the job itself now and then.
                     job = await self.job()
+                    if self.backend.is_local and not job.finished:
+                        await ensure_worker(self.backend, self.queue)  # in case ours stopped (it crashed, say)
                     continue
                 try:
                     ev = pending.result()
@@ -101,6 +123,28 @@ class JobHandle(Generic[R]):
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)  # let the iterator settle before closing
             await events.aclose()  # type: ignore[attr-defined]
+
+    async def _check_served(self) -> None:
+        """On a server backend, warn once when no worker serves this queue: the job would wait forever."""
+        if self.backend.is_local:
+            return
+        key = (self.backend.url, self.queue)
+        try:
+            serving = await self.backend.workers(time.time(), self.queue)
+        except BackendError:  # unreachable for now: the wait goes on, and so does its own re-check
+            return
+        if serving:
+            _warned_no_worker.discard(key)
+            return
+        if key in _warned_no_worker:
+            return
+        _warned_no_worker.add(key)
+        module = self.task.fn.__module__ if self.task is not None else "__main__"
+        hint = "" if module != "__main__" else " (MODULE: the importable module that defines the task)"
+        url = mask_url(self.backend.url)
+        log.warning("no worker is running for queue %r on %s: job %s (%s) waits until one starts. Start one with "
+                    "`jobkit worker %s --url %s --queue %s`%s; still waiting", self.queue, url, self.id, self.name,
+                    "MODULE" if hint else module, url, self.queue, hint)
 
     async def result(self, timeout: float | None = None) -> R:
         """The job's result, as the task's return type; JobFailed or JobCancelled if it did not complete."""

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from .backends import Backend
 from .config import BackendLike, get_backend
+from .embedded import wanted
 from .errors import ConfigError, JobNotFound
 from .handle import JobHandle
 from .models import (
@@ -154,18 +155,30 @@ class Queue:
         await (await self.backend()).set_paused(self.name, True)
 
     async def resume(self) -> None:
-        await (await self.backend()).set_paused(self.name, False)
+        """Let workers start this queue's jobs again (on a local backend, an embedded worker if none serves it)."""
+        backend = await self.backend()
+        await backend.set_paused(self.name, False)
+        await wanted(backend, self.name)
 
     async def is_paused(self) -> bool:
         return (await self.counts()).paused
 
     async def retry_failed(self, limit: int = 1000) -> int:
-        """Send failed jobs back to waiting with fresh attempts; returns how many."""
-        return await (await self.backend()).retry(self.name, None, time.time(), limit)
+        """Send failed jobs back to waiting with fresh attempts; returns how many. On a local backend with no worker
+        serving the queue, an embedded worker runs them."""
+        backend = await self.backend()
+        moved = await backend.retry(self.name, None, time.time(), limit)
+        if moved:
+            await wanted(backend, self.name)
+        return moved
 
     async def retry(self, job_id: str) -> bool:
-        """Send one failed or cancelled job back to waiting."""
-        return await (await self.backend()).retry(self.name, [job_id], time.time()) == 1
+        """Send one failed or cancelled job back to waiting (run as `retry_failed`'s are)."""
+        backend = await self.backend()
+        moved = await backend.retry(self.name, [job_id], time.time()) == 1
+        if moved:
+            await wanted(backend, self.name)
+        return moved
 
     async def clean(
         self, state: JobState | str = JobState.COMPLETED, *, older_than: float = 0.0, limit: int = 1000

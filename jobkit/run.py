@@ -1,83 +1,27 @@
 """`submit`, `run` and `run_sync`: enqueue a task and get a handle or its result, never stranding the caller.
 
 When no worker is alive for the task's queue and the backend is local (memory, SQLite), the job runs
-in an embedded Worker on the caller's own event loop, so a notebook cell returns and the job goes on.
+in an embedded Worker on the caller's own event loop (`embedded.py`), so a notebook cell returns and the job
+goes on; it stays until no job it could run is left, retries and delays included.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import time
-import weakref
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .backends import Backend
 from .config import BackendLike, get_backend
+from .embedded import ensure_worker, shutdown
 from .handle import JobHandle
 from .models import Backoff
 from .queue import Queue
-from .task import Task, lookup, registered
-from .worker import Worker
+from .task import Task, lookup
 
 __all__ = ["ensure_worker", "run", "run_sync", "shutdown", "submit"]
 
 R = TypeVar("R")
-log = logging.getLogger("jobkit")
-
-EMBEDDED_IDLE_TIMEOUT = 2.0  # seconds an embedded worker lingers with nothing to do
-_embedded: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[int, str], Worker]] = (
-    weakref.WeakKeyDictionary()
-)
-_background: set[asyncio.Task[None]] = set()
-
-
-async def ensure_worker(backend: Backend, queue: str) -> Worker | None:
-    """Start an embedded worker for `queue` on this loop unless a worker is alive for it; returns it."""
-    if not backend.is_local:
-        return None
-    loop = asyncio.get_running_loop()
-    mine = _embedded.setdefault(loop, {})
-    key = (id(backend), queue)
-    worker = mine.get(key)
-    if worker is not None and not worker._stopping.is_set():
-        return worker
-    alive = [w for w in await backend.workers(time.time(), queue) if not w.embedded]
-    if alive:
-        return None
-    worker = Worker(registered(queue), backend=backend, queues=[queue], embedded=True,
-                    idle_timeout=EMBEDDED_IDLE_TIMEOUT, concurrency=10)
-    mine[key] = worker
-    runner = loop.create_task(_run_embedded(worker, mine, key))
-    _background.add(runner)
-    runner.add_done_callback(_background.discard)
-    await worker.started.wait()
-    return worker
-
-
-async def _run_embedded(worker: Worker, mine: dict[tuple[int, str], Worker], key: tuple[int, str]) -> None:
-    try:
-        await worker.run()
-    except Exception:
-        log.exception("embedded worker for queue %s crashed", key[1])
-    finally:
-        if mine.get(key) is worker:
-            del mine[key]
-
-
-async def shutdown() -> None:
-    """Stop this loop's embedded workers (running jobs finish or are handed back) and close its backends."""
-    from .config import close_all
-
-    workers = list(_embedded.get(asyncio.get_running_loop(), {}).values())
-    for w in workers:
-        w.stop()
-    runners = [t for t in _background if t.get_loop() is asyncio.get_running_loop()]
-    if runners:
-        await asyncio.wait(runners)
-    await close_all()
 
 
 async def submit(

@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .attempt import run_attempt
@@ -76,9 +76,12 @@ class Worker:
         renew_every: float | None = None,
         maintenance_every: float = 5.0,
         idle_timeout: float | None = None,
+        keep_alive: Callable[[], bool] | None = None,
         embedded: bool = False,
         handle_signals: bool = True,
     ) -> None:
+        """`idle_timeout`: stop once nothing has run for that long and no job of its tasks is waiting, delayed or
+        active in its queues, unless `keep_alive()` says to stay (the embedded fallback: a handle awaits a job)."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
         if claim_batch < 1:
@@ -101,6 +104,7 @@ class Worker:
         self.renew_every = renew_every or min(lease / 3, 1.0)
         self.maintenance_every = maintenance_every
         self.idle_timeout = idle_timeout
+        self.keep_alive = keep_alive
         self.embedded = embedded
         self.handle_signals = handle_signals and not embedded
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -123,6 +127,15 @@ class Worker:
     @property
     def active(self) -> int:
         return len(self._running)
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` was called (or a signal or the idle timeout stopped it)."""
+        return self._stopping.is_set()
+
+    def touch(self) -> None:
+        """Count as busy now: an idle worker waits another `idle_timeout` before it looks for work left."""
+        self._last_busy = time.monotonic()
 
     def stop(self) -> None:
         """Stop claiming; running jobs get `grace` seconds to finish, then are handed back."""
@@ -204,8 +217,7 @@ class Worker:
                     self._slot_free.clear()
                     await self._slot_free.wait()
                 elif self._idle_expired():
-                    log.debug("embedded worker %s idle for %.1fs: stopping", self.id, self.idle_timeout)
-                    self.stop()
+                    await self._stop_if_done(backend, queue)
                 else:
                     c.dry = False
                     err = await self._idle(backend, queue, c.retry_in)
@@ -322,6 +334,33 @@ class Worker:
              delay)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _stop_if_done(self, backend: Backend, queue: str) -> None:
+        """Idle for `idle_timeout`: stop unless a job could still come our way; else look again after as long."""
+        seen = self._last_busy
+        try:
+            done = not (self.keep_alive and self.keep_alive()) and not await self._work_left(backend)
+        except BackendError as exc:  # cannot tell: stay, and ask again later
+            log.debug("worker %s could not check for work left in %s: %s", self.id, queue, exc)
+            done = False
+        if done and self._last_busy == seen:  # nobody touched us meanwhile (a submit that found us alive)
+            log.debug("worker %s idle for %.1fs with no job left to run: stopping", self.id, self.idle_timeout)
+            self.stop()
+        else:
+            self.touch()
+
+    async def _work_left(self, backend: Backend) -> bool:
+        """Whether any job of this worker's tasks is waiting, delayed or active (a lease to recover) in its
+        queues; a paused queue's waiting jobs do not count (resuming it starts a worker again)."""
+        for queue in self.queues:
+            counts = await backend.counts(queue)
+            if counts.waiting + counts.delayed + counts.active == 0:
+                continue
+            states = {JobState.ACTIVE} if counts.paused else {JobState.WAITING, JobState.DELAYED, JobState.ACTIVE}
+            for name in self.tasks:
+                if await backend.list(queue, states=states, name=name, limit=1):
+                    return True
+        return False
 
     def _idle_expired(self) -> bool:
         return (

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 import jobkit
 
@@ -39,3 +44,19 @@ async def hold(ctx: jobkit.Context) -> str:
 @jobkit.task(name="nb.broken", queue="nb")
 async def broken(ctx: jobkit.Context) -> None:
     raise ValueError("the spreadsheet has no header row")
+
+
+@pytest.fixture
+def kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A kernelspec for this interpreter, a fresh IPython profile, and no backend configured."""
+    spec = tmp_path / "jupyter" / "kernels" / "jobkit-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "jobkit test", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    for var in ("JOBKIT_URL", "REDIS_URL", "JOBKIT_REQUIRE_REDIS"):
+        monkeypatch.delenv(var, raising=False)
+    return "jobkit-test"

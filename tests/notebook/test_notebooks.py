@@ -8,7 +8,6 @@ reads the views' widgets and prints them; the test asserts on that as well as on
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +37,6 @@ def _describe(view):
 
 print("JOBKIT-VIEWS " + json.dumps([_describe(v) for v in recent_views()]))
 """
-
-
-@pytest.fixture
-def kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A kernelspec for this interpreter, a fresh IPython profile, and no backend configured."""
-    spec = tmp_path / "jupyter" / "kernels" / "jobkit-test"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "jobkit test", "language": "python",
-    }))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    for var in ("JOBKIT_URL", "REDIS_URL", "JOBKIT_REQUIRE_REDIS"):
-        monkeypatch.delenv(var, raising=False)
-    return "jobkit-test"
 
 
 def text_of(cell: Any) -> str:
