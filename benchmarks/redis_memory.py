@@ -5,9 +5,10 @@
 
 Without --url it starts a private redis-server on a free loopback port (nothing persisted) and stops it by PID;
 with --url the database must be empty. Retention is the default (completed jobs: 24 h or the last 1000 per queue)
-and nobody calls clean: the worker's maintenance applies it, every `maintenance_every` (5 s by default). At each
-checkpoint every added job has finished and one maintenance pass has run since; `peak completed` and
-`peak used_memory` are the most seen (sampled every 0.25 s) between passes on the way there.
+and nobody calls clean: the worker enforces the count as jobs finish (in the finish script) and the age in its
+maintenance, every `maintenance_every` (5 s by default). At each checkpoint every added job has finished and one
+maintenance pass has run since; `peak completed` and `peak used_memory` are the most seen (sampled every 0.25 s)
+on the way there.
 tests/reliability/test_redis_bounded.py asserts on the same figures.
 """
 
@@ -50,7 +51,7 @@ class Snapshot:
     seconds: float  # since the start, once retention was applied
     ran: float  # since the start, when the last of these jobs had run
     sizes: Sizes
-    peak_completed: int  # the most completed jobs seen since the previous snapshot, between maintenance passes
+    peak_completed: int  # the most completed jobs seen since the previous snapshot
     peak_memory: int  # the most used_memory seen since the previous snapshot
 
 
@@ -89,7 +90,7 @@ async def run(url: str, checkpoints: list[int], on_snapshot: Callable[[Snapshot]
     peak = peak_memory = 0
     sampling = True
 
-    async def sample() -> None:  # between maintenance passes, four times a second
+    async def sample() -> None:  # while the jobs run, four times a second
         nonlocal peak, peak_memory
         while sampling:
             sizes = await measure(raw)

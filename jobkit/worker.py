@@ -89,6 +89,9 @@ class Worker:
         if lease <= 0:
             raise ConfigError(f"lease must be positive seconds, not {lease}")
         self.tasks = {t.name: t for t in tasks}
+        # Completed jobs kept per queue: the most any of its tasks asks for. Finishing enforces it as jobs end.
+        counts = [c for t in tasks if (c := t.options.keep_completed.count) is not None]
+        self.keep_completed = max(counts) if counts else None
         self.queues = list(queues or dict.fromkeys(t.queue for t in tasks)) or ["default"]
         self.concurrency = concurrency
         # Jobs asked for per claim: small claims keep one in flight while the last batch runs (instead of a
@@ -290,7 +293,8 @@ class Worker:
                                        rate_limit=self.rate_limit)
         try:
             return await backend.finish_and_claim(queue, self.id, outcomes, limit=limit, lease=self.lease, now=now,
-                                                  names=names, rate_limit=self.rate_limit)
+                                                  names=names, rate_limit=self.rate_limit,
+                                                  keep_completed=self.keep_completed)
         except Exception as exc:
             self._lost(queue, len(outcomes), exc)
             if isinstance(exc, BackendError):
@@ -439,7 +443,7 @@ class Worker:
                 by_queue.setdefault(queue, []).append(outcome)
             for queue, outcomes in by_queue.items():
                 try:
-                    await backend.finish(queue, self.id, outcomes, time.time())
+                    await backend.finish(queue, self.id, outcomes, time.time(), keep_completed=self.keep_completed)
                 except Exception as exc:  # noqa: BLE001 - the lease will hand these jobs to another worker
                     self._lost(queue, len(outcomes), exc)
 
@@ -501,12 +505,10 @@ class Worker:
                             job.id, job.name, job.state.value, job.stalls)
             for state in TERMINAL_STATES:
                 await backend.clean(queue, state, expired_at=now, limit=10_000)
-            # The count limit is per queue: the largest any of this worker's tasks asks for.
-            counts = [t.options.keep_completed.count for t in self.tasks.values()]
-            if any(c is not None for c in counts):
-                keep = max(c for c in counts if c is not None)
-                for _ in range(10):  # a busy queue may finish more than one batch per round: catch up, bounded
-                    if await backend.clean(queue, JobState.COMPLETED, keep_last=keep, limit=10_000) < 10_000:
+            if self.keep_completed is not None:  # finishing keeps it; this catches what other workers left over
+                for _ in range(10):  # bounded: a queue that grew past it before may need a few rounds
+                    if await backend.clean(queue, JobState.COMPLETED, keep_last=self.keep_completed,
+                                           limit=10_000) < 10_000:
                         break
 
     # -- shutdown --------------------------------------------------------------------------------------

@@ -363,6 +363,31 @@ async def test_reopening_keeps_jobs_and_event_ids_grow(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path: Path) -> None:
+    """Schema 2 counts each queue's completed jobs (retention as jobs finish); a schema 1 file gets its counts."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job(f"j{i}") for i in range(4)])
+        now = time.time()
+        for i in range(3):
+            [claimed] = (await b.claim(Q, "w", limit=1, lease=30, now=now + i)).jobs
+            await b.finish(Q, "w", [Outcome(job_id=claimed.id, state=JobState.COMPLETED)], now + i)
+    with sqlite3.connect(path) as conn:  # as schema 1 left it: no counter column
+        conn.execute("ALTER TABLE queues DROP COLUMN completed")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        [last] = (await b.claim(Q, "w", limit=1, lease=30, now=now + 3)).jobs
+        await b.finish(Q, "w", [Outcome(job_id=last.id, state=JobState.COMPLETED)], now + 3, keep_completed=2)
+        kept = await b.list(Q, states=[JobState.COMPLETED])
+        assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
+    conn.close()
+
+
+@pytest.mark.asyncio
 async def test_database_from_a_newer_jobkit_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     with sqlite3.connect(path) as conn:

@@ -162,12 +162,16 @@ class Backend(abc.ABC):
         ids missing from the answer were lost (lease expired and recovered, or job removed)."""
 
     @abc.abstractmethod
-    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
+    async def finish(
+        self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+    ) -> builtins.list[Job]:
         """End attempts in one transaction: each ACTIVE job still owned by `owner` takes its
         outcome's state (COMPLETED with result, FAILED/CANCELLED with error and traceback, or
         WAITING/DELAYED at run_at for a retry, keeping error/traceback of the last attempt).
         Clears owner and lease; sets finished_at and expires_at for finished states.
-        Events: completed / failed / cancelled / retrying. Returns the jobs that moved."""
+        With `keep_completed`, the same transaction then removes the oldest completed jobs of the queue
+        beyond the newest `keep_completed` (as `clean(keep_last=...)` would), so that bound holds at every moment.
+        Events: completed / failed / cancelled / retrying (and removed). Returns the jobs that moved."""
 
     async def finish_and_claim(
         self,
@@ -180,11 +184,12 @@ class Backend(abc.ABC):
         now: float,
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
+        keep_completed: int | None = None,
     ) -> ClaimResult:
         """`finish(outcomes)` then `claim(...)`: a worker's two steps, which a backend may do in one round trip
         (each step stays atomic; the jobs that finished are not returned)."""
         if outcomes:
-            await self.finish(queue, owner, outcomes, now)
+            await self.finish(queue, owner, outcomes, now, keep_completed=keep_completed)
         return await self.claim(queue, owner, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit)
 
     @abc.abstractmethod

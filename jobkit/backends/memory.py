@@ -43,6 +43,7 @@ class _Queue:
     shared: dict[transitions.Note, transitions.Note] = field(default_factory=dict)  # see `noted`
     ready: list[tuple[int, int, str]] = field(default_factory=list)  # heap of (priority, seq, id)
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # heap of (run_at, seq, id)
+    completed: dict[str, None] = field(default_factory=dict)  # ids of completed jobs, oldest finished first
     paused: bool = False
     window: tuple[float, int] = (0.0, 0)
 
@@ -84,6 +85,14 @@ class _Queue:
     def remove(self, job_id: str) -> None:
         del self.jobs[job_id]
         del self.notes[job_id]
+        self.completed.pop(job_id, None)
+
+    def beyond(self, keep: int) -> builtins.list[Job]:
+        """The completed jobs older than the newest `keep`, oldest first."""
+        over = len(self.completed) - keep
+        if over <= 0:
+            return []
+        return [self.jobs[jid] for jid in itertools.islice(self.completed, over)]
 
 
 class MemoryBackend(Backend):
@@ -314,7 +323,9 @@ class MemoryBackend(Backend):
                 out[jid] = job.cancel_requested
         return out
 
-    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
+    async def finish(
+        self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+    ) -> builtins.list[Job]:
         q = self._q(queue)
         moved, events, poke = [], [], False
         for oc in outcomes:
@@ -323,11 +334,17 @@ class MemoryBackend(Backend):
                 continue
             events.append(transitions.apply_outcome(job, oc, now, q.notes[job.id]))
             q.noted(job)
-            if job.state not in TERMINAL_STATES:
+            if job.state is JobState.COMPLETED:
+                q.completed[job.id] = None
+            elif job.state not in TERMINAL_STATES:
                 job.seq = next(self._seq)
                 self._enqueue(q, job, now)
                 poke = True
             moved.append(q.copy(job))
+        if keep_completed is not None:
+            for job in q.beyond(keep_completed):
+                q.remove(job.id)
+                events.append(transitions.draft(job, "removed", now))
         self._emit(queue, events)
         if poke:
             self._hub.poke(queue)

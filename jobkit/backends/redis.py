@@ -82,7 +82,8 @@ REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before 
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
                  "retry", "clean", "recover", "get", "list", "counts")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
-SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_finish",), "finish_claim": ("_finish", "_claim")}
+SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_finish", "_remove"),
+                "finish_claim": ("_finish", "_remove", "_claim"), "clean": ("_remove",)}
 GLOBAL_SCRIPTS = ("heartbeat", "workers")
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
@@ -159,6 +160,11 @@ def _to_json(value: Any, what: str) -> bytes:
             f"{what} is not JSON-serialisable ({exc}); use only dicts, lists, str, int, float, bool and None,"
             " or a pydantic model"
         ) from None
+
+
+def _keep(keep_completed: int | None) -> str | int:
+    """The `keep` argument of the finish scripts: '' for no count limit on completed jobs."""
+    return "" if keep_completed is None else max(0, keep_completed)
 
 
 def _job(text: str) -> Job:
@@ -818,11 +824,12 @@ class RedisBackend(Backend):
         now: float,
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
+        keep_completed: int | None = None,
     ) -> ClaimResult:
         """One script, one round trip: finish `outcomes`, then claim up to `limit` jobs."""
         now_s = repr(now)
         args: list[Any] = [owner, now_s, repr(now + lease), limit, *self._rate(rate_limit), len(outcomes),
-                           "0" if names is None else "1"]
+                           "0" if names is None else "1", _keep(keep_completed)]
         packed = self._outcomes(outcomes)
         if names is not None:
             extra = _pack(names)
@@ -859,10 +866,13 @@ class RedisBackend(Backend):
         res = await self._eval("renew", queue, (owner, repr(now + lease), *job_ids), "renew leases", job_ids)
         return {jid: code == 1 for jid, code in zip(job_ids, res, strict=True) if code >= 0}
 
-    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
+    async def finish(
+        self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+    ) -> builtins.list[Job]:
         if not outcomes:
             return []
-        res = await self._eval("finish", queue, (owner, repr(now)), "finish jobs", [oc.job_id for oc in outcomes],
+        res = await self._eval("finish", queue, (owner, repr(now), _keep(keep_completed)), "finish jobs",
+                               [oc.job_id for oc in outcomes],
                                data=True, packed=self._outcomes(outcomes))
         self._woke(queue, res[0])
         return [_job(s) for s in res[1:]]

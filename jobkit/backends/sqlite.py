@@ -42,7 +42,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 2  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -66,7 +66,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (queue, created_at, seq)",
     """CREATE TABLE IF NOT EXISTS queues (
         name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0,
-        window_start REAL NOT NULL DEFAULT 0, window_used INTEGER NOT NULL DEFAULT 0)""",
+        window_start REAL NOT NULL DEFAULT 0, window_used INTEGER NOT NULL DEFAULT 0,
+        completed INTEGER NOT NULL DEFAULT 0)""",
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS events_queue ON events (queue, id)",
     "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, expires_at REAL NOT NULL, body TEXT NOT NULL)",
@@ -194,6 +195,10 @@ class _Store:
                 )
             for statement in _SCHEMA:
                 c.execute(statement)
+            if version == 1:  # schema 2 counts each queue's completed jobs, for retention as jobs finish
+                c.execute("ALTER TABLE queues ADD COLUMN completed INTEGER NOT NULL DEFAULT 0")
+                c.execute("UPDATE queues SET completed = (SELECT COUNT(*) FROM jobs"
+                          " WHERE jobs.queue = queues.name AND state = 'completed')")
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             c.execute("COMMIT")
         except BaseException:
@@ -414,13 +419,32 @@ class _Store:
             f"SELECT rowid, id, name, json_extract(body, '$.attempts') FROM jobs WHERE {where}"
             f" AND ({' OR '.join(doomed)}) ORDER BY finished_at, seq LIMIT ?", (*params, limit),
         ).fetchall()
-        c.executemany("DELETE FROM jobs WHERE rowid = ?", [(r[0],) for r in rows])
-        now = time.time()
+        self._remove(tx, queue, state, rows[::-1], time.time())
+        return len(rows)
+
+    def _remove(self, tx: _Tx, queue: str, state: JobState, rows: Sequence[tuple[Any, ...]], now: float) -> None:
+        """Delete finished jobs given as (rowid, id, name, attempts) rows; event "removed" for each, in order."""
+        if not rows:
+            return
+        self.conn.executemany("DELETE FROM jobs WHERE rowid = ?", [(r[0],) for r in rows])
+        if state is JobState.COMPLETED:
+            self.conn.execute("UPDATE queues SET completed = completed - ? WHERE name = ?", (len(rows), queue))
         tx.drafts.extend(
             (queue, job_id, name, "removed", state.value, now, attempts, None, None)
-            for _, job_id, name, attempts in reversed(rows)
+            for _, job_id, name, attempts in rows
         )
-        return len(rows)
+
+    def _keep_completed(self, tx: _Tx, queue: str, keep: int, now: float) -> None:
+        """Remove the oldest completed jobs of `queue` beyond the newest `keep` (O(removed), by the counter)."""
+        row = self.conn.execute("SELECT completed FROM queues WHERE name = ?", (queue,)).fetchone()
+        over = 0 if row is None else row[0] - keep
+        if over <= 0:
+            return
+        rows = self.conn.execute(
+            "SELECT rowid, id, name, json_extract(body, '$.attempts') FROM jobs WHERE queue = ? AND state = 'completed'"
+            " AND finished_at IS NOT NULL ORDER BY finished_at, seq LIMIT ?", (queue, over),
+        ).fetchall()
+        self._remove(tx, queue, JobState.COMPLETED, rows, now)
 
     # -- worker ------------------------------------------------------------------------------------
     def claim(
@@ -524,7 +548,9 @@ class _Store:
         )
         return out
 
-    def finish(self, tx: _Tx, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> list[Job]:
+    def finish(
+        self, tx: _Tx, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, keep: int | None = None
+    ) -> list[Job]:
         held = self._held(queue, owner, [oc.job_id for oc in outcomes])
         todo = [(oc, found) for oc in outcomes if (found := held.pop(oc.job_id, None)) is not None]
         seq = self._next_seq(sum(oc.state not in TERMINAL_STATES for oc, _ in todo))
@@ -547,6 +573,11 @@ class _Store:
             " expires_at = ?, body = ? WHERE rowid = ?", ended,
         )
         self.conn.executemany(_UPDATE, retried)
+        completed = sum(j.state is JobState.COMPLETED for j in moved)
+        if completed:
+            self.conn.execute("UPDATE queues SET completed = completed + ? WHERE name = ?", (completed, queue))
+        if keep is not None:
+            self._keep_completed(tx, queue, keep, now)
         return moved
 
     def set_progress(self, tx: _Tx, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
@@ -905,10 +936,12 @@ class SQLiteBackend(Backend):
             return {}
         return await self._write(_Store.renew, queue, owner, job_ids, now + lease)
 
-    async def finish(self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float) -> builtins.list[Job]:
+    async def finish(
+        self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+    ) -> builtins.list[Job]:
         if not outcomes:
             return []
-        return await self._write(_Store.finish, queue, owner, outcomes, now)
+        return await self._write(_Store.finish, queue, owner, outcomes, now, keep_completed)
 
     async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
         return await self._write(_Store.set_progress, queue, owner, job_id, progress)

@@ -93,6 +93,34 @@ async def test_clean_respects_limit_and_keep_last(backend: Backend, qname: str) 
     assert [j.id for j in await q.jobs(state="completed")] == [ids[-1]], "keep_last keeps the newest"
 
 
+async def test_finish_keeps_the_newest_completed_at_every_moment(backend: Backend, qname: str, watch: Any) -> None:
+    """`finish(keep_completed=n)` (and `finish_and_claim`) remove the oldest completed jobs in the same step."""
+    q = jobkit.Queue(qname, backend=backend)
+    await q.add_bulk("t", list(range(8)))
+    now = time.time()
+    async with watch(backend, qname) as w:
+        ids = []
+        for i in range(5):
+            [job] = (await backend.claim(qname, "w", limit=1, lease=30, now=now + i)).jobs
+            await backend.finish(qname, "w", [Outcome(job_id=job.id, state=JobState.COMPLETED, result=i)], now + i,
+                                 keep_completed=3)
+            ids.append(job.id)
+            assert (await q.counts()).completed == min(i + 1, 3), "the bound holds after every finish"
+        [failed] = (await backend.claim(qname, "w", limit=1, lease=30, now=now + 5)).jobs
+        await backend.finish(qname, "w", [Outcome(job_id=failed.id, state=JobState.FAILED, error="x")], now + 5,
+                             keep_completed=0)
+        assert (await q.counts()).completed == 0 and (await q.counts()).failed == 1, "only completed jobs count"
+        [a, b] = (await backend.claim(qname, "w", limit=2, lease=30, now=now + 6)).jobs
+        outcomes = [Outcome(job_id=j.id, state=JobState.COMPLETED, result=j.data) for j in (a, b)]
+        await backend.finish_and_claim(qname, "w", outcomes, limit=1, lease=30, now=now + 6, keep_completed=1)
+        await w.until(lambda e: e.event == "removed", count=6)
+    assert [j.id for j in await q.jobs(state="completed")] == [b.id]
+    removed = [e.job_id for e in w.seen if e.event == "removed"]
+    assert sorted(removed) == sorted([*ids, a.id]), "each removal is an event"
+    assert [await q.get(i) for i in removed] == [None] * 6, "a removed job's data is gone"
+    assert await backend.clean(qname, JobState.COMPLETED, keep_last=1) == 0
+
+
 async def test_retry_failed(backend: Backend, qname: str) -> None:
     q = jobkit.Queue(qname, backend=backend)
     await q.add_bulk("t", [1, 2, 3])
@@ -130,9 +158,10 @@ async def test_retention_applied_by_workers_without_clean(backend: Backend, qnam
     worker = jobkit.Worker([keep3, short_lived], backend=backend, queues=[qname], handle_signals=False,
                            maintenance_every=0.05)
     async with watch(backend, qname) as w, worker:
-            await q.add_bulk(keep3, [1, 2, 3, 4, 5])
             gone = await q.add(short_lived, False)
             gone_failed = await q.add(short_lived, True)
+            await w.until(lambda e: e.event == "removed", count=2, timeout=15)
+            await q.add_bulk(keep3, [1, 2, 3, 4, 5])
             await w.until(lambda e: e.event == "removed", count=4, timeout=15)
     removed = {e.job_id for e in w.seen if e.event == "removed"}
     assert {gone.id, gone_failed.id} <= removed

@@ -21,14 +21,5 @@ if ea ~= '' and #doomed < limit then
     doomed[#doomed + 1] = x[2]
   end
 end
-for _, m in ipairs(doomed) do
-  local id = after_colon(m)
-  local jk = JP .. id
-  local v = redis.call('HMGET', jk, 'att', 'name', 'ck')
-  redis.call('DEL', jk, DP .. id)
-  redis.call('ZREM', S, m)
-  redis.call('ZREM', E, m)
-  if v[3] then redis.call('ZREM', I, v[3]) end
-  event(id, v[2] or '', 'removed', state, now_s, v[1] or 0)
-end
+remove_finished(state, doomed, now_s)
 return #doomed

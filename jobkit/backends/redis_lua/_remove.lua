@@ -1,0 +1,23 @@
+-- remove_finished(state, members, now_s): deletes finished jobs (members of SET[state], "<seq>:<id>") with both
+-- of their keys and every index entry, and publishes "removed" for each.
+local function remove_finished(state, members, now_s)
+  local S, E, I = SET[state], EXP[state], IX[state]
+  for _, m in ipairs(members) do
+    local id = after_colon(m)
+    local jk = JP .. id
+    local v = redis.call('HMGET', jk, 'att', 'name', 'ck')
+    redis.call('DEL', jk, DP .. id)
+    redis.call('ZREM', S, m)
+    redis.call('ZREM', E, m)
+    if v[3] then redis.call('ZREM', I, v[3]) end
+    event(id, v[2] or '', 'removed', state, now_s, v[1] or 0)
+  end
+end
+
+-- keep_completed(keep, now_s): removes the oldest completed jobs beyond the newest `keep` ('' = no limit), so the
+-- count bound of retention holds at every moment, not only after a worker's maintenance pass.
+local function keep_completed(keep, now_s)
+  if keep == '' then return end
+  local over = redis.call('ZCARD', SET.completed) - tonumber(keep)
+  if over > 0 then remove_finished('completed', redis.call('ZRANGE', SET.completed, 0, over - 1), now_s) end
+end
