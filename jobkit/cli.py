@@ -138,7 +138,7 @@ def _run_on_loop(main: Coroutine[Any, Any, int], loop: str) -> int:
         except ImportError:
             if loop == "uvloop":
                 main.close()
-                raise ConfigError("--loop uvloop needs uvloop: pip install 'jobkit[uvloop]'") from None
+                raise ConfigError("--loop uvloop needs uvloop: pip install '.[uvloop]' in jobkit's checkout") from None
         else:
             return uvloop.run(main)
     return asyncio.run(main)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any
+
+from typing_extensions import TypeVar
 
 from .config import BackendLike, get_backend
 from .embedded import ensure_worker, shutdown
@@ -21,7 +23,7 @@ from .task import Task, lookup
 
 __all__ = ["ensure_worker", "run", "run_sync", "shutdown", "submit"]
 
-R = TypeVar("R")
+R = TypeVar("R", default=Any)  # a task given by name: its result type is unknown here
 
 
 async def submit(

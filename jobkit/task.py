@@ -149,10 +149,27 @@ def task(
 
     def wrap(f: Callable[..., Awaitable[R]]) -> Task[R]:
         t: Task[R] = Task(f, name=name or f.__name__, queue=queue, options=options)
-        _registry[t.name] = t
+        _register(t)
         return t
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _origin(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
+def _register(t: Task[Any]) -> None:
+    """Register `t` under its name. The same function defined again (a re-run notebook cell, a reloaded module)
+    replaces its earlier self; another function under a name already taken is refused, since jobs carry only
+    the name and one of the two would silently run the other's jobs."""
+    known = _registry.get(t.name)
+    if known is not None and _origin(known.fn) != _origin(t.fn):
+        raise ConfigError(
+            f"task name {t.name!r} is already taken by {_origin(known.fn)}; {_origin(t.fn)} needs a name of its"
+            f" own: @jobkit.task(name='{t.fn.__module__.rsplit('.', 1)[-1]}.{t.fn.__name__}')"
+        )
+    _registry[t.name] = t
 
 
 def lookup(name: str) -> Task[Any]:

@@ -28,5 +28,5 @@ def test_asyncio_runs_on_asyncios_own_loop() -> None:
 def test_without_uvloop_auto_falls_back_and_uvloop_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
     assert _run_on_loop(_loop_module(), "auto") == 0
-    with pytest.raises(ConfigError, match=r"pip install 'jobkit\[uvloop\]'"):
+    with pytest.raises(ConfigError, match=r"pip install '\.\[uvloop\]' in jobkit's checkout"):
         _run_on_loop(_loop_module(), "uvloop")

@@ -50,6 +50,27 @@ def test_task_must_be_async() -> None:
             pass
 
 
+def test_task_name_taken_by_another_function_is_refused(tmp_path: Path) -> None:
+    """Jobs carry only the task's name: two functions under one name would silently run each other's jobs."""
+    import importlib.util
+
+    def load(module: str) -> object:
+        path = tmp_path / f"{module}.py"
+        path.write_text("import jobkit\n\n@jobkit.task\nasync def send_report(ctx, to: str) -> str:\n    return to\n")
+        spec = importlib.util.spec_from_file_location(module, path)
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    first = load("billing_tasks")
+    assert load("billing_tasks") is not first, "the same function defined again (a re-run cell) replaces itself"
+    with pytest.raises(jobkit.ConfigError, match=r"'send_report' is already taken by billing_tasks\.send_report;"
+                       r" crm_tasks\.send_report needs a name of its own: @jobkit\.task\(name='crm_tasks\."):
+        load("crm_tasks")
+    assert jobkit.task(name="crm.send_report")(first.send_report.fn).name == "crm.send_report"  # type: ignore[attr-defined]
+
+
 def test_task_signature_checked() -> None:
     with pytest.raises(jobkit.ConfigError, match=r"\(ctx\) or \(ctx, payload\)"):
 

@@ -2,8 +2,9 @@
 the keys and memory used are what retention allows — and they stay flat, not growing with the number of jobs.
 
 Default retention: completed jobs kept 24 h or the last 1000 per queue, enforced as jobs finish (in the finish
-script itself), so the bound holds at every moment; the event stream is trimmed to about 10,000 entries. The jobs run on a private redis-server (nothing
-persisted) through one in-process Worker; benchmarks/redis_memory.py drives them and prints the same figures.
+script itself), so the bound holds at every moment; the event stream is trimmed to about 10,000 entries. The jobs
+run on a private redis-server (nothing persisted) through one in-process Worker; benchmarks/redis_memory.py drives
+them and prints the same figures.
 """
 
 from __future__ import annotations
