@@ -1,5 +1,10 @@
-"""Built-in jobs, written against jobkit's public API like any user's tasks. `import jobkit.jobs` registers them."""
+"""Built-in jobs, written against jobkit's public API like any user's tasks. `import jobkit.jobs` registers them.
 
+A payload is untrusted data from whoever can enqueue: it names row models, sinks and destinations the
+worker's code registered, and paths inside the worker's file roots (`configure(file_roots=[...])`).
+"""
+
+from ._paths import configure, file_roots
 from .excel import (
     Destination,
     DestinationFactory,
@@ -12,6 +17,7 @@ from .excel import (
     WorkbookError,
     excel_import,
     register_destination,
+    register_python_destination,
     register_row_model,
 )
 
@@ -25,7 +31,10 @@ __all__ = [
     "RowError",
     "RowsRejected",
     "WorkbookError",
+    "configure",
     "excel_import",
+    "file_roots",
     "register_destination",
+    "register_python_destination",
     "register_row_model",
 ]

@@ -1,14 +1,25 @@
-"""Backends for the built-in job tests: a fresh one per test, with embedded workers stopped afterwards."""
+"""Backends for the built-in job tests (fresh per test, embedded workers stopped afterwards), and their file root."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+import jobkit.jobs
 from jobkit.backends import Backend, from_url
 from jobkit.run import shutdown
+
+
+@pytest.fixture(autouse=True)
+def file_roots(tmp_path: Path) -> Iterator[Path]:
+    """Built-in jobs read and write only inside their file roots: here, the test's own directory."""
+    jobkit.jobs.configure(file_roots=[tmp_path])
+    try:
+        yield tmp_path
+    finally:
+        jobkit.jobs.configure(file_roots=None)
 
 
 async def _open(kind: str, tmp_path: Path) -> Backend:

@@ -29,6 +29,7 @@ class Customer(BaseModel):
     note: str | None = None
 
 
+@jobkit.jobs.register_row_model
 class Reading(BaseModel):
     sensor: str
     taken_at: dt.datetime
@@ -38,8 +39,9 @@ class Reading(BaseModel):
 received: list[BaseModel] = []
 
 
+@jobkit.jobs.register_python_destination
 async def collect(rows: list[BaseModel]) -> None:
-    """A `python:` destination: keeps every batch in `received`."""
+    """A `python:collect` destination: keeps every batch in `received`."""
     received.extend(rows)
 
 

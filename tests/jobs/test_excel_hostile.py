@@ -80,7 +80,7 @@ async def test_truncated_zip(memory: Backend, tmp_path: Path) -> None:
     src = good_book(tmp_path, n=200)
     data = src.read_bytes()
     src.write_bytes(data[: len(data) // 2])
-    assert "truncated or corrupt" in await failure(memory, src, tmp_path)
+    assert "is damaged: it is truncated, or not a zip file" in await failure(memory, src, tmp_path)
 
 
 async def test_corrupt_sheet_data_with_intact_directory(memory: Backend, tmp_path: Path) -> None:
@@ -95,6 +95,25 @@ async def test_corrupt_sheet_data_with_intact_directory(memory: Backend, tmp_pat
     error = await failure(memory, src, tmp_path)
     assert "corrupt" in error or "damaged" in error
     assert not (tmp_path / "w.db").exists() or h.table(tmp_path / "w.db") == []
+
+
+@pytest.mark.parametrize("damage", ["signature", "name_length"])
+async def test_corrupt_zip_member_fails_at_once_with_a_short_message(memory: Backend, tmp_path: Path,
+                                                                     damage: str) -> None:
+    """zipfile raises BadZipFile for a damaged local header; its text may carry kilobytes of raw bytes."""
+    src = good_book(tmp_path, n=50)
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        offset = z.getinfo(SHEET).header_offset
+    if damage == "signature":
+        data[offset:offset + 4] = b"XXXX"
+    else:  # the header's file name length: zipfile reads (and quotes) 60,000 bytes as the name
+        data[offset + 26:offset + 28] = (60_000).to_bytes(2, "little")
+    src.write_bytes(bytes(data))
+    error = await failure(memory, src, tmp_path)
+    assert error.startswith("WorkbookError: good.xlsx is damaged"), error
+    assert "upload it again" in error and "save it again" in error
+    assert len(error) < 300 and "\\x" not in error and "b'" not in error, error
 
 
 def _ole(payload: bytes) -> bytes:
@@ -243,7 +262,7 @@ def test_capped_reader_stops_at_the_cap() -> None:
 
 async def test_bad_row_model_and_destination(memory: Backend, tmp_path: Path) -> None:
     src = good_book(tmp_path)
-    assert "cannot load row model 'nowhere.models:Thing'" in await failure(
+    assert "row model 'nowhere.models:Thing' is not registered (registered: Customer, Reading)" in await failure(
         memory, src, tmp_path, row_model="nowhere.models:Thing")
     assert "unknown destination 'ftp://x'; known kinds" in await failure(memory, src, tmp_path, destination="ftp://x")
     assert "sqlite:///path/file.db?table=name" in await failure(memory, src, tmp_path, destination="sqlite:///x.db")

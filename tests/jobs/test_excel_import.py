@@ -138,9 +138,9 @@ async def test_python_destination_and_column_mapping(memory: Backend, tmp_path: 
     rows = [["s1", dt.datetime(2024, 5, 1, 12, 30), 21.5, "x"], ["s2", 45413.75, "19,5".replace(",", "."), None]]
     src = write_book(tmp_path / "r.xlsx", rows, headers=headers, sheet="Readings", others=["Notes"])
     report = await jobkit.run(jobkit.jobs.excel_import, {
-        "path": str(src), "sheet": 0, "row_model": f"{h.__name__}:Reading",
+        "path": str(src), "sheet": 0, "row_model": "Reading",
         "columns": {"Sensor ID": "sensor", "taken at": "taken_at", "Reading (°C)": "value"},
-        "destination": f"python:{h.__name__}:collect"}, backend=memory, timeout=30)
+        "destination": "python:collect"}, backend=memory, timeout=30)
     assert report.rows_imported == 2 and report.sheet == "Readings"
     assert [r.model_dump() for r in h.received] == [
         {"sensor": "s1", "taken_at": dt.datetime(2024, 5, 1, 12, 30), "value": 21.5},

@@ -1,6 +1,12 @@
 """The Excel import job: streaming, typed, resumable, with a row-level error report."""
 
-from .destinations import Destination, DestinationFactory, PythonDestination, register_destination
+from .destinations import (
+    Destination,
+    DestinationFactory,
+    PythonDestination,
+    register_destination,
+    register_python_destination,
+)
 from .errors import ImportSetupError, RowsRejected, WorkbookError
 from .models import ExcelImport, ImportReport, Limits, RowError
 from .rows import register_row_model
@@ -21,5 +27,6 @@ __all__ = [
     "WorkbookError",
     "excel_import",
     "register_destination",
+    "register_python_destination",
     "register_row_model",
 ]

@@ -1,4 +1,4 @@
-"""Where imported rows go, named by URL, and the registry that lets users add their own kinds.
+"""Where imported rows go, named by URL: kinds (URL schemes) and Python functions the worker's code registered.
 
 A destination receives validated batches. To make a resumed import exactly-once, it stores the `state`
 it is handed in the same transaction as the batch, and returns the last one from `open`.
@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import importlib
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from ...config import mask_url
+from .._registry import Registry, shorten
 from .errors import ImportSetupError
 
-__all__ = ["Destination", "DestinationFactory", "PythonDestination", "open_destination", "register_destination"]
+__all__ = [
+    "Destination", "DestinationFactory", "PythonDestination", "open_destination", "register_destination",
+    "register_python_destination",
+]
 
 
 class Destination(abc.ABC):
@@ -36,7 +40,11 @@ class Destination(abc.ABC):
 
 
 DestinationFactory = Callable[[str], Destination]
+BatchFunction = Callable[[list[Any]], Any]
+F = TypeVar("F", bound=BatchFunction)
 _kinds: dict[str, DestinationFactory] = {}
+_functions: Registry[BatchFunction] = Registry(
+    "python destination", "jobkit.jobs.register_python_destination(function)", ImportSetupError)
 
 
 def register_destination(scheme: str, factory: DestinationFactory) -> None:
@@ -52,13 +60,22 @@ def open_destination(url: str) -> Destination:
     factory = _kinds.get(scheme)
     if factory is None:
         known = ", ".join(f"'{k}:...'" for k in sorted(_kinds))
-        raise ImportSetupError(f"unknown destination {url!r}; known kinds: {known} (add one with"
-                               " jobkit.jobs.register_destination)")
+        raise ImportSetupError(f"unknown destination {shorten(mask_url(url))!r}; known kinds: {known} (add one"
+                               " with jobkit.jobs.register_destination)")
     return factory(url)
 
 
+def register_python_destination(fn: F, name: str | None = None) -> F:
+    """Make `destination="python:name"` (default: the function's name) call `fn` with each batch; a decorator."""
+    if not callable(fn):
+        raise TypeError(f"register_python_destination needs a function that takes a list of rows, not {fn!r}")
+    _functions.add(fn, name)
+    return fn
+
+
 class PythonDestination(Destination):
-    """`python:package.module:function`: your callable (async or not) receives each batch as a list of models.
+    """`python:name`: a function registered with `register_python_destination` (async or not) receives each batch
+    as a list of models. The name is looked up, never imported.
 
     Delivery is at least once: a worker killed after the call but before the checkpoint repeats that
     batch on resume. Register a destination that keeps `state` for exactly once.
@@ -66,18 +83,10 @@ class PythonDestination(Destination):
 
     def __init__(self, url: str) -> None:
         ref = url.split(":", 1)[1]
-        module_name, _, attr = ref.partition(":")
-        if not module_name or not attr:
-            raise ImportSetupError(f"write a Python destination as 'python:package.module:function', not {url!r}")
-        try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
-            raise ImportSetupError(f"cannot load destination {url!r}: {exc}; is it importable by the worker?") from None
-        if not callable(obj):
-            raise ImportSetupError(f"destination {url!r} is {obj!r}, which cannot be called")
-        self.fn: Callable[[list[BaseModel]], Any] = obj
+        if not ref:
+            raise ImportSetupError("write a Python destination as 'python:name', the name of a function registered"
+                                   " with jobkit.jobs.register_python_destination")
+        self.fn: BatchFunction = _functions.get(ref)
 
     async def write(self, rows: Sequence[BaseModel], state: dict[str, Any]) -> None:
         if inspect.iscoroutinefunction(self.fn):

@@ -7,6 +7,7 @@ directory and XML prologues, and refuses lies before any part is expanded.
 from __future__ import annotations
 
 import re
+import stat
 import zipfile
 import zlib
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import IO
 from .errors import WorkbookError
 from .models import MB, Limits
 
-__all__ = ["CORRUPT", "CappedReader", "check_prolog", "open_zip", "read_capped", "sniff"]
+__all__ = ["CORRUPT", "CappedReader", "check_prolog", "damaged", "open_zip", "read_capped", "sniff"]
 
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Compound File Binary: legacy .xls, or an encrypted workbook
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -25,19 +26,42 @@ RATIO_FLOOR = 1 * MB  # small parts may compress very well; ratios only matter f
 CORRUPT = (zipfile.BadZipFile, zlib.error, EOFError, OSError)
 _ENCODING = re.compile(rb"""^<\?xml[^>]*?\bencoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _ROOT = re.compile(rb"<[A-Za-z_]")
+_WHY = (  # zipfile's and zlib's words -> what a person reads; their own text may quote kilobytes of raw bytes
+    ("File is not a zip file", "it is truncated, or not a zip file"),
+    ("Bad magic number", "a part's header is broken"),
+    ("File name in directory", "a part's header does not match the zip's directory"),
+    ("Truncated file header", "it ends in the middle of a part"),
+    ("Bad CRC-32", "a part fails its checksum"),
+    ("Overlapped entries", "its parts overlap (a zip bomb trick)"),
+    ("Error -3 while decompressing", "a part's compressed data is broken"),
+)
+
+
+def damaged(name: str, exc: BaseException, part: str | None = None) -> str:
+    """A short message a person can act on for a zip that zipfile or zlib found damaged."""
+    text = str(exc)
+    why = next((w for key, w in _WHY if key in text), None)
+    if why is None:
+        why = "it ends too early" if isinstance(exc, EOFError) else f"{type(exc).__name__}"
+    where = f" ({part})" if part else ""
+    return (f"{name} is damaged{where}: {why}. The upload was probably cut short or altered: upload it again, or"
+            " open it in Excel or LibreOffice and save it again")
 
 
 def sniff(path: Path, limits: Limits) -> None:
     """Refuse anything that is not a zip at all, naming what it is instead (PDF, CSV, .xls, encrypted)."""
+    name = path.name
     try:
-        size = path.stat().st_size
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a folder, a FIFO (open would block), a device
+            raise WorkbookError(f"{name} is not a regular file: name the .xlsx file itself")
+        size = st.st_size
         with path.open("rb") as f:
             head = f.read(8192)
     except FileNotFoundError:
         raise WorkbookError(f"{path} does not exist (the worker reads the path: is it on the same machine?)") from None
     except OSError as exc:
         raise WorkbookError(f"cannot open {path}: {exc.strerror or exc}") from None
-    name = path.name
     if size == 0:
         raise WorkbookError(f"{name} is empty (0 bytes): the upload failed; upload the workbook again")
     if size > limits.max_file_mb * MB:
@@ -90,8 +114,7 @@ def open_zip(path: Path, limits: Limits) -> zipfile.ZipFile:
     try:
         zf = zipfile.ZipFile(path)
     except CORRUPT as exc:
-        raise WorkbookError(f"{name} is truncated or corrupt ({exc}): the upload was probably cut short;"
-                            " upload it again") from None
+        raise WorkbookError(damaged(name, exc)) from None
     try:
         _check_directory(name, zf, limits)
     except BaseException:
@@ -130,7 +153,11 @@ def _check_directory(name: str, zf: zipfile.ZipFile, limits: Limits) -> None:
                             " limit (a zip bomb, or raise limits.max_uncompressed_mb for a genuine file): refused")
     for info in infos:
         if info.filename.endswith((".xml", ".rels")):
-            with zf.open(info) as part:
+            try:
+                part = zf.open(info)
+            except CORRUPT as exc:
+                raise WorkbookError(damaged(name, exc, info.filename)) from None
+            with part:
                 check_prolog(name, info.filename, read_capped(part, PROLOG_LIMIT, f"{name} ({info.filename})"))
 
 
@@ -143,7 +170,7 @@ def read_capped(stream: IO[bytes], size: int, what: str) -> bytes:
     try:
         return stream.read(size)
     except CORRUPT as exc:
-        raise WorkbookError(f"{what} is corrupt ({exc}): the file was damaged; upload it again") from None
+        raise WorkbookError(damaged(what, exc)) from None
 
 
 def check_prolog(name: str, part: str, head: bytes) -> None:
@@ -175,7 +202,7 @@ class CappedReader:
         try:
             data = self._stream.read(size)
         except CORRUPT as exc:
-            raise WorkbookError(f"{self._what} is corrupt ({exc}): the file was damaged; upload it again") from None
+            raise WorkbookError(damaged(self._what, exc)) from None
         self.count += len(data)
         if self.count > self._cap:
             raise WorkbookError(f"{self._what} expands past {_mb(self._cap)} MB (a zip bomb, or raise"

@@ -1,5 +1,7 @@
-"""One attempt of an Excel import: open safely, resume where the last committed batch ended, commit batch by batch.
+"""One attempt of an Excel import: check the payload, open safely, resume after the last committed batch, commit
+batch by batch.
 
+Everything the payload names (row model, destination, paths) is checked before the workbook is opened.
 Parsing and validation run on a worker thread, batch by batch, so the event loop keeps renewing the
 job's lease and a notebook's progress bar keeps moving.
 """
@@ -7,18 +9,22 @@ job's lease and a notebook's progress bar keeps moving.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from ... import Context
+from ...config import mask_url
+from .._paths import inside_roots
 from .batches import Batch, check_merges, describe_error, find_header, header_map, read_batch
 from .destinations import Destination, open_destination
-from .errorfile import error_file_path, write_error_file
-from .errors import RowsRejected, WorkbookError
-from .guard import CappedReader
+from .errorfile import ErrorFile
+from .errors import ImportSetupError, RowsRejected, WorkbookError
+from .guard import CappedReader, damaged
 from .models import ERRORS_KEPT, ExcelImport, ImportReport, ImportState
 from .reader import Workbook
 from .rows import RowBuilder, map_columns, resolve_row_model
@@ -39,7 +45,7 @@ class Importer:
 
     def __init__(self, ctx: Context, payload: ExcelImport) -> None:
         self.ctx, self.p = ctx, payload
-        self.path = Path(payload.path)
+        self.path = inside_roots(payload.path, "path", ImportSetupError)
         self.state = ImportState.model_validate(ctx.checkpoint) if ctx.checkpoint else ImportState()
         self.started = time.monotonic()
         self.base_elapsed = self.state.elapsed_s
@@ -49,36 +55,43 @@ class Importer:
         self.headers: dict[int, str] = {}
 
     async def run(self) -> ImportReport:
+        model = resolve_row_model(self.p.row_model)
+        errors = ErrorFile(self.path, self.p.error_file, self.state.error_file) if self.p.error_file else None
+        dest = open_destination(self.p.destination)
+        try:
+            await self._import(model, dest, errors)
+        except zipfile.BadZipFile as exc:  # whatever part of the zip it came from: damage, never worth a retry
+            raise WorkbookError(damaged(self.path.name, exc)) from None
+        finally:
+            await dest.close()
+        error_file = await self._write_error_file(errors)
+        await self._progress(done=True)
+        return self._report(error_file)
+
+    async def _import(self, model: type[BaseModel], dest: Destination, errors: ErrorFile | None) -> None:
         await self.ctx.progress(0, "opening workbook")
         wb = await asyncio.to_thread(Workbook, self.path, self.p.limits)
         source: CappedReader | None = None
-        dest: Destination | None = None
         try:
-            rows, source, builder = await asyncio.to_thread(self._prepare, wb)
-            dest = open_destination(self.p.destination)
+            rows, source, builder = await asyncio.to_thread(self._prepare, wb, model)
             committed = await dest.open(builder.model, self.ctx.job_id)
             if committed is not None and committed.get("next_row", 0) > self.state.next_row:
                 self.state = ImportState.model_validate(committed)  # the batch committed; its checkpoint was lost
             self._check_same_file()
             await self._loop(rows, builder, dest)
         except RowsRejected:
-            await self._write_error_file()
+            await self._write_error_file(errors)
             raise
         finally:
             if source is not None:
                 source.close()
             wb.close()
-            if dest is not None:
-                await dest.close()
-        error_file = await self._write_error_file()
-        await self._progress(done=True)
-        return self._report(error_file)
 
     # -- before the first row ------------------------------------------------------------------------------------
-    def _prepare(self, wb: Workbook) -> tuple[Iterator[tuple[int, dict[int, Any]]], CappedReader, RowBuilder]:
+    def _prepare(self, wb: Workbook, model: type[BaseModel]) -> tuple[Iterator[tuple[int, dict[int, Any]]],
+                                                                        CappedReader, RowBuilder]:
         sheet = wb.sheet(self.p.sheet)
         self.sheet_title = sheet.title
-        model = resolve_row_model(self.p.row_model)
         facts = wb.scan(sheet)
         reader, source = wb.rows(sheet)
         try:
@@ -173,18 +186,20 @@ class Importer:
                                 rows_imported=s.rows_imported, rows_rejected=s.rows_rejected)
 
     # -- the end -------------------------------------------------------------------------------------------------
-    async def _write_error_file(self) -> str | None:
-        target = error_file_path(self.path, self.p.error_file)
-        if target is None or not self.state.rejected:
+    async def _write_error_file(self, errors: ErrorFile | None) -> str | None:
+        if errors is None or not self.state.rejected:
             return None
-        headers = list(self.headers.values())
-        await asyncio.to_thread(write_error_file, target, headers, self.state.rejected, self.state.rows_rejected)
-        return os.fspath(target)
+        s = self.state
+        target = await asyncio.to_thread(errors.write, list(self.headers.values()), s.rejected, s.rows_rejected)
+        if not s.error_file:  # from now on the file is this job's own: a retry rewrites it, and only it
+            s.error_file = str(target)
+            await self.ctx.save_checkpoint(s.model_dump(mode="json"))
+        return str(target)
 
     def _report(self, error_file: str | None) -> ImportReport:
         s = self.state
         return ImportReport(
-            path=self.p.path, sheet=self.sheet_title, destination=self.p.destination, rows_read=s.rows_read,
+            path=self.p.path, sheet=self.sheet_title, destination=mask_url(self.p.destination), rows_read=s.rows_read,
             rows_imported=s.rows_imported, rows_rejected=s.rows_rejected, blank_rows=s.blank_rows,
             duration_s=round(self._elapsed(), 3), attempts=self.ctx.attempt, errors=s.errors, error_file=error_file,
         )

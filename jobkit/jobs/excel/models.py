@@ -29,30 +29,32 @@ class ExcelImport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field(description="the .xlsx file, as the worker sees it")
+    path: str = Field(description="the .xlsx file, inside the worker's file roots (relative: in the first root)")
     sheet: str | int = Field(default=0, description="sheet name, or 0-based index")
     header_row: int | None = Field(default=None, ge=1, description="sheet row of the header; None: first non-empty")
     columns: dict[str, str] = Field(default_factory=dict, description="sheet header -> row model field")
-    row_model: str = Field(description="'package.module:Model', or a name given to register_row_model")
-    destination: str = Field(description="'sqlite:///file.db?table=name', 'python:module:function', or registered")
+    row_model: str = Field(description="a model registered with register_row_model: its name or 'module:Model'")
+    destination: str = Field(description="'sqlite:///file.db?table=name', 'python:name' (a registered function), or"
+                             " a registered kind")
     batch_size: int = Field(default=500, ge=1, le=100_000)
     on_error: Literal["skip", "fail"] = "skip"
     max_errors: int = Field(default=1000, ge=0, description="rejected rows tolerated by on_error='skip'")
-    error_file: bool | str = Field(default=False, description="True: <name>.errors.xlsx beside the source; or a path")
+    error_file: bool | str = Field(default=False, description="True: <name>.errors.xlsx beside the source; or a new"
+                                   " .xlsx path inside the file roots")
     limits: Limits = Field(default_factory=Limits)
 
     @field_validator("destination")
     @classmethod
     def _has_scheme(cls, v: str) -> str:
         if ":" not in v:
-            raise ValueError("a destination is a URL: 'sqlite:///file.db?table=name' or 'python:module:function'")
+            raise ValueError("a destination is a URL: 'sqlite:///file.db?table=name' or 'python:name'")
         return v
 
     @field_validator("row_model")
     @classmethod
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError("name a pydantic model: 'package.module:Model' or a registered name")
+            raise ValueError("name a row model registered with jobkit.jobs.register_row_model")
         return v.strip()
 
 
@@ -101,5 +103,6 @@ class ImportState(BaseModel):
     batches: int = 0
     elapsed_s: float = 0.0
     fingerprint: str = ""  # size and modification time of the source: a changed file cannot be resumed
+    error_file: str = ""  # the error file this job created: a retry may rewrite it, and no other file
     errors: list[RowError] = Field(default_factory=list)
     rejected: list[RejectedRow] = Field(default_factory=list)

@@ -18,7 +18,7 @@ from openpyxl.styles.stylesheet import apply_stylesheet  # type: ignore[import-u
 from openpyxl.xml.constants import SHARED_STRINGS  # type: ignore[import-untyped]
 
 from .errors import WorkbookError
-from .guard import CORRUPT, CappedReader, open_zip, sniff
+from .guard import CORRUPT, CappedReader, damaged, open_zip, sniff
 from .models import MB, Limits
 from .scan import SheetFacts, scan_sheet
 from .sheet import SheetRows
@@ -103,7 +103,9 @@ class Workbook:
             source.close()
 
     def _unreadable(self, exc: BaseException) -> str:
-        detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if isinstance(exc, CORRUPT):
+            return damaged(self.name, exc)
+        detail = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
         if "Entities" in type(exc).__name__ or "DTD" in type(exc).__name__:
             return f"{self.name} declares XML entities or a DTD (an entity-expansion attack): refused"
         return (f"{self.name} cannot be read as a workbook ({type(exc).__name__}: {detail}): it is damaged or was"
@@ -152,8 +154,7 @@ class Workbook:
         try:
             stream = self.zip.open(part)
         except CORRUPT as exc:
-            raise WorkbookError(f"{self.name}: {what} cannot be opened ({exc}): the file is damaged; upload it"
-                                " again") from None
+            raise WorkbookError(damaged(self.name, exc, what)) from None
         cap = int(self.limits.max_uncompressed_mb * MB)
         return CappedReader(stream, cap, f"{self.name} ({what})")
 

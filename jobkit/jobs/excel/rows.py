@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import importlib
 import re
 import types
 import typing
@@ -20,6 +19,7 @@ from openpyxl.utils.datetime import from_excel  # type: ignore[import-untyped]
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from .._registry import Registry
 from .errors import ImportSetupError, WorkbookError
 from .models import RowError
 from .sheet import NO_CACHED_VALUE, CellError, column_letter
@@ -30,35 +30,20 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=type[BaseModel])
-_models: dict[str, type[BaseModel]] = {}
+_models: Registry[type[BaseModel]] = Registry("row model", "jobkit.jobs.register_row_model(Model)", ImportSetupError)
 
 
 def register_row_model(model: M, name: str | None = None) -> M:
-    """Make `model` usable as `row_model=name` (default: the class name); works as a class decorator."""
+    """Make `model` usable as `row_model=name` (default: the class name) or by its import path; a class decorator."""
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise TypeError(f"register_row_model needs a pydantic BaseModel subclass, not {model!r}")
-    _models[name or model.__name__] = model
+    _models.add(model, name)
     return model
 
 
 def resolve_row_model(ref: str) -> type[BaseModel]:
-    """The model registered as `ref`, or imported from 'package.module:Model' (or 'package.module.Model')."""
-    if ref in _models:
-        return _models[ref]
-    module_name, _, attr = ref.partition(":") if ":" in ref else ref.rpartition(".")
-    if not module_name or not attr:
-        known = ", ".join(sorted(_models)) or "none"
-        raise ImportSetupError(f"row model {ref!r} is not registered (registered: {known}) and is not an import"
-                               " path: write 'package.module:Model' or call jobkit.jobs.register_row_model")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ImportSetupError(f"cannot load row model {ref!r}: {exc}; can the worker import its module?") from None
-    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
-        raise ImportSetupError(f"row model {ref!r} is {obj!r}, not a pydantic BaseModel subclass")
-    return obj
+    """The model registered as `ref`: a payload names one, it never imports one."""
+    return _models.get(ref)
 
 
 # -- which column feeds which field -------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """`sqlite:///file.db?table=name`: rows into a table (created from the row model when missing).
 
+The file must lie inside the worker's file roots; a relative path is taken in the first root.
+
 Each batch and the import's progress marker commit in one transaction, so a resumed import neither
 loses nor repeats rows, whatever moment the worker died at.
 """
@@ -20,6 +22,9 @@ from urllib.parse import parse_qs, unquote
 
 from pydantic import BaseModel
 
+from ...config import mask_url
+from .._paths import inside_roots
+from .._registry import shorten
 from .destinations import Destination
 from .errors import ImportSetupError, RowsRejected
 from .rows import base_types
@@ -39,11 +44,12 @@ def _parse(url: str) -> tuple[Path, str]:
     tables = parse_qs(query).get("table", [])
     if not path or len(tables) != 1:
         raise ImportSetupError(f"write a SQLite destination as 'sqlite:///path/file.db?table=name'"
-                               f" (sqlite:////abs/path.db for an absolute path), not {url!r}")
+                               f" (sqlite:////abs/path.db for an absolute path), not {shorten(mask_url(url))!r}")
     table = tables[0]
     if not _IDENT.match(table):
-        raise ImportSetupError(f"table name {table!r} must be letters, digits and underscores, not led by a digit")
-    return Path(unquote(path)), table
+        raise ImportSetupError(f"table name {shorten(table)!r} must be letters, digits and underscores, not led by a"
+                               " digit")
+    return inside_roots(unquote(path), "the SQLite destination", ImportSetupError), table
 
 
 def _sql_type(annotation: Any) -> str:
@@ -76,7 +82,7 @@ class SQLiteDestination(Destination):
 
     def _open(self, model: type[BaseModel]) -> dict[str, Any] | None:
         if not self.path.parent.is_dir():
-            raise ImportSetupError(f"the folder of destination {self.url!r} does not exist: create {self.path.parent}")
+            raise ImportSetupError(f"the folder of the SQLite destination does not exist: create {self.path.parent}")
         self.conn = conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         columns = ", ".join(f'"{n}" {_sql_type(f.annotation)}' for n, f in model.model_fields.items())
         conn.execute(f'CREATE TABLE IF NOT EXISTS "{self.table}" ({columns})')

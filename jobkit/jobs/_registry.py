@@ -1,0 +1,67 @@
+"""Names a payload may use, bound by the worker's own code: a payload picks among them and never imports anything.
+
+A job's payload comes from whoever can enqueue. It can name a row model, a sink or a destination, but only
+one that code running in the worker registered; an import path in a payload is looked up, not imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Registry", "shorten"]
+
+T = TypeVar("T")
+LISTED = 20  # names quoted in a refusal; the rest are counted
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters, for quoting payload strings in messages."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Registry(Generic[T]):
+    """Objects by the names a payload may use: the given name (default `obj.__name__`) and its import path.
+
+    `kind` names the things ("row model"), `how` is the call that registers one, and `error` the exception
+    raised for a name nobody registered (a job passes its own `Unrecoverable` type).
+    """
+
+    def __init__(self, kind: str, how: str, error: type[Exception]) -> None:
+        self.kind, self.how, self.error = kind, how, error
+        self._by_name: dict[str, T] = {}
+        self._by_path: dict[str, T] = {}
+
+    def add(self, obj: T, name: str | None = None) -> T:
+        """Register `obj` under `name` and under `module:qualname` (and `module.qualname`); the last one wins."""
+        key = name or getattr(obj, "__name__", None)
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"give {obj!r} a name to register it as a {self.kind}")
+        self._by_name[key] = obj
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        if module and qualname:
+            self._by_path[f"{module}:{qualname}"] = self._by_path[f"{module}.{qualname}"] = obj
+        return obj
+
+    def get(self, ref: str) -> T:
+        """The object registered as `ref`; else `error`, saying what is registered and how to register more."""
+        found = self._by_name.get(ref)
+        if found is None:
+            found = self._by_path.get(ref)
+        if found is None:
+            raise self.error(f"{self.kind} {shorten(ref)!r} is not registered (registered: {self._listing()}). A"
+                             f" payload can only name what the worker's code registered: call {self.how} in a"
+                             " module the worker imports")
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def _listing(self) -> str:
+        names = self.names()
+        if not names:
+            return "none"
+        more = len(names) - LISTED
+        return ", ".join(names[:LISTED]) + (f" and {more} more" if more > 0 else "")
+
+    def __contains__(self, ref: Any) -> bool:
+        return ref in self._by_name or ref in self._by_path
