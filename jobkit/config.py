@@ -6,10 +6,10 @@ import asyncio
 import logging
 import os
 import weakref
-from urllib.parse import urlsplit, urlunsplit
 
 from .backends import Backend, from_url
 from .errors import ConfigError
+from .urls import mask_url
 
 __all__ = ["BackendLike", "DEFAULT_URL", "connect", "get_backend", "mask_url", "resolve_url"]
 
@@ -21,16 +21,6 @@ _warned: set[str] = set()
 # Backends hold connections bound to an event loop, so the cache is per loop (memory:// is one store per process).
 _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Backend]] = weakref.WeakKeyDictionary()
 _memory: dict[str, Backend] = {}
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
 
 
 def resolve_url(url: str | None = None) -> tuple[str, bool]:

@@ -1,24 +1,24 @@
-"""Backends by URL scheme: memory://, sqlite:///path, redis:// and rediss://."""
+"""Backends by URL scheme: memory://, sqlite:///path, redis:// and rediss:// (TLS), alone or +cluster."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from ..errors import ConfigError
+from ..urls import mask_url
 from .base import Backend, ClaimResult
 
 __all__ = ["Backend", "ClaimResult", "from_url"]
 
-SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster")
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
+REDIS_SCHEMES = SCHEMES[2:]
 
 
 def from_url(url: str) -> Backend:
     """A backend for `url`, not yet opened. Raises ConfigError for a URL it cannot use."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
-            f"malformed backend URL {url!r}: use memory://, sqlite:///path/to/jobs.db or redis://host:6379/0"
+            f"malformed backend URL {mask_url(url)!r}: use memory://, sqlite:///path/to/jobs.db or redis://host:6379/0"
         )
-    scheme = urlsplit(url).scheme.lower()
+    scheme = url.partition("://")[0].lower()
     if scheme == "memory":
         from .memory import MemoryBackend
 
@@ -27,10 +27,12 @@ def from_url(url: str) -> Backend:
         from .sqlite import SQLiteBackend
 
         return SQLiteBackend(url)
-    if scheme in ("redis", "rediss", "redis+cluster"):
+    if scheme in REDIS_SCHEMES:
         from .redis import RedisBackend
 
         return RedisBackend(url)
+    shown = mask_url(url)
     raise ConfigError(
-        f"unknown backend URL scheme {scheme!r} in {url!r}: use one of " + ", ".join(f"{s}://" for s in SCHEMES)
+        f"unknown backend URL scheme {shown.partition('://')[0]!r} in {shown!r}: use one of "
+        + ", ".join(f"{s}://" for s in SCHEMES)
     )

@@ -58,6 +58,7 @@ from ..models import (
     WorkerInfo,
     trusted,
 )
+from ..urls import mask_url as _mask
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
 from ._transitions import assign, copy
 from .base import Backend, ClaimResult
@@ -103,18 +104,8 @@ _PLAIN_FIELDS = frozenset(
     {"id", "name", "queue", "data", "options", "created_at", "run_at", "state", "seq", "attempts"}
 )
 _SINCE = re.compile(r"^(\d+)(?:-(\d+))?$")
-_QUERY_PASSWORD = re.compile(r"((?:^|&)(?:ssl_)?password=)[^&]*")
 _EventId = tuple[int, int]
 _Segment = tuple[int, bytes]  # (number of arguments, their RESP encoding)
-
-
-def _mask(url: str) -> str:
-    """The URL with its password (in the user part or the query) replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is not None:
-        host = parts.netloc.rsplit("@", 1)[-1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-    return urlunsplit(parts._replace(query=_QUERY_PASSWORD.sub(r"\1***", parts.query)))
 
 
 def _pack(args: Iterable[Any]) -> _Segment:
@@ -340,9 +331,12 @@ class RedisBackend(Backend):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
         where = _mask(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unclosed [IPv6 bracket
+            raise ConfigError(f"invalid Redis URL {where}: {exc}") from None
+        scheme = parts.scheme.lower()
         seeds: list[Address] | None = None
         if scheme in CLUSTER_SCHEMES:
             # Seed nodes: redis+cluster://[user:password@]host:port[,host:port...]; redis-py reads the rest

@@ -31,6 +31,7 @@ from ..models import (
     dump_json,
     trusted,
 )
+from ..urls import mask_url
 from . import _transitions as transitions
 from ._local import Event, EventHub, Row, Subscription, event_id
 from .base import Backend, ClaimResult
@@ -94,7 +95,8 @@ def _path_of(url: str) -> str:
     path = unquote(url[len(prefix) :].split("?", 1)[0]) if url.lower().startswith(prefix) else ""
     if not path or path == ":memory:":
         raise ConfigError(
-            f"unusable SQLite URL {url!r}: use sqlite:///relative/path/jobs.db or sqlite:////absolute/path/jobs.db"
+            f"unusable SQLite URL {mask_url(url)!r}: use sqlite:///relative/path/jobs.db or"
+            " sqlite:////absolute/path/jobs.db"
             " (for an in-process store use memory://)"
         )
     return os.path.abspath(path)
