@@ -1,5 +1,6 @@
 """A throwaway Redis Cluster: three masters on free loopback ports, made with redis-server and
-`redis-cli --cluster create`, stopped by PID. Used by the `cluster` nox session's tests."""
+`redis-cli --cluster create`, stopped by PID; over TLS when given certificates. Used by the `cluster` nox
+session's tests."""
 
 from __future__ import annotations
 
@@ -11,36 +12,49 @@ from pathlib import Path
 import redis
 
 from tests.private_redis import RedisServer, free_port
+from tests.tls_redis import Certs, TLSRedisServer
 
 MASTERS = 3
 
 
 class RedisCluster:
-    """Three cluster-enabled redis-servers in `workdir`, joined into one cluster covering all 16384 slots."""
+    """Three cluster-enabled redis-servers in `workdir`, joined into one cluster covering all 16384 slots.
 
-    def __init__(self, workdir: Path) -> None:
+    With `certs`, every node speaks only TLS, clients and the cluster bus alike (`rediss+cluster://`).
+    """
+
+    def __init__(self, workdir: Path, certs: Certs | None = None) -> None:
+        self.certs = certs
         self.nodes: list[RedisServer] = []
         for i in range(MASTERS):
             node_dir = workdir / f"node{i}"
             node_dir.mkdir(parents=True, exist_ok=True)
-            self.nodes.append(RedisServer(node_dir, args=(
-                "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-                "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000")))
+            args = ("--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
+                    "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000")
+            if certs is None:
+                self.nodes.append(RedisServer(node_dir, args=args))
+            else:
+                self.nodes.append(TLSRedisServer(node_dir, certs, args=(*args, "--tls-cluster", "yes")))
         self.ports = [node.port for node in self.nodes]
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        if self.certs is None:
+            return f"redis+cluster://{hosts}"
+        return f"rediss+cluster://{hosts}?ssl_ca_certs={self.certs.ca}"
 
     def client(self, port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10)
+        tls = {} if self.certs is None else {"ssl": True, "ssl_ca_certs": str(self.certs.ca)}
+        return redis.Redis(host="127.0.0.1", port=port, decode_responses=True, socket_timeout=10, **tls)
 
     def start(self, timeout: float = 30.0) -> None:
         for node in self.nodes:
             node.start()
         for node in self.nodes:
             node.wait_ready(timeout)
-        subprocess.run(["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+        tls = [] if self.certs is None else ["--tls", "--cacert", str(self.certs.ca)]
+        subprocess.run(["redis-cli", *tls, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
                         "--cluster-replicas", "0", "--cluster-yes"],
                        check=True, capture_output=True, timeout=timeout)
         deadline = time.monotonic() + timeout
