@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -343,6 +344,42 @@ async def test_schema_version_and_wal_mode(tmp_path: Path) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert {"jobs", "queues", "events", "workers"} <= tables
     conn.close()
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask, under which files and folders are world-readable unless made otherwise."""
+    old = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.asyncio
+async def test_default_database_and_folder_are_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       umask_022: None) -> None:
+    """Payloads and results may be confidential: .jobkit/ is 0700 and the database (and its WAL files) 0600."""
+    from jobkit.config import DEFAULT_URL
+
+    monkeypatch.chdir(tmp_path)
+    async with SQLiteBackend(DEFAULT_URL) as b:
+        await b.add([job("j1")])
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / ".jobkit").iterdir()}
+        assert files == {"jobs.db": 0o600, "jobs.db-wal": 0o600, "jobs.db-shm": 0o600}
+    assert stat.S_IMODE((tmp_path / ".jobkit").stat().st_mode) == 0o700
+
+
+@pytest.mark.asyncio
+async def test_an_existing_folder_and_database_keep_their_modes(tmp_path: Path, umask_022: None) -> None:
+    """A folder or file the user made (say, shared with a group) is left as it is."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o750)
+    (shared / "jobs.db").touch(mode=0o640)
+    async with SQLiteBackend(url_of(shared / "jobs.db")):
+        pass
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o750
+    assert stat.S_IMODE((shared / "jobs.db").stat().st_mode) == 0o640
 
 
 @pytest.mark.asyncio

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import os
 import sqlite3
@@ -100,6 +101,13 @@ def _path_of(url: str) -> str:
             " (for an in-process store use memory://)"
         )
     return os.path.abspath(path)
+
+
+def _create_private_file(path: str) -> None:
+    """Create the database file 0600 when missing (SQLite gives its -wal and -shm files the same mode); an existing
+    file keeps its mode, and any other problem is left for sqlite3.connect to report."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _load(state: str, lease_until: float | None, body: str) -> Job:
@@ -679,13 +687,14 @@ class SQLiteBackend(Backend):
 
     async def _connect(self) -> None:
         directory = os.path.dirname(self.path)
-        try:
-            os.makedirs(directory, exist_ok=True)
+        try:  # jobs hold payloads and results, which may be confidential: a folder we create is 0700
+            os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"cannot create the directory {directory!r} for the SQLite database ({exc.strerror or exc}):"
                 f" create it yourself, or point JOBKIT_URL at a writable sqlite:///path/jobs.db"
             ) from None
+        _create_private_file(self.path)
         made: list[_Store] = []
 
         def connector() -> sqlite3.Connection:
