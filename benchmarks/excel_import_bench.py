@@ -120,6 +120,7 @@ def _run_jobkit(path: Path) -> int:
 
     jobkit.jobs.register_row_model(Row, "bench.Row")
     with tempfile.TemporaryDirectory() as tmp:
+        jobkit.jobs.configure(file_roots=[path.parent, tmp])  # the workbooks, and the destination database
         payload = {"path": str(path), "sheet": "Data", "row_model": "bench.Row",
                    "destination": f"sqlite:///{tmp}/bench.db?table=rows"}
         report = asyncio.run(jobkit.run(jobkit.jobs.excel_import, payload, backend="memory://"))

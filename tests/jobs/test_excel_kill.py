@@ -59,7 +59,7 @@ async def test_sigkill_mid_import_then_resume_exactly_once(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JOBKIT_FILE_ROOTS": str(tmp_path)}  # the workers' file root
     procs: list[subprocess.Popen[bytes]] = []
 
     def spawn() -> subprocess.Popen[bytes]:
