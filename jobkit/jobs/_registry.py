@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
+from .. import ConfigError
+
 __all__ = ["Registry", "shorten"]
 
 T = TypeVar("T")
@@ -32,10 +34,18 @@ class Registry(Generic[T]):
         self._by_path: dict[str, T] = {}
 
     def add(self, obj: T, name: str | None = None) -> T:
-        """Register `obj` under `name` and under `module:qualname` (and `module.qualname`); the last one wins."""
+        """Register `obj` under `name` and under `module:qualname` (and `module.qualname`).
+
+        The same object defined again (a re-run notebook cell, a reloaded module) replaces its earlier self;
+        another object under a name already taken is refused, since a payload could no longer tell them apart.
+        """
         key = name or getattr(obj, "__name__", None)
         if not isinstance(key, str) or not key:
-            raise ValueError(f"give {obj!r} a name to register it as a {self.kind}")
+            raise ConfigError(f"give {obj!r} a name to register it as a {self.kind}")
+        known = self._by_name.get(key)
+        if known is not None and _origin(known) != _origin(obj):
+            raise ConfigError(f"{self.kind} name {key!r} is already taken by {_origin(known)}; register"
+                              f" {_origin(obj)} under a name of its own (the second argument of the call)")
         self._by_name[key] = obj
         module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
         if module and qualname:
@@ -63,5 +73,5 @@ class Registry(Generic[T]):
         more = len(names) - LISTED
         return ", ".join(names[:LISTED]) + (f" and {more} more" if more > 0 else "")
 
-    def __contains__(self, ref: Any) -> bool:
-        return ref in self._by_name or ref in self._by_path
+def _origin(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import jobkit
 import jobkit.jobs
 from jobkit.jobs._paths import create_new, inside_roots
 from jobkit.jobs._registry import Registry
@@ -49,13 +50,26 @@ def test_registry_refuses_what_was_not_registered_and_says_what_was() -> None:
     assert len(str(long_ref.value)) < 400  # a huge payload string is not echoed whole
 
 
-def test_registry_keeps_the_last_registration_of_a_name() -> None:
+def test_the_same_class_defined_again_replaces_itself() -> None:
     """A notebook cell run twice defines the class again: the new one wins."""
     things: Registry[type] = Registry("widget", "x", Refused)
     things.add(Thing)
     again = type("Thing", (), {"__module__": __name__, "__qualname__": "Thing"})
     things.add(again)
     assert things.get("Thing") is again and things.get(f"{__name__}:Thing") is again
+
+
+def test_another_class_under_a_taken_name_is_refused() -> None:
+    things: Registry[type] = Registry("widget", "x", Refused)
+    things.add(Thing)
+    impostor = type("Thing", (), {"__module__": "elsewhere", "__qualname__": "Thing"})
+    with pytest.raises(jobkit.ConfigError) as info:
+        things.add(impostor)
+    assert f"widget name 'Thing' is already taken by {__name__}:Thing" in str(info.value)
+    assert "elsewhere:Thing under a name of its own" in str(info.value)
+    assert things.get("Thing") is Thing
+    things.add(impostor, "OtherThing")
+    assert things.get("OtherThing") is impostor and things.get("elsewhere:Thing") is impostor
 
 
 # -- file roots ---------------------------------------------------------------------------------------------------
