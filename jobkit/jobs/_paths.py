@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .. import ConfigError
 from ._registry import shorten
 
 __all__ = ["DEFAULT_ROOT", "ENV", "configure", "create_new", "file_roots", "inside_roots"]
@@ -33,7 +34,7 @@ def configure(*, file_roots: Sequence[str | os.PathLike[str]] | None) -> None:
     """
     global _configured
     if file_roots is not None and (isinstance(file_roots, str | os.PathLike) or not file_roots):
-        raise ValueError("file_roots is a non-empty list of folders, e.g. file_roots=['/srv/uploads']")
+        raise ConfigError("file_roots is a non-empty list of folders, e.g. file_roots=['/srv/uploads']")
     _configured = None if file_roots is None else [os.fspath(r) for r in file_roots]
 
 
@@ -83,7 +84,7 @@ def create_new(target: Path, write: Callable[[Path], None]) -> None:
     (FileExistsError), so a reader never sees it half-written. Where hard links are not supported, the
     name is created with O_EXCL | O_NOFOLLOW and the content copied in.
     """
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=".jobkit-", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:

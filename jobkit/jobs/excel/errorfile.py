@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,20 @@ class ErrorFile:
 
     def write(self, headers: Sequence[str], rows: Sequence[RejectedRow], total: int) -> Path:
         """Write the workbook (streamed by openpyxl's write-only mode) and return where it went."""
-        def save(tmp: Path) -> None:
-            _save(tmp, headers, rows, total)
+        try:
+            return self._write(lambda tmp: _save(tmp, headers, rows, total))
+        except (PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ImportSetupError(f"cannot write the error file ({exc.strerror}): give error_file a folder the"
+                                   " worker may write to, inside its file roots") from None
+        except OSError as exc:
+            if exc.errno != errno.EROFS:
+                raise
+            raise ImportSetupError("cannot write the error file: its folder is on a read-only file system; give"
+                                   " error_file a writable folder inside the file roots") from None
 
+    def _write(self, save: Callable[[Path], None]) -> Path:
         if self.own is not None:
-            fd, tmp = tempfile.mkstemp(prefix=".errors-", suffix=".xlsx", dir=self.own.parent)
+            fd, tmp = tempfile.mkstemp(prefix=".jobkit-", suffix=".xlsx", dir=self.own.parent)
             os.close(fd)
             try:
                 save(Path(tmp))
