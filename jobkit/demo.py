@@ -10,10 +10,11 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel
 
-from .config import BackendLike, get_backend
+from .config import BackendLike, get_backend, mask_url
 from .context import Context
 from .handle import JobHandle
-from .models import Backoff, Job
+from .models import Backoff, Job, JobState
+from .notebook.fmt import error_summary
 from .notebook.text import watch_text
 from .run import shutdown, submit
 from .task import task
@@ -66,9 +67,21 @@ async def aggregate(ctx: Context, days: int) -> dict[str, float]:
     return {"days": days, "mean": round(total / days, 2)}
 
 
+def _say(out: TextIO, line: str) -> None:
+    """Print a line: cut to the width on a terminal (by rich), whole elsewhere."""
+    if out.isatty():
+        from rich.console import Console
+
+        Console(file=out).print(line, no_wrap=True, overflow="ellipsis", markup=False, highlight=False)
+    else:
+        out.write(line + "\n")
+        out.flush()
+
+
 async def demo(backend: BackendLike = None, out: TextIO = sys.stdout) -> list[Job]:
+    """Submit three demo jobs (one retries after a simulated rate limit) and show them until they finish."""
     b = await get_backend(backend)
-    out.write(f"jobkit demo on {b.url} — jobs run by an embedded worker in this process\n")
+    _say(out, f"jobkit demo on {mask_url(b.url)}: jobs run by an embedded worker in this process")
     started = time.monotonic()
     handles: list[JobHandle[Any]] = [
         await submit(import_rows, ImportSpec(), backend=b),
@@ -78,8 +91,9 @@ async def demo(backend: BackendLike = None, out: TextIO = sys.stdout) -> list[Jo
     ]
     jobs = await watch_text(handles, out)
     for h, j in zip(handles, jobs, strict=True):
-        out.write(f"{j.name}: {j.state.value} after {j.attempts} attempt(s) -> {await h.result()}\n")
-    out.write(f"done in {time.monotonic() - started:.1f}s\n")
+        outcome = f"-> {await h.result()}" if j.state is JobState.COMPLETED else f"error: {error_summary(j)}"
+        _say(out, f"{j.name}: {j.state.value} after {j.attempts} attempt(s) {outcome}")
+    _say(out, f"done in {time.monotonic() - started:.1f}s")
     return jobs
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..models import Job, JobState
 
 __all__ = ["BAR_STYLES", "STATE_COLOURS", "attempt_text", "duration", "elapsed", "error_summary", "eta",
-           "short_id", "timing_text"]
+           "retry_reason", "short_id", "timing_text"]
 
 STATE_COLOURS = {
     JobState.WAITING: "#6b7280",
@@ -70,10 +70,32 @@ def timing_text(job: Job, now: float) -> str:
     return " · ".join(parts)
 
 
+def _last_line(text: str, limit: int) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else ""
+    return last if len(last) <= limit else last[: limit - 1] + "…"
+
+
 def error_summary(job: Job, limit: int = 160) -> str:
     """The last line of the job's error (the exception itself), cut to `limit` characters."""
-    if not job.error:
-        return ""
-    lines = [line for line in job.error.strip().splitlines() if line.strip()]
-    text = lines[-1].strip() if lines else ""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _last_line(job.error, limit) if job.error else ""
+
+
+_RETRYING = (JobState.WAITING, JobState.DELAYED)
+
+
+def retry_reason(job: Job, limit: int = 160) -> str:
+    """Why the job is on a retry (or got to its result through one): "attempt 1 failed: ValueError: …", else "".
+
+    Read from the job's history (the error of each failed attempt is noted there), so a bar that starts again
+    from zero says why; a retry asked for by a person starts the story afresh.
+    """
+    for entry in reversed(job.history):
+        if entry.state in _RETRYING and entry.attempt == 0:
+            break  # added, or reset by a person's retry: nothing failed since
+        if entry.state in _RETRYING and entry.note:
+            return f"attempt {entry.attempt} failed: {_last_line(entry.note, limit)}"
+    if job.state in (*_RETRYING, JobState.ACTIVE) and job.attempts and job.error:  # history trimmed or absent
+        failed = job.attempts - (job.state is JobState.ACTIVE)
+        return f"attempt {failed} failed: {error_summary(job, limit)}"
+    return ""

@@ -1,4 +1,4 @@
-"""Text progress for terminals, plain IPython and headless runs: one line per job."""
+"""Text progress for terminals, plain IPython and headless runs: live rows on a terminal, plain lines elsewhere."""
 
 from __future__ import annotations
 
@@ -10,14 +10,13 @@ from typing import Any, TextIO
 from ..handle import JobHandle
 from ..models import Job, JobState
 from .feed import JobsFeed
-from .fmt import error_summary, short_id, timing_text
-from .throttle import Throttle
+from .fmt import error_summary, retry_reason, short_id, timing_text
 
 __all__ = ["render_text", "watch_text"]
 
 
 def render_text(job: Job, width: int = 24, now: float | None = None) -> str:
-    """One line: name, id, bar, percent, state, message, timing and attempts, and the error if it failed."""
+    """One line: name, id, bar, percent, state, message, timing and attempts, and why it failed or retried."""
     pct = job.progress.percent
     fill = round(width * pct / 100)
     parts = [f"{job.name} {short_id(job.id)} [{'#' * fill}{'.' * (width - fill)}] {pct:5.1f}% {job.state.value}"]
@@ -28,6 +27,8 @@ def render_text(job: Job, width: int = 24, now: float | None = None) -> str:
         parts.append(timing)
     if job.state is JobState.FAILED and job.error:
         parts.append(f"error: {error_summary(job)}")
+    elif reason := retry_reason(job):
+        parts.append(reason)
     return " · ".join(parts)
 
 
@@ -36,39 +37,33 @@ async def watch_text(
 ) -> list[Job]:
     """Show the jobs' progress on `stream` until all have finished; return them in the order given.
 
-    On a terminal the lines are redrawn in place (at most 1/`interval` times a second); elsewhere
-    (a log, a notebook's output) a line is printed each time a job changes state, then a final one per job.
+    On a terminal, rich redraws a fixed number of rows per job in place, fitted to the terminal's width
+    (at most 1/`interval` times a second). Elsewhere (a pipe, a log, a notebook's output) a plain line is
+    printed each time a job changes state, a retry with its reason, then a final line per job.
     """
     out = stream or sys.stdout
-    tty = out.isatty()
-    keys = [(h.queue, h.id) for h in handles]
-    drawn = 0
-    states: dict[tuple[str, str], JobState] = {}
+    if out.isatty():
+        from .live import watch_live  # rich only when a terminal shows it
 
-    def redraw(feed: JobsFeed) -> None:
-        nonlocal drawn
-        lines = [render_text(feed.jobs[k]) for k in keys]
-        if drawn:
-            out.write(f"\x1b[{drawn}F")
-        out.write("".join(f"\x1b[2K{line}\n" for line in lines))
-        drawn = len(lines)
-        out.flush()
+        jobs = await watch_live(handles, out, interval=interval)
+    else:
+        jobs = await _watch_lines(handles, out)
+    return [jobs[(h.queue, h.id)] for h in handles]
+
+
+async def _watch_lines(handles: Sequence[JobHandle[Any]], out: TextIO) -> dict[tuple[str, str], Job]:
+    """A line per change of state (a retry says why), then the final line of each job: no cursor movement."""
+    states: dict[tuple[str, str], tuple[JobState, int]] = {}
 
     def changed(job: Job) -> None:
-        if tty:
-            throttle.push(feed)
-        elif not job.finished and states.get((job.queue, job.id)) is not job.state:
-            states[(job.queue, job.id)] = job.state
+        key, seen = (job.queue, job.id), (job.state, job.attempts)
+        if not job.finished and states.get(key) != seen:
+            states[key] = seen
             out.write(render_text(job) + "\n")
             out.flush()
 
     feed = JobsFeed(handles, changed)
-    throttle: Throttle[JobsFeed] = Throttle(redraw, interval)
-    try:
-        await feed.run()
-    finally:
-        throttle.close()
-    if not tty:
-        out.write("".join(render_text(feed.jobs[k]) + "\n" for k in keys))
-        out.flush()
-    return [feed.jobs[k] for k in keys]
+    await feed.run()
+    out.write("".join(render_text(job) + "\n" for job in feed.jobs.values()))
+    out.flush()
+    return feed.jobs
