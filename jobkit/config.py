@@ -38,14 +38,15 @@ def _require_redis() -> bool:
     return os.environ.get("JOBKIT_REQUIRE_REDIS", "").strip().lower() in ("1", "true", "yes")
 
 
-async def connect(url: str | None = None) -> Backend:
+async def connect(url: str | None = None, *, create: bool = True) -> Backend:
     """Open a new backend for `url` (default: JOBKIT_URL, REDIS_URL, then SQLite at .jobkit/jobs.db).
 
     When the URL comes from REDIS_URL and that Redis does not answer, warn once and use the SQLite
-    default instead, unless JOBKIT_REQUIRE_REDIS=1, which makes it an error.
+    default instead, unless JOBKIT_REQUIRE_REDIS=1, which makes it an error. `create=False` opens an
+    existing SQLite database only, and makes no file or directory.
     """
     resolved, from_redis_env = resolve_url(url)
-    backend = from_url(resolved)
+    backend = from_url(resolved, create=create)
     try:
         await backend.open()
     except ConfigError:
@@ -57,7 +58,7 @@ async def connect(url: str | None = None) -> Backend:
                 "REDIS_URL=%s does not answer; jobs go to the local SQLite backend %s instead "
                 "(set JOBKIT_REQUIRE_REDIS=1 to make this an error)", mask_url(resolved), DEFAULT_URL,
             )
-        backend = from_url(DEFAULT_URL)
+        backend = from_url(DEFAULT_URL, create=create)
         await backend.open()
     return backend
 

@@ -12,8 +12,11 @@ SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+clust
 REDIS_SCHEMES = SCHEMES[2:]
 
 
-def from_url(url: str) -> Backend:
-    """A backend for `url`, not yet opened. Raises ConfigError for a URL it cannot use."""
+def from_url(url: str, *, create: bool = True) -> Backend:
+    """A backend for `url`, not yet opened. Raises ConfigError for a URL it cannot use.
+
+    `create=False`: a SQLite backend opens an existing database only (admin commands; a typo is no new database).
+    """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
             f"malformed backend URL {mask_url(url)!r}: use memory://, sqlite:///path/to/jobs.db or redis://host:6379/0"
@@ -26,7 +29,7 @@ def from_url(url: str) -> Backend:
     if scheme == "sqlite":
         from .sqlite import SQLiteBackend
 
-        return SQLiteBackend(url)
+        return SQLiteBackend(url, create=create)
     if scheme in REDIS_SCHEMES:
         from .redis import RedisBackend
 

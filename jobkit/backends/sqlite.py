@@ -11,6 +11,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import unquote
 
@@ -190,8 +191,11 @@ class _Store:
         self._trim_queues: set[str] = set()
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, create: bool = True) -> None:
         c = self.conn
+        if not create and c.execute("PRAGMA user_version").fetchone()[0] == 0:
+            raise ConfigError(f"{c.execute('PRAGMA database_list').fetchone()[2]} is not a jobkit database (it has no"
+                              " jobkit schema): check the URL (or JOBKIT_URL)")
         c.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         c.execute("PRAGMA journal_mode = WAL")
         c.execute("PRAGMA synchronous = NORMAL")
@@ -654,9 +658,11 @@ class SQLiteBackend(Backend):
 
     is_local = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """`create=False` opens an existing jobkit database only, and never makes a file or a directory."""
         self.url = url
         self.path = _path_of(url)
+        self.create = create
         self._db: aiosqlite.Connection | None = None
         self._store: _Store | None = None
         self._hub = EventHub(keep=0)  # `since=` reads the events table, not the hub's memory
@@ -686,19 +692,26 @@ class SQLiteBackend(Backend):
                 await self._connect()
 
     async def _connect(self) -> None:
+        if not self.create and not os.path.isfile(self.path):
+            raise ConfigError(f"no SQLite database at {self.path!r}: check the URL (or JOBKIT_URL); a worker or the"
+                              " first job added creates it")
         directory = os.path.dirname(self.path)
         try:  # jobs hold payloads and results, which may be confidential: a folder we create is 0700
-            os.makedirs(directory, mode=0o700, exist_ok=True)
+            if self.create:
+                os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError as exc:
             raise ConfigError(
                 f"cannot create the directory {directory!r} for the SQLite database ({exc.strerror or exc}):"
                 f" create it yourself, or point JOBKIT_URL at a writable sqlite:///path/jobs.db"
             ) from None
-        _create_private_file(self.path)
+        if self.create:
+            _create_private_file(self.path)
         made: list[_Store] = []
 
         def connector() -> sqlite3.Connection:
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            # mode=rw: the file must exist, so a missing one cannot be made between the check above and here
+            target, uri = (self.path, False) if self.create else (Path(self.path).as_uri() + "?mode=rw", True)
+            conn = sqlite3.connect(target, timeout=BUSY_TIMEOUT, isolation_level=None, uri=uri)
             made.append(_Store(conn))
             return conn
 
@@ -710,7 +723,7 @@ class SQLiteBackend(Backend):
             thread.daemon = True
         try:
             await db
-            await db._execute(made[0].setup)  # type: ignore[no-untyped-call]
+            await db._execute(made[0].setup, self.create)  # type: ignore[no-untyped-call]
         except BaseException as exc:
             await db.close()
             # A failed connect stops aiosqlite's thread by itself; let it finish while this loop can still
