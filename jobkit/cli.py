@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import logging
 import os
 import sys
@@ -13,8 +12,12 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from .config import get_backend, mask_url
-from .errors import ConfigError, JobkitError
+from . import __version__
+from .backends import Backend
+from .cli_logging import LEVELS, configure_logging, log_all_from_env
+from .cli_views import job_card, jobs_table, print_json, show, status_view
+from .config import connect, mask_url
+from .errors import ConfigError, JobkitError, JobNotFound
 from .models import JobState
 from .queue import Queue
 from .run import shutdown
@@ -51,54 +54,90 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _admin_backend(args: argparse.Namespace) -> Backend:
+    """The backend an admin command works on: an existing one, never a new SQLite file or directory."""
+    return await connect(args.url, create=False)
+
+
 async def _status(args: argparse.Namespace) -> int:
-    backend = await get_backend(args.url)
-    now = time.time()
-    print(f"backend: {mask_url(backend.url)}")
-    workers = await backend.workers(now)
-    print(f"workers: {len(workers)}")
-    for w in workers:
-        kind = " (embedded)" if w.embedded else ""
-        print(f"  {w.id}{kind} queues={','.join(w.queues)} active={w.active}/{w.concurrency}")
-    for name in await backend.queues():
-        c = await backend.counts(name)
-        paused = " PAUSED" if c.paused else ""
-        print(f"queue {name}{paused}: waiting={c.waiting} delayed={c.delayed} active={c.active} "
-              f"completed={c.completed} failed={c.failed} cancelled={c.cancelled}")
-    await shutdown()
+    backend = await _admin_backend(args)
+    try:
+        now = time.time()
+        workers = await backend.workers(now)
+        counts = {name: await backend.counts(name) for name in await backend.queues()}
+    finally:
+        await backend.close()
+    if args.json:
+        print_json({"backend": mask_url(backend.url), "workers": [w.model_dump(mode="json") for w in workers],
+                    "queues": {q: c.model_dump(mode="json", by_alias=True) for q, c in counts.items()}})
+    else:
+        show(status_view(mask_url(backend.url), workers, counts, now))
     return 0
 
 
 async def _jobs(args: argparse.Namespace) -> int:
-    q = Queue(args.queue, backend=args.url)
+    backend = await _admin_backend(args)
     try:
-        if args.action == "list":
-            for j in await q.jobs(state=args.state, name=args.name, limit=args.limit, offset=args.offset):
-                err = f" error={j.error!r}" if j.error else ""
-                print(f"{j.id} {j.name} {j.state.value} attempts={j.attempts} {j.progress.percent:.0f}%{err}")
-        elif args.action == "show":
-            job = await q.get(args.job_id)
-            if job is None:
-                print(f"no job {args.job_id!r} in queue {args.queue!r}", file=sys.stderr)
-                return 1
-            print(json.dumps(job.model_dump(mode="json"), indent=2))
-        elif args.action == "cancel":
-            print((await q.cancel(args.job_id)).state.value)
-        elif args.action == "retry":
-            n = int(await q.retry(args.job_id)) if args.job_id else await q.retry_failed()
-            print(f"retried {n} job(s)")
-        elif args.action == "clean":
-            print(f"removed {await q.clean(args.state or JobState.COMPLETED, older_than=args.older_than)} job(s)")
+        return await _job_action(args, Queue(args.queue, backend=backend))
+    except JobNotFound as exc:
+        print(f"jobkit: {exc}", file=sys.stderr)
+        return 1
     finally:
         await shutdown()
+        await backend.close()
+
+
+async def _job_action(args: argparse.Namespace, q: Queue) -> int:
+    if args.action == "list":
+        jobs = await q.jobs(state=args.state, name=args.name, limit=args.limit, offset=args.offset)
+        if args.json:
+            print_json([j.model_dump(mode="json") for j in jobs])
+        else:
+            show(jobs_table(q.name, jobs, time.time()))
+    elif args.action == "show":
+        job = await q.get(args.job_id)
+        if job is None:
+            raise JobNotFound(f"no job {args.job_id!r} in queue {q.name!r}")
+        if args.json:
+            print_json(job.model_dump(mode="json"))
+        else:
+            show(job_card(job, time.time()))
+    elif args.action == "cancel":
+        print((await q.cancel(args.job_id)).state.value)
+    elif args.action == "retry" and args.job_id:
+        if not await q.retry(args.job_id):
+            job = await q.get(args.job_id)
+            if job is None:
+                raise JobNotFound(f"no job {args.job_id!r} in queue {q.name!r}")
+            print(f"jobkit: job {args.job_id!r} in queue {q.name!r} is {job.state.value}: only failed or cancelled"
+                  " jobs can be retried", file=sys.stderr)
+            return 1
+        print("retried 1 job")
+    elif args.action == "retry":
+        print(f"retried {await q.retry_failed()} job(s)")
+    elif args.action == "clean":
+        print(f"removed {await q.clean(args.state or JobState.COMPLETED, older_than=args.older_than)} job(s)")
     return 0
+
+
+def _logging_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """--log-level and --log-all, before or after the subcommand: the subcommands' copies default to SUPPRESS,
+    so they override the top-level value only when given."""
+    level_default = os.environ.get("JOBKIT_LOG_LEVEL", "INFO").upper() if top else argparse.SUPPRESS
+    parser.add_argument("--log-level", type=str.upper, choices=LEVELS, default=level_default,
+                        help="jobkit's log level (default: JOBKIT_LOG_LEVEL, else INFO)")
+    parser.add_argument("--log-all", action="store_true", default=log_all_from_env() if top else argparse.SUPPRESS,
+                        help="let every library log at --log-level too (their debug lines may show payloads and"
+                             " results); default: JOBKIT_LOG_ALL=1, else they log at WARNING")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobkit", description="jobkit: run and inspect job queues")
-    p.add_argument("--log-level", default=os.environ.get("JOBKIT_LOG_LEVEL", "INFO"))
+    _logging_options(p, top=True)
+    p.add_argument("--version", action="version", version=f"jobkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     url_help = "backend URL (default: JOBKIT_URL, REDIS_URL, then sqlite:///.jobkit/jobs.db)"
+    json_help = "print JSON (the models' fields) for machines instead of a table"
 
     w = sub.add_parser("worker", help="run a worker for the tasks defined in MODULE(s)")
     w.add_argument("modules", nargs="+", metavar="MODULE")
@@ -113,20 +152,25 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="queues, their counts, and live workers")
     s.add_argument("--url", help=url_help)
+    s.add_argument("--json", action="store_true", help=json_help)
 
     j = sub.add_parser("jobs", help="list, show, cancel, retry or clean jobs of a queue")
     j.add_argument("action", choices=["list", "show", "cancel", "retry", "clean"])
     j.add_argument("queue")
     j.add_argument("job_id", nargs="?")
     j.add_argument("--url", help=url_help)
-    j.add_argument("--state")
-    j.add_argument("--name")
+    j.add_argument("--state", choices=[s.value for s in JobState], metavar="STATE",
+                   help="only jobs in this state: " + ", ".join(s.value for s in JobState))
+    j.add_argument("--name", help="only jobs of this task")
     j.add_argument("--limit", type=int, default=50)
     j.add_argument("--offset", type=int, default=0)
     j.add_argument("--older-than", type=float, default=0.0, help="clean: seconds since the job finished")
+    j.add_argument("--json", action="store_true", help=json_help)
 
     d = sub.add_parser("demo", help="run a few demo jobs with live progress in the terminal")
     d.add_argument("--url", help=url_help)
+    for command in (w, s, j, d):
+        _logging_options(command, top=False)
     return p
 
 
@@ -146,12 +190,12 @@ def _run_on_loop(main: Coroutine[Any, Any, int], loop: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, everything=args.log_all, own=getattr(args, "modules", ()))
     try:
         if args.command == "demo":
             from .demo import main as demo_main
 
-            logging.getLogger("jobkit").setLevel(logging.ERROR)
+            logging.getLogger("jobkit").setLevel(logging.ERROR)  # the live rows say it all
             return demo_main(args.url)
         if args.command == "jobs" and args.action in ("show", "cancel") and not args.job_id:
             raise ConfigError(f"`jobkit jobs {args.action}` needs a job id")

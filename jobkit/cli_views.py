@@ -1,0 +1,146 @@
+"""What the `jobkit` command prints: rich tables and a job's card for people, the models' JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.json import JSON
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from .models import Job, QueueCounts, WorkerInfo
+from .notebook.fmt import STATE_COLOURS, duration, error_summary
+
+__all__ = ["job_card", "jobs_table", "print_json", "show", "status_view", "when"]
+
+SHOWN_CHARS = 2000  # of a payload or result in `jobs show`; `--json` prints all of it
+_PLAIN: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "title_justify": "left"}
+COUNTED = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+
+
+def show(renderable: RenderableType) -> None:
+    """Print for people: fitted to the terminal's width (COLUMNS when set), colours only on a terminal."""
+    Console(highlight=False).print(renderable)
+
+
+def print_json(data: Any) -> None:
+    """Print for machines: one JSON document, never wrapped or coloured."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def when(ts: float | None, now: float) -> str:
+    """e.g. "2026-12-07 01:02:03 UTC (3.0s ago)"; "-" for never."""
+    if ts is None:
+        return "-"
+    stamp = datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{stamp} ({duration(now - ts)} ago)" if ts <= now else f"{stamp} (in {duration(ts - now)})"
+
+
+def _ago(ts: float, now: float) -> str:
+    return f"{duration(now - ts)} ago" if ts <= now else f"in {duration(ts - now)}"
+
+
+def _state(job: Job) -> Text:
+    return Text(job.state.value, STATE_COLOURS[job.state])
+
+
+def status_view(url: str, workers: Sequence[WorkerInfo], counts: Mapping[str, QueueCounts], now: float) -> Group:
+    """The backend, its live workers and its queues' counts."""
+    parts: list[RenderableType] = [Text.assemble(("backend ", "bold"), url)]
+    if workers:
+        wt = Table(title=f"{len(workers)} worker(s) alive", **_PLAIN)
+        for name in ("worker", "queues", "busy", "started", "seen"):
+            wt.add_column(name, overflow="fold")
+        for w in workers:
+            kind = " (embedded)" if w.embedded else ""
+            wt.add_row(w.id + kind, ", ".join(w.queues), f"{w.active}/{w.concurrency}", _ago(w.started_at, now),
+                       _ago(w.seen_at, now))
+        parts.append(wt)
+    else:
+        parts.append(Text("no worker alive", "dim"))
+    if counts:
+        qt = Table(title=f"{len(counts)} queue(s)", **_PLAIN)
+        qt.add_column("queue", overflow="fold")
+        for name in COUNTED:
+            qt.add_column(name, justify="right")
+        qt.add_column("paused")
+        for queue, c in counts.items():
+            qt.add_row(queue, *(str(getattr(c, name)) for name in COUNTED), "paused" if c.paused else "")
+        parts.append(qt)
+    else:
+        parts.append(Text("no queue yet", "dim"))
+    return Group(*parts)
+
+
+def jobs_table(queue: str, jobs: Sequence[Job], now: float) -> Table | Text:
+    """One row per job: its whole id (to pass to `jobs show`), task, state (with progress while it runs),
+    tries, age and the error's last line, cut to what the terminal's width leaves."""
+    if not jobs:
+        return Text(f"no jobs in queue {queue!r} match", "dim")
+    table = Table(title=f"{len(jobs)} job(s) in queue {queue!r}", **_PLAIN)
+    table.add_column("id", no_wrap=True)
+    table.add_column("task", overflow="fold", min_width=8)
+    table.add_column("state", no_wrap=True)
+    table.add_column("tries", justify="right", no_wrap=True)
+    table.add_column("age", no_wrap=True)
+    table.add_column("error", overflow="ellipsis", no_wrap=True, ratio=1)
+    for j in jobs:
+        state = _state(j)
+        if not j.finished and j.progress.percent:
+            state.append(f" {j.progress.percent:.0f}%")
+        table.add_row(j.id, j.name, state, f"{j.attempts}/{j.options.attempts}", _ago(j.created_at, now),
+                      Text(error_summary(j), STATE_COLOURS[j.state]))
+    return table
+
+
+def _json_value(value: Any) -> RenderableType:
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    if len(text) <= SHOWN_CHARS:
+        return JSON(text)
+    return Text(text[:SHOWN_CHARS] + f"\n… {len(text) - SHOWN_CHARS:,} more characters (--json prints them all)")
+
+
+def job_card(job: Job, now: float) -> Group:
+    """Everything about one job, readably: fields, times in UTC with their age, payload, result, error, traceback
+    and history."""
+    fields = Table.grid(padding=(0, 2))
+    fields.add_column(style="bold", no_wrap=True)
+    fields.add_column(overflow="fold")
+    progress = f"{job.progress.percent:.0f}%" + (f" · {job.progress.message}" if job.progress.message else "")
+    rows: list[tuple[str, RenderableType]] = [
+        ("id", job.id), ("task", job.name), ("queue", job.queue), ("state", _state(job)),
+        ("attempts", f"{job.attempts} of {job.options.attempts}" + (f", {job.stalls} stall(s)" if job.stalls else "")),
+        ("priority", str(job.options.priority)), ("progress", progress),
+        ("created", when(job.created_at, now)), ("started", when(job.started_at, now)),
+        ("finished", when(job.finished_at, now)),
+    ]
+    if job.run_at > job.created_at and not job.finished:
+        rows.append(("runs at", when(job.run_at, now)))
+    if job.owner:
+        rows.append(("worker", job.owner))
+    if job.progress.extra:
+        rows.append(("progress extra", _json_value(job.progress.extra)))
+    rows += [("payload", _json_value(job.data)), ("result", _json_value(job.result))]
+    if job.error:
+        rows.append(("error", Text(job.error, STATE_COLOURS[job.state])))
+    for key, value in rows:
+        fields.add_row(key, value)
+    parts: list[RenderableType] = [fields]
+    if job.traceback:
+        parts += [Text("\ntraceback", "bold"), Syntax(job.traceback.rstrip(), "pytb", word_wrap=True,
+                                                      background_color="default")]
+    if job.history:
+        history = Table(title="history", title_style="bold", **_PLAIN)
+        for name in ("when", "state", "attempt", "note"):
+            history.add_column(name, overflow="fold")
+        for h in job.history:
+            history.add_row(when(h.at, now), Text(h.state.value, STATE_COLOURS[h.state]), str(h.attempt), h.note)
+        parts += [Text(""), history]
+    return Group(*parts)
