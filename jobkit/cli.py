@@ -15,7 +15,7 @@ from typing import Any
 from . import __version__
 from .backends import Backend
 from .cli_logging import LEVELS, configure_logging, log_all_from_env
-from .cli_views import job_card, jobs_table, print_json, show, status_view
+from .cli_views import console, job_card, jobs_table, print_json, status_view
 from .config import connect, mask_url
 from .errors import ConfigError, JobkitError, JobNotFound
 from .models import JobState
@@ -71,7 +71,7 @@ async def _status(args: argparse.Namespace) -> int:
         print_json({"backend": mask_url(backend.url), "workers": [w.model_dump(mode="json") for w in workers],
                     "queues": {q: c.model_dump(mode="json", by_alias=True) for q, c in counts.items()}})
     else:
-        show(status_view(mask_url(backend.url), workers, counts, now))
+        console().print(status_view(mask_url(backend.url), workers, counts, now))
     return 0
 
 
@@ -93,7 +93,8 @@ async def _job_action(args: argparse.Namespace, q: Queue) -> int:
         if args.json:
             print_json([j.model_dump(mode="json") for j in jobs])
         else:
-            show(jobs_table(q.name, jobs, time.time()))
+            out = console()
+            out.print(jobs_table(q.name, jobs, time.time(), out.width))
     elif args.action == "show":
         job = await q.get(args.job_id)
         if job is None:
@@ -101,7 +102,7 @@ async def _job_action(args: argparse.Namespace, q: Queue) -> int:
         if args.json:
             print_json(job.model_dump(mode="json"))
         else:
-            show(job_card(job, time.time()))
+            console().print(job_card(job, time.time()))
     elif args.action == "cancel":
         print((await q.cancel(args.job_id)).state.value)
     elif args.action == "retry" and args.job_id:

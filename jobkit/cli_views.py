@@ -15,19 +15,20 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from .models import Job, QueueCounts, WorkerInfo
+from .models import Job, JobState, QueueCounts, WorkerInfo
 from .notebook.fmt import STATE_COLOURS, duration, error_summary
 
-__all__ = ["job_card", "jobs_table", "print_json", "show", "status_view", "when"]
+__all__ = ["console", "job_card", "jobs_table", "print_json", "status_view", "when"]
 
 SHOWN_CHARS = 2000  # of a payload or result in `jobs show`; `--json` prints all of it
 _PLAIN: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "title_justify": "left"}
 COUNTED = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 
-def show(renderable: RenderableType) -> None:
-    """Print for people: fitted to the terminal's width (COLUMNS when set), colours only on a terminal."""
-    Console(highlight=False).print(renderable)
+def console() -> Console:
+    """Where the CLI prints for people: stdout, fitted to the terminal's width (COLUMNS when set), colours only
+    on a terminal."""
+    return Console(highlight=False)
 
 
 def print_json(data: Any) -> None:
@@ -79,24 +80,32 @@ def status_view(url: str, workers: Sequence[WorkerInfo], counts: Mapping[str, Qu
     return Group(*parts)
 
 
-def jobs_table(queue: str, jobs: Sequence[Job], now: float) -> Table | Text:
-    """One row per job: its whole id (to pass to `jobs show`), task, state (with progress while it runs),
-    tries, age and the error's last line, cut to what the terminal's width leaves."""
+def jobs_table(queue: str, jobs: Sequence[Job], now: float, width: int) -> Table | Text:
+    """One row per job: its whole id (to pass to `jobs show`), task, state (with progress while it runs), and as
+    the terminal's `width` allows, tries, age and the error's last line."""
     if not jobs:
         return Text(f"no jobs in queue {queue!r} match", "dim")
+    id_w = max(len(j.id) for j in jobs)
+    room = width - id_w - 10 - 12  # task and state at their narrowest, and the gaps between them
+    extra = [name for name, need in (("tries", 7), ("age", 11), ("error", 16)) if (room := room - need) >= 0]
     table = Table(title=f"{len(jobs)} job(s) in queue {queue!r}", **_PLAIN)
-    table.add_column("id", no_wrap=True)
+    table.add_column("id", no_wrap=True, min_width=id_w)
     table.add_column("task", overflow="fold", min_width=8)
-    table.add_column("state", no_wrap=True)
-    table.add_column("tries", justify="right", no_wrap=True)
-    table.add_column("age", no_wrap=True)
-    table.add_column("error", overflow="ellipsis", no_wrap=True, ratio=1)
+    table.add_column("state", no_wrap=True, min_width=10)
+    if "tries" in extra:
+        table.add_column("tries", justify="right", no_wrap=True, min_width=5)
+    if "age" in extra:
+        table.add_column("age", no_wrap=True, min_width=9)
+    if "error" in extra:
+        table.add_column("error", overflow="ellipsis", no_wrap=True, ratio=1)
     for j in jobs:
         state = _state(j)
         if not j.finished and j.progress.percent:
             state.append(f" {j.progress.percent:.0f}%")
-        table.add_row(j.id, j.name, state, f"{j.attempts}/{j.options.attempts}", _ago(j.created_at, now),
-                      Text(error_summary(j), STATE_COLOURS[j.state]))
+        cells: dict[str, RenderableType] = {"tries": f"{j.attempts}/{j.options.attempts}",
+                                            "age": _ago(j.created_at, now),
+                                            "error": Text(error_summary(j), STATE_COLOURS[j.state])}
+        table.add_row(j.id, j.name, state, *(cells[name] for name in extra))
     return table
 
 
@@ -127,7 +136,9 @@ def job_card(job: Job, now: float) -> Group:
         rows.append(("worker", job.owner))
     if job.progress.extra:
         rows.append(("progress extra", _json_value(job.progress.extra)))
-    rows += [("payload", _json_value(job.data)), ("result", _json_value(job.result))]
+    rows.append(("payload", _json_value(job.data)))
+    if job.result is not None or job.state is JobState.COMPLETED:
+        rows.append(("result", _json_value(job.result)))
     if job.error:
         rows.append(("error", Text(job.error, STATE_COLOURS[job.state])))
     for key, value in rows:

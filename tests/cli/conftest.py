@@ -17,6 +17,7 @@ from jobkit.cli import main
 from jobkit.models import Job, JobOptions, JobState, Outcome, Progress
 
 QUEUE = "cli"
+LONG_ID = "7f3a" * 8  # as long as the ids jobkit makes
 
 
 def real_traceback() -> str:
@@ -33,10 +34,10 @@ def real_traceback() -> str:
 
 
 async def populate(url: str) -> None:
-    """ok-1 completed, bad-1 failed with a real traceback, slow-1 active at 40%, new-1 waiting."""
+    """ok-1 completed, bad-1 failed with a real traceback, slow-1 active at 40%, LONG_ID waiting."""
     b = from_url(url)
     await b.open()
-    now = time.time()
+    now = time.time() - 60  # a minute ago, so every time shown is in the past
     await b.add([Job(id="ok-1", name="cli.import", queue=QUEUE, data={"path": "a.xlsx"}),
                  Job(id="bad-1", name="cli.import", queue=QUEUE, data={"path": "b.xlsx"}, options=JobOptions()),
                  Job(id="slow-1", name="cli.report", queue=QUEUE, data={"days": 30})])
@@ -47,7 +48,7 @@ async def populate(url: str) -> None:
                 traceback=real_traceback()),
     ], now + 1.5)
     await b.set_progress(QUEUE, "w1", "slow-1", Progress(percent=40, message="day 12/30"))
-    await b.add([Job(id="new-1", name="cli.report", queue=QUEUE, data={"days": 7})])
+    await b.add([Job(id=LONG_ID, name="cli.report", queue=QUEUE, data={"days": 7})])
     await b.close()
 
 
