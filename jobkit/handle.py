@@ -44,6 +44,11 @@ class JobHandle(Generic[R]):
 
         return handle_mimebundle(self, include, exclude)
 
+    def _ipython_display_(self) -> None:
+        from .notebook.display import display_handle
+
+        display_handle(self)
+
     async def job(self) -> Job:
         """The job as it is now in the backend."""
         job = await self.backend.get(self.queue, self.id)

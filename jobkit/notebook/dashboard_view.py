@@ -193,6 +193,11 @@ class Dashboard:
         bundle["text/plain"] = self.text()
         return bundle
 
+    def _ipython_display_(self) -> None:
+        from .display import display_view
+
+        display_view(self)
+
 
 async def _said(done: Awaitable[None], message: str) -> str:
     await done

@@ -2,7 +2,9 @@
 
 Widgets need a kernel (comms) and its running loop to feed them. Their mime bundle always carries a
 text/plain rendering too, so a frontend without the widget manager (nbconvert, a headless run without
-widget state, a plain console) shows a progress line, never a widget's repr.
+widget state, a plain console) shows a progress line, never a widget's repr. A live view is displayed with a
+display id, and at the end of every cell its text/plain is brought up to date, so a saved notebook read
+without widgets (GitHub, nbviewer) shows how the jobs ended, not how they started.
 """
 
 from __future__ import annotations
@@ -21,9 +23,19 @@ if TYPE_CHECKING:
     from .dashboard_view import Dashboard
     from .group_view import GroupView
 
-__all__ = ["dashboard", "handle_mimebundle", "progress_group", "recent_views", "use_widgets"]
+__all__ = ["dashboard", "display_handle", "display_view", "handle_mimebundle", "progress_group", "recent_views",
+           "use_widgets"]
 
 _recent: deque[Any] = deque(maxlen=100)  # views shown lately, for inspection from the kernel (tests, debugging)
+_shown: deque[_Shown] = deque(maxlen=100)  # live views displayed with a display id, whose text may need updating
+_hooked: set[int] = set()  # ids of the IPython shells whose post_run_cell calls `refresh_displays`
+
+
+class _Shown:
+    """A live view on the page: the display to update, and the text/plain it was last shown with."""
+
+    def __init__(self, view: Any, display: Any, text: str) -> None:
+        self.view, self.display, self.text = view, display, text
 
 
 def use_widgets() -> bool:
@@ -42,6 +54,53 @@ def use_widgets() -> bool:
 def recent_views() -> list[Any]:
     """The views (JobView, GroupView, Dashboard) displayed lately in this process, oldest first."""
     return list(_recent)
+
+
+def _publish(bundle: dict[str, Any], live: bool) -> Any:
+    """Send `bundle` to the frontend as it is; with `live`, under a new display id, whose handle is returned."""
+    from IPython.display import display
+
+    return display(bundle, raw=True, display_id=live)  # type: ignore[no-untyped-call]
+
+
+def display_view(view: Any) -> None:
+    """`_ipython_display_` of the live views: their bundle under a display id that `refresh_displays` updates."""
+    bundle = view._repr_mimebundle_()
+    if not use_widgets():
+        _publish({"text/plain": bundle["text/plain"]}, live=False)
+        return
+    _shown.append(_Shown(view, _publish(bundle, live=True), bundle["text/plain"]))
+    shell = sys.modules["IPython"].get_ipython()
+    if id(shell) not in _hooked:
+        _hooked.add(id(shell))
+        shell.events.register("post_run_cell", refresh_displays)
+
+
+def display_handle(handle: JobHandle[Any]) -> None:
+    """`JobHandle._ipython_display_`: a live JobView in a kernel, else the job as one text line."""
+    if not use_widgets():
+        _publish({"text/plain": render_text(handle.last)}, live=False)
+        return
+    from .job_view import JobView
+
+    view = JobView(handle).start()
+    _recent.append(view)
+    display_view(view)
+
+
+def refresh_displays(*_result: Any) -> None:
+    """Bring the text/plain of displayed views up to date; views whose jobs have all ended are then let go.
+
+    Runs at the end of every cell, so the update belongs to the cell that just ran: nbclient and frontends
+    apply it to the earlier cell's output by its display id.
+    """
+    for shown in list(_shown):
+        bundle = shown.view._repr_mimebundle_()
+        if bundle["text/plain"] != shown.text:
+            shown.display.update(bundle, raw=True)
+            shown.text = bundle["text/plain"]
+        if getattr(shown.view, "ended", False):
+            _shown.remove(shown)
 
 
 def handle_mimebundle(handle: JobHandle[Any], include: Any = None, exclude: Any = None) -> dict[str, Any]:

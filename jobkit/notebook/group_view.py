@@ -157,7 +157,23 @@ class GroupView:
         foot = f"<div style='color:#6b7280'>… and {more} more</div>" if more else ""
         return f"<table class='jobkit-group'>{rows}</table>{foot}"
 
+    @property
+    def ended(self) -> bool:
+        """The view has stopped following its jobs (all finished, or the view was closed)."""
+        return self._ended.is_set()
+
+    def _latest(self) -> list[Job]:
+        """The jobs as last seen by the feed, or by their handles when those saw the end first (awaited handles)."""
+        lasts = {(h.queue, h.id): h.last for h in self.handles}
+        return [lasts[k] if lasts[k].finished and not self.feed.jobs[k].finished else self.feed.jobs[k]
+                for k in self.keys]
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = "\n".join(render_text(j) for j in self.jobs)
+        bundle["text/plain"] = "\n".join(render_text(j) for j in self._latest())
         return bundle
+
+    def _ipython_display_(self) -> None:
+        from .display import display_view
+
+        display_view(self)

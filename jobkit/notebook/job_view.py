@@ -175,7 +175,23 @@ class JobView:
             if not self.job.cancel_requested:
                 self.cancel_button.disabled, self.cancel_button.description = False, "Cancel"
 
+    @property
+    def ended(self) -> bool:
+        """The view has stopped following its job (it finished, or the view was closed)."""
+        return self._ended.is_set()
+
+    @property
+    def latest(self) -> Job:
+        """The job as last seen by the view, or by its handle when that saw the end first (an awaited handle)."""
+        last = self.handle.last
+        return last if last.finished and not self.job.finished else self.job
+
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
         bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/plain"] = render_text(self.job)
+        bundle["text/plain"] = render_text(self.latest)
         return bundle
+
+    def _ipython_display_(self) -> None:
+        from .display import display_view
+
+        display_view(self)
