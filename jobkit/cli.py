@@ -15,7 +15,6 @@ from typing import Any
 from . import __version__
 from .backends import Backend
 from .cli_logging import LEVELS, configure_logging, log_all_from_env
-from .cli_views import console, job_card, jobs_table, print_json, status_view
 from .config import connect, mask_url
 from .errors import ConfigError, JobkitError, JobNotFound
 from .models import JobState
@@ -60,6 +59,8 @@ async def _admin_backend(args: argparse.Namespace) -> Backend:
 
 
 async def _status(args: argparse.Namespace) -> int:
+    from .cli_views import console, print_json, status_view  # rich only for the commands that print with it
+
     backend = await _admin_backend(args)
     try:
         now = time.time()
@@ -88,6 +89,8 @@ async def _jobs(args: argparse.Namespace) -> int:
 
 
 async def _job_action(args: argparse.Namespace, q: Queue) -> int:
+    from .cli_views import console, job_card, jobs_table, print_json
+
     if args.action == "list":
         jobs = await q.jobs(state=args.state, name=args.name, limit=args.limit, offset=args.offset)
         if args.json:

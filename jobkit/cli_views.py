@@ -11,7 +11,6 @@ from typing import Any
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.json import JSON
-from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
@@ -145,6 +144,8 @@ def job_card(job: Job, now: float) -> Group:
         fields.add_row(key, value)
     parts: list[RenderableType] = [fields]
     if job.traceback:
+        from rich.syntax import Syntax  # pygments' lexers: only for a traceback
+
         parts += [Text("\ntraceback", "bold"), Syntax(job.traceback.rstrip(), "pytb", word_wrap=True,
                                                       background_color="default")]
     if job.history:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -108,3 +110,10 @@ def test_live_rows_past_the_terminal_height_show_the_most_interesting_jobs() -> 
     lines = live_lines(jobs, 80, height=12)
     assert len(lines) == 2 * 5 + 1 and "error: ValueError: boom" in "\n".join(lines)
     assert lines[-1].endswith("25 not shown (terminal too short)")
+
+
+def test_importing_jobkit_or_its_cli_does_not_import_rich() -> None:
+    """rich loads only where it draws: a live terminal view, the CLI's tables, the demo."""
+    code = "import sys, jobkit, jobkit.cli, jobkit.demo; print(sorted(m for m in sys.modules if m.startswith('rich')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
