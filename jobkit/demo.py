@@ -81,7 +81,7 @@ def _say(out: TextIO, line: str) -> None:
 async def demo(backend: BackendLike = None, out: TextIO = sys.stdout) -> list[Job]:
     """Submit three demo jobs (one retries after a simulated rate limit) and show them until they finish."""
     b = await get_backend(backend)
-    _say(out, f"jobkit demo on {mask_url(b.url)}: jobs run by an embedded worker in this process")
+    _say(out, f"jobkit demo on {mask_url(b.url)}: an embedded worker runs the jobs")
     started = time.monotonic()
     handles: list[JobHandle[Any]] = [
         await submit(import_rows, ImportSpec(), backend=b),
