@@ -10,6 +10,7 @@ without widgets (GitHub, nbviewer) shows how the jobs ended, not how they starte
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from collections import deque
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["dashboard", "display_handle", "display_view", "handle_mimebundle", "progress_group", "recent_views",
            "use_widgets"]
 
+log = logging.getLogger("jobkit.notebook")
 _recent: deque[Any] = deque(maxlen=100)  # views shown lately, for inspection from the kernel (tests, debugging)
 _shown: deque[_Shown] = deque(maxlen=100)  # live views displayed with a display id, whose text may need updating
 _hooked: set[int] = set()  # ids of the IPython shells whose post_run_cell calls `refresh_displays`
@@ -95,10 +97,13 @@ def refresh_displays(*_result: Any) -> None:
     apply it to the earlier cell's output by its display id.
     """
     for shown in list(_shown):
-        bundle = shown.view._repr_mimebundle_()
-        if bundle["text/plain"] != shown.text:
-            shown.display.update(bundle, raw=True)
-            shown.text = bundle["text/plain"]
+        try:
+            bundle = shown.view._repr_mimebundle_()
+            if bundle["text/plain"] != shown.text:
+                shown.display.update(bundle, raw=True)
+                shown.text = bundle["text/plain"]
+        except Exception:  # a stale saved text is no reason to print a traceback under a cell
+            log.debug("could not update the text of %r", shown.view, exc_info=True)
         if getattr(shown.view, "ended", False):
             _shown.remove(shown)
 
