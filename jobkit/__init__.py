@@ -12,11 +12,23 @@ from .errors import (
     JobNotFound,
     JobTimeout,
     PayloadError,
+    ScheduleNotFound,
     TaskNotFound,
     Unrecoverable,
 )
 from .handle import JobHandle
-from .models import Backoff, Job, JobEvent, JobOptions, JobState, Progress, QueueCounts, RateLimit, Retention
+from .models import (
+    Backoff,
+    Job,
+    JobEvent,
+    JobOptions,
+    JobState,
+    Progress,
+    QueueCounts,
+    RateLimit,
+    Retention,
+    Schedule,
+)
 from .notebook import dashboard, progress_group
 from .queue import Queue
 from .run import run, run_sync, submit
@@ -47,6 +59,8 @@ __all__ = [
     "QueueCounts",
     "RateLimit",
     "Retention",
+    "Schedule",
+    "ScheduleNotFound",
     "Task",
     "TaskNotFound",
     "Unrecoverable",

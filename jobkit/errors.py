@@ -5,6 +5,7 @@
     ├── PayloadError           payload or result not valid / not JSON-serialisable (also a ValueError)
     ├── TaskNotFound           a job names a task this worker does not know
     ├── JobNotFound            no job with that id
+    ├── ScheduleNotFound       no schedule with that id
     ├── JobFailed              awaited job ended failed (carries the Job)
     ├── JobCancelled           awaited job was cancelled (carries the Job)
     ├── JobTimeout             waiting for a result took longer than asked (also a TimeoutError)
@@ -29,6 +30,7 @@ __all__ = [
     "JobTimeout",
     "JobkitError",
     "PayloadError",
+    "ScheduleNotFound",
     "TaskNotFound",
     "Unrecoverable",
 ]
@@ -52,6 +54,10 @@ class TaskNotFound(JobkitError, LookupError):
 
 class JobNotFound(JobkitError, LookupError):
     """No job with the given id exists (it may have been removed by retention)."""
+
+
+class ScheduleNotFound(JobkitError, LookupError):
+    """No schedule with the given id exists in that queue."""
 
 
 class BackendError(JobkitError):

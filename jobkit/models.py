@@ -26,6 +26,7 @@ __all__ = [
     "QueueCounts",
     "RateLimit",
     "Retention",
+    "Schedule",
     "WorkerInfo",
     "dump_json",
     "new_job",
@@ -333,3 +334,23 @@ class WorkerInfo(BaseModel):
     active: int = 0
     started_at: float = Field(default_factory=time.time)
     seen_at: float = Field(default_factory=time.time)
+
+
+class Schedule(BaseModel):
+    """A job that a queue's workers add on a cron expression or every so many seconds, one per tick."""
+
+    id: str
+    queue: str
+    task: str
+    data: Json = None  # the payload every tick's job gets, as validated when the schedule was made
+    cron: str | None = None
+    every: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="seconds between ticks")
+    tz: str = "UTC"
+    catch_up: int = Field(default=0, ge=0, description="missed ticks fired after every worker was down")
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    paused: bool = False
+    next_at: float = Field(allow_inf_nan=False, description="the next tick, UTC epoch seconds")
+    last_job: str | None = None  # the job of the latest tick fired
+    fired: int = 0
+    skipped: int = 0  # ticks missed or skipped because the previous run was still going
+    created_at: float = Field(default_factory=time.time)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -15,7 +17,7 @@ from .models import Backoff, JobOptions, Retention, dump_json
 if typing.TYPE_CHECKING:
     from .context import Context
 
-__all__ = ["Task", "lookup", "registered", "task"]
+__all__ = ["Task", "TaskSchedule", "lookup", "registered", "task"]
 
 R = TypeVar("R")
 TaskFn = Callable[..., Awaitable[Any]]
@@ -24,16 +26,27 @@ _registry: dict[str, Task[Any]] = {}
 _JSON_SCALARS = frozenset({str, int, bool, type(None)})  # what JSON stores exactly (not float: NaN, inf)
 
 
+@dataclass(frozen=True)
+class TaskSchedule:
+    """`@task(cron=...)` or `@task(every=...)`: the schedule every worker serving the task declares at start."""
+
+    cron: str | None
+    every: float | timedelta | None
+    tz: str
+
+
 class Task(Generic[R]):
     """A registered job function: its name, queue, payload type and default options."""
 
-    def __init__(self, fn: Callable[..., Awaitable[R]], *, name: str, queue: str, options: JobOptions) -> None:
+    def __init__(self, fn: Callable[..., Awaitable[R]], *, name: str, queue: str, options: JobOptions,
+                 schedule: TaskSchedule | None = None) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"task {name!r} must be an async function: write `async def {fn.__name__}(ctx, payload)`")
         self.fn = fn
         self.name = name
         self.queue = queue
         self.options = options
+        self.schedule = schedule
         params = list(inspect.signature(fn).parameters.values())
         if not 1 <= len(params) <= 2:
             raise ConfigError(f"task {name!r} must take (ctx) or (ctx, payload), not {len(params)} parameters")
@@ -48,6 +61,19 @@ class Task(Generic[R]):
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
         self.__wrapped__ = fn
+        if schedule is not None:
+            self.scheduled_payload()  # a scheduled task runs with an empty payload: refuse one that cannot
+
+    def scheduled_payload(self) -> Any:
+        """The payload of this task's own schedule's jobs: None, or `{}` with every field's default."""
+        if not self.takes_payload:
+            return None
+        try:
+            return self.dump_payload({})
+        except PayloadError as exc:
+            raise ConfigError(f"task {self.name!r} has a schedule, so its jobs get an empty payload: give every"
+                              f" payload field a default, or schedule it with Queue.schedule(..., payload) ({exc})"
+                              ) from None
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.queue!r}>"
@@ -137,18 +163,31 @@ def task(fn: Callable[..., Awaitable[R]], /) -> Task[R]: ...
 def task(
     *, name: str | None = None, queue: str = "default", attempts: int = 1, backoff: Backoff | float | None = None,
     timeout: float | None = None, priority: int = 3, max_stalls: int = 1, keep_completed: Retention | None = None,
-    keep_failed: Retention | None = None,
+    keep_failed: Retention | None = None, cron: str | None = None, every: float | timedelta | None = None,
+    tz: str = "UTC",
 ) -> Callable[[Callable[..., Awaitable[R]]], Task[R]]: ...
 def task(
     fn: Callable[..., Awaitable[R]] | None = None, /, *, name: str | None = None, queue: str = "default",
     attempts: int = 1, backoff: Backoff | float | None = None, timeout: float | None = None, priority: int = 3,
     max_stalls: int = 1, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
+    cron: str | None = None, every: float | timedelta | None = None, tz: str = "UTC",
 ) -> Task[R] | Callable[[Callable[..., Awaitable[R]]], Task[R]]:
-    """Declare an async function `(ctx, payload)` as a task; the payload's annotation validates at enqueue."""
+    """Declare an async function `(ctx, payload)` as a task; the payload's annotation validates at enqueue.
+
+    With `cron=` (in time zone `tz`) or `every=`, every worker serving the task declares a schedule named after
+    it, which adds one job per tick (see `Queue.schedule`)."""
     options = _options(attempts, backoff, timeout, priority, max_stalls, keep_completed, keep_failed)
+    schedule = None
+    if cron is not None or every is not None:
+        from . import cron as cron_
+
+        if cron is not None and every is not None:
+            raise ConfigError("give a task cron= or every=, not both")
+        schedule = TaskSchedule(cron_.check(cron) if cron is not None else None, every, tz)
+        cron_.zone(tz)
 
     def wrap(f: Callable[..., Awaitable[R]]) -> Task[R]:
-        t: Task[R] = Task(f, name=name or f.__name__, queue=queue, options=options)
+        t: Task[R] = Task(f, name=name or f.__name__, queue=queue, options=options, schedule=schedule)
         _register(t)
         return t
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import schedules
 from .attempt import run_attempt
 from .backends import Backend, ClaimResult
 from .config import BackendLike, get_backend
@@ -28,6 +29,7 @@ log = logging.getLogger("jobkit.worker")
 # Claims a worker keeps under way per queue while ready jobs are left behind, where the backend serves them
 # side by side (Redis): the next claim goes out while the backend runs the last, so neither waits for the other.
 CLAIMS_IN_FLIGHT = 2
+SCHEDULES_REREAD = 1.0  # seconds between reads of the schedules when none is due sooner (new ones show up)
 
 
 class _Running:
@@ -172,6 +174,7 @@ class Worker:
             loop.create_task(self._lease_loop(backend)),
             loop.create_task(self._finish_loop(backend)),
             loop.create_task(self._maintenance_loop(backend)),
+            loop.create_task(self._schedule_loop(backend)),
         ]
         log.info("worker %s started: queues=%s tasks=%s concurrency=%d backend=%s",
                  self.id, self.queues, sorted(self.tasks), self.concurrency, type(backend).__name__)
@@ -510,6 +513,35 @@ class Worker:
                     if await backend.clean(queue, JobState.COMPLETED, keep_last=self.keep_completed,
                                            limit=10_000) < 10_000:
                         break
+
+    # -- schedules: fire each due tick once (deterministic job ids), sleep until the next ------------------
+    async def _schedule_loop(self, backend: Backend) -> None:
+        await self._declare_schedules(backend)
+        while not self._stopping.is_set():
+            now = time.time()
+            wake = now + SCHEDULES_REREAD
+            for queue in self.queues:
+                try:
+                    due = await schedules.fire_due(backend, queue, self.tasks, now)
+                except Exception as exc:  # noqa: BLE001 - a tick not fired now is fired on the next round
+                    log.warning("worker %s could not fire the schedules of %s: %s", self.id, queue, exc)
+                    continue
+                if due is not None:
+                    wake = min(wake, due)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), max(wake - time.time(), 0.0))
+
+    async def _declare_schedules(self, backend: Backend) -> None:
+        """Upsert the schedules that this worker's tasks declare (`@task(cron=...)`), in the queues it serves."""
+        for t in self.tasks.values():
+            if t.schedule is None or t.queue not in self.queues:
+                continue
+            try:
+                await schedules.upsert(backend, t.queue, t.name, t, t.scheduled_payload(), cron_expr=t.schedule.cron,
+                                       every=t.schedule.every, tz=t.schedule.tz, catch_up=0, overlap="skip",
+                                       paused=None, now=time.time())
+            except Exception as exc:  # noqa: BLE001 - the worker runs without it; the next start tries again
+                log.error("worker %s could not declare the schedule of task %s: %s", self.id, t.name, exc)
 
     # -- shutdown --------------------------------------------------------------------------------------
     async def _shutdown(self, backend: Backend, helpers: list[asyncio.Task[None]]) -> None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import abc
 import builtins
 from collections.abc import AsyncIterator, Collection, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..models import Job, JobEvent, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
 
-__all__ = ["Backend", "ClaimResult"]
+__all__ = ["Backend", "ClaimResult", "Record"]
 
 
 class ClaimResult:
@@ -38,6 +38,14 @@ class ClaimResult:
 
     def __repr__(self) -> str:
         return f"ClaimResult({len(self.jobs)} jobs, retry_in={self.retry_in}, dry={self.dry})"
+
+
+class Record(NamedTuple):
+    """A small JSON document a queue keeps under a key (a schedule, say), with a version for compare-and-swap."""
+
+    key: str
+    value: str
+    version: int
 
 
 class Backend(abc.ABC):
@@ -246,3 +254,19 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def workers(self, now: float, queue: str | None = None) -> builtins.list[WorkerInfo]:
         """Workers whose heartbeat has not expired, optionally only those serving `queue`."""
+
+    # -- records: small versioned documents per queue (schedules), for policy that lives above --------------
+    @abc.abstractmethod
+    async def read_record(self, queue: str, kind: str, key: str) -> Record | None:
+        """The record of `kind` under `key` in `queue`, or None."""
+
+    @abc.abstractmethod
+    async def list_records(self, queue: str, kind: str) -> builtins.list[Record]:
+        """Every record of `kind` in `queue`, by key."""
+
+    @abc.abstractmethod
+    async def write_record(
+        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None
+    ) -> int | None:
+        """Store `value` (None deletes) atomically. With `version`, only if the stored version is that one (0: no
+        record yet): compare-and-swap. Returns the new version (0 after a delete), or None when it did not match."""

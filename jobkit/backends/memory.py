@@ -25,7 +25,7 @@ from ..models import (
 )
 from . import _transitions as transitions
 from ._local import EventHub, Row, Subscription
-from .base import Backend, ClaimResult
+from .base import Backend, ClaimResult, Record
 
 __all__ = ["MemoryBackend"]
 
@@ -106,6 +106,7 @@ class MemoryBackend(Backend):
         self._seq = itertools.count(1)
         self._event_seq = itertools.count(1)
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
+        self._records: dict[tuple[str, str], dict[str, Record]] = {}
         self._hub = EventHub()
 
     def _q(self, name: str) -> _Queue:
@@ -403,3 +404,23 @@ class MemoryBackend(Backend):
             info for info, until in self._workers.values()
             if until >= now and (queue is None or queue in info.queues)
         ]
+
+    # -- records -----------------------------------------------------------------------------------
+    async def read_record(self, queue: str, kind: str, key: str) -> Record | None:
+        return self._records.get((queue, kind), {}).get(key)
+
+    async def list_records(self, queue: str, kind: str) -> builtins.list[Record]:
+        return sorted(self._records.get((queue, kind), {}).values())
+
+    async def write_record(
+        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None
+    ) -> int | None:
+        records = self._records.setdefault((queue, kind), {})
+        current = records.get(key)
+        if version is not None and version != (current.version if current else 0):
+            return None
+        if value is None:
+            records.pop(key, None)
+            return 0
+        new = records[key] = Record(key, value, (current.version if current else 0) + 1)
+        return new.version

@@ -61,7 +61,7 @@ from ..models import (
 from ..urls import mask_url as _mask
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
 from ._transitions import assign, copy
-from .base import Backend, ClaimResult
+from .base import Backend, ClaimResult, Record
 
 __all__ = ["RedisBackend"]
 
@@ -85,7 +85,7 @@ QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", 
 # Shared pieces a queue script needs after _lib.lua, before its own body.
 SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_finish", "_remove"),
                 "finish_claim": ("_finish", "_remove", "_claim"), "clean": ("_remove",)}
-GLOBAL_SCRIPTS = ("heartbeat", "workers")
+GLOBAL_SCRIPTS = ("heartbeat", "workers", "record")
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
@@ -1075,3 +1075,32 @@ class RedisBackend(Backend):
                                  "list workers")
         infos = [WorkerInfo.model_validate_json(s) for s in res]
         return [w for w in infos if queue is None or queue in w.queues]
+
+    # -- records -----------------------------------------------------------------------------------
+    def _record_key(self, queue: str, kind: str) -> tuple[str, int]:
+        key = f"jobkit:{{{queue}}}:rec:{kind}"
+        return key, self._q(queue).slot
+
+    @staticmethod
+    def _record(key: str, field: str) -> Record:
+        version, _, value = field.partition(":")
+        return Record(key, value, int(version))
+
+    async def read_record(self, queue: str, kind: str, key: str) -> Record | None:
+        hkey, slot = self._record_key(queue, kind)
+        [res] = await self._send(slot, [_command(_pack(("HGET", hkey, key)))], "read a record")
+        return None if res is None else self._record(key, res)
+
+    async def list_records(self, queue: str, kind: str) -> builtins.list[Record]:
+        hkey, slot = self._record_key(queue, kind)
+        [res] = await self._send(slot, [_command(_pack(("HGETALL", hkey)))], "list records")
+        pairs = dict(zip(res[::2], res[1::2], strict=True)) if isinstance(res, list) else dict(res)
+        return [self._record(k, pairs[k]) for k in sorted(pairs)]
+
+    async def write_record(
+        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None
+    ) -> int | None:
+        hkey, slot = self._record_key(queue, kind)
+        args = (key, value or "", "" if version is None else version, "1" if value is None else "0")
+        [res] = await self._send(slot, [self._evalsha("record", _pack((hkey,)), (), args)], "write a record")
+        return None if res < 0 else int(res)

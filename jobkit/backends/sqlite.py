@@ -36,7 +36,7 @@ from ..models import (
 from ..urls import mask_url
 from . import _transitions as transitions
 from ._local import Event, EventHub, Row, Subscription, event_id
-from .base import Backend, ClaimResult
+from .base import Backend, ClaimResult, Record
 
 __all__ = ["SQLiteBackend"]
 
@@ -75,6 +75,9 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS events_queue ON events (queue, id)",
     "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, expires_at REAL NOT NULL, body TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS records (
+        queue TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (queue, kind, key))""",
     "INSERT INTO counters (name, value) VALUES ('job_seq', 0), ('event_id', 0) ON CONFLICT (name) DO NOTHING",
 )
 
@@ -648,6 +651,23 @@ class _Store:
     def forget_worker(self, tx: _Tx, worker_id: str) -> None:
         self.conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
+    # -- records -----------------------------------------------------------------------------------
+    def write_record(self, tx: _Tx, queue: str, kind: str, key: str, value: str | None, version: int | None
+                     ) -> int | None:
+        row = self.conn.execute("SELECT version FROM records WHERE queue = ? AND kind = ? AND key = ?",
+                                (queue, kind, key)).fetchone()
+        current = row[0] if row else 0
+        if version is not None and version != current:
+            return None
+        if value is None:
+            self.conn.execute("DELETE FROM records WHERE queue = ? AND kind = ? AND key = ?", (queue, kind, key))
+            return 0
+        self.conn.execute(
+            "INSERT INTO records (queue, kind, key, version, value) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (queue, kind, key) DO UPDATE SET version = excluded.version, value = excluded.value",
+            (queue, kind, key, current + 1, value))
+        return current + 1
+
 
 _Queued = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
 
@@ -1020,3 +1040,19 @@ class SQLiteBackend(Backend):
         rows = await self._read("SELECT body FROM workers WHERE expires_at >= ? ORDER BY id", (now,))
         found = [WorkerInfo.model_validate_json(body) for (body,) in rows]
         return [w for w in found if queue is None or queue in w.queues]
+
+    # -- records -----------------------------------------------------------------------------------
+    async def read_record(self, queue: str, kind: str, key: str) -> Record | None:
+        rows = await self._read("SELECT key, value, version FROM records WHERE queue = ? AND kind = ? AND key = ?",
+                                (queue, kind, key))
+        return Record(*rows[0]) if rows else None
+
+    async def list_records(self, queue: str, kind: str) -> builtins.list[Record]:
+        rows = await self._read("SELECT key, value, version FROM records WHERE queue = ? AND kind = ? ORDER BY key",
+                                (queue, kind))
+        return [Record(*row) for row in rows]
+
+    async def write_record(
+        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None
+    ) -> int | None:
+        return await self._write(_Store.write_record, queue, kind, key, value, version)

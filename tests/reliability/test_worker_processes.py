@@ -64,17 +64,6 @@ async def wait_progress(backend: jobkit.Backend, job_id: str, timeout: float = 3
     return await handle.job()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-async def shared_url(request: pytest.FixtureRequest, url: str) -> str:
-    """A backend URL that worker processes can share: the SQLite file, or the (emptied) test Redis db."""
-    if request.param == "sqlite":
-        return url
-    from tests.conftest import REDIS_TEST_URL, open_redis
-
-    await (await open_redis()).close()
-    return REDIS_TEST_URL
-
-
 @pytest.fixture
 def spawn_on(shared_url: str) -> Iterator[Any]:
     yield from _spawner(shared_url)
