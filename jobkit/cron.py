@@ -1,21 +1,23 @@
-"""Cron expressions: validation and fire times in a time zone, through croniter, behind this small interface.
+"""Cron expressions: validation and fire times in a time zone, through cronsim, behind this small interface.
 
-Fire times are UTC epoch seconds. Around DST changes we follow cron's own rule: a job at a fixed hour runs once
-when the clock falls back (the repeated wall time fires the first time only) and at the change when it springs
-forward over it; a job for every hour (`*` in the hour field) keeps its real-time cadence.
+Fire times are UTC epoch seconds. Across DST changes we keep Debian cron's rule, which cronsim implements: a job
+at a fixed hour runs once a day, at the change when the clock springs forward over its time and only the first
+time when the clock falls back over it; a job whose hour field starts with `*` (every hour, every 2 hours...)
+follows real time, so it runs in both passes of a repeated hour and not in a skipped one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 
-__all__ = ["check", "fire_times", "next_after", "utc_text", "zone"]
+__all__ = ["COUNT_UP_TO", "check", "due", "next_after", "utc_text", "zone"]
 
-_STEP = 1e-3  # seconds: croniter's previous/next exclude their start, so an inclusive bound starts this far out
+COUNT_UP_TO = 10_000  # fire times counted one by one at most (a long outage of a minutely schedule)
 
 
 @lru_cache(maxsize=64)
@@ -23,58 +25,61 @@ def zone(tz: str) -> ZoneInfo:
     """The time zone `tz` (an IANA name such as "Europe/Berlin"), or a ConfigError."""
     try:
         return ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
         raise ConfigError(f"unknown time zone {tz!r}: use an IANA name such as 'UTC' or 'Europe/Berlin'") from exc
 
 
 def check(expr: str) -> str:
-    """The expression, stripped, if croniter accepts it; else a ConfigError saying the form."""
-    from croniter import croniter
+    """The expression with its blanks normalised, if it is valid cron; else a ConfigError saying the form."""
+    from cronsim import CronSim, CronSimError
 
-    text = " ".join(expr.split())
-    if not text or not croniter.is_valid(text):
-        raise ConfigError(f"invalid cron expression {expr!r}: use five fields, 'minute hour day month weekday',"
-                          " e.g. '0 3 * * *' for 03:00 every day")
+    text = " ".join(expr.split()) if isinstance(expr, str) else ""
+    try:
+        CronSim(text, datetime(2000, 1, 1, tzinfo=timezone.utc))
+    except (CronSimError, ValueError, IndexError) as exc:
+        raise ConfigError(f"invalid cron expression {expr!r} ({exc}): use five fields, 'minute hour day month"
+                          " weekday', e.g. '0 3 * * *' for 03:00 every day") from None
     return text
 
 
-def _fixed_hour(expr: str) -> bool:
-    return expr.split()[1] != "*"
+def _times(expr: str, tz: str, after: float) -> Iterator[float]:
+    """Fire times strictly after `after`, in order."""
+    from cronsim import CronSim
 
-
-def _repeated(at: float, tz: ZoneInfo) -> bool:
-    """True when `at` shows a wall time the clock already showed an hour earlier (the fall-back hour)."""
-    return datetime.fromtimestamp(at, tz).fold == 1
+    for at in CronSim(expr, datetime.fromtimestamp(after, zone(tz))):
+        yield at.timestamp()
 
 
 def next_after(expr: str, tz: str, after: float) -> float:
     """The first fire time strictly after `after`."""
-    from croniter import croniter
-
-    zi = zone(tz)
-    it = croniter(expr, datetime.fromtimestamp(after, zi))
-    skip_repeats = _fixed_hour(expr)
-    while True:
-        at = float(it.get_next(float))
-        if not (skip_repeats and _repeated(at, zi)):
-            return at
+    return next(_times(expr, tz, after))
 
 
-def fire_times(expr: str, tz: str, start: float, end: float, last: int) -> list[float]:
-    """The fire times in [start, end], at most the `last` latest of them, oldest first."""
-    from croniter import croniter
-
-    zi = zone(tz)
-    it = croniter(expr, datetime.fromtimestamp(end + _STEP, zi))
-    skip_repeats = _fixed_hour(expr)
+def due(expr: str, tz: str, start: float, end: float, last: int) -> tuple[list[float], int]:
+    """The latest `last` fire times in [start, end], oldest first, and how many fall in that span (counted up to
+    COUNT_UP_TO; past that, the latest are found in a window that widens back from `end`)."""
     found: list[float] = []
-    while len(found) < last:
-        at = float(it.get_prev(float))
-        if at < start:
+    for at in _between(expr, tz, start, end):
+        if len(found) == COUNT_UP_TO:
             break
-        if not (skip_repeats and _repeated(at, zi)):
-            found.append(at)
-    return found[::-1]
+        found.append(at)
+    else:
+        return found[max(len(found) - last, 0):], len(found)
+    span = 3600.0
+    while True:
+        lo = max(start, end - span)
+        window = list(_between(expr, tz, lo, end))
+        if len(window) >= last or lo == start:
+            return window[max(len(window) - last, 0):], COUNT_UP_TO
+        span *= 4
+
+
+def _between(expr: str, tz: str, start: float, end: float) -> Iterator[float]:
+    """Fire times in [start, end], in order."""
+    for at in _times(expr, tz, start - 1.0):  # cron times are whole minutes: a second early includes `start`
+        if at > end:
+            return
+        yield at
 
 
 def utc_text(at: float) -> str:

@@ -419,8 +419,26 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
         kept = await b.list(Q, states=[JobState.COMPLETED])
         assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """Schema 3 adds the records table (schedules); a schema 2 file opens, keeps its jobs and can hold records."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job("j1")])
+    with sqlite3.connect(path) as conn:  # as schema 2 left it: no records table
+        conn.execute("DROP TABLE records")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        assert await b.get(Q, "j1") is not None
+        assert await b.write_record(Q, "schedule", "nightly", "{}", version=0) == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()
 
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from ..models import Job, JobEvent, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
 
-__all__ = ["Backend", "ClaimResult", "Record"]
+__all__ = ["Backend", "ClaimResult", "Record", "check_record_add"]
 
 
 class ClaimResult:
@@ -46,6 +46,12 @@ class Record(NamedTuple):
     key: str
     value: str
     version: int
+
+
+def check_record_add(queue: str, value: str | None, version: int | None, add: Sequence[Job]) -> None:
+    """`write_record` adds jobs of its own queue, with a value written at a known version (see there)."""
+    if add and (value is None or version is None or any(job.queue != queue for job in add)):
+        raise ValueError("write_record adds jobs only of its own queue, with a value and an expected version")
 
 
 class Backend(abc.ABC):
@@ -266,7 +272,10 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def write_record(
-        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None
+        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None,
+        add: Sequence[Job] = (),
     ) -> int | None:
-        """Store `value` (None deletes) atomically. With `version`, only if the stored version is that one (0: no
-        record yet): compare-and-swap. Returns the new version (0 after a delete), or None when it did not match."""
+        """Store `value` (None deletes). With `version`, only if the stored version is that one (0: no record
+        yet): compare-and-swap. Jobs in `add` (of `queue`; they need a value and a version) are added as `add()`
+        adds them, idempotent on their ids, in the same atomic step and only when the write happens. Returns the
+        new version (0 after a delete), or None when the version did not match and nothing was written."""

@@ -25,7 +25,7 @@ from ..models import (
 )
 from . import _transitions as transitions
 from ._local import EventHub, Row, Subscription
-from .base import Backend, ClaimResult, Record
+from .base import Backend, ClaimResult, Record, check_record_add
 
 __all__ = ["MemoryBackend"]
 
@@ -413,14 +413,20 @@ class MemoryBackend(Backend):
         return sorted(self._records.get((queue, kind), {}).values())
 
     async def write_record(
-        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None
+        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None,
+        add: Sequence[Job] = (),
     ) -> int | None:
+        check_record_add(queue, value, version, add)
         records = self._records.setdefault((queue, kind), {})
         current = records.get(key)
         if version is not None and version != (current.version if current else 0):
             return None
         if value is None:
             records.pop(key, None)
-            return 0
-        new = records[key] = Record(key, value, (current.version if current else 0) + 1)
-        return new.version
+            written = 0
+        else:
+            written = (current.version if current else 0) + 1
+            records[key] = Record(key, value, written)
+        if add:  # no await before this: the write and the adds are one critical section
+            await self.add(add)
+        return written

@@ -34,7 +34,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -61,7 +61,7 @@ from ..models import (
 from ..urls import mask_url as _mask
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
 from ._transitions import assign, copy
-from .base import Backend, ClaimResult, Record
+from .base import Backend, ClaimResult, Record, check_record_add
 
 __all__ = ["RedisBackend"]
 
@@ -81,10 +81,12 @@ WORKERS_SLOT = key_slot(WORKER_KEYS[0].encode())
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before giving up
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
-                 "retry", "clean", "recover", "get", "list", "counts")
+                 "retry", "clean", "recover", "get", "list", "counts", "record_add")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
 SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_finish", "_remove"),
                 "finish_claim": ("_finish", "_remove", "_claim"), "clean": ("_remove",)}
+# Queue scripts that end with another's body: record_add checks and writes a record, then adds jobs as add does.
+SCRIPT_TAILS = {"record_add": "add"}
 GLOBAL_SCRIPTS = ("heartbeat", "workers", "record")
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
@@ -201,7 +203,8 @@ def _scripts() -> dict[str, tuple[str, str]]:
             src = root.joinpath(f"{name}.lua").read_text("utf-8")
             if name in QUEUE_SCRIPTS:
                 parts = [root.joinpath(f"{part}.lua").read_text("utf-8") for part in SCRIPT_PARTS.get(name, ())]
-                src = "\n".join([lib, *parts, src])
+                tail = [root.joinpath(f"{SCRIPT_TAILS[name]}.lua").read_text("utf-8")] if name in SCRIPT_TAILS else []
+                src = "\n".join([lib, *parts, src, *tail])
             _sources[name] = (hashlib.sha1(src.encode()).hexdigest(), src)
     return _sources
 
@@ -1098,9 +1101,22 @@ class RedisBackend(Backend):
         return [self._record(k, pairs[k]) for k in sorted(pairs)]
 
     async def write_record(
-        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None
+        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None,
+        add: Sequence[Job] = (),
     ) -> int | None:
         hkey, slot = self._record_key(queue, kind)
-        args = (key, value or "", "" if version is None else version, "1" if value is None else "0")
-        [res] = await self._send(slot, [self._evalsha("record", _pack((hkey,)), (), args)], "write a record")
-        return None if res < 0 else int(res)
+        expected = "" if version is None else version
+        if not add:
+            args = (key, value or "", expected, "1" if value is None else "0")
+            [res] = await self._send(slot, [self._evalsha("record", _pack((hkey,)), (), args)], "write a record")
+            return None if res < 0 else int(res)
+        check_record_add(queue, value, version, add)
+        q = self._q(queue)
+        script = self._evalsha("record_add", q.packed, (hkey,), (key, expected, value, repr(time.time())),
+                               (ADD_FIELDS * len(add), self._records(add)))
+        _, [res] = await self._send_spread([(QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, queue)))]),
+                                            (slot, [script])], "write a record and add jobs")
+        if res == -1:
+            return None
+        self._woke(queue, res[0])
+        return cast(int, version) + 1

@@ -36,7 +36,7 @@ from ..models import (
 from ..urls import mask_url
 from . import _transitions as transitions
 from ._local import Event, EventHub, Row, Subscription, event_id
-from .base import Backend, ClaimResult, Record
+from .base import Backend, ClaimResult, Record, check_record_add
 
 __all__ = ["SQLiteBackend"]
 
@@ -45,7 +45,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 3  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -212,6 +212,7 @@ class _Store:
                 )
             for statement in _SCHEMA:
                 c.execute(statement)
+            # schema 3 adds the records table (schedules), created above like every table
             if version == 1:  # schema 2 counts each queue's completed jobs, for retention as jobs finish
                 c.execute("ALTER TABLE queues ADD COLUMN completed INTEGER NOT NULL DEFAULT 0")
                 c.execute("UPDATE queues SET completed = (SELECT COUNT(*) FROM jobs"
@@ -652,8 +653,8 @@ class _Store:
         self.conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
     # -- records -----------------------------------------------------------------------------------
-    def write_record(self, tx: _Tx, queue: str, kind: str, key: str, value: str | None, version: int | None
-                     ) -> int | None:
+    def write_record(self, tx: _Tx, queue: str, kind: str, key: str, value: str | None, version: int | None,
+                     add: Sequence[Job]) -> int | None:
         row = self.conn.execute("SELECT version FROM records WHERE queue = ? AND kind = ? AND key = ?",
                                 (queue, kind, key)).fetchone()
         current = row[0] if row else 0
@@ -661,12 +662,16 @@ class _Store:
             return None
         if value is None:
             self.conn.execute("DELETE FROM records WHERE queue = ? AND kind = ? AND key = ?", (queue, kind, key))
-            return 0
-        self.conn.execute(
-            "INSERT INTO records (queue, kind, key, version, value) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (queue, kind, key) DO UPDATE SET version = excluded.version, value = excluded.value",
-            (queue, kind, key, current + 1, value))
-        return current + 1
+            written = 0
+        else:
+            written = current + 1
+            self.conn.execute(
+                "INSERT INTO records (queue, kind, key, version, value) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (queue, kind, key) DO UPDATE SET version = excluded.version, value = excluded.value",
+                (queue, kind, key, written, value))
+        if add:
+            self.add(tx, add)  # INSERT ... ON CONFLICT DO NOTHING: a job id already there stays as it is
+        return written
 
 
 _Queued = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
@@ -1053,6 +1058,8 @@ class SQLiteBackend(Backend):
         return [Record(*row) for row in rows]
 
     async def write_record(
-        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None
+        self, queue: str, kind: str, key: str, value: str | None, *, version: int | None = None,
+        add: Sequence[Job] = (),
     ) -> int | None:
-        return await self._write(_Store.write_record, queue, kind, key, value, version)
+        check_record_add(queue, value, version, add)
+        return await self._write(_Store.write_record, queue, kind, key, value, version, add)
