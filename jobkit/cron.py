@@ -8,14 +8,15 @@ follows real time, so it runs in both passes of a repeated hour and not in a ski
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 
-__all__ = ["COUNT_UP_TO", "check", "due", "next_after", "utc_text", "zone"]
+__all__ = ["COUNT_UP_TO", "check", "due", "next_after", "timing", "utc_text", "zone"]
 
 COUNT_UP_TO = 10_000  # fire times counted one by one at most (a long outage of a minutely schedule)
 
@@ -40,6 +41,23 @@ def check(expr: str) -> str:
         raise ConfigError(f"invalid cron expression {expr!r} ({exc}): use five fields, 'minute hour day month"
                           " weekday', e.g. '0 3 * * *' for 03:00 every day") from None
     return text
+
+
+def timing(cron_expr: str | None, every: float | timedelta | None, tz: str) -> tuple[str | None, float | None]:
+    """A schedule's timing checked: the normalised cron text or the interval in seconds; else a ConfigError
+    saying what to write instead."""
+    if (cron_expr is None) == (every is None):
+        raise ConfigError("give a schedule either cron='minute hour day month weekday' or every=seconds/timedelta,"
+                          " not both or neither")
+    zone(tz)
+    if cron_expr is not None:
+        return check(cron_expr), None
+    if isinstance(every, bool) or not isinstance(every, int | float | timedelta):
+        raise ConfigError(f"every is a number of seconds or a timedelta, not {every!r}")
+    seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)
+    if not math.isfinite(seconds) or seconds < 1:
+        raise ConfigError(f"every must be at least 1 second, not {every!r}")
+    return None, seconds
 
 
 def _times(expr: str, tz: str, after: float) -> Iterator[float]:

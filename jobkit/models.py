@@ -337,7 +337,7 @@ class WorkerInfo(BaseModel):
 
 
 class Schedule(BaseModel):
-    """A job that a queue's workers add on a cron expression or every so many seconds, one per tick."""
+    """A job that a queue's workers add on a cron expression or every so many seconds, exactly one per tick."""
 
     id: str
     queue: str
@@ -346,11 +346,13 @@ class Schedule(BaseModel):
     cron: str | None = None
     every: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="seconds between ticks")
     tz: str = "UTC"
-    catch_up: int = Field(default=0, ge=0, description="missed ticks fired after every worker was down")
+    catch_up: int = Field(default=0, ge=0, description="missed ticks still fired after every worker was down")
     overlap: Literal["skip", "queue", "allow"] = "skip"
     paused: bool = False
+    declared: bool = False  # by `@task(cron=...)` in the workers that serve the task, rather than by a call
     next_at: float = Field(allow_inf_nan=False, description="the next tick, UTC epoch seconds")
-    last_job: str | None = None  # the job of the latest tick fired
+    last_at: float | None = None  # the latest tick fired: ticks only ever move past it
+    last_job: str | None = None  # that tick's job
     fired: int = 0
-    skipped: int = 0  # ticks missed or skipped because the previous run was still going
+    skipped: int = 0  # ticks missed (every worker down) or skipped (the previous run still going)
     created_at: float = Field(default_factory=time.time)

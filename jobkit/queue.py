@@ -13,7 +13,7 @@ from . import schedules
 from .backends import Backend
 from .config import BackendLike, get_backend
 from .embedded import wanted
-from .errors import ConfigError, JobNotFound, ScheduleNotFound
+from .errors import ConfigError, JobNotFound
 from .handle import JobHandle
 from .models import (
     Backoff,
@@ -207,52 +207,32 @@ class Queue:
         every: float | timedelta | None = None, tz: str = "UTC", catch_up: int = 0,
         overlap: schedules.Overlap = "skip", paused: bool | None = None,
     ) -> Schedule:
-        """Create or update schedule `schedule_id`: the workers of this queue add a job of `task` on each tick of
-        `cron` (in time zone `tz`) or `every` seconds, exactly once per tick however many run. `catch_up`: missed
-        ticks (every worker down) fired afterwards, the latest first (default 0: skip them). `overlap`: what a tick
-        does while the previous run goes on: "skip" it (default), "queue" it until that run ends, or "allow" both.
-        Calling it again with the same spec changes nothing (idempotent); `paused=None` keeps a pause."""
+        """Create or update (by id) a schedule: the workers serving this queue and `task` add one job of it with
+        `payload` on each tick of `cron` (in time zone `tz`) or `every` seconds, exactly once per tick.
+
+        `catch_up`: ticks missed while every worker was down are skipped (0), or up to the latest N fire.
+        `overlap`: a tick that comes while the previous tick's job is unfinished is skipped ("skip"), waits for
+        it ("queue"), or fires anyway ("allow"). The same call again changes nothing; `paused=None` keeps a
+        pause."""
         return await schedules.upsert(await self.backend(), self.name, schedule_id, task, payload, cron_expr=cron,
                                       every=every, tz=tz, catch_up=catch_up, overlap=overlap, paused=paused,
                                       now=time.time())
 
-    async def schedules(self) -> list[Schedule]:
+    async def list_schedules(self) -> list[Schedule]:
         """This queue's schedules, by id."""
-        backend = await self.backend()
-        return [Schedule.model_validate_json(r.value) for r in await backend.list_records(self.name, schedules.KIND)]
+        return await schedules.list_all(await self.backend(), self.name)
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
-        record = await (await self.backend()).read_record(self.name, schedules.KIND, schedule_id)
-        return None if record is None else Schedule.model_validate_json(record.value)
+        return await schedules.get(await self.backend(), self.name, schedule_id)
 
     async def remove_schedule(self, schedule_id: str) -> bool:
         """Stop and forget a schedule (jobs it already added stay); False if there was none."""
-        backend = await self.backend()
-        if await backend.read_record(self.name, schedules.KIND, schedule_id) is None:
-            return False
-        await backend.write_record(self.name, schedules.KIND, schedule_id, None)
-        return True
+        return await schedules.remove(await self.backend(), self.name, schedule_id)
 
     async def pause_schedule(self, schedule_id: str) -> Schedule:
-        """Fire no more ticks of this schedule until `resume_schedule`."""
-        return await self._change_schedule(schedule_id, paused=True)
+        """Fire no tick of this schedule until `resume_schedule`; ScheduleNotFound if there is none."""
+        return await schedules.set_paused(await self.backend(), self.name, schedule_id, True, time.time())
 
     async def resume_schedule(self, schedule_id: str) -> Schedule:
-        """Fire its ticks again, from the next one on (ticks due while it was paused are not fired)."""
-        return await self._change_schedule(schedule_id, paused=False)
-
-    async def _change_schedule(self, schedule_id: str, *, paused: bool) -> Schedule:
-        backend = await self.backend()
-        for _ in range(10):
-            record = await backend.read_record(self.name, schedules.KIND, schedule_id)
-            if record is None:
-                raise ScheduleNotFound(f"no schedule {schedule_id!r} in queue {self.name!r}: see Queue.schedules()")
-            s = Schedule.model_validate_json(record.value)
-            update: dict[str, Any] = {"paused": paused}
-            if s.paused and not paused:
-                update["next_at"] = schedules.following(s, time.time())
-            s = s.model_copy(update=update)
-            if await backend.write_record(self.name, schedules.KIND, schedule_id, s.model_dump_json(),
-                                          version=record.version) is not None:
-                return s
-        raise ConfigError(f"schedule {schedule_id!r} kept changing under us; try again")
+        """Fire its ticks again from the next one on (ticks that came while it was paused do not fire)."""
+        return await schedules.set_paused(await self.backend(), self.name, schedule_id, False, time.time())

@@ -1,9 +1,11 @@
-"""Schedules: which ticks fire, which are missed, and firing each exactly once — policy, above every backend.
+"""Schedules: which ticks fire, which are missed or skipped, and firing each exactly once — policy above every backend.
 
-A schedule is a record of its queue (`Backend.write_record`). A tick's job id is `<schedule id>@<UTC time>`, so
-two workers that fire the same tick add one job (adding is idempotent on every backend); then the schedule moves
-on by compare-and-swap, so exactly one of them records it. Ticks of `every=` fall on multiples of the interval
-since the epoch, so every worker computes the same ones.
+A schedule is a record of its queue. A worker fires a due tick by writing the schedule moved past it, at the
+version it read, together with the tick's job, whose id is `<schedule id>@<UTC time>`, in one atomic step
+(`Backend.write_record(..., add=...)`: one Lua script, one SQLite transaction). Of workers racing for a tick one
+write wins; the others change nothing. Ticks only move forward (past `last_at`, also when the schedule changes),
+so no tick fires twice, even when its job is long gone. `every=` ticks fall on multiples of the interval since
+the epoch, cron ticks come from `cron`, so every worker computes the same ones.
 """
 
 from __future__ import annotations
@@ -18,22 +20,26 @@ from pydantic import ValidationError
 
 from . import cron
 from .backends import Backend, Record
-from .errors import ConfigError
-from .models import Schedule, new_job
-from .task import Task
+from .errors import ConfigError, ScheduleNotFound
+from .models import Job, JobOptions, Schedule, dump_json, new_job
+from .task import Task, _registry
 
-__all__ = ["KIND", "MISSED_AFTER", "Overlap", "fire_due", "following", "plan", "tick_id", "upcoming", "upsert"]
+__all__ = [
+    "KIND", "MISSED_AFTER", "Overlap", "declare", "fire_due", "following", "get", "list_all", "plan", "remove",
+    "set_paused", "tick_id", "upcoming", "upsert",
+]
 
-KIND = "schedule"
-MISSED_AFTER = 60.0  # seconds: a tick seen later than this counts as missed (fired only with catch_up)
-COUNT_MISSED_UP_TO = 10_000  # missed ticks counted one by one at most (a long outage of a 1 s schedule)
+KIND = "schedule"  # the records' kind
+MISSED_AFTER = 60.0  # seconds: a tick first seen later than this was missed (fired only with catch_up)
+CAS_TRIES = 10  # read-modify-write rounds before giving up on a schedule that keeps changing
 Overlap = Literal["skip", "queue", "allow"]
+OVERLAPS = ("skip", "queue", "allow")
 
-log = logging.getLogger("jobkit.worker")
+log = logging.getLogger("jobkit.schedules")
 
 
 def tick_id(schedule_id: str, at: float) -> str:
-    """The job id of the tick at `at`: the same in every worker, so the tick is added once."""
+    """The job id of the tick at `at`: the same in every worker."""
     return f"{schedule_id}@{cron.utc_text(at)}"
 
 
@@ -45,42 +51,51 @@ def following(s: Schedule, after: float) -> float:
     return (math.floor(after / s.every) + 1) * s.every
 
 
-def upcoming(s: Schedule, n: int = 5) -> list[float]:
-    """The next `n` fire times, from the next one on (for the dashboard and `jobkit schedules`)."""
-    times = [s.next_at]
+def upcoming(s: Schedule, n: int = 5, now: float | None = None) -> list[float]:
+    """The next `n` fire times (for the dashboard and `jobkit schedules`); a paused schedule's are those it
+    would have if resumed at `now`."""
+    times = [_resumed_at(s, now) if s.paused and now is not None else s.next_at]
     while len(times) < n:
         times.append(following(s, times[-1]))
     return times
 
 
+def _resumed_at(s: Schedule, now: float) -> float:
+    """The next tick from `now` on, never at or before the latest tick fired."""
+    return following(s, max(now, s.last_at or -math.inf))
+
+
 def _due(s: Schedule, now: float, last: int) -> tuple[list[float], int]:
-    """The latest `last` ticks in [next_at, now], oldest first, and how many ticks that span holds."""
+    """The latest `last` ticks in [next_at, now], oldest first, and how many that span holds."""
     if s.every is not None:
-        count = math.floor((now - s.next_at) / s.every) + 1
-        newest = s.next_at + (count - 1) * s.every
-        return [newest - i * s.every for i in range(min(last, count))][::-1], count
+        first, newest = round(s.next_at / s.every), math.floor(now / s.every)
+        count = max(newest - first + 1, 0)
+        return [k * s.every for k in range(max(first, newest - last + 1), newest + 1)], count
     assert s.cron is not None
-    ticks = cron.fire_times(s.cron, s.tz, s.next_at, now, max(last, COUNT_MISSED_UP_TO))
-    return ticks[-last:], len(ticks)
+    return cron.due(s.cron, s.tz, s.next_at, now, last)
 
 
-def plan(s: Schedule, now: float, previous_running: bool) -> tuple[list[float], Schedule] | None:
-    """The ticks to fire now and the schedule moved past `now`; None while an `overlap="queue"` tick waits for the
-    previous run to end. Missed ticks (all but the latest, or the latest too when it is over MISSED_AFTER late) are
-    skipped unless `catch_up` asks for up to that many of the latest; with `overlap="skip"` a tick that comes while
-    the previous run is going is skipped."""
+def plan(s: Schedule, now: float, previous: Job | None) -> tuple[list[float], Schedule] | None:
+    """The ticks to fire at `now` and the schedule moved past them; None while a tick waits (`overlap="queue"`)
+    for `previous`, the latest tick's job, to end.
+
+    Of the ticks due, only the latest fires, and only if it is at most MISSED_AFTER late: the others were missed
+    (every worker down); `catch_up=N` fires the latest N however late. With `overlap="skip"` no tick fires
+    while the previous run is unfinished; with "queue" the tick waits for it, then fires however late."""
     if s.paused or s.next_at > now:
         return [], s
-    if previous_running and s.overlap == "queue":
+    unfinished = previous is not None and not previous.finished
+    if unfinished and s.overlap == "queue":
         return None
     ticks, count = _due(s, now, max(s.catch_up, 1))
-    if s.catch_up == 0 and s.overlap != "queue" and now - ticks[-1] > MISSED_AFTER:
-        ticks = []
-    if previous_running and s.overlap == "skip":
+    held = (s.overlap == "queue" and previous is not None and previous.finished_at is not None
+            and bool(ticks) and previous.finished_at >= ticks[-1])
+    if (s.catch_up == 0 and not held and ticks and now - ticks[-1] > MISSED_AFTER) or (
+            unfinished and s.overlap == "skip"):
         ticks = []
     moved = s.model_copy(update={
         "next_at": following(s, now), "fired": s.fired + len(ticks), "skipped": s.skipped + count - len(ticks),
-        "last_job": tick_id(s.id, ticks[-1]) if ticks else s.last_job,
+        "last_at": ticks[-1] if ticks else s.last_at, "last_job": tick_id(s.id, ticks[-1]) if ticks else s.last_job,
     })
     return ticks, moved
 
@@ -89,88 +104,156 @@ def _load(record: Record) -> Schedule | None:
     try:
         return Schedule.model_validate_json(record.value)
     except ValidationError as exc:
-        log.error("schedule %r cannot be read (%s); remove it and schedule it again", record.key, exc)
+        log.error("schedule %r cannot be read (%s): remove it and schedule it again", record.key, exc)
         return None
 
 
-async def _previous_running(backend: Backend, s: Schedule) -> bool:
-    if s.last_job is None or s.overlap == "allow":
-        return False
-    job = await backend.get(s.queue, s.last_job)
-    return job is not None and not job.finished
-
-
-async def _fire(backend: Backend, s: Schedule, version: int, task: Task[Any], now: float) -> Schedule:
-    """Fire what is due of `s` (read at `version`); the schedule as it now stands."""
-    planned = plan(s, now, await _previous_running(backend, s))
+async def _fire(backend: Backend, s: Schedule, version: int, options: JobOptions, now: float) -> Schedule | None:
+    """Fire what is due of `s` (as read at `version`): the schedule as it now stands, or None when another
+    worker moved it first (then nothing was written here)."""
+    previous = None
+    if s.last_job is not None and s.overlap != "allow":
+        previous = await backend.get(s.queue, s.last_job)
+    planned = plan(s, now, previous)
     if planned is None:
         return s
     ticks, moved = planned
-    if ticks:
-        await backend.add([new_job(tick_id(s.id, at), task.name, s.queue, s.data, task.options, now, now)
-                           for at in ticks])
-    if await backend.write_record(s.queue, KIND, s.id, moved.model_dump_json(), version=version) is None:
-        return s  # another worker moved it first; its jobs and ours have the same ids, so none doubled
-    if ticks:
-        log.info("schedule %s fired %d job(s) in %s; next at %s", s.id, len(ticks), s.queue,
+    jobs = [new_job(tick_id(s.id, at), s.task, s.queue, s.data, options, now, now) for at in ticks]
+    if await backend.write_record(s.queue, KIND, s.id, moved.model_dump_json(), version=version, add=jobs) is None:
+        return None
+    if jobs:
+        log.info("schedule %s added %s; next tick %s", s.id, ", ".join(j.id for j in jobs),
+                 cron.utc_text(moved.next_at))
+    elif moved.skipped > s.skipped:
+        log.info("schedule %s skipped %d tick(s) (%s); next tick %s", s.id, moved.skipped - s.skipped,
+                 "previous run still going" if previous is not None and not previous.finished else "missed",
                  cron.utc_text(moved.next_at))
     return moved
 
 
 async def fire_due(backend: Backend, queue: str, tasks: Mapping[str, Task[Any]], now: float) -> float | None:
-    """Fire every due tick of `queue`'s schedules whose task is in `tasks`; when the next one comes due."""
+    """Fire every due tick of `queue`'s schedules whose task is in `tasks`; when to look again (None: no
+    schedule to wait for; `now` when another worker moved one meanwhile, so read them again)."""
     wake: float | None = None
     for record in await backend.list_records(queue, KIND):
         s = _load(record)
         if s is None or s.paused or s.task not in tasks:
             continue
         if s.next_at <= now:
-            s = await _fire(backend, s, record.version, tasks[s.task], now)
+            fired = await _fire(backend, s, record.version, tasks[s.task].options, now)
+            if fired is None:
+                return now
+            s = fired
         if s.next_at > now:
             wake = s.next_at if wake is None else min(wake, s.next_at)
     return wake
 
 
-def _spec(cron_expr: str | None, every: float | timedelta | None, tz: str) -> tuple[str | None, float | None]:
-    if (cron_expr is None) == (every is None):
-        raise ConfigError("give a schedule either cron='minute hour day month weekday' or every=seconds/timedelta")
-    cron.zone(tz)
-    if cron_expr is not None:
-        return cron.check(cron_expr), None
-    seconds = every.total_seconds() if isinstance(every, timedelta) else float(every)  # type: ignore[arg-type]
-    if not math.isfinite(seconds) or seconds < 1:
-        raise ConfigError(f"every must be at least 1 second, not {every!r}")
-    return None, seconds
+# -- the admin side: create, change, pause, remove ---------------------------------------------------------
+def _check_policy(schedule_id: str, catch_up: int, overlap: str) -> None:
+    if not isinstance(schedule_id, str) or not schedule_id or "@" in schedule_id or "\n" in schedule_id:
+        raise ConfigError(f"invalid schedule id {schedule_id!r}: use a non-empty name without '@' or newlines")
+    if isinstance(catch_up, bool) or not isinstance(catch_up, int) or catch_up < 0:
+        raise ConfigError(f"catch_up counts the missed ticks to fire after an outage (0 skips them), such as"
+                          f" catch_up=3, not {catch_up!r}")
+    if overlap not in OVERLAPS:
+        raise ConfigError(f"overlap is 'skip', 'queue' or 'allow', not {overlap!r}")
+
+
+def _payload(task: Task[Any] | str, data: Any) -> tuple[str, Any]:
+    """The task's name and the payload as its jobs will get it, validated now (PayloadError) if it is known."""
+    t = task if isinstance(task, Task) else _registry.get(task)
+    if t is not None:
+        return t.name, t.dump_payload(data)
+    dump_json(data, f"payload for task {task!r}")
+    return str(task), data
 
 
 async def upsert(
     backend: Backend, queue: str, schedule_id: str, task: Task[Any] | str, data: Any, *, cron_expr: str | None,
     every: float | timedelta | None, tz: str, catch_up: int, overlap: Overlap, paused: bool | None, now: float,
+    declared: bool = False,
 ) -> Schedule:
-    """Create or update schedule `schedule_id`: the same spec keeps its next tick and counters (so every worker
-    declaring it at start changes nothing); a new spec starts from the next tick after `now`. `paused=None` keeps
-    the stored pause."""
-    if not schedule_id or "@" in schedule_id:
-        raise ConfigError(f"invalid schedule id {schedule_id!r}: use a non-empty name without '@'")
-    if catch_up < 0:
-        raise ConfigError(f"catch_up counts missed ticks to fire, zero or more, not {catch_up}")
-    if overlap not in ("skip", "queue", "allow"):
-        raise ConfigError(f"overlap is 'skip', 'queue' or 'allow', not {overlap!r}")
-    cron_text, seconds = _spec(cron_expr, every, tz)
-    name = task.name if isinstance(task, Task) else task
-    dumped = task.dump_payload(data) if isinstance(task, Task) else data
-    for _ in range(10):  # compare-and-swap: another writer may come between our read and write
+    """Create or update schedule `schedule_id`. The same task, payload and timing keep its next tick and counters
+    (so every worker declaring it at start changes nothing); new timing starts from the next tick after `now`.
+    `paused=None` keeps the stored pause."""
+    _check_policy(schedule_id, catch_up, overlap)
+    cron_text, seconds = cron.timing(cron_expr, every, tz)
+    name, dumped = _payload(task, data)
+    for _ in range(CAS_TRIES):
         record = await backend.read_record(queue, KIND, schedule_id)
-        old = _load(record) if record else None
+        old = _load(record) if record is not None else None
         fresh = Schedule(id=schedule_id, queue=queue, task=name, data=dumped, cron=cron_text, every=seconds, tz=tz,
-                         catch_up=catch_up, overlap=overlap, paused=bool(paused), next_at=now, created_at=now)
-        fresh.next_at = following(fresh, now)
-        if old is not None:
+                         catch_up=catch_up, overlap=overlap, paused=bool(paused), declared=declared, next_at=now,
+                         created_at=now)
+        if old is None:
+            fresh.next_at = following(fresh, now)
+        else:
             same = (old.task, old.data, old.cron, old.every, old.tz) == (name, dumped, cron_text, seconds, tz)
-            keep = {"next_at": old.next_at, "last_job": old.last_job, "fired": old.fired, "skipped": old.skipped,
-                    "created_at": old.created_at} if same else {"last_job": old.last_job, "created_at": old.created_at}
-            fresh = fresh.model_copy(update={**keep, "paused": old.paused if paused is None else paused})
+            fresh = fresh.model_copy(update={
+                "paused": old.paused if paused is None else paused, "last_at": old.last_at,
+                "last_job": old.last_job, "fired": old.fired, "skipped": old.skipped, "created_at": old.created_at})
+            keep = same and (fresh.paused or not old.paused)  # unpausing moves on, as resume_schedule does
+            fresh.next_at = old.next_at if keep else _resumed_at(fresh, now)
+            if fresh == old:
+                return old
         if await backend.write_record(queue, KIND, schedule_id, fresh.model_dump_json(),
-                                      version=record.version if record else 0) is not None:
+                                      version=record.version if record is not None else 0) is not None:
             return fresh
-    raise ConfigError(f"schedule {schedule_id!r} kept changing under us; try again")
+    raise ConfigError(f"schedule {schedule_id!r} kept changing while it was being written; try again")
+
+
+async def get(backend: Backend, queue: str, schedule_id: str) -> Schedule | None:
+    record = await backend.read_record(queue, KIND, schedule_id)
+    return None if record is None else _load(record)
+
+
+async def list_all(backend: Backend, queue: str) -> list[Schedule]:
+    """The queue's schedules by id (one that cannot be read is logged and left out)."""
+    return [s for s in map(_load, await backend.list_records(queue, KIND)) if s is not None]
+
+
+async def set_paused(backend: Backend, queue: str, schedule_id: str, paused: bool, now: float) -> Schedule:
+    """Pause or resume; a resumed schedule goes on from its next tick after `now` (none fired meanwhile)."""
+    for _ in range(CAS_TRIES):
+        record = await backend.read_record(queue, KIND, schedule_id)
+        s = None if record is None else _load(record)
+        if record is None or s is None:
+            raise ScheduleNotFound(f"no schedule {schedule_id!r} in queue {queue!r}: see Queue.list_schedules()")
+        if s.paused == paused:
+            return s
+        update: dict[str, Any] = {"paused": paused}
+        if not paused:
+            update["next_at"] = _resumed_at(s, now)
+        s = s.model_copy(update=update)
+        if await backend.write_record(queue, KIND, schedule_id, s.model_dump_json(),
+                                      version=record.version) is not None:
+            return s
+    raise ConfigError(f"schedule {schedule_id!r} kept changing while it was being written; try again")
+
+
+async def remove(backend: Backend, queue: str, schedule_id: str) -> bool:
+    """Forget a schedule (the jobs it added stay); False if there was none."""
+    if await backend.read_record(queue, KIND, schedule_id) is None:
+        return False
+    await backend.write_record(queue, KIND, schedule_id, None)
+    return True
+
+
+async def declare(backend: Backend, queues: list[str], tasks: Mapping[str, Task[Any]], now: float) -> None:
+    """A worker's start: upsert the schedules its tasks declare (`@task(cron=...)`) in the queues it serves, and
+    remove those declared by a task it serves that no longer declares one."""
+    for queue in queues:
+        stored = {s.id: s for s in await list_all(backend, queue)}
+        for t in tasks.values():
+            if t.queue != queue:
+                continue
+            if t.schedule is None:
+                gone = stored.get(t.name)
+                if gone is not None and gone.declared and gone.task == t.name:
+                    await remove(backend, queue, t.name)
+                    log.info("removed schedule %s: task %s no longer declares one", t.name, t.name)
+                continue
+            await upsert(backend, queue, t.name, t, t.scheduled_payload(), cron_expr=t.schedule.cron,
+                         every=t.schedule.every, tz=t.schedule.tz, catch_up=0, overlap="skip", paused=None,
+                         now=now, declared=True)

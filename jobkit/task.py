@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from .cron import timing
 from .errors import ConfigError, PayloadError, TaskNotFound
 from .models import Backoff, JobOptions, Retention, dump_json
 
@@ -31,7 +32,7 @@ class TaskSchedule:
     """`@task(cron=...)` or `@task(every=...)`: the schedule every worker serving the task declares at start."""
 
     cron: str | None
-    every: float | timedelta | None
+    every: float | None  # seconds
     tz: str
 
 
@@ -179,12 +180,7 @@ def task(
     options = _options(attempts, backoff, timeout, priority, max_stalls, keep_completed, keep_failed)
     schedule = None
     if cron is not None or every is not None:
-        from . import cron as cron_
-
-        if cron is not None and every is not None:
-            raise ConfigError("give a task cron= or every=, not both")
-        schedule = TaskSchedule(cron_.check(cron) if cron is not None else None, every, tz)
-        cron_.zone(tz)
+        schedule = TaskSchedule(*timing(cron, every, tz), tz)
 
     def wrap(f: Callable[..., Awaitable[R]]) -> Task[R]:
         t: Task[R] = Task(f, name=name or f.__name__, queue=queue, options=options, schedule=schedule)

@@ -514,34 +514,27 @@ class Worker:
                                            limit=10_000) < 10_000:
                         break
 
-    # -- schedules: fire each due tick once (deterministic job ids), sleep until the next ------------------
+    # -- schedules: fire each due tick once (see schedules.py), sleep until the next ------------------------
     async def _schedule_loop(self, backend: Backend) -> None:
-        await self._declare_schedules(backend)
+        if self.embedded:
+            return  # one living only while jobs wait would fire ticks at random: schedules need `jobkit worker`
+        try:
+            await schedules.declare(backend, self.queues, self.tasks, time.time())
+        except Exception as exc:  # noqa: BLE001 - the worker runs without them; the next start declares them again
+            log.error("worker %s could not declare its tasks' schedules: %s", self.id, exc)
         while not self._stopping.is_set():
             now = time.time()
             wake = now + SCHEDULES_REREAD
             for queue in self.queues:
                 try:
                     due = await schedules.fire_due(backend, queue, self.tasks, now)
-                except Exception as exc:  # noqa: BLE001 - a tick not fired now is fired on the next round
+                except Exception as exc:  # noqa: BLE001 - a tick not fired now fires on the next round, if in time
                     log.warning("worker %s could not fire the schedules of %s: %s", self.id, queue, exc)
                     continue
                 if due is not None:
                     wake = min(wake, due)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), max(wake - time.time(), 0.0))
-
-    async def _declare_schedules(self, backend: Backend) -> None:
-        """Upsert the schedules that this worker's tasks declare (`@task(cron=...)`), in the queues it serves."""
-        for t in self.tasks.values():
-            if t.schedule is None or t.queue not in self.queues:
-                continue
-            try:
-                await schedules.upsert(backend, t.queue, t.name, t, t.scheduled_payload(), cron_expr=t.schedule.cron,
-                                       every=t.schedule.every, tz=t.schedule.tz, catch_up=0, overlap="skip",
-                                       paused=None, now=time.time())
-            except Exception as exc:  # noqa: BLE001 - the worker runs without it; the next start tries again
-                log.error("worker %s could not declare the schedule of task %s: %s", self.id, t.name, exc)
 
     # -- shutdown --------------------------------------------------------------------------------------
     async def _shutdown(self, backend: Backend, helpers: list[asyncio.Task[None]]) -> None:
