@@ -1,4 +1,4 @@
-"""The `jobkit` command: worker, status, jobs, demo."""
+"""The `jobkit` command: worker, status, jobs, schedules, demo."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from . import __version__
+from . import __version__, schedules
 from .backends import Backend
 from .cli_logging import LEVELS, configure_logging, log_all_from_env
 from .config import connect, mask_url
@@ -124,6 +124,26 @@ async def _job_action(args: argparse.Namespace, q: Queue) -> int:
     return 0
 
 
+async def _schedules(args: argparse.Namespace) -> int:
+    from .cli_views import console, print_json, schedules_view
+
+    backend = await _admin_backend(args)
+    try:
+        names = [args.queue] if args.queue else sorted({*await backend.queues(), "default"})
+        found = [s for name in names for s in await Queue(name, backend=backend).list_schedules()]
+    finally:
+        await backend.close()
+    now = time.time()
+    if args.json:
+        print_json([{**s.model_dump(mode="json"), "next": [schedules.tick_id(s.id, at).partition("@")[2]
+                                                            for at in schedules.upcoming(s, args.next, now)]}
+                    for s in found])
+    else:
+        out = console()
+        out.print(schedules_view(args.queue, found, args.next, now))
+    return 0
+
+
 def _logging_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """--log-level and --log-all, before or after the subcommand: the subcommands' copies default to SUPPRESS,
     so they override the top-level value only when given."""
@@ -171,9 +191,15 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--older-than", type=float, default=0.0, help="clean: seconds since the job finished")
     j.add_argument("--json", action="store_true", help=json_help)
 
+    c = sub.add_parser("schedules", help="schedules of a queue (default: every queue) with their next fire times")
+    c.add_argument("queue", nargs="?")
+    c.add_argument("--url", help=url_help)
+    c.add_argument("--next", type=int, default=5, help="how many next fire times to show (default 5)")
+    c.add_argument("--json", action="store_true", help=json_help)
+
     d = sub.add_parser("demo", help="run a few demo jobs with live progress in the terminal")
     d.add_argument("--url", help=url_help)
-    for command in (w, s, j, d):
+    for command in (w, s, j, c, d):
         _logging_options(command, top=False)
     return p
 
@@ -203,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return demo_main(args.url)
         if args.command == "jobs" and args.action in ("show", "cancel") and not args.job_id:
             raise ConfigError(f"`jobkit jobs {args.action}` needs a job id")
-        runner = {"worker": _worker, "status": _status, "jobs": _jobs}[args.command]
+        runner = {"worker": _worker, "status": _status, "jobs": _jobs, "schedules": _schedules}[args.command]
         return _run_on_loop(runner(args), getattr(args, "loop", "asyncio"))
     except JobkitError as exc:
         print(f"jobkit: {exc}", file=sys.stderr)

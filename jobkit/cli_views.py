@@ -14,10 +14,11 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
-from .models import Job, JobState, QueueCounts, WorkerInfo
+from . import schedules
+from .models import Job, JobState, QueueCounts, Schedule, WorkerInfo
 from .notebook.fmt import STATE_COLOURS, duration, error_summary
 
-__all__ = ["console", "job_card", "jobs_table", "print_json", "status_view", "when"]
+__all__ = ["console", "job_card", "jobs_table", "print_json", "schedules_view", "status_view", "when"]
 
 SHOWN_CHARS = 2000  # of a payload or result in `jobs show`; `--json` prints all of it
 _PLAIN: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "title_justify": "left"}
@@ -156,3 +157,24 @@ def job_card(job: Job, now: float) -> Group:
             history.add_row(when(h.at, now), Text(h.state.value, STATE_COLOURS[h.state]), str(h.attempt), h.note)
         parts += [Text(""), history]
     return Group(*parts)
+
+
+def schedules_view(queue: str | None, found: Sequence[Schedule], n: int, now: float) -> Table | Text:
+    """One row per schedule: id, queue, task, timing, its next `n` fire times in its own time zone (a paused
+    one's as if resumed now), ticks fired and skipped."""
+    if not found:
+        where = f"queue {queue!r}" if queue else "any queue"
+        return Text(f"no schedules in {where}; add one with Queue.schedule() or @jobkit.task(cron=...)", "dim")
+    table = Table(title=f"{len(found)} schedule(s)", **_PLAIN)
+    for name in ("schedule", "queue", "task", "timing", f"next {n}"):
+        table.add_column(name, overflow="fold")
+    table.add_column("fired", justify="right")
+    table.add_column("skipped", justify="right")
+    for s in found:
+        name = Text(s.id)
+        if s.paused:
+            name.append(" paused", "yellow")
+        timing = f"cron {s.cron} {s.tz}" if s.cron is not None else f"every {s.every:g}s"
+        nexts = "\n".join(schedules.when(s, at) for at in schedules.upcoming(s, n, now))
+        table.add_row(name, s.queue, s.task, timing, nexts, str(s.fired), str(s.skipped))
+    return table

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -26,7 +26,7 @@ from .task import Task, _registry
 
 __all__ = [
     "KIND", "MISSED_AFTER", "Overlap", "declare", "fire_due", "following", "get", "list_all", "plan", "remove",
-    "set_paused", "tick_id", "upcoming", "upsert",
+    "set_paused", "tick_id", "upcoming", "upsert", "when",
 ]
 
 KIND = "schedule"  # the records' kind
@@ -58,6 +58,12 @@ def upcoming(s: Schedule, n: int = 5, now: float | None = None) -> list[float]:
     while len(times) < n:
         times.append(following(s, times[-1]))
     return times
+
+
+def when(s: Schedule, at: float) -> str:
+    """A fire time as people read it: in the schedule's time zone (UTC for `every=`), to the second if needed."""
+    local = datetime.fromtimestamp(at, cron.zone(s.tz))
+    return local.strftime("%Y-%m-%d %H:%M" + (":%S" if local.second or at != int(at) else "") + " %Z")
 
 
 def _resumed_at(s: Schedule, now: float) -> float:

@@ -1,4 +1,4 @@
-"""`Dashboard`: every queue of a backend, live — counts by state, recent jobs, and admin buttons."""
+"""`Dashboard`: every queue of a backend, live — counts by state, recent jobs, schedules, and admin buttons."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from .. import schedules
 from ..backends import Backend
 from ..config import BackendLike, get_backend, mask_url
-from ..models import Job, JobState, QueueCounts
+from ..models import Job, JobState, QueueCounts, Schedule
 from ..queue import Queue
 from .background import Background
 from .fmt import STATE_COLOURS, duration, error_summary, short_id
@@ -21,6 +22,7 @@ from .job_view import close_tree, state_badge
 
 __all__ = ["Dashboard"]
 
+NEXT_TIMES = 5  # fire times shown per schedule
 COUNTED = [JobState.WAITING, JobState.DELAYED, JobState.ACTIVE, JobState.COMPLETED, JobState.FAILED,
            JobState.CANCELLED]
 
@@ -65,6 +67,7 @@ class Dashboard:
         self.limit, self.interval, self.period = limit, interval, period
         self.counts: dict[str, QueueCounts] = {}
         self.recent: list[Job] = []
+        self.schedules: list[Schedule] = []
         self.workers = 0
         self.refreshes = 0
         self.status = ""
@@ -78,8 +81,9 @@ class Dashboard:
         self.header = widgets.HTML()
         self.queue_box = widgets.VBox()
         self.table = widgets.HTML()
+        self.schedule_table = widgets.HTML()
         self.note = widgets.HTML()
-        self.widget = widgets.VBox([self.header, self.queue_box, self.table, self.note])
+        self.widget = widgets.VBox([self.header, self.queue_box, self.table, self.schedule_table, self.note])
         self._render()
 
     def start(self) -> Dashboard:
@@ -116,7 +120,8 @@ class Dashboard:
         for q in names:
             recent.extend(await backend.list(q, limit=self.limit))
         recent.sort(key=lambda j: (j.created_at, j.seq), reverse=True)
-        self.counts, self.recent = counts, recent[: self.limit]
+        scheduled = [s for q in names for s in await Queue(q, backend=backend).list_schedules()]
+        self.counts, self.recent, self.schedules = counts, recent[: self.limit], scheduled
         self.workers = len(await backend.workers(time.time()))
         self.refreshes += 1
         self._render()
@@ -176,6 +181,7 @@ class Dashboard:
         if tuple(self.queue_box.children) != shown:
             self.queue_box.children = shown
         self.table.value = _jobs_table(self.recent, time.time())
+        self.schedule_table.value = _schedules_table(self.schedules, time.time())
         self.note.value = f"<span style='color:#6b7280'>{html.escape(self.status)}</span>" if self.status else ""
 
     def text(self) -> str:
@@ -186,6 +192,10 @@ class Dashboard:
         for name, c in self.counts.items():
             counts = ", ".join(f"{s.value} {getattr(c, s.value)}" for s in COUNTED if getattr(c, s.value))
             lines.append(f"  {name}{' (paused)' if c.paused else ''}: {counts or 'empty'}")
+        now = time.time()
+        for sc in self.schedules:
+            nexts = ", ".join(schedules.when(sc, at) for at in schedules.upcoming(sc, NEXT_TIMES, now))
+            lines.append(f"  schedule {sc.id} ({sc.queue}){' (paused)' if sc.paused else ''}: next {nexts}")
         return "\n".join(lines)
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
@@ -226,3 +236,23 @@ def _jobs_table(jobs: list[Job], now: float) -> str:
                  f"style='color:{STATE_COLOURS[JobState.FAILED]}'>{html.escape(err)}</span>")
         rows.append("<tr>" + "".join(f"<td style='padding:2px 8px'>{c}</td>" for c in cells) + "</tr>")
     return f"<table class='jobkit-jobs'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _schedules_table(found: list[Schedule], now: float) -> str:
+    """Schedules as an HTML table: id, queue, task, timing, the next fire times, fired and skipped ticks."""
+    if not found:
+        return ""
+    head = "".join(f"<th style='text-align:left;padding:2px 8px'>{h}</th>"
+                   for h in ("schedule", "queue", "task", "timing", f"next {NEXT_TIMES} fire times", "fired",
+                             "skipped"))
+    rows = []
+    for s in found:
+        timing = f"<code>{html.escape(s.cron)}</code> {html.escape(s.tz)}" if s.cron else f"every {s.every:g}s"
+        nexts = "<br>".join(html.escape(schedules.when(s, at)) for at in schedules.upcoming(s, NEXT_TIMES, now))
+        paused = " <b style='color:#b45309'>paused</b>" if s.paused else ""
+        cells = (f"<b>{html.escape(s.id)}</b>{paused}", html.escape(s.queue), html.escape(s.task), timing, nexts,
+                 str(s.fired), str(s.skipped))
+        rows.append("<tr>" + "".join(f"<td style='padding:2px 8px;vertical-align:top'>{c}</td>" for c in cells)
+                    + "</tr>")
+    return (f"<table class='jobkit-schedules'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+            "</table>")

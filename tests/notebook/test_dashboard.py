@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import jobkit
+from jobkit import schedules
 from jobkit.backends import Backend
 from jobkit.models import JobState
 from jobkit.notebook.dashboard_view import Dashboard
@@ -82,3 +83,19 @@ async def test_live_dashboard_refreshes_on_events(filled: Backend) -> None:
         assert dash.refreshes - before <= 2
     finally:
         dash.close()
+
+
+async def test_schedules_show_with_their_next_five_fire_times(filled: Backend) -> None:
+    q = jobkit.Queue("nb", backend=filled)
+    nightly = await q.schedule("nightly-report", "steps", 5, cron="30 2 * * *", tz="Europe/Berlin")
+    await q.schedule("often", "steps", 1, every=60)
+    await q.pause_schedule("often")
+    dash = Dashboard(filled)
+    await dash.refresh()
+    assert [s.id for s in dash.schedules] == ["nightly-report", "often"]
+    table = dash.schedule_table.value
+    assert table.count("<tr>") == 3 and "<code>30 2 * * *</code> Europe/Berlin" in table and "paused" in table
+    expected = [schedules.when(nightly, at) for at in schedules.upcoming(nightly, 5)]
+    assert "<br>".join(expected) in table and len(set(expected)) == 5
+    assert f"schedule nightly-report (nb): next {', '.join(expected)}" in dash.text()
+    assert "schedule often (nb) (paused): next " in dash.text()
