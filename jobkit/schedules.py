@@ -128,7 +128,7 @@ async def _fire(backend: Backend, s: Schedule, version: int, options: JobOptions
     if await backend.write_record(s.queue, KIND, s.id, moved.model_dump_json(), version=version, add=jobs) is None:
         return None
     if jobs:
-        log.info("schedule %s added %s; next tick %s", s.id, ", ".join(j.id for j in jobs),
+        log.debug("schedule %s added %s; next tick %s", s.id, ", ".join(j.id for j in jobs),
                  cron.utc_text(moved.next_at))
     elif moved.skipped > s.skipped:
         log.info("schedule %s skipped %d tick(s) (%s); next tick %s", s.id, moved.skipped - s.skipped,
