@@ -16,8 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 
-__all__ = ["COUNT_UP_TO", "check", "due", "next_after", "timing", "utc_text", "zone"]
+__all__ = ["ALIASES", "COUNT_UP_TO", "check", "due", "next_after", "timing", "utc_text", "zone"]
 
+ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
 COUNT_UP_TO = 10_000  # fire times counted one by one at most (a long outage of a minutely schedule)
 
 
@@ -31,10 +33,12 @@ def zone(tz: str) -> ZoneInfo:
 
 
 def check(expr: str) -> str:
-    """The expression with its blanks normalised, if it is valid cron; else a ConfigError saying the form."""
+    """The expression with its blanks normalised (an alias such as "@daily" spelled out), if it is valid cron;
+    else a ConfigError saying the form."""
     from cronsim import CronSim, CronSimError
 
     text = " ".join(expr.split()) if isinstance(expr, str) else ""
+    text = ALIASES.get(text.lower(), text)
     try:
         CronSim(text, datetime(2000, 1, 1, tzinfo=timezone.utc))
     except (CronSimError, ValueError, IndexError) as exc:

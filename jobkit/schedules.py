@@ -31,6 +31,7 @@ __all__ = [
 
 KIND = "schedule"  # the records' kind
 MISSED_AFTER = 60.0  # seconds: a tick first seen later than this was missed (fired only with catch_up)
+CATCH_UP_MAX = 1000  # missed ticks one fire may add
 CAS_TRIES = 10  # read-modify-write rounds before giving up on a schedule that keeps changing
 Overlap = Literal["skip", "queue", "allow"]
 OVERLAPS = ("skip", "queue", "allow")
@@ -159,9 +160,9 @@ async def fire_due(backend: Backend, queue: str, tasks: Mapping[str, Task[Any]],
 def _check_policy(schedule_id: str, catch_up: int, overlap: str) -> None:
     if not isinstance(schedule_id, str) or not schedule_id or "@" in schedule_id or "\n" in schedule_id:
         raise ConfigError(f"invalid schedule id {schedule_id!r}: use a non-empty name without '@' or newlines")
-    if isinstance(catch_up, bool) or not isinstance(catch_up, int) or catch_up < 0:
-        raise ConfigError(f"catch_up counts the missed ticks to fire after an outage (0 skips them), such as"
-                          f" catch_up=3, not {catch_up!r}")
+    if isinstance(catch_up, bool) or not isinstance(catch_up, int) or not 0 <= catch_up <= CATCH_UP_MAX:
+        raise ConfigError(f"catch_up counts the missed ticks to fire after an outage (0 skips them, at most"
+                          f" {CATCH_UP_MAX}), such as catch_up=3, not {catch_up!r}")
     if overlap not in OVERLAPS:
         raise ConfigError(f"overlap is 'skip', 'queue' or 'allow', not {overlap!r}")
 

@@ -7,11 +7,13 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from pydantic import BaseModel
 
 import jobkit
 from jobkit import cron
 from jobkit.models import Job, JobOptions, JobState, Schedule, new_job
 from jobkit.schedules import MISSED_AFTER, following, plan, tick_id, upcoming
+from jobkit.task import TaskSchedule
 
 BERLIN, NEW_YORK = ZoneInfo("Europe/Berlin"), ZoneInfo("America/New_York")
 
@@ -157,6 +159,14 @@ def test_tick_ids_are_the_schedule_and_the_utc_time() -> None:
     assert tick_id("dst", at(2026, 10, 25, 2, 30, fold=0)) != tick_id("dst", at(2026, 10, 25, 2, 30, fold=1))
 
 
+def test_cron_text_is_normalised_and_aliases_spelled_out() -> None:
+    assert cron.check("  0   3 * *  mon-fri ") == "0 3 * * mon-fri"
+    assert (cron.check("@daily"), cron.check("@Hourly"), cron.check("@weekly")) == (
+        "0 0 * * *", "0 * * * *", "0 0 * * 0")
+    assert cron.next_after(cron.check("0 3 L * *"), "UTC", at(2026, 2, 1, tz=timezone.utc)) == at(
+        2026, 2, 28, 3, tz=timezone.utc)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"cron": "61 * * * *"}, "invalid cron expression"),
     ({"cron": "0 3 * *"}, "five fields"),
@@ -177,3 +187,17 @@ def test_bad_timing_is_refused_with_what_to_write(kwargs: dict[str, object], mes
 
 async def _noop(ctx: jobkit.Context) -> None:
     return None
+
+
+class _Needs(BaseModel):
+    region: str
+
+
+async def _needs_region(ctx: jobkit.Context, payload: _Needs) -> None:
+    return None
+
+
+def test_a_task_schedule_needs_a_payload_that_can_be_empty() -> None:
+    with pytest.raises(jobkit.ConfigError, match="give every payload field a default"):
+        jobkit.task(name="policy.needs", every=60)(_needs_region)
+    assert jobkit.task(name="policy.free", every=60)(_noop).schedule == TaskSchedule(None, 60.0, "UTC")

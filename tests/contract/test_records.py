@@ -94,3 +94,10 @@ async def test_jobs_need_a_version_and_their_own_queue(backend: Backend, qname: 
     with pytest.raises(ValueError, match="own queue"):
         await backend.write_record(qname, "schedule", "s", "v", version=0, add=[_tick("elsewhere", "s@1")])
     assert await backend.read_record(qname, "schedule", "s") is None
+
+
+async def test_many_jobs_in_one_write(backend: Backend, qname: str) -> None:
+    """A catch-up of a thousand ticks is one write too (no argument-count limit in the Redis script)."""
+    jobs = [_tick(qname, f"s@{i}") for i in range(1000)]
+    assert await backend.write_record(qname, "schedule", "s", "v", version=0, add=jobs) == 1
+    assert (await backend.counts(qname)).waiting == 1000

@@ -9,4 +9,6 @@ local version = 0
 if cur then version = tonumber(string.sub(cur, 1, string.find(cur, ':', 1, true) - 1)) end
 if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= version then return -1 end
 redis.call('HSET', RK, ARGV[1], (version + 1) .. ':' .. ARGV[3])
-local ARGV = {unpack(ARGV, 4)} -- add.lua's body reads its own arguments from here on
+local rest = {}
+for i = 4, #ARGV do rest[#rest + 1] = ARGV[i] end -- a loop, not unpack: no limit on how many
+local ARGV = rest -- add.lua's body reads its own arguments from here on
