@@ -49,7 +49,8 @@ def following(s: Schedule, after: float) -> float:
     if s.cron is not None:
         return cron.next_after(s.cron, s.tz, after)
     assert s.every is not None
-    return (math.floor(after / s.every) + 1) * s.every
+    k = math.floor(after / s.every) + 1
+    return k * s.every if k * s.every > after else (k + 1) * s.every  # k - 1 when the division rounds down
 
 
 def upcoming(s: Schedule, n: int = 5, now: float | None = None) -> list[float]:
@@ -95,6 +96,7 @@ def plan(s: Schedule, now: float, previous: Job | None) -> tuple[list[float], Sc
     if unfinished and s.overlap == "queue":
         return None
     ticks, count = _due(s, now, max(s.catch_up, 1))
+    ticks = [at for at in ticks if s.last_at is None or at > s.last_at]  # never one at or before the last fired
     held = (s.overlap == "queue" and previous is not None and previous.finished_at is not None
             and bool(ticks) and previous.finished_at >= ticks[-1])
     if (s.catch_up == 0 and not held and ticks and now - ticks[-1] > MISSED_AFTER) or (

@@ -105,6 +105,14 @@ def test_every_ticks_fall_on_multiples_of_the_interval() -> None:
     assert upcoming(s.model_copy(update={"next_at": 120.0}), 3) == [120.0, 180.0, 240.0]
 
 
+def test_every_ticks_move_strictly_forward_whatever_the_float_rounding() -> None:
+    s = _every(2.7, 0)
+    for k in range(1, 2000):
+        assert following(s, k * 2.7) > k * 2.7
+    fired, moved = plan(_every(10, 100, last_at=100), now=100.5, previous=None)  # type: ignore[misc]
+    assert fired == [] and moved.next_at == 110  # a tick at or before the last fired one never fires again
+
+
 def test_a_paused_schedule_shows_the_ticks_it_would_have_if_resumed_now() -> None:
     s = _every(60, 120, paused=True)
     assert upcoming(s, 2, now=1000) == [1020, 1080]
