@@ -175,6 +175,15 @@ def test_cron_text_is_normalised_and_aliases_spelled_out() -> None:
         2026, 2, 28, 3, tz=timezone.utc)
 
 
+def test_a_weekly_cleanup_fires_every_sunday_at_four_local_time() -> None:
+    s = Schedule(id="cleanup", queue="q", task="t", cron="0 4 * * 0", tz="Europe/Berlin", next_at=0)
+    s.next_at = following(s, at(2026, 10, 14))
+    got = [datetime.fromtimestamp(t, BERLIN) for t in upcoming(s, 5)]
+    assert [(d.strftime("%a %H:%M"), d.day) for d in got] == [
+        ("Sun 04:00", 18), ("Sun 04:00", 25), ("Sun 04:00", 1), ("Sun 04:00", 8), ("Sun 04:00", 15)]
+    assert got[2] - got[1] == timedelta(days=7) and got[2].timestamp() - got[1].timestamp() == 7 * 86400
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"cron": "61 * * * *"}, "invalid cron expression"),
     ({"cron": "0 3 * *"}, "five fields"),
