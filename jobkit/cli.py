@@ -129,7 +129,7 @@ async def _schedules(args: argparse.Namespace) -> int:
 
     backend = await _admin_backend(args)
     try:
-        names = [args.queue] if args.queue else sorted({*await backend.queues(), "default"})
+        names = [args.queue] if args.queue else await schedules.list_queues(backend)
         found = [s for name in names for s in await Queue(name, backend=backend).list_schedules()]
     finally:
         await backend.close()
@@ -140,7 +140,7 @@ async def _schedules(args: argparse.Namespace) -> int:
                     for s in found])
     else:
         out = console()
-        out.print(schedules_view(args.queue, found, args.next, now))
+        out.print(schedules_view(args.queue, found, args.next, now, out.width))
     return 0
 
 

@@ -159,22 +159,34 @@ def job_card(job: Job, now: float) -> Group:
     return Group(*parts)
 
 
-def schedules_view(queue: str | None, found: Sequence[Schedule], n: int, now: float) -> Table | Text:
-    """One row per schedule: id, queue, task, timing, its next `n` fire times in its own time zone (a paused
-    one's as if resumed now), ticks fired and skipped."""
+def schedules_view(queue: str | None, found: Sequence[Schedule], n: int, now: float, width: int) -> Table | Text:
+    """One row per schedule: its whole id, task, timing, its next `n` fire times in its own time zone (a paused
+    one's as if resumed now) and, as the terminal's `width` allows, queue and the ticks fired and skipped."""
     if not found:
         where = f"queue {queue!r}" if queue else "any queue"
         return Text(f"no schedules in {where}; add one with Queue.schedule() or @jobkit.task(cron=...)", "dim")
+    nexts = {s.id: [schedules.when(s, at) for at in schedules.upcoming(s, n, now)] for s in found}
+    id_w = max(len(s.id) + (7 if s.paused else 0) for s in found)
+    next_w = max(len(t) for times in nexts.values() for t in times)
+    room = width - id_w - next_w - 8 - 14 - 8  # task and timing at their narrowest, and the gaps
+    extra = [name for name, need in (("queue", 10), ("fired", 7), ("skipped", 9)) if (room := room - need) >= 0]
     table = Table(title=f"{len(found)} schedule(s)", **_PLAIN)
-    for name in ("schedule", "queue", "task", "timing", f"next {n}"):
-        table.add_column(name, overflow="fold")
-    table.add_column("fired", justify="right")
-    table.add_column("skipped", justify="right")
+    table.add_column("schedule", no_wrap=True, min_width=id_w)
+    if "queue" in extra:
+        table.add_column("queue", overflow="fold", min_width=8)
+    table.add_column("task", overflow="fold", min_width=8)
+    table.add_column("timing", overflow="fold", min_width=14)
+    table.add_column(f"next {n}", no_wrap=True, min_width=next_w)
+    for name in ("fired", "skipped"):
+        if name in extra:
+            table.add_column(name, justify="right", no_wrap=True)
     for s in found:
-        name = Text(s.id)
+        label = Text(s.id)
         if s.paused:
-            name.append(" paused", "yellow")
+            label.append(" paused", "yellow")
         timing = f"cron {s.cron} {s.tz}" if s.cron is not None else f"every {s.every:g}s"
-        nexts = "\n".join(schedules.when(s, at) for at in schedules.upcoming(s, n, now))
-        table.add_row(name, s.queue, s.task, timing, nexts, str(s.fired), str(s.skipped))
+        cells: dict[str, RenderableType] = {"queue": s.queue, "fired": str(s.fired), "skipped": str(s.skipped)}
+        row: list[RenderableType] = [label, *(cells[c] for c in extra if c == "queue"), s.task, timing,
+                                     "\n".join(nexts[s.id]), *(cells[c] for c in extra if c != "queue")]
+        table.add_row(*row)
     return table

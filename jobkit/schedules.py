@@ -25,7 +25,8 @@ from .models import Job, JobOptions, Schedule, dump_json, new_job
 from .task import Task, _registry
 
 __all__ = [
-    "KIND", "MISSED_AFTER", "Overlap", "declare", "fire_due", "following", "get", "list_all", "plan", "remove",
+    "KIND", "MISSED_AFTER", "Overlap", "declare", "fire_due", "following", "get", "list_all", "list_queues", "plan",
+    "remove",
     "set_paused", "tick_id", "upcoming", "upsert", "when",
 ]
 
@@ -220,6 +221,11 @@ async def get(backend: Backend, queue: str, schedule_id: str) -> Schedule | None
 async def list_all(backend: Backend, queue: str) -> list[Schedule]:
     """The queue's schedules by id (one that cannot be read is logged and left out)."""
     return [s for s in map(_load, await backend.list_records(queue, KIND)) if s is not None]
+
+
+async def list_queues(backend: Backend) -> list[str]:
+    """The queues that have schedules, sorted."""
+    return await backend.record_queues(KIND)
 
 
 async def set_paused(backend: Backend, queue: str, schedule_id: str, paused: bool, now: float) -> Schedule:

@@ -267,6 +267,10 @@ class Backend(abc.ABC):
         """The record of `kind` under `key` in `queue`, or None."""
 
     @abc.abstractmethod
+    async def record_queues(self, kind: str) -> builtins.list[str]:
+        """Names of the queues that hold records of `kind`, sorted."""
+
+    @abc.abstractmethod
     async def list_records(self, queue: str, kind: str) -> builtins.list[Record]:
         """Every record of `kind` in `queue`, by key."""
 

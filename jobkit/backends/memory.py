@@ -409,6 +409,9 @@ class MemoryBackend(Backend):
     async def read_record(self, queue: str, kind: str, key: str) -> Record | None:
         return self._records.get((queue, kind), {}).get(key)
 
+    async def record_queues(self, kind: str) -> builtins.list[str]:
+        return sorted(q for (q, k), records in self._records.items() if k == kind and records)
+
     async def list_records(self, queue: str, kind: str) -> builtins.list[Record]:
         return sorted(self._records.get((queue, kind), {}).values())
 

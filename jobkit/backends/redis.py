@@ -1085,6 +1085,25 @@ class RedisBackend(Backend):
         return key, self._q(queue).slot
 
     @staticmethod
+    def _record_index(queue: str, kind: str) -> tuple[int, Sequence[bytes]]:
+        """SADD of `queue` to the set of queues that have held records of `kind` (see record_queues)."""
+        key = f"jobkit:records:{kind}"
+        return key_slot(key.encode()), [_command(_pack(("SADD", key, queue)))]
+
+    async def record_queues(self, kind: str) -> builtins.list[str]:
+        # The index only grows (a write adds its queue, in the same round trip); a queue whose records were
+        # all removed is left out here, by the length of its hash.
+        key = f"jobkit:records:{kind}"
+        [names] = await self._send(key_slot(key.encode()), [_command(_pack(("SMEMBERS", key)))], "list queues")
+        names = sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+        if not names:
+            return []
+        keys = [self._record_key(n, kind) for n in names]
+        lengths = await self._send_spread([(slot, [_command(_pack(("HLEN", k)))]) for k, slot in keys],
+                                          "count records")
+        return [n for n, [length] in zip(names, lengths, strict=True) if length]
+
+    @staticmethod
     def _record(key: str, field: str) -> Record:
         version, _, value = field.partition(":")
         return Record(key, value, int(version))
@@ -1108,14 +1127,18 @@ class RedisBackend(Backend):
         expected = "" if version is None else version
         if not add:
             args = (key, value or "", expected, "1" if value is None else "0")
-            [res] = await self._send(slot, [self._evalsha("record", _pack((hkey,)), (), args)], "write a record")
+            sends: list[tuple[int, Sequence[bytes]]] = [(slot, [self._evalsha("record", _pack((hkey,)), (), args)])]
+            if value is not None:
+                sends.append(self._record_index(queue, kind))
+            [res], *_ = await self._send_spread(sends, "write a record")
             return None if res < 0 else int(res)
         check_record_add(queue, value, version, add)
         q = self._q(queue)
         script = self._evalsha("record_add", q.packed, (hkey,), (key, expected, value, repr(time.time())),
                                (ADD_FIELDS * len(add), self._records(add)))
-        _, [res] = await self._send_spread([(QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, queue)))]),
-                                            (slot, [script])], "write a record and add jobs")
+        _, _, [res] = await self._send_spread([(QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, queue)))]),
+                                               self._record_index(queue, kind), (slot, [script])],
+                                              "write a record and add jobs")
         if res == -1:
             return None
         self._woke(queue, res[0])

@@ -1052,6 +1052,10 @@ class SQLiteBackend(Backend):
                                 (queue, kind, key))
         return Record(*rows[0]) if rows else None
 
+    async def record_queues(self, kind: str) -> builtins.list[str]:
+        rows = await self._read("SELECT DISTINCT queue FROM records WHERE kind = ? ORDER BY queue", (kind,))
+        return [name for (name,) in rows]
+
     async def list_records(self, queue: str, kind: str) -> builtins.list[Record]:
         rows = await self._read("SELECT key, value, version FROM records WHERE queue = ? AND kind = ? ORDER BY key",
                                 (queue, kind))

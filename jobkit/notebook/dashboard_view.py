@@ -120,7 +120,8 @@ class Dashboard:
         for q in names:
             recent.extend(await backend.list(q, limit=self.limit))
         recent.sort(key=lambda j: (j.created_at, j.seq), reverse=True)
-        scheduled = [s for q in names for s in await Queue(q, backend=backend).list_schedules()]
+        with_schedules = self.only if self.only is not None else await schedules.list_queues(backend)
+        scheduled = [s for q in with_schedules for s in await Queue(q, backend=backend).list_schedules()]
         self.counts, self.recent, self.schedules = counts, recent[: self.limit], scheduled
         self.workers = len(await backend.workers(time.time()))
         self.refreshes += 1

@@ -26,6 +26,18 @@ async def test_write_read_list_and_delete(backend: Backend, qname: str) -> None:
     assert await backend.read_record(qname, "schedule", "a") is None
 
 
+async def test_record_queues_are_those_holding_records_of_a_kind(backend: Backend, qname: str) -> None:
+    other = qname + "-b"
+    assert await backend.record_queues("schedule") == []
+    await backend.write_record(other, "schedule", "a", "1")
+    await backend.write_record(qname, "schedule", "a", "1", version=0, add=[_tick(qname, "s@1")])
+    await backend.write_record(qname, "other-kind", "a", "1")
+    assert await backend.record_queues("schedule") == sorted([qname, other])
+    await backend.write_record(other, "schedule", "a", None)
+    assert await backend.record_queues("schedule") == [qname]
+    assert await backend.record_queues("other-kind") == [qname]
+
+
 async def test_compare_and_swap(backend: Backend, qname: str) -> None:
     assert await backend.write_record(qname, "k", "x", "1", version=1) is None  # nothing there yet
     assert await backend.write_record(qname, "k", "x", "1", version=0) == 1
