@@ -1,12 +1,14 @@
 """One attempt of one job: run the task with its timeout and cancellation, then decide the outcome.
 
 This is where retry policy lives (once, above every backend): which errors retry, the backoff delay,
-and how long a finished job is kept.
+and how long a finished job is kept. Whatever the task does (raise SystemExit, swallow a cancel, return
+after its timeout), its attempt ends here with an outcome; only the worker's own cancellation escapes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import traceback
 from typing import Any
@@ -18,13 +20,25 @@ from .errors import PayloadError, TaskNotFound, Unrecoverable
 from .models import Job, JobState, Outcome, Retention, trusted
 from .task import Task
 
-__all__ = ["run_attempt"]
+__all__ = ["describe", "interrupted", "run_attempt", "unrecorded"]
+
+log = logging.getLogger("jobkit.worker")
 
 _NOT_RETRIED = (Unrecoverable, PayloadError, TaskNotFound)
 
 
 def _expiry(retention: Retention, now: float) -> float | None:
     return None if retention.age is None else now + retention.age
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: message`, or the type's name alone when the message is empty or cannot be read."""
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure itself
+        return f"{name} (its message could not be read: str() raised)"
+    return f"{name}: {text}" if text else name
 
 
 def completed(job: Job, result: Any) -> Outcome:
@@ -42,9 +56,9 @@ def cancelled(job: Job, why: str) -> Outcome:
 def failed(job: Job, exc: BaseException, tb: str | None = None) -> Outcome:
     """A retry at the backoff delay while attempts remain and the error allows it, else FAILED."""
     now = time.time()
-    error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    error = describe(exc)
     if tb is None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = _tb(exc)
     if not isinstance(exc, _NOT_RETRIED) and job.attempts < job.options.attempts:
         delay = job.options.backoff.seconds(job.attempts)
         state = JobState.DELAYED if delay > 0 else JobState.WAITING
@@ -55,11 +69,37 @@ def failed(job: Job, exc: BaseException, tb: str | None = None) -> Outcome:
     return Outcome(job_id=job.id, state=JobState.FAILED, error=error, traceback=tb, expires_at=expires)
 
 
+def interrupted(job: Job, ctx: Context, exc: BaseException | None = None) -> Outcome:
+    """An attempt the worker interrupted: past its timeout (a failure, retried per policy), else cancelled."""
+    if ctx.timed_out:
+        timeout = job.options.timeout or 0.0
+        return failed(job, TimeoutError(f"attempt {job.attempts} timed out after {timeout:g}s"),
+                      tb=None if exc is None else _tb(exc))
+    return cancelled(job, "cancelled while running")
+
+
+def unrecorded(job: Job, exc: BaseException, broke: BaseException) -> Outcome:
+    """FAILED with the error's type name: the last resort when deciding an attempt's outcome itself failed."""
+    return Outcome(job_id=job.id, state=JobState.FAILED, error=f"{type(exc).__name__} (its outcome could not be"
+                   f" recorded: {type(broke).__name__})", traceback=_tb(broke),
+                   expires_at=_expiry(job.options.keep_failed, time.time()))
+
+
+def _failure(job: Job, exc: BaseException) -> Outcome:
+    try:
+        return failed(job, exc)
+    except Exception as broke:  # the attempt must end whatever the exception is like
+        log.exception("job %s (%s) attempt %d: could not record its failure (%s); failing it with the error's type"
+                      " name", job.id, job.name, job.attempts, type(exc).__name__)
+        return unrecorded(job, exc, broke)
+
+
 async def run_attempt(task: Task[Any] | None, job: Job, ctx: Context) -> Outcome:
     """Run one attempt to its outcome, in the calling asyncio task.
 
     The per-attempt timeout and a forced cancel (after the cancel grace) both cancel this task and
-    flag why on the context; any other cancellation (worker shutdown, lease lost) propagates.
+    flag why on the context; any other cancellation (worker shutdown, lease lost) propagates. An attempt
+    that ends after its timeout (it swallowed the cancel, or blocked the loop past it) is a timeout too.
     """
     if task is None:
         return failed(job, TaskNotFound(
@@ -77,18 +117,19 @@ async def run_attempt(task: Task[Any] | None, job: Job, ctx: Context) -> Outcome
         if not (ctx.timed_out or ctx.forced):
             raise
         _uncancel()
-        if ctx.timed_out:
-            return failed(job, TimeoutError(f"attempt {job.attempts} timed out after {timeout:g}s"), tb=_tb(exc))
-        return cancelled(job, "cancelled while running")
-    except Exception as exc:  # noqa: BLE001 - any error of the task is its job's failure
-        if ctx.cancelled:
-            return cancelled(job, "cancelled while running")
-        return failed(job, exc)
+        return interrupted(job, ctx, exc)
+    except BaseException as exc:  # noqa: BLE001 - SystemExit, KeyboardInterrupt too: a task ends only its attempt
+        if ctx.timed_out or ctx.cancelled:
+            return interrupted(job, ctx, exc)
+        return _failure(job, exc)
     finally:
         if timer is not None:
             timer.cancel()
         if ctx.unflushed:
             await ctx.close()
+    if timer is not None and (ctx.timed_out or timer.when() <= asyncio.get_running_loop().time()):
+        ctx.timed_out = True  # it returned after its timeout: swallowed the cancel, or blocked the loop past it
+        return interrupted(job, ctx)
     if ctx.cancelled:
         return cancelled(job, "cancelled while running")
     if result is None:  # stored as it is, whatever the return type: spare the JSON round trip
@@ -106,4 +147,7 @@ def _uncancel() -> None:
 
 
 def _tb(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # noqa: BLE001 - a traceback that cannot be formatted must not lose the failure
+        return f"{type(exc).__name__} (its traceback could not be formatted)"

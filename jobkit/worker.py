@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import schedules
-from .attempt import run_attempt
+from .attempt import run_attempt, unrecorded
 from .backends import Backend, ClaimResult
 from .config import BackendLike, get_backend
 from .context import Context
@@ -395,6 +395,10 @@ class Worker:
             self._release(job.id)
             self._wake()
             raise
+        except BaseException as exc:  # a bug in deciding the outcome: the attempt still ends
+            log.exception("job %s (%s) attempt %d: could not decide its outcome; failing it", job.id, job.name,
+                          job.attempts)
+            outcome = unrecorded(job, exc, exc)
         took = time.monotonic() - started
         # The slot frees as soon as the outcome is known, so the next claim overlaps this write and
         # batches are not capped at `concurrency`; the job stays leased to us until the write lands.
@@ -403,12 +407,21 @@ class Worker:
         self.processed += 1
         self._last_busy = time.monotonic()
         self._wake()
+        self._record(job, outcome, took)
+
+    def _record(self, job: Job, outcome: Outcome, took: float) -> None:
+        """Log how the attempt ended and queue its outcome for the finish loop (nobody waits for the write)."""
         level = logging.INFO if outcome.state is JobState.COMPLETED else logging.WARNING
         if log.isEnabledFor(level):
-            log.log(level, "job %s (%s) attempt %d %s in %.3fs%s", job.id, job.name, job.attempts,
-                    outcome.state.value if outcome.state in TERMINAL_STATES else "will retry", took,
-                    f": {outcome.error}" if outcome.error else "")
-        # The finish loop writes it with the other outcomes ready by then; nobody waits for the write here.
+            if outcome.state is JobState.COMPLETED:
+                log.info("job %s (%s) attempt %d completed in %.3fs", job.id, job.name, job.attempts, took)
+            elif outcome.state in TERMINAL_STATES:
+                log.warning("job %s (%s) attempt %d %s after %.3fs: %s", job.id, job.name, job.attempts,
+                            outcome.state.value, took, outcome.error)
+            else:
+                log.warning("job %s (%s) attempt %d failed after %.3fs: %s; will retry in %.1fs (attempt %d of %d)",
+                            job.id, job.name, job.attempts, took, outcome.error, max(0.0, outcome.run_at - time.time()),
+                            job.attempts + 1, job.options.attempts)
         self._pending.append((job.queue, outcome))
         self._pending_ready.set()
 

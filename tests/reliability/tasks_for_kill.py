@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import jobkit
 
@@ -23,3 +24,11 @@ async def takes_a_moment(ctx: jobkit.Context, seconds: float) -> int:
     await ctx.progress(1, "working")
     await asyncio.sleep(seconds)
     return os.getpid()
+
+
+@jobkit.task(queue="reliability", attempts=2, backoff=0.0)
+async def exits(ctx: jobkit.Context, how: str) -> None:
+    """Ends its attempt the way a script would end its process: sys.exit or KeyboardInterrupt."""
+    if how == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    sys.exit(f"gave up in pid {os.getpid()}")

@@ -15,7 +15,7 @@ import pytest
 import jobkit
 from jobkit.models import JobState
 
-from .tasks_for_kill import hang_first_time, takes_a_moment
+from .tasks_for_kill import exits, hang_first_time, takes_a_moment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,6 +64,17 @@ async def wait_progress(backend: jobkit.Backend, job_id: str, timeout: float = 3
     return await handle.job()
 
 
+async def wait_worker(backend: jobkit.Backend, pid: int, timeout: float = 30) -> None:
+    """Wait (bounded) until the worker process `pid` has sent its first heartbeat."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not any(w.pid == pid for w in await backend.workers(time.time(), "reliability")):
+        assert time.monotonic() < deadline, f"worker {pid} sent no heartbeat in {timeout}s"
+        await asyncio.sleep(0.05)  # heartbeats are rows/keys, with no event to wait on
+
+
 @pytest.fixture
 def spawn_on(shared_url: str) -> Iterator[Any]:
     yield from _spawner(shared_url)
@@ -90,6 +101,29 @@ async def test_kill_9_mid_job_another_worker_completes(shared_url: str, spawn_on
                                      JobState.COMPLETED]
     assert str(first.pid) in (story[1][1] or "") and str(second.pid) in (story[3][1] or "")
     assert "expired" in done.history[2].note and str(first.pid) in done.history[2].note
+    await backend.close()
+
+
+@pytest.mark.slow
+async def test_system_exit_in_a_task_fails_the_job_not_the_worker(shared_url: str, spawn_on: Any) -> None:
+    """sys.exit() and KeyboardInterrupt in a task fail its attempts, counted, with the error kept; the worker
+    process stays alive and runs the next job."""
+    backend = await jobkit.connect(shared_url)
+    q = jobkit.Queue("reliability", backend=backend)
+    worker = spawn_on()
+    await wait_worker(backend, worker.pid)  # else a waiting handle on SQLite would run the jobs in this process
+    by_exit, by_interrupt = await q.add(exits, "sys.exit"), await q.add(exits, "KeyboardInterrupt")
+    for job, error in ((by_exit, f"SystemExit: gave up in pid {worker.pid}"), (by_interrupt, "KeyboardInterrupt")):
+        done = await jobkit.JobHandle(job, backend).wait(timeout=30)
+        assert done.state is JobState.FAILED and done.attempts == 2 and done.error == error
+        assert done.traceback is not None and "in exits" in done.traceback
+    assert worker.poll() is None, "the worker process died"
+    after = await q.add(takes_a_moment, 0.01)
+    assert await jobkit.JobHandle(after, backend, takes_a_moment).result(timeout=30) == worker.pid
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    out = worker.stdout.read() if worker.stdout else ""
+    assert "attempt 2 failed after" in out and "will retry in 0.0s (attempt 2 of 2)" in out
     await backend.close()
 
 
