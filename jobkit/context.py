@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .backends import Backend
@@ -21,7 +22,12 @@ _log = logging.getLogger("jobkit.worker")
 class Context:
     """Handed to a task on every attempt. Progress is coalesced so a hot loop cannot flood the backend."""
 
-    def __init__(self, job: Job, backend: Backend, owner: str, logger: logging.Logger | None = None) -> None:
+    def __init__(
+        self, job: Job, backend: Backend, owner: str, logger: logging.Logger | None = None, *,
+        on_stuck: Callable[[Context], None] | None = None, stuck_after: float = 5.0,
+    ) -> None:
+        """`on_stuck(ctx)` is called when the task is still running `stuck_after` seconds after its timeout or
+        forced cancel cancelled it (it swallows CancelledError): the worker then ends the attempt without it."""
         self.job = job
         self.backend = backend
         self.owner = owner
@@ -29,7 +35,9 @@ class Context:
         self._cancel: asyncio.Event | None = None
         self.timed_out = False  # the attempt ran past its timeout
         self.forced = False  # a cancel was requested and the task did not stop within the grace period
+        self.abandoned = False  # the attempt ended without its task, which ignored cancellation: drop its writes
         self.runner: asyncio.Task[Any] | None = None  # the asyncio task running this attempt
+        self._on_stuck, self._stuck_after = on_stuck, stuck_after
         self._pending: Progress | None = None
         self._last_write = 0.0
         self._flusher: asyncio.Task[None] | None = None
@@ -78,16 +86,28 @@ class Context:
     def _force(self) -> None:
         if self.runner is not None and not self.runner.done():
             self.forced = True
-            self.runner.cancel()
+            self._interrupt()
 
     def expire(self) -> None:
         """The attempt's timeout passed: cancel it."""
         if self.runner is not None and not self.runner.done():
             self.timed_out = True
-            self.runner.cancel()
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        assert self.runner is not None
+        self.runner.cancel()
+        if self._on_stuck is not None:
+            asyncio.get_running_loop().call_later(self._stuck_after, self._check_stopped)
+
+    def _check_stopped(self) -> None:
+        if self.runner is not None and not self.runner.done() and self._on_stuck is not None:
+            self._on_stuck(self)
 
     async def progress(self, percent: float, message: str = "", **extra: Any) -> None:
         """Report progress (0 to 100), a message and any JSON extra fields; cheap to call often."""
+        if self.abandoned:
+            return
         self._pending = Progress(percent=max(0.0, min(100.0, percent)), message=message, extra=extra)
         wait = self._last_write + PROGRESS_INTERVAL - time.monotonic()
         if wait <= 0:
@@ -131,6 +151,8 @@ class Context:
 
     async def save_checkpoint(self, state: Any) -> None:
         """Store JSON state that a later attempt of this job can read as `ctx.checkpoint` to resume."""
+        if self.abandoned:
+            return
         dump_json(state, f"checkpoint of job {self.job.id}")
         self.job.checkpoint = state
         await self.backend.set_checkpoint(self.job.queue, self.owner, self.job.id, state)

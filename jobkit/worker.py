@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import schedules
-from .attempt import run_attempt, unrecorded
+from .attempt import interrupted, run_attempt, unrecorded
 from .backends import Backend, ClaimResult
 from .config import BackendLike, get_backend
 from .context import Context
 from .errors import BackendError, ConfigError
 from .models import TERMINAL_STATES, Job, JobState, Outcome, RateLimit, WorkerInfo
 from .task import Task
+from .watchdog import Watchdog
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("jobkit.worker")
+
+STOP_MARGIN = 5.0  # seconds past `grace` that a worker process has to stop after a signal, whatever its tasks do
+CANCEL_WAIT = 2.0  # at most, seconds a stopping worker's cancelled jobs get to end before it hands them back anyway
 
 # Claims a worker keeps under way per queue while ready jobs are left behind, where the backend serves them
 # side by side (Redis): the next claim goes out while the backend runs the last, so neither waits for the other.
@@ -123,6 +129,8 @@ class Worker:
         self._combine = False  # outcomes go with the next claim (set in run(), by the backend)
         self._flushing = asyncio.Lock()
         self._last_busy = time.monotonic()
+        self._strays: set[asyncio.Task[None]] = set()  # attempts ended without their tasks, which still run
+        self._watchdog: Watchdog | None = None
         self.started = asyncio.Event()
         self.processed = 0
 
@@ -185,20 +193,33 @@ class Worker:
             await asyncio.gather(*(self._claim_loop(backend, q) for q in self.queues))
         finally:
             await self._shutdown(backend, helpers)
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+            for sig, previous in signals:
+                signal.signal(sig, previous)
+            watchdog = self._watchdog
+            if watchdog is not None and not (watchdog.armed and any(not t.done() for t in self._strays)):
+                watchdog.stop()  # else it stays armed: stray tasks may hold the loop's own shutdown too
 
-    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[signal.Signals]:
-        if not self.handle_signals:
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[tuple[signal.Signals, Any]]:
+        """SIGTERM/SIGINT handlers proper, not the loop's: they run even while a task blocks the loop, to arm
+        the watchdog that bounds the stop at `grace` + STOP_MARGIN."""
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return []
         installed = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
-                loop.add_signal_handler(sig, self._on_signal, sig)
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
-                pass
+                previous = signal.signal(sig, functools.partial(self._signalled, loop))
+            except (ValueError, OSError):  # not available here
+                continue
+            installed.append((sig, signal.SIG_DFL if previous is None else previous))
+        if installed:
+            self._watchdog = Watchdog(f"worker {self.id}")
         return installed
+
+    def _signalled(self, loop: asyncio.AbstractEventLoop, signum: int, frame: object) -> None:
+        if self._watchdog is not None:
+            self._watchdog.arm(self.grace + STOP_MARGIN)
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(self._on_signal, signal.Signals(signum))
 
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("worker %s got %s: finishing %d running job(s), claiming no more", self.id, sig.name, self.active)
@@ -382,7 +403,7 @@ class Worker:
             log.warning("job %s: lease lost (recovered while running); abandoning attempt %d for attempt %d",
                         job.id, stale.job.attempts, job.attempts)
             stale.task.cancel()
-        ctx = Context(job, backend, self.id)
+        ctx = Context(job, backend, self.id, on_stuck=self._abandon, stuck_after=self.cancel_grace)
         task = ctx.runner = asyncio.get_running_loop().create_task(self._attempt(backend, job, ctx))
         self._running[job.id] = _Running(job, ctx, task)
 
@@ -408,6 +429,25 @@ class Worker:
         self._last_busy = time.monotonic()
         self._wake()
         self._record(job, outcome, took)
+
+    def _abandon(self, ctx: Context) -> None:
+        """The task goes on `cancel_grace` after its timeout or forced cancel cancelled it (it swallows
+        CancelledError): end its attempt without it, so its slot is free; whatever it does later is ignored."""
+        job = ctx.job
+        running = self._running.get(job.id)
+        if running is None or running.ctx is not ctx:
+            return
+        del self._running[job.id]
+        ctx.abandoned = True
+        self._strays.add(running.task)
+        running.task.add_done_callback(self._strays.discard)
+        log.error("job %s (%s) attempt %d ignored its cancellation for %.1fs (the task catches CancelledError):"
+                  " its attempt ends without it and its slot is free, but the task itself goes on in the background",
+                  job.id, job.name, job.attempts, self.cancel_grace)
+        self.processed += 1
+        self._last_busy = time.monotonic()
+        self._wake()
+        self._record(job, interrupted(job, ctx), time.time() - (job.started_at or time.time()))
 
     def _record(self, job: Job, outcome: Outcome, took: float) -> None:
         """Log how the attempt ended and queue its outcome for the finish loop (nobody waits for the write)."""
@@ -559,7 +599,15 @@ class Worker:
         for r in leftovers:
             r.task.cancel()
         if leftovers:
-            await asyncio.wait([r.task for r in leftovers])
+            _, stuck = await asyncio.wait([r.task for r in leftovers], timeout=min(self.cancel_grace, CANCEL_WAIT))
+            for r in leftovers:
+                if r.task in stuck:  # it ignores cancellation: hand its job back without it
+                    r.ctx.abandoned = True
+                    self._strays.add(r.task)
+                    self._running.pop(r.job.id, None)
+            if stuck:
+                log.error("worker %s: %d job(s) ignored cancellation (their tasks catch CancelledError): handing"
+                          " them back anyway", self.id, len(stuck))
             await self._flush(backend)  # outcomes already decided win over handing back
             now = time.time()
             back = [Outcome(job_id=r.job.id, state=JobState.WAITING, run_at=now, error="handed back: worker stopped")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -40,7 +41,51 @@ async def unprintable(ctx: jobkit.Context) -> None:
     raise UnprintableError()
 
 
-HOSTILE = [ok, exits, unprintable]
+release: dict[str, asyncio.Event] = {}  # lets a task that ignores cancellation end when its test does
+
+
+@jobkit.task(name="h.swallows", attempts=2, timeout=0.2, backoff=0.0)
+async def swallows(ctx: jobkit.Context) -> str:
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        pass
+    return "finished anyway"
+
+
+@jobkit.task(name="h.blocks", timeout=0.2)
+async def blocks(ctx: jobkit.Context, seconds: float) -> str:
+    time.sleep(seconds)  # holds the event loop: nothing can interrupt it
+    return "finished anyway"
+
+
+async def _ignore_cancellation(key: str) -> str:
+    while not release[key].is_set():
+        try:
+            await release[key].wait()
+        except asyncio.CancelledError:
+            continue
+    return "released"
+
+
+@jobkit.task(name="h.never_stops", timeout=0.2)
+async def never_stops(ctx: jobkit.Context, key: str) -> str:
+    return await _ignore_cancellation(key)
+
+
+@jobkit.task(name="h.deaf")
+async def deaf(ctx: jobkit.Context, key: str) -> str:
+    await ctx.progress(1, "started")
+    return await _ignore_cancellation(key)
+
+
+@jobkit.task(name="h.backs_off", attempts=2, backoff=2.5)
+async def backs_off(ctx: jobkit.Context) -> None:
+    if ctx.attempt == 1:
+        raise ConnectionResetError("peer went away")
+
+
+HOSTILE = [ok, exits, unprintable, swallows, blocks, never_stops, deaf, backs_off]
 
 
 @pytest.fixture
@@ -125,3 +170,74 @@ async def test_an_outcome_that_cannot_be_built_still_ends_the_attempt(
     assert worker.active == 0
     assert any(h.id in r.getMessage() and r.exc_info for r in caplog.records)
     assert await (await submit(ok, 9)).result(timeout=10) == 9
+
+
+async def test_a_task_that_swallows_its_timeout_is_timed_out(worker: jobkit.Worker, submit: Callable[..., Any]) -> None:
+    """Catching the CancelledError of its timeout and returning does not make the attempt a success."""
+    h = await submit(swallows)
+    with pytest.raises(jobkit.JobFailed, match="timed out after 0.2s") as info:
+        await h.result(timeout=10)
+    job = info.value.job
+    assert job.attempts == 2 and job.result is None
+    assert [e.note for e in job.history if e.state is JobState.WAITING and e.note != "added"] == [
+        "TimeoutError: attempt 1 timed out after 0.2s"]
+
+
+async def test_a_task_that_blocks_past_its_timeout_is_timed_out(
+    worker: jobkit.Worker, submit: Callable[..., Any]
+) -> None:
+    """Blocking code cannot be interrupted in-process, but an attempt that ends after its timeout failed."""
+    h = await submit(blocks, 0.5)
+    with pytest.raises(jobkit.JobFailed, match="attempt 1 timed out after 0.2s"):
+        await h.result(timeout=10)
+
+
+async def test_a_task_that_ignores_its_timeout_loses_its_slot(
+    worker: jobkit.Worker, submit: Callable[..., Any], qname: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task that goes on after its timeout's cancel: cancel_grace later its attempt is recorded as timed out
+    and its slot is free, while the task itself runs on, ignored (its late result is dropped)."""
+    caplog.set_level(logging.ERROR, "jobkit.worker")
+    release[qname] = asyncio.Event()
+    try:
+        h = await submit(never_stops, qname)
+        with pytest.raises(jobkit.JobFailed, match="attempt 1 timed out after 0.2s"):
+            await h.result(timeout=10)
+        assert worker.active == 0
+        assert any(h.id in r.getMessage() and "ignored its cancellation" in r.getMessage() for r in caplog.records)
+        assert await (await submit(ok, 5)).result(timeout=10) == 5
+    finally:
+        release[qname].set()
+    assert (await h.job()).state is JobState.FAILED
+
+
+async def test_a_task_that_ignores_a_forced_cancel_loses_its_slot(
+    worker: jobkit.Worker, submit: Callable[..., Any], backend: Backend, qname: str, watch: Any
+) -> None:
+    """Cancelled, then cancelled for real after cancel_grace, the task goes on: its job ends CANCELLED and its
+    slot is free once more cancel_grace has passed."""
+    release[qname] = asyncio.Event()
+    try:
+        async with watch(backend, qname) as w:
+            h = await submit(deaf, qname)
+            await w.until(lambda e: e.job_id == h.id and e.event == "progress")
+            await h.cancel()
+        done = await h.wait(timeout=10)
+        assert done.state is JobState.CANCELLED and done.error == "cancelled while running"
+        assert worker.active == 0
+    finally:
+        release[qname].set()
+
+
+async def test_the_log_says_why_an_attempt_failed_and_when_it_runs_again(
+    worker: jobkit.Worker, submit: Callable[..., Any], backend: Backend, qname: str, watch: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The retry delay logged is the backoff's, not how long the attempt took."""
+    caplog.set_level(logging.WARNING, "jobkit.worker")
+    async with watch(backend, qname) as w:
+        h = await submit(backs_off)
+        await w.until(lambda e: e.job_id == h.id and e.event == "retrying")
+    [line] = [r.getMessage() for r in caplog.records if h.id in r.getMessage()]
+    assert "attempt 1 failed after" in line and "ConnectionResetError: peer went away" in line
+    assert line.endswith("will retry in 2.5s (attempt 2 of 2)"), line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 import jobkit
 
@@ -32,3 +33,21 @@ async def exits(ctx: jobkit.Context, how: str) -> None:
     if how == "KeyboardInterrupt":
         raise KeyboardInterrupt
     sys.exit(f"gave up in pid {os.getpid()}")
+
+
+@jobkit.task(queue="reliability")
+async def ignores_cancellation(ctx: jobkit.Context) -> None:
+    """Reports progress, then catches every CancelledError: only the end of its process stops it."""
+    await ctx.progress(1, "started")
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass
+
+
+@jobkit.task(queue="reliability")
+async def blocks_the_loop(ctx: jobkit.Context) -> None:
+    """Reports progress, then blocks the event loop (synchronous code in an async task)."""
+    await ctx.progress(1, "started")
+    time.sleep(3600)

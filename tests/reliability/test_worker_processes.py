@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ import pytest
 
 import jobkit
 from jobkit.models import JobState
+from jobkit.watchdog import EXIT_CODE
+from jobkit.worker import STOP_MARGIN
 
-from .tasks_for_kill import exits, hang_first_time, takes_a_moment
+from .tasks_for_kill import blocks_the_loop, exits, hang_first_time, ignores_cancellation, takes_a_moment
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,6 +156,49 @@ async def test_sigterm_hands_back_jobs_that_outlive_the_grace(url: str, spawn: A
     back = await backend.get("reliability", job.id)
     assert back is not None and back.state is JobState.WAITING and back.owner is None
     assert back.history[-1].note.startswith("handed back")
+    await backend.close()
+
+
+SLACK = 3.0  # seconds allowed on top of a bound for process teardown on a busy machine
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_sigterm_is_bounded_when_a_task_ignores_cancellation(url: str, spawn: Any, loop: str) -> None:
+    """The worker hands the job back and its process ends by grace + STOP_MARGIN, though the task catches every
+    CancelledError (the watchdog ends the process, whose loop would wait for that task forever)."""
+    backend = await jobkit.connect(url)
+    job = await jobkit.Queue("reliability", backend=backend).add(ignores_cancellation)
+    worker = spawn("--grace", "1", "--loop", loop)
+    await wait_progress(backend, job.id)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=1 + STOP_MARGIN + 30) == EXIT_CODE
+    assert time.monotonic() - started < 1 + STOP_MARGIN + SLACK
+    back = await backend.get("reliability", job.id)
+    assert back is not None and back.state is JobState.WAITING and back.history[-1].note.startswith("handed back")
+    out = worker.stdout.read() if worker.stdout else ""
+    assert "ignored cancellation" in out and "has not stopped" in out
+    await backend.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_sigterm_is_bounded_when_a_task_blocks_the_loop(url: str, spawn: Any, loop: str) -> None:
+    """Blocking code cannot be pre-empted in-process, yet the process ends by grace + STOP_MARGIN; the job keeps
+    its lease, so it runs again once the lease expires."""
+    backend = await jobkit.connect(url)
+    job = await jobkit.Queue("reliability", backend=backend).add(blocks_the_loop)
+    worker = spawn("--grace", "1", "--loop", loop)
+    await wait_progress(backend, job.id)
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=1 + STOP_MARGIN + 30) == EXIT_CODE
+    assert time.monotonic() - started < 1 + STOP_MARGIN + SLACK
+    held = await backend.get("reliability", job.id)
+    assert held is not None and held.state is JobState.ACTIVE and str(worker.pid) in (held.owner or "")
+    out = worker.stdout.read() if worker.stdout else ""
+    assert "has not stopped 6.0s after the stop signal" in out
     await backend.close()
 
 
