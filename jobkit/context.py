@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from .backends import Backend
-from .errors import BackendError
+from .errors import BackendError, ConfigError
 from .models import Job, Progress, dump_json
 
 __all__ = ["Context"]
@@ -108,6 +109,8 @@ class Context:
         """Report progress (0 to 100), a message and any JSON extra fields; cheap to call often."""
         if self.abandoned:
             return
+        if not math.isfinite(percent):
+            raise ConfigError(f"progress percent must be a finite number from 0 to 100, not {percent}")
         self._pending = Progress(percent=max(0.0, min(100.0, percent)), message=message, extra=extra)
         wait = self._last_write + PROGRESS_INTERVAL - time.monotonic()
         if wait <= 0:

@@ -10,9 +10,9 @@ import time
 import uuid
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from .errors import PayloadError
+from .errors import ConfigError, PayloadError
 
 __all__ = [
     "Backoff",
@@ -29,6 +29,7 @@ __all__ = [
     "Schedule",
     "WorkerInfo",
     "dump_json",
+    "invalid",
     "new_job",
     "new_job_id",
     "new_job_ids",
@@ -79,6 +80,15 @@ def dump_json(value: Any, what: str) -> str:
         ) from None
 
 
+def invalid(what: str, exc: ValidationError) -> ConfigError:
+    """A ConfigError naming each invalid field, why, and the value given (e.g. a NaN delay)."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg'].lower()} (got {e.get('input')!r})"
+        for e in exc.errors(include_url=False)
+    )
+    return ConfigError(f"invalid {what}: {problems}")
+
+
 class JobState(str, enum.Enum):
     """Where a job is in its life."""
 
@@ -104,7 +114,7 @@ TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCE
 class Backoff(BaseModel):
     """Delay before retry n (1-based): fixed, or exponential with a cap and optional jitter."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     kind: Literal["fixed", "exponential"] = "fixed"
     delay: float = Field(default=1.0, ge=0)
@@ -114,13 +124,22 @@ class Backoff(BaseModel):
 
     @classmethod
     def fixed(cls, delay: float) -> Backoff:
-        return cls(kind="fixed", delay=delay)
+        """`delay` seconds before every retry; ConfigError unless it is a finite number, zero or more."""
+        return cls._made(kind="fixed", delay=delay)
 
     @classmethod
     def exponential(
         cls, delay: float, *, factor: float = 2.0, max_delay: float = 3600.0, jitter: float = 0.0
     ) -> Backoff:
-        return cls(kind="exponential", delay=delay, factor=factor, max_delay=max_delay, jitter=jitter)
+        """`delay` * `factor` ** (retry - 1) seconds, at most `max_delay`; ConfigError for values out of range."""
+        return cls._made(kind="exponential", delay=delay, factor=factor, max_delay=max_delay, jitter=jitter)
+
+    @classmethod
+    def _made(cls, **fields: Any) -> Backoff:
+        try:
+            return cls(**fields)
+        except ValidationError as exc:
+            raise invalid("backoff", exc) from None
 
     def seconds(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1 for the first retry)."""
@@ -136,7 +155,7 @@ class Backoff(BaseModel):
 class Retention(BaseModel):
     """How long finished jobs are kept: at most `age` seconds, and (completed only) the newest `count`."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     age: float | None = Field(default=None, ge=0)
     count: int | None = Field(default=None, ge=0)
@@ -145,7 +164,7 @@ class Retention(BaseModel):
 class RateLimit(BaseModel):
     """At most `limit` jobs started per `per` seconds, shared by every worker of a queue."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     limit: int = Field(ge=1)
     per: float = Field(gt=0)
@@ -161,7 +180,7 @@ DEFAULT_KEEP_FAILED = Retention(age=7 * 24 * 3600)
 class JobOptions(BaseModel):
     """Per-job settings; defaults come from the task, then from the call."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     attempts: int = Field(default=1, ge=1, description="total tries, the first included")
     backoff: Backoff = Backoff()
@@ -174,6 +193,8 @@ class JobOptions(BaseModel):
 
 class Progress(BaseModel):
     """Structured progress: a percentage, a message and free extra fields."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     percent: float = Field(default=0.0, ge=0, le=100)
     message: str = ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import timedelta
@@ -25,6 +26,7 @@ from .models import (
     Retention,
     Schedule,
     dump_json,
+    invalid,
     new_job,
     new_job_ids,
 )
@@ -47,7 +49,7 @@ def job_options(
     try:
         return JobOptions.model_validate({**base.model_dump(), **changes})
     except ValidationError as exc:
-        raise ConfigError(f"invalid job options {changes}: {exc}") from exc
+        raise invalid("job options", exc) from None
 
 
 class Queue:
@@ -77,8 +79,8 @@ class Queue:
         """Validated new jobs of one task, one per payload; PayloadError/ConfigError before anything is queued."""
         t = task if isinstance(task, Task) else _registry.get(task)
         name = task.name if isinstance(task, Task) else task
-        if delay is not None and delay < 0:
-            raise ConfigError(f"delay must be zero or more seconds, not {delay}")
+        if delay is not None and not (delay >= 0 and math.isfinite(delay)):
+            raise ConfigError(f"delay must be a finite number of seconds, zero or more, not {delay}")
         if t is not None:
             data, base = t.dump_payloads(payloads), t.options
         else:

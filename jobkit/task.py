@@ -13,7 +13,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .cron import timing
 from .errors import ConfigError, PayloadError, TaskNotFound
-from .models import Backoff, JobOptions, Retention, dump_json
+from .models import Backoff, JobOptions, Retention, dump_json, invalid
 
 if typing.TYPE_CHECKING:
     from .context import Context
@@ -155,7 +155,7 @@ def _options(
     try:
         return JobOptions(**fields)
     except ValidationError as exc:
-        raise ConfigError(f"invalid task options: {exc}") from exc
+        raise invalid("task options", exc) from None
 
 
 @overload

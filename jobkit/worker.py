@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import signal
 import socket
@@ -94,8 +95,13 @@ class Worker:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
         if claim_batch < 1:
             raise ConfigError(f"claim_batch must be at least 1, not {claim_batch}")
-        if lease <= 0:
-            raise ConfigError(f"lease must be positive seconds, not {lease}")
+        if not (lease > 0 and math.isfinite(lease)):
+            raise ConfigError(f"lease must be a finite number of seconds, more than zero, not {lease}")
+        for option, seconds in (("grace", grace), ("cancel_grace", cancel_grace),
+                                ("heartbeat", heartbeat), ("renew_every", renew_every),
+                                ("maintenance_every", maintenance_every), ("idle_timeout", idle_timeout)):
+            if seconds is not None and not (seconds >= 0 and math.isfinite(seconds)):
+                raise ConfigError(f"{option} must be a finite number of seconds, zero or more, not {seconds}")
         self.tasks = {t.name: t for t in tasks}
         # Completed jobs kept per queue: the most any of its tasks asks for. Finishing enforces it as jobs end.
         counts = [c for t in tasks if (c := t.options.keep_completed.count) is not None]

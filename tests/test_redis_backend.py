@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -487,3 +488,40 @@ async def test_connections_closed_by_a_restart_are_not_reused(tmp_path: Path) ->
                 assert (await b.counts("q")).waiting == 0
         finally:
             await b.close()
+
+
+@jobkit.task(name="rd.echo")
+async def echo(ctx: jobkit.Context, n: int) -> int:
+    return n
+
+
+async def test_a_stored_job_that_cannot_be_read_fails_alone(
+    backend: RedisBackend, raw: aioredis.Redis, watch: Callable[..., Any]
+) -> None:
+    """A record no longer readable as a Job (a NaN written by an older jobkit, a hand edit) fails when claimed,
+    alone: the worker lives on and runs the rest; the failed job reads again, its record kept in the traceback."""
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    q = jobkit.Queue(queue, backend=backend)
+    nan_run_at, bad_options, good = await q.add(echo, 1), await q.add(echo, 2), await q.add(echo, 3)
+    prefix = f"jobkit:{{{queue}}}:"
+    await raw.hset(prefix + "j:" + nan_run_at.id, "run_at", "nan")  # type: ignore[misc]
+    data = await raw.get(prefix + "d:" + bad_options.id)
+    sl = int(await raw.hget(prefix + "j:" + bad_options.id, "sl"))  # type: ignore[misc]
+    static = data[: sl - 12].rsplit(',"options":', 1)[0] + ',"options":{"backoff":{"delay":null}}'
+    await raw.set(prefix + "d:" + bad_options.id, static + data[sl - 12:])
+    await raw.hset(prefix + "j:" + bad_options.id, "sl", len(static) + 12)  # type: ignore[misc]
+    worker = jobkit.Worker([echo], backend=backend, queues=[queue], handle_signals=False)
+    async with watch(backend, queue) as w, worker:
+        assert await jobkit.JobHandle(good, backend, echo).result(timeout=10) == 3
+        await w.until(lambda e: e.event == "failed", count=2)
+        assert not worker.stopping
+    for planted, why in ((nan_run_at, "Invalid JSON"), (bad_options, "options.backoff.delay")):
+        done = await backend.get(queue, planted.id)
+        assert done is not None and done.state is JobState.FAILED and done.attempts == 1
+        assert done.error is not None and "could not be read" in done.error and why in done.error
+        assert done.traceback is not None and planted.id in done.traceback  # the record as it was read
+        assert done.finished_at is not None and done.history[-1].state is JobState.FAILED
+        assert done.data == planted.data
+    assert {j.state for j in await q.jobs()} == {JobState.FAILED, JobState.COMPLETED}
+    counts = await q.counts()
+    assert counts.failed == 2 and counts.active == 0

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import jobkit
 from jobkit.backends import sqlite as sqlite_backend
 from jobkit.backends._local import to_event
 from jobkit.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
@@ -601,3 +602,39 @@ def test_event_json_is_the_models_json() -> None:
         ev = to_event(row)
         assert set(ev.__dict__) == set(JobEvent.model_fields) and ev == JobEvent.model_validate(ev.__dict__)
         assert sqlite_backend._event_json(row) == ev.model_dump_json()
+
+
+@jobkit.task(name="sq.echo", queue=Q)
+async def echo(ctx: jobkit.Context, n: int) -> int:
+    return n
+
+
+async def test_a_stored_job_that_cannot_be_read_fails_alone(tmp_path: Path) -> None:
+    """A record no longer readable as a Job (a NaN written by an older jobkit, a hand edit) fails when claimed,
+    alone: the worker lives on and runs the rest; the failed job reads again, its record kept in the traceback."""
+    path = tmp_path / "jobs.db"
+    backend = SQLiteBackend(url_of(path))
+    q = jobkit.Queue(Q, backend=backend)
+    bad_options, not_json, good = await q.add(echo, 1), await q.add(echo, 2), await q.add(echo, 3)
+    raw = sqlite3.connect(path)
+    try:
+        with raw:
+            raw.execute("UPDATE jobs SET body = json_set(body, '$.options.backoff.delay', json('null')) WHERE id = ?",
+                        (bad_options.id,))
+            raw.execute("""UPDATE jobs SET body = '{"id": "cut short' WHERE id = ?""", (not_json.id,))
+    finally:
+        raw.close()
+    async with jobkit.Worker([echo], backend=backend, queues=[Q], handle_signals=False) as worker:
+        assert await jobkit.JobHandle(good, backend, echo).result(timeout=10) == 3
+        assert not worker.stopping
+    for planted, why, stored in ((bad_options, "options.backoff.delay", '"delay":null'),
+                                 (not_json, "Invalid JSON", '{"id": "cut short')):
+        done = await backend.get(Q, planted.id)
+        assert done is not None and done.state is JobState.FAILED and done.attempts == 1
+        assert done.error is not None and "could not be read" in done.error and why in done.error
+        assert done.traceback is not None and stored in done.traceback  # the record as it was stored
+        assert done.finished_at is not None and done.history[-1].state is JobState.FAILED
+    assert (await backend.get(Q, bad_options.id)).data == 1  # type: ignore[union-attr]
+    assert {j.state for j in await q.jobs()} == {JobState.FAILED, JobState.COMPLETED}
+    assert (await q.counts()).failed == 2
+    await backend.close()

@@ -8,13 +8,27 @@ when the backend keeps them apart (memory).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from ..models import HISTORY_LIMIT, TERMINAL_STATES, HistoryEntry, Job, JobState, Outcome, Progress, trusted
+from pydantic import ValidationError
+
+from ..models import (
+    DEFAULT_KEEP_FAILED,
+    HISTORY_LIMIT,
+    TERMINAL_STATES,
+    HistoryEntry,
+    Job,
+    JobState,
+    Outcome,
+    Progress,
+    trusted,
+)
 from ._local import STATES
 
 __all__ = [
     "Draft", "Note", "apply_outcome", "assign", "cancel", "claim", "copy", "draft", "entry", "note", "reset", "stall",
+    "unreadable", "unreadable_error",
 ]
 
 # An event row (see _local.Row) before the backend numbers it: (id, *draft) is the row.
@@ -140,3 +154,34 @@ def stall(job: Job, now: float, notes: Notes = None) -> list[Draft]:
         events.append(draft(job, "waiting", now))
     note(job, notes, job.state, now, f"lease of {lost_by} expired (stall {job.stalls})")
     return events
+
+
+def unreadable_error(exc: ValidationError) -> str:
+    """The error of a job failed because its stored record cannot be read (`exc`: why the Job did not parse)."""
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return (f"the stored job could not be read ({where + ': ' if where else ''}{first['msg']}), so it failed without"
+            " running, to keep its queue and workers going; its record is in the traceback. Add it again: delays,"
+            " timeouts and backoffs must be finite numbers")
+
+
+def unreadable(queue: str, job_id: str, name: str, created_at: float, seq: int, record: str, exc: ValidationError,
+               now: float) -> Job:
+    """A FAILED job in place of a claimed one whose stored `record` cannot be read: what can be salvaged (its
+    payload, attempts and history), the error saying why, and the record itself as the traceback."""
+    try:
+        found = json.loads(record)
+    except ValueError:
+        found = None
+    salvage = found if isinstance(found, dict) else {}
+    attempts = salvage.get("attempts")
+    job = Job(id=job_id, name=name, queue=queue, state=JobState.FAILED, data=salvage.get("data"), seq=seq,
+              attempts=(attempts if isinstance(attempts, int) else 0) + 1, created_at=created_at,
+              started_at=now, finished_at=now, expires_at=now + (DEFAULT_KEEP_FAILED.age or 0.0),
+              error=unreadable_error(exc), traceback=f"the stored record, as read:\n{record}")
+    try:
+        job.history = [HistoryEntry.model_validate(h) for h in salvage.get("history") or ()][-(HISTORY_LIMIT - 1):]
+    except (ValidationError, TypeError):
+        job.history = []
+    job.note(JobState.FAILED, now, job.error[:200])  # type: ignore[index]
+    return job

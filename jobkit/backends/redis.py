@@ -37,6 +37,7 @@ from importlib import resources
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
@@ -44,6 +45,7 @@ from redis.crc import key_slot
 
 from ..errors import BackendError, ConfigError, PayloadError
 from ..models import (
+    DEFAULT_KEEP_FAILED,
     HISTORY_LIMIT,
     TERMINAL_STATES,
     HistoryEntry,
@@ -60,7 +62,7 @@ from ..models import (
 )
 from ..urls import mask_url as _mask
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
-from ._transitions import assign, copy
+from ._transitions import assign, copy, unreadable_error
 from .base import Backend, ClaimResult, Record, check_record_add
 
 __all__ = ["RedisBackend"]
@@ -81,7 +83,7 @@ WORKERS_SLOT = key_slot(WORKER_KEYS[0].encode())
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before giving up
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
-                 "retry", "clean", "recover", "get", "list", "counts", "record_add")
+                 "retry", "clean", "recover", "get", "list", "counts", "record_add", "quarantine")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
 SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_finish", "_remove"),
                 "finish_claim": ("_finish", "_remove", "_claim"), "clean": ("_remove",)}
@@ -106,6 +108,7 @@ _PLAIN_FIELDS = frozenset(
     {"id", "name", "queue", "data", "options", "created_at", "run_at", "state", "seq", "attempts"}
 )
 _SINCE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_RECORD_ID = re.compile(r'^\{"id":("(?:[^"\\]|\\.)*")')  # a job's JSON starts with its id (see _lib.lua compose)
 _EventId = tuple[int, int]
 _Segment = tuple[int, bytes]  # (number of arguments, their RESP encoding)
 
@@ -804,7 +807,39 @@ class RedisBackend(Backend):
         else:
             args += ("1", *names)
         res = await self._eval("claim", queue, args, "claim jobs")
-        return ClaimResult([_job(s) for s in res[2:]], float(res[0]) if res[0] else None, res[1] == 1)
+        return ClaimResult(await self._claimed(queue, owner, res[2:]), float(res[0]) if res[0] else None,
+                           res[1] == 1)
+
+    async def _claimed(self, queue: str, owner: str, records: Sequence[str]) -> builtins.list[Job]:
+        """The claimed jobs; one whose record cannot be read fails alone (`_quarantine`), not the claim."""
+        try:
+            return [_job(s) for s in records]
+        except ValidationError:
+            pass
+        jobs = []
+        for record in records:
+            try:
+                jobs.append(_job(record))
+            except ValidationError as exc:
+                await self._quarantine(queue, owner, record, exc)
+        return jobs
+
+    async def _quarantine(self, queue: str, owner: str, record: str, exc: ValidationError) -> None:
+        """Fail a claimed job whose record cannot be read, resetting what made it unreadable (quarantine.lua)."""
+        found = _RECORD_ID.match(record)
+        error = unreadable_error(exc)
+        if found is None:  # not a record jobkit wrote: its lease will expire, and recovery fail it past max_stalls
+            log.error("a job claimed in %s cannot be read and has no readable id (%s): %.200s", queue, error, record)
+            return
+        job_id = json.loads(found.group(1))
+        log.error("job %s in %s: %s", job_id, queue, error)
+        now = time.time()
+        options = any(e["loc"][:1] == ("options",) for e in exc.errors(include_url=False))
+        age = DEFAULT_KEEP_FAILED.age
+        await self._eval("quarantine", queue, (
+            owner, repr(now), json.dumps(error), json.dumps(f"the stored record, as read:\n{record}"),
+            "" if age is None else repr(now + age), "1" if options else "0", json.dumps(error[:200]),
+        ), "fail a job that cannot be read", (job_id,), data=True)
 
     @staticmethod
     def _rate(rate_limit: RateLimit | None) -> tuple[Any, Any]:
@@ -834,7 +869,8 @@ class RedisBackend(Backend):
         res = await self._eval("finish_claim", queue, args, "finish and claim jobs", [oc.job_id for oc in outcomes],
                                data=True, packed=packed)
         self._woke(queue, res[0])
-        return ClaimResult([_job(s) for s in res[3:]], float(res[1]) if res[1] else None, res[2] == 1)
+        return ClaimResult(await self._claimed(queue, owner, res[3:]), float(res[1]) if res[1] else None,
+                           res[2] == 1)
 
     @staticmethod
     def _outcomes(outcomes: Sequence[Outcome]) -> _Segment:

@@ -16,6 +16,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import unquote
 
 import aiosqlite
+from pydantic import ValidationError
 from pydantic_core import to_json
 
 from .. import limiter
@@ -517,7 +518,11 @@ class _Store:
         if len(remembered) + len(rows) > CLAIMED_KEPT:
             remembered.clear()
         for rowid, body in rows:
-            job = Job.model_validate_json(body)
+            try:
+                job = Job.model_validate_json(body)
+            except ValidationError as exc:  # one job's record must not stop every claim of its queue
+                self._quarantine(tx, rowid, body, exc, now)
+                continue
             tx.drafts.append(transitions.claim(job, owner, lease_until, now))
             text = job.model_dump_json()
             mine = _private_copy(job)
@@ -530,6 +535,15 @@ class _Store:
             " WHERE rowid = ?", updates,
         )
         return claimed
+
+    def _quarantine(self, tx: _Tx, rowid: int, body: str, exc: ValidationError, now: float) -> None:
+        """Fail a claimed job whose stored record cannot be read, rewritten as a job that can (see transitions)."""
+        queue, job_id, name, created_at, seq = self.conn.execute(
+            "SELECT queue, id, name, created_at, seq FROM jobs WHERE rowid = ?", (rowid,)).fetchone()
+        job = transitions.unreadable(queue, job_id, name, created_at, seq, body, exc, now)
+        log.error("job %s (%s) in %s: %s", job_id, name, queue, job.error)
+        tx.drafts.append(transitions.draft(job, "failed", now, error=job.error))
+        self.conn.execute(_UPDATE, _values(job, rowid))
 
     def _held(self, queue: str, owner: str, job_ids: Sequence[str]) -> dict[str, tuple[int, Job]]:
         """The ACTIVE jobs among `job_ids` that `owner` holds; each parsed only if changed since we claimed it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -46,10 +47,8 @@ release: dict[str, asyncio.Event] = {}  # lets a task that ignores cancellation 
 
 @jobkit.task(name="h.swallows", attempts=2, timeout=0.2, backoff=0.0)
 async def swallows(ctx: jobkit.Context) -> str:
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await asyncio.sleep(30)
-    except asyncio.CancelledError:
-        pass
     return "finished anyway"
 
 

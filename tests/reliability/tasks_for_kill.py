@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -40,10 +41,8 @@ async def ignores_cancellation(ctx: jobkit.Context) -> None:
     """Reports progress, then catches every CancelledError: only the end of its process stops it."""
     await ctx.progress(1, "started")
     while True:
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            pass
 
 
 @jobkit.task(queue="reliability")
