@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .backends import Backend
-from .errors import BackendError, ConfigError
+from .errors import ConfigError, PayloadError
 from .models import Job, Progress, dump_json
 
 __all__ = ["Context"]
@@ -42,6 +42,7 @@ class Context:
         self._pending: Progress | None = None
         self._last_write = 0.0
         self._flusher: asyncio.Task[None] | None = None
+        self._warned_extra = False
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -129,15 +130,37 @@ class Context:
         pending, self._pending = self._pending, None
         if pending is None:
             return
+        if pending.extra:
+            pending = self._storable(pending)
         self._last_write = time.monotonic()
         self.job.progress = pending
         try:
             await self.backend.set_progress(self.job.queue, self.owner, self.job.id, pending)
-        except BackendError as exc:
+        except Exception as exc:  # noqa: BLE001 - progress is advisory: the job goes on
             if self._pending is None:
                 self._pending = pending
             _log.warning("job %s: could not store progress (%s); will try again with the next report", self.job.id,
                         exc)
+
+    def _storable(self, progress: Progress) -> Progress:
+        """`progress` less the extra fields JSON cannot store (every backend alike), warned about once."""
+        try:
+            dump_json(progress.extra, "progress extra")
+            return progress
+        except PayloadError:
+            pass
+        bad = []
+        for key, value in progress.extra.items():
+            try:
+                dump_json(value, key)
+            except PayloadError:
+                bad.append(key)
+        if not self._warned_extra:
+            self._warned_extra = True
+            _log.warning("job %s: progress extra field(s) %s cannot be stored as JSON (NaN, infinity, or not a JSON"
+                         " type): dropped from this attempt's progress", self.job.id, ", ".join(bad))
+        extra = {k: v for k, v in progress.extra.items() if k not in bad}
+        return Progress(percent=progress.percent, message=progress.message, extra=extra)
 
     @property
     def unflushed(self) -> bool:

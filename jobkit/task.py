@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 
 from .cron import timing
 from .errors import ConfigError, PayloadError, TaskNotFound
@@ -58,7 +58,7 @@ class Task(Generic[R]):
         self._payload = TypeAdapter(payload_type)
         self._payloads: TypeAdapter[list[Any]] | None = None  # list[payload_type], built on the first bulk add
         self.result_type: Any = hints.get("return", Any)
-        self._result = TypeAdapter(self.result_type)
+        self._result = _result_adapter(self.result_type)
         self.__doc__ = fn.__doc__
         self.__name__ = fn.__name__
         self.__wrapped__ = fn
@@ -137,6 +137,15 @@ class Task(Generic[R]):
     def load_result(self, data: Any) -> R:
         """The stored result as the function's return type."""
         return typing.cast(R, self._result.validate_python(data))
+
+
+def _result_adapter(result_type: Any) -> TypeAdapter[Any]:
+    """The adapter of a task's results. Where pydantic infers the JSON (Any, dict, list...) it would turn NaN and
+    infinity into null: keep them, so that `dump_json` refuses them; a model keeps its own config."""
+    try:
+        return TypeAdapter(result_type, config=ConfigDict(ser_json_inf_nan="constants"))
+    except PydanticUserError:  # a model, dataclass or TypedDict: its own config applies
+        return TypeAdapter(result_type)
 
 
 def _options(

@@ -84,7 +84,26 @@ async def backs_off(ctx: jobkit.Context) -> None:
         raise ConnectionResetError("peer went away")
 
 
-HOSTILE = [ok, exits, unprintable, swallows, blocks, never_stops, deaf, backs_off]
+@jobkit.task(name="h.nan_unannotated")
+async def nan_unannotated(ctx):  # type: ignore[no-untyped-def]  # no return annotation on purpose
+    return float("nan")
+
+
+@jobkit.task(name="h.nested_inf")
+async def nested_inf(ctx: jobkit.Context) -> dict:  # type: ignore[type-arg]
+    return {"scores": [1.0, float("-inf")]}
+
+
+@jobkit.task(name="h.bad_extras")
+async def bad_extras(ctx: jobkit.Context) -> str:
+    await ctx.progress(10, "first", handle=object(), rate=float("nan"), rows=1)
+    await ctx.progress(50, "half", handle=object(), rows=2)
+    await ctx.flush()
+    return "done"
+
+
+HOSTILE = [ok, exits, unprintable, swallows, blocks, never_stops, deaf, backs_off, nan_unannotated, nested_inf,
+           bad_extras]
 
 
 @pytest.fixture
@@ -240,3 +259,28 @@ async def test_the_log_says_why_an_attempt_failed_and_when_it_runs_again(
     [line] = [r.getMessage() for r in caplog.records if h.id in r.getMessage()]
     assert "attempt 1 failed after" in line and "ConnectionResetError: peer went away" in line
     assert line.endswith("will retry in 2.5s (attempt 2 of 2)"), line
+
+
+@pytest.mark.parametrize("task", [nan_unannotated, nested_inf], ids=lambda t: t.name)
+async def test_a_non_finite_result_fails_clearly(
+    worker: jobkit.Worker, submit: Callable[..., Any], task: jobkit.Task[Any]
+) -> None:
+    """NaN and infinity are not JSON: the job fails saying so, with or without a return annotation (a result
+    without one used to become null silently)."""
+    with pytest.raises(jobkit.JobFailed, match="not JSON-serialisable.*Out of range float") as info:
+        await (await submit(task)).result(timeout=10)
+    assert info.value.job.result is None and info.value.job.attempts == 1
+
+
+async def test_progress_extras_that_are_not_json_are_dropped_with_one_warning(
+    worker: jobkit.Worker, submit: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Progress is advisory on every backend: extra fields that JSON cannot store are dropped, once warned
+    about, and the job goes on (it failed on SQLite and Redis, and not on memory)."""
+    caplog.set_level(logging.WARNING, "jobkit.worker")
+    h = await submit(bad_extras)
+    assert await h.result(timeout=10) == "done"
+    job = await h.job()
+    assert job.progress.percent == 50 and job.progress.message == "half" and job.progress.extra == {"rows": 2}
+    warned = [r.getMessage() for r in caplog.records if h.id in r.getMessage()]
+    assert len(warned) == 1 and "handle" in warned[0] and "rate" in warned[0], warned
