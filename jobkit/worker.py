@@ -193,8 +193,11 @@ class Worker:
         log.info("worker %s started: queues=%s tasks=%s concurrency=%d backend=%s",
                  self.id, self.queues, sorted(self.tasks), self.concurrency, type(backend).__name__)
         try:
-            await self._beat(backend)
-            await self._maintain(backend)
+            for first, what in ((self._beat, "record its heartbeat"), (self._maintain, "run maintenance")):
+                try:
+                    await first(backend)
+                except Exception as exc:  # noqa: BLE001 - the loops try again; claims back off meanwhile
+                    log.warning("worker %s could not %s yet: %s", self.id, what, exc)
             self.started.set()
             await asyncio.gather(*(self._claim_loop(backend, q) for q in self.queues))
         finally:

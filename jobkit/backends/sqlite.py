@@ -155,6 +155,11 @@ def _private_copy(job: Job) -> Job | None:
     return mine
 
 
+def _error_name(exc: sqlite3.Error) -> str:
+    """SQLite's name for the error, as SQLITE_FULL (Python 3.11+; else "", and messages tell instead)."""
+    return str(getattr(exc, "sqlite_errorname", "") or "")
+
+
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
 
@@ -773,10 +778,10 @@ class SQLiteBackend(Backend):
                 await asyncio.sleep(0.005)
             if not isinstance(exc, sqlite3.Error):
                 raise
-            raise ConfigError(
+            raise ConfigError(self._problem(exc, "open") or (
                 f"cannot open the SQLite database {self.path!r} ({exc}): check that the file and its directory"
                 " are writable by this user, or point JOBKIT_URL at another sqlite:///path/jobs.db"
-            ) from None
+            )) from None
         if self._hub.closed:
             self._hub = EventHub(keep=0)
         self._db, self._store, self._last_event = db, made[0], made[0].last_event
@@ -813,13 +818,8 @@ class SQLiteBackend(Backend):
         self._queued.append((fn, args, kwargs, done))
         try:
             return cast(T, await done)
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
-                raise BackendError(
-                    f"the SQLite database {self.path!r} stayed locked by another process for over {BUSY_TIMEOUT:g}s"
-                    f" ({exc}); retry, or use Redis for this much concurrent writing"
-                ) from exc
-            raise
+        except sqlite3.Error as exc:
+            raise self._failure(exc, "write") from exc
 
     def _submit(self, db: aiosqlite.Connection, store: _Store) -> None:
         """Send the writes queued in this loop turn to the connection's thread, as one transaction."""
@@ -859,7 +859,37 @@ class SQLiteBackend(Backend):
 
     async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         db, _ = await self._connection()
-        return list(await db.execute_fetchall(sql, params))
+        try:
+            return list(await db.execute_fetchall(sql, params))
+        except sqlite3.Error as exc:
+            raise self._failure(exc, "read") from exc
+
+    def _failure(self, exc: sqlite3.Error, what: str) -> BackendError:
+        """A BackendError that says what went wrong with the file or its disk, and what to do about it."""
+        text = str(exc)
+        if "locked" in text or "busy" in text or _error_name(exc) in ("SQLITE_BUSY", "SQLITE_LOCKED"):
+            return BackendError(f"the SQLite database {self.path!r} stayed locked by another process for over"
+                                f" {BUSY_TIMEOUT:g}s ({exc}); retry, or use Redis for this much concurrent writing")
+        return BackendError(self._problem(exc, what) or f"the SQLite database {self.path!r} failed to {what} ({exc}):"
+                            " check the file and its disk, then retry")
+
+    def _problem(self, exc: sqlite3.Error, what: str) -> str | None:
+        """What a full disk, a damaged file or a read-only one means for `what` (read, write, open), else None."""
+        name, text, where = _error_name(exc), str(exc), repr(self.path)
+        if name == "SQLITE_FULL" or "is full" in text:
+            return (f"the disk holding the SQLite database {where} is full ({exc}), so nothing of this {what} was"
+                    " done: free space on that disk, then retry (workers retry by themselves)")
+        if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in text or "not a database" in text:
+            return (f"the SQLite database {where} is damaged ({exc}): stop its workers, then restore it from a"
+                    f" backup, or recover what it holds with `sqlite3 {self.path} .recover | sqlite3 recovered.db`"
+                    " and point JOBKIT_URL at the recovered file")
+        if name.startswith("SQLITE_READONLY") or "readonly" in text:
+            return (f"the SQLite database {where} cannot be written ({exc}): make the file, its -wal and -shm files"
+                    " and their directory writable by this user, then retry")
+        if name.startswith("SQLITE_IOERR") or "I/O error" in text:
+            return (f"the SQLite database {where} could not {what} ({exc}): check that its disk has free space and"
+                    " works, then retry")
+        return None
 
     def _listen(self, change: int) -> None:
         """Count who needs other processes' events; without anyone, polls and transactions skip reading them."""
