@@ -35,10 +35,15 @@ def describe(exc: BaseException) -> str:
     """`Type: message`, or the type's name alone when the message is empty or cannot be read."""
     name = type(exc).__name__
     try:
-        text = str(exc)
+        text = _storable(str(exc))
     except Exception:  # noqa: BLE001 - a broken __str__ must not lose the failure itself
         return f"{name} (its message could not be read: str() raised)"
     return f"{name}: {text}" if text else name
+
+
+def _storable(text: str) -> str:
+    """`text` as UTF-8 can store it: a lone surrogate (a file name decoded with surrogateescape) as `\\udce9`."""
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def completed(job: Job, result: Any) -> Outcome:
@@ -148,6 +153,6 @@ def _uncancel() -> None:
 
 def _tb(exc: BaseException) -> str:
     try:
-        return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return _storable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
     except Exception:  # noqa: BLE001 - a traceback that cannot be formatted must not lose the failure
         return f"{type(exc).__name__} (its traceback could not be formatted)"

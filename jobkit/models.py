@@ -70,10 +70,13 @@ def new_job_ids(n: int) -> list[str]:
 
 
 def dump_json(value: Any, what: str) -> str:
-    """JSON text for `value`, or a PayloadError saying what could not be stored."""
+    """JSON text for `value`, or a PayloadError saying what could not be stored (NaN, infinity, a lone surrogate
+    that UTF-8 cannot encode, a type JSON does not have)."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        text.encode()
+        return text
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
         raise PayloadError(
             f"{what} is not JSON-serialisable ({exc}); return or pass only dicts, lists, str, int, float,"
             " bool and None, or a pydantic model"

@@ -129,8 +129,8 @@ class Task(Generic[R]):
             data = self._result.dump_python(result, mode="json")
         except Exception:  # noqa: BLE001 - pydantic raises several kinds; fall back to the raw value
             data = result
-        if data.__class__ in _JSON_SCALARS:  # JSON as they are: spare the check (most results)
-            return data
+        if data.__class__ in _JSON_SCALARS and (data.__class__ is not str or data.isascii()):
+            return data  # JSON as they are: spare the check (most results)
         dump_json(data, f"result of task {self.name!r}")
         return data
 

@@ -102,8 +102,18 @@ async def bad_extras(ctx: jobkit.Context) -> str:
     return "done"
 
 
+FILENAME = b"caf\xe9.csv".decode("utf-8", "surrogateescape")  # a Latin-1 file name, as os.listdir gives it
+
+
+@jobkit.task(name="h.surrogates")
+async def surrogates(ctx: jobkit.Context, how: str) -> Any:
+    if how == "error":
+        raise FileNotFoundError(f"no such file: {FILENAME}")
+    return FILENAME if how == "str" else {"files": [FILENAME]}
+
+
 HOSTILE = [ok, exits, unprintable, swallows, blocks, never_stops, deaf, backs_off, nan_unannotated, nested_inf,
-           bad_extras]
+           bad_extras, surrogates]
 
 
 @pytest.fixture
@@ -284,3 +294,36 @@ async def test_progress_extras_that_are_not_json_are_dropped_with_one_warning(
     assert job.progress.percent == 50 and job.progress.message == "half" and job.progress.extra == {"rows": 2}
     warned = [r.getMessage() for r in caplog.records if h.id in r.getMessage()]
     assert len(warned) == 1 and "handle" in warned[0] and "rate" in warned[0], warned
+
+
+@pytest.mark.parametrize("how", ["str", "dict"])
+async def test_a_result_that_is_not_text_json_can_store_fails_clearly(
+    worker: jobkit.Worker, submit: Callable[..., Any], how: str
+) -> None:
+    """A lone surrogate (a file name decoded with surrogateescape) cannot be stored as UTF-8 JSON: the job fails
+    saying so, instead of its outcome (and those written with it) being lost to a failed write."""
+    h, other = await submit(surrogates, how), await submit(ok, 4)
+    with pytest.raises(jobkit.JobFailed, match="not JSON-serialisable.*surrogate"):
+        await h.result(timeout=10)
+    assert await other.result(timeout=10) == 4
+
+
+async def test_an_error_message_with_a_lone_surrogate_is_kept_escaped(
+    worker: jobkit.Worker, submit: Callable[..., Any]
+) -> None:
+    h = await submit(surrogates, "error")
+    with pytest.raises(jobkit.JobFailed) as info:
+        await h.result(timeout=10)
+    job = info.value.job
+    assert job.error == "FileNotFoundError: no such file: caf\\udce9.csv" and job.attempts == 1
+    assert job.traceback is not None and "caf\\udce9.csv" in job.traceback
+
+
+async def test_a_payload_with_a_lone_surrogate_is_refused_at_enqueue(backend: Backend, qname: str) -> None:
+    """Refused alike on every backend, before anything is queued (SQLite raised a raw pydantic error)."""
+    q = jobkit.Queue(qname, backend=backend)
+    with pytest.raises(jobkit.PayloadError, match="not JSON-serialisable.*surrogate"):
+        await q.add(surrogates, FILENAME)
+    with pytest.raises(jobkit.PayloadError, match="not JSON-serialisable.*surrogate"):
+        await q.add("h.unregistered", {"file": FILENAME})
+    assert (await q.counts()).total == 0
