@@ -8,10 +8,14 @@ Peers, installed only in the benchmark's own venv (never jobkit dependencies, se
 - memory: taskiq's InMemoryBroker, which runs each kicked task at once as an asyncio task;
 - SQLite: huey's SqliteHuey with its consumer in-process (10 worker threads, consumer defaults otherwise).
 
-Two measurements, each library in its own fresh subprocess, each repeated (default 3 times, median reported):
+Three measurements, each library in its own fresh subprocess, each repeated (default 3 times, median reported):
 - drain: enqueue N no-op jobs, then start one consumer (jobkit: one Worker at concurrency 10) and run them
   all. jobs/s = N / (last job end - first job start), both taken inside the jobs with time.perf_counter;
   wall = consumer start until it has stopped with every outcome written.
+- e2e: the consumer starts first (as in the drain), then a producer adds N no-op jobs one call at a time,
+  awaiting each, the way an app or a notebook loop submits (jobkit: `await queue.add(task)`, and as a second
+  row `await jobkit.submit(task)`; huey: one enqueue per call; taskiq: one `kiq()` per call), until every job
+  has run. jobs/s = N / (first add -> last job end); producer calls/s = N / the producer loop's time.
 - latency: sequential enqueue -> result round trips with the consumer already running, after warm-ups;
   p50 and p99 over the timed rounds.
 
@@ -56,15 +60,18 @@ INSTALL = "python3 -m venv benchmarks/.venv && benchmarks/.venv/bin/pip install 
 
 # target -> (storage, library label, is jobkit, which metrics it runs)
 TARGETS: dict[str, tuple[str, str, bool, tuple[str, ...]]] = {
-    "jobkit-memory": ("memory", "jobkit memory://", True, ("drain", "latency")),
-    "taskiq-memory": ("memory", "taskiq InMemoryBroker", False, ("drain", "latency")),
+    "jobkit-memory": ("memory", "jobkit memory://", True, ("drain", "e2e", "latency")),
+    "jobkit-memory-submit": ("memory", "jobkit memory://, jobkit.submit per job", True, ("e2e",)),
+    "taskiq-memory": ("memory", "taskiq InMemoryBroker", False, ("drain", "e2e", "latency")),
     "taskiq-memory-tight": ("memory", "taskiq InMemoryBroker, 1 ms result polling", False, ("latency",)),
-    "jobkit-sqlite": ("sqlite", "jobkit sqlite:///", True, ("drain", "latency")),
-    "huey-sqlite": ("sqlite", "huey SqliteHuey", False, ("drain", "latency")),
+    "jobkit-sqlite": ("sqlite", "jobkit sqlite:///", True, ("drain", "e2e", "latency")),
+    "jobkit-sqlite-submit": ("sqlite", "jobkit sqlite:///, jobkit.submit per job", True, ("e2e",)),
+    "huey-sqlite": ("sqlite", "huey SqliteHuey", False, ("drain", "e2e", "latency")),
     "huey-sqlite-tight": ("sqlite", "huey SqliteHuey, 1 ms polling", False, ("latency",)),
 }
 PEER = {"memory": "taskiq-memory", "sqlite": "huey-sqlite"}
 GOALS = {"memory": {"drain": 20_000.0}, "sqlite": {"drain": 3_000.0, "p50_ms": 5.0}}
+E2E_VS_PEER = {"memory": 1.0, "sqlite": 2.0}  # e2e target: at least this many times the peer's jobs/s
 CONCURRENCY = 10
 TIGHT = 0.001  # seconds between polls for the *-tight peers
 Section = Callable[[], AbstractContextManager[None]]
@@ -86,6 +93,10 @@ class Probe:
             if self.first is None:
                 self.first = time.perf_counter()
 
+    def begin(self) -> None:
+        """e2e: time from now (the first add) instead of from the first job's start."""
+        self.first = time.perf_counter()
+
     def end(self) -> bool:
         """Record one job's end; True when it was the last of the N."""
         with self._lock:
@@ -101,6 +112,11 @@ class Probe:
 def drain_result(n: int, probe: Probe, enqueue_s: float, wall_s: float) -> dict[str, Any]:
     return {"n": n, "jobs_per_s": probe.rate(), "drain_s": probe.last - (probe.first or 0.0),
             "wall_s": wall_s, "enqueue_s": enqueue_s, "enqueue_per_s": n / enqueue_s}
+
+
+def e2e_result(n: int, probe: Probe, produce_s: float) -> dict[str, Any]:
+    return {"n": n, "jobs_per_s": probe.rate(), "e2e_s": probe.last - (probe.first or 0.0),
+            "produce_s": produce_s, "produce_per_s": n / produce_s}
 
 
 def latency_result(samples: list[float]) -> dict[str, Any]:
@@ -159,6 +175,35 @@ async def jobkit_drain(url: str, n: int, section: Section | None = None) -> dict
     return drain_result(n, probe, enqueue_s, wall_s)
 
 
+async def jobkit_e2e(url: str, n: int, submit: bool, section: Section | None = None) -> dict[str, Any]:
+    """Worker first, then one add (or `jobkit.submit`) per job, each awaited; `section` wraps both."""
+    import jobkit
+
+    probe, done = Probe(n), asyncio.Event()
+
+    @jobkit.task(queue="bench-e2e")
+    async def noop(ctx: Any) -> None:
+        if probe.end():
+            done.set()
+
+    with (section or contextlib.nullcontext)():  # connect inside, so that a profile covers aiosqlite's thread
+        backend = await jobkit.connect(url)
+        queue = jobkit.Queue("bench-e2e", backend=backend)
+        async with jobkit.Worker([noop], backend=backend, concurrency=CONCURRENCY, handle_signals=False) as worker:
+            probe.begin()
+            if submit:
+                for _ in range(n):
+                    await jobkit.submit(noop, backend=backend)
+            else:
+                for _ in range(n):
+                    await queue.add(noop)
+            produce_s = time.perf_counter() - (probe.first or 0.0)
+            await done.wait()
+        await backend.close()
+    assert worker.processed == n, f"worker processed {worker.processed} of {n}"
+    return e2e_result(n, probe, produce_s)
+
+
 async def jobkit_latency(url: str, rounds: int, warmup: int, section: Section | None = None) -> dict[str, Any]:
     import jobkit
 
@@ -214,6 +259,26 @@ def huey_drain(path: str, n: int) -> dict[str, Any]:
     return drain_result(n, probe, enqueue_s, wall_s)
 
 
+def huey_e2e(path: str, n: int) -> dict[str, Any]:
+    from huey import SqliteHuey
+
+    huey = SqliteHuey("bench", filename=path)
+    probe, done = Probe(n), threading.Event()
+
+    @huey.task()
+    def noop() -> None:
+        if probe.end():
+            done.set()
+
+    with huey_consumer(huey, tight=False):
+        probe.begin()
+        for _ in range(n):
+            noop()
+        produce_s = time.perf_counter() - (probe.first or 0.0)
+        done.wait()
+    return e2e_result(n, probe, produce_s)
+
+
 def huey_latency(path: str, rounds: int, warmup: int, tight: bool) -> dict[str, Any]:
     from huey import SqliteHuey
 
@@ -259,6 +324,28 @@ async def taskiq_drain(n: int) -> dict[str, Any]:
     return drain_result(n, probe, enqueue_s, wall_s)
 
 
+async def taskiq_e2e(n: int) -> dict[str, Any]:
+    from taskiq import InMemoryBroker
+
+    broker = InMemoryBroker(max_async_tasks=CONCURRENCY)
+    probe, done = Probe(n), asyncio.Event()
+
+    @broker.task
+    async def noop() -> None:
+        if probe.end():
+            done.set()
+
+    await broker.startup()
+    probe.begin()
+    for _ in range(n):
+        await noop.kiq()
+    produce_s = time.perf_counter() - (probe.first or 0.0)
+    await done.wait()
+    await broker.wait_all()
+    await broker.shutdown()
+    return e2e_result(n, probe, produce_s)
+
+
 async def taskiq_latency(rounds: int, warmup: int, tight: bool) -> dict[str, Any]:
     from taskiq import InMemoryBroker
 
@@ -287,12 +374,18 @@ def measure(
     db = os.path.join(workdir, f"{target}-{metric}.db")
     tight = target.endswith("-tight")
     if target.startswith("jobkit-"):
-        url = "memory://bench" if target == "jobkit-memory" else f"sqlite:///{db}"
+        url = "memory://bench" if target.startswith("jobkit-memory") else f"sqlite:///{db}"
+        if metric == "e2e":
+            return asyncio.run(jobkit_e2e(url, n, target.endswith("-submit"), section))
         coro = jobkit_drain(url, n, section) if metric == "drain" else jobkit_latency(url, rounds, warmup, section)
         return asyncio.run(coro)
     if target.startswith("huey-"):
+        if metric == "e2e":
+            return huey_e2e(db, n)
         return huey_drain(db, n) if metric == "drain" else huey_latency(db, rounds, warmup, tight)
     if target.startswith("taskiq-"):
+        if metric == "e2e":
+            return asyncio.run(taskiq_e2e(n))
         return asyncio.run(taskiq_drain(n) if metric == "drain" else taskiq_latency(rounds, warmup, tight))
     raise SystemExit(f"unknown target {target!r}")
 
@@ -415,7 +508,8 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 r = run_child(target, metric, n, args)
                 runs.append(r)
                 shown = (f"{r['jobs_per_s']:,.0f} jobs/s, wall {r['wall_s']:.2f}s" if metric == "drain"
-                         else f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+                         else f"{r['jobs_per_s']:,.0f} jobs/s, producer {r['produce_per_s']:,.0f} calls/s"
+                         if metric == "e2e" else f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
                 print(f"  {label:<45} {metric:<8} run {rep + 1}/{args.repeat}: {shown}", flush=True)
             measured[target][metric] = {"median": medians(runs), "runs": runs}
     return measured
@@ -505,25 +599,46 @@ def table(measured: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def e2e_table(measured: dict[str, dict[str, Any]]) -> str:
+    """One row per library that ran e2e; jobkit rows say how many times the peer's jobs/s they made."""
+    lines = ["| storage | library | N | e2e jobs/s (range) | producer calls/s | vs peer |",
+             "|---|---|---:|---:|---:|---:|"]
+    for target in measured:
+        e2e = median_of(measured, target, "e2e")
+        if not e2e:
+            continue
+        storage, label, is_jobkit, _ = TARGETS[target]
+        peer = median_of(measured, PEER[storage], "e2e")
+        vs = f"{e2e['jobs_per_s'] / peer['jobs_per_s']:.2f}x" if is_jobkit and peer else "—"
+        lines.append(f"| {storage} | {label} | {e2e['n']} | {spread(measured, target, 'e2e', 'jobs_per_s', ',.0f')} "
+                     f"| {fmt(e2e.get('produce_per_s'), ',.0f')} | {vs} |")
+    return "\n".join(lines) + "\n"
+
+
 def goals(measured: dict[str, dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     checks = []
     for storage, wanted in GOALS.items():
-        mine = measured.get(f"jobkit-{storage}")
-        if not mine:
-            continue
-        rate, p50 = mine["drain"]["median"]["jobs_per_s"], mine["latency"]["median"]["p50_ms"]
-        checks.append({"goal": f"{storage}: drain >= {wanted['drain']:,.0f} jobs/s", "measured": f"{rate:,.0f}",
-                       "met": rate >= wanted["drain"]})
-        if "p50_ms" in wanted:
-            checks.append({"goal": f"{storage}: in-process p50 <= {wanted['p50_ms']:g} ms", "measured": f"{p50:.2f} ms",
-                           "met": p50 <= wanted["p50_ms"]})
-        peer = measured.get(PEER[storage])
-        if peer:
-            peer_rate, peer_p50 = peer["drain"]["median"]["jobs_per_s"], peer["latency"]["median"]["p50_ms"]
-            checks.append({"goal": f"{storage}: drain ahead of {TARGETS[PEER[storage]][1]}",
-                           "measured": f"{rate / peer_rate:.2f}x", "met": rate > peer_rate})
-            checks.append({"goal": f"{storage}: p50 ahead of {TARGETS[PEER[storage]][1]}",
-                           "measured": f"{peer_p50 / p50:.2f}x", "met": p50 < peer_p50})
+        mine, peer = measured.get(f"jobkit-{storage}", {}), measured.get(PEER[storage], {})
+        if "drain" in mine and "latency" in mine:
+            rate, p50 = mine["drain"]["median"]["jobs_per_s"], mine["latency"]["median"]["p50_ms"]
+            checks.append({"goal": f"{storage}: drain >= {wanted['drain']:,.0f} jobs/s", "measured": f"{rate:,.0f}",
+                           "met": rate >= wanted["drain"]})
+            if "p50_ms" in wanted:
+                checks.append({"goal": f"{storage}: in-process p50 <= {wanted['p50_ms']:g} ms",
+                               "measured": f"{p50:.2f} ms", "met": p50 <= wanted["p50_ms"]})
+            if "drain" in peer and "latency" in peer:
+                peer_rate, peer_p50 = peer["drain"]["median"]["jobs_per_s"], peer["latency"]["median"]["p50_ms"]
+                checks.append({"goal": f"{storage}: drain ahead of {TARGETS[PEER[storage]][1]}",
+                               "measured": f"{rate / peer_rate:.2f}x", "met": rate > peer_rate})
+                checks.append({"goal": f"{storage}: p50 ahead of {TARGETS[PEER[storage]][1]}",
+                               "measured": f"{peer_p50 / p50:.2f}x", "met": p50 < peer_p50})
+        peer_e2e = median_of(measured, PEER[storage], "e2e")
+        for target in (f"jobkit-{storage}", f"jobkit-{storage}-submit"):
+            mine_e2e = median_of(measured, target, "e2e")
+            if mine_e2e and peer_e2e:
+                ratio, wanted_ratio = mine_e2e["jobs_per_s"] / peer_e2e["jobs_per_s"], E2E_VS_PEER[storage]
+                checks.append({"goal": f"{TARGETS[target][1]}: e2e >= {wanted_ratio:g}x {TARGETS[PEER[storage]][1]}",
+                               "measured": f"{ratio:.2f}x", "met": ratio >= wanted_ratio})
     lines = ["| target | measured | met |", "|---|---:|---|"]
     lines += [f"| {c['goal']} | {c['measured']} | {'yes' if c['met'] else '**no**'} |" for c in checks]
     return "\n".join(lines) + "\n", checks
@@ -544,7 +659,9 @@ def report(measured: dict[str, dict[str, Any]], info: dict[str, Any], args: argp
         f"round trips after {args.warmup} warm-ups, consumer already running in-process. Ratios: drain = jobkit "
         f"jobs/s / peer's; p50 = peer's p50 / jobkit's (above 1: jobkit ahead). Peer rows at default settings; "
         f"`1 ms polling` rows are latency only.\n\n"
-        f"{table(measured)}\n## Targets\n\n{goal_table}"
+        f"{table(measured)}\n## Producing and consuming at once (e2e)\n\nConsumer started first, then one awaited "
+        f"add per job; jobs/s = N / (first add -> last job end).\n\n{e2e_table(measured)}\n"
+        f"## Targets\n\n{goal_table}"
     )
 
 
@@ -559,9 +676,9 @@ def main() -> None:
     parser.add_argument("--targets", type=lambda s: s.split(","), default=list(TARGETS),
                         help="comma-separated, from: " + ", ".join(TARGETS))
     parser.add_argument("--child-timeout", type=float, default=900.0)
-    parser.add_argument("--profile", metavar="TARGET", choices=["jobkit-memory", "jobkit-sqlite"],
+    parser.add_argument("--profile", metavar="TARGET", choices=[t for t in TARGETS if t.startswith("jobkit-")],
                         help="profile one jobkit measurement instead of comparing")
-    parser.add_argument("--metric", choices=["drain", "latency"], default="drain", help="with --profile")
+    parser.add_argument("--metric", choices=["drain", "e2e", "latency"], default="drain", help="with --profile")
     parser.add_argument("--profiler", choices=["cprofile", "pyinstrument"], default="cprofile")
     parser.add_argument("--top", type=int, default=30, help="functions listed per cProfile table")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -573,7 +690,8 @@ def main() -> None:
     if args.child:
         child(args)
     elif args.profile:
-        args.target, args.n = args.profile, args.memory_n if args.profile == "jobkit-memory" else args.sqlite_n
+        args.target = args.profile
+        args.n = args.memory_n if args.profile.startswith("jobkit-memory") else args.sqlite_n
         with tempfile.TemporaryDirectory(prefix="jobkit-bench-") as workdir:
             text = profiled(args, workdir)
         RESULTS.mkdir(exist_ok=True)
