@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -572,6 +573,41 @@ async def test_writes_of_one_loop_turn_share_a_transaction_yet_fail_alone(
         assert [(e.job_id, e.event) for e in seen] == [("a", "added"), ("c", "added")]
         assert int(seen[1].id) == int(seen[0].id) + 1  # the failed call left no event and no gap
         await events.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_writes_asked_for_while_a_transaction_runs_share_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer adding one job at a time and a worker claiming: each waits for the transaction under way,
+    then all of them go in one, instead of one transaction (and commit) each."""
+    async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
+        commits: list[list[str]] = []
+        store = b._store
+        assert store is not None
+        run, entered, release = store.transaction, threading.Event(), threading.Event()
+
+        def held(calls: Sequence[Any]) -> Any:  # on the connection's thread
+            commits.append([fn.__name__ for fn, _, _ in calls])
+            if len(commits) == 1:
+                entered.set()
+                assert release.wait(10)
+            return run(calls)
+
+        monkeypatch.setattr(store, "transaction", held)
+        first = asyncio.ensure_future(b.add([job("a")]))
+        assert await asyncio.to_thread(entered.wait, 10)  # the first transaction is under way, and held there
+        later = []
+        for name in ("b", "c", "d"):  # each in a turn of its own, as an awaiting producer's adds come
+            later.append(asyncio.ensure_future(b.add([job(name)])))
+            await asyncio.sleep(0)
+        later.append(asyncio.ensure_future(b.claim(Q, "w", limit=2, lease=30, now=time.time())))
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *later), 10)
+        assert commits == [["add"], ["add", "add", "add", "claim"]]
+        assert [j.id for j in later[-1].result().jobs] == ["a", "b"]  # the claim saw the adds before it
+        assert (await b.counts(Q)).waiting == 2
 
 
 @pytest.mark.asyncio

@@ -714,8 +714,8 @@ class SQLiteBackend(Backend):
         self._lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._listeners = 0  # open subscriptions and pending wait_for_work calls
-        self._queued: list[_Queued] = []  # writes waiting for the end of this loop turn (see _write)
-        self._commits: set[asyncio.Task[None]] = set()
+        self._queued: list[_Queued] = []  # writes waiting for the next transaction (see _write)
+        self._flight: asyncio.Task[None] | None = None  # the transaction under way
 
     def __repr__(self) -> str:
         return f"<SQLiteBackend {self.path}>"
@@ -807,27 +807,35 @@ class SQLiteBackend(Backend):
     async def _write(self, fn: Callable[Concatenate[_Store, _Tx, P], T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run `fn` atomically on the connection's thread, and publish its events here.
 
-        Writes asked for in the same turn of the event loop (a worker's finish and its next claim) share
-        one transaction and one trip to the thread, each in a savepoint of its own (group commit).
+        Group commit: one transaction at a time goes to the thread; writes asked for meanwhile, or in the same
+        turn of the event loop (a worker's finish and its next claim, a producer's next add), wait and share
+        the next transaction and trip to the thread, each in a savepoint of its own.
         """
         db, store = await self._connection()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
-        if not self._queued:
-            loop.call_soon(self._submit, db, store)
         self._queued.append((fn, args, kwargs, done))
+        flight = self._flight
+        if flight is None or flight.done() or flight.get_loop() is not loop:
+            self._flight = loop.create_task(self._committer(db, store))  # starts after this turn: more may join
         try:
             return cast(T, await done)
         except sqlite3.Error as exc:
             raise self._failure(exc, "write") from exc
 
-    def _submit(self, db: aiosqlite.Connection, store: _Store) -> None:
-        """Send the writes queued in this loop turn to the connection's thread, as one transaction."""
-        batch, self._queued = self._queued, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._commit(db, store, batch))
-            self._commits.add(task)  # the loop keeps only a weak reference to a task
-            task.add_done_callback(self._commits.discard)
+    async def _committer(self, db: aiosqlite.Connection, store: _Store) -> None:
+        """Commit the queued writes, a batch at a time, until none is left."""
+        try:
+            while self._queued:
+                batch, self._queued = self._queued, []
+                await self._commit(db, store, batch)
+                # One more turn, so that the callers just resumed can queue their next writes to join the next batch.
+                await asyncio.sleep(0)
+        except BaseException:
+            queued, self._queued = self._queued, []
+            for *_, done in queued:
+                done.cancel()
+            raise
 
     async def _commit(self, db: aiosqlite.Connection, store: _Store, batch: builtins.list[_Queued]) -> None:
         """One transaction for `batch`; then its events go out, and only then do the callers resume."""
