@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 
 from .backends import Backend
 from .task import registered
-from .worker import Worker
+from .worker import Worker, serving_here
 
 __all__ = ["EMBEDDED_IDLE_TIMEOUT", "awaiting", "ensure_worker", "shutdown", "wanted"]
 
@@ -61,6 +61,8 @@ async def ensure_worker(backend: Backend, queue: str) -> Worker | None:
     if worker is not None and not worker.stopping:
         worker.touch()  # new demand: an idle check under way must not stop it now
         return worker
+    if serving_here(backend, queue):
+        return None
     alive = [w for w in await backend.workers(time.time(), queue) if not w.embedded]
     if alive:
         return None

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,9 +27,10 @@ from .models import TERMINAL_STATES, Job, JobState, Outcome, RateLimit, WorkerIn
 from .task import Task
 from .watchdog import Watchdog
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "serving_here"]
 
 log = logging.getLogger("jobkit.worker")
+_running: weakref.WeakSet[Worker] = weakref.WeakSet()  # this process's started workers, until they stop
 
 STOP_MARGIN = 5.0  # seconds past `grace` that a worker process has to stop after a signal, whatever its tasks do
 CANCEL_WAIT = 2.0  # at most, seconds a stopping worker's cancelled jobs get to end before it hands them back anyway
@@ -199,8 +201,10 @@ class Worker:
                 except Exception as exc:  # noqa: BLE001 - the loops try again; claims back off meanwhile
                     log.warning("worker %s could not %s yet: %s", self.id, what, exc)
             self.started.set()
+            _running.add(self)
             await asyncio.gather(*(self._claim_loop(backend, q) for q in self.queues))
         finally:
+            _running.discard(self)
             await self._shutdown(backend, helpers)
             for sig, previous in signals:
                 signal.signal(sig, previous)
@@ -633,3 +637,9 @@ class Worker:
         with contextlib.suppress(Exception):
             await backend.forget_worker(self.id)
         log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+
+
+def serving_here(backend: Backend, queue: str) -> bool:
+    """Whether a worker of this process, not an embedded one and not stopping, runs `queue` on `backend`: then
+    it is alive for sure, without reading the workers' heartbeats."""
+    return any(w.backend is backend and queue in w.queues and not w.embedded and not w.stopping for w in _running)

@@ -125,6 +125,30 @@ async def test_no_embedded_worker_when_a_real_worker_is_alive() -> None:
     assert (await handle.job()).state is JobState.WAITING, "the live worker, not this process, should run it"
 
 
+async def test_submit_beside_a_worker_of_this_process_asks_the_backend_for_no_workers(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop submitting job after job while this process's own Worker serves the queue: that worker is known
+    alive here, so no submit reads the workers' heartbeats (on SQLite, a trip to the file each); once it has
+    stopped, submit asks again and starts an embedded worker."""
+    backend = await jobkit.config.get_backend(url)
+    asked: list[str | None] = []
+    workers = backend.workers
+
+    async def counted(now: float, queue: str | None = None) -> list[WorkerInfo]:
+        asked.append(queue)
+        return await workers(now, queue)
+
+    monkeypatch.setattr(backend, "workers", counted)
+    async with jobkit.Worker([summarise], backend=backend, handle_signals=False):
+        handles = [await jobkit.submit(summarise, {"values": [i]}, backend=backend) for i in range(5)]
+        assert [await h.result(timeout=10) for h in handles] == [Stats(total=i, count=1) for i in range(5)]
+    assert asked == []
+    handle = await jobkit.submit(summarise, {"values": [7]}, backend=backend)
+    assert asked == ["run-tests"]
+    assert await handle.result(timeout=10) == Stats(total=7, count=1)
+
+
 async def test_embedded_worker_stops_when_idle(url: str) -> None:
     backend = await jobkit.config.get_backend(url)
     worker = await ensure_worker(backend, "run-tests")
