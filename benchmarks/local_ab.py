@@ -4,9 +4,9 @@
     benchmarks/.venv/bin/python benchmarks/local_ab.py --before /tmp/jobkit-before --rounds 5 \\
         --runs jobkit-sqlite:e2e,huey-sqlite:e2e,jobkit-sqlite:drain
 
-Each round runs every measurement once per tree (the peers once), each in a fresh process, so that a machine
-whose speed drifts (this one swings +-30% between runs) weighs on both sides alike; medians and ranges are
-reported, and written to benchmarks/results/local-ab-<stamp>.md and .json.
+Each round runs every measurement once per tree (the peers once), each in a fresh process, the trees' order
+swapped every other round, so that a machine whose speed drifts (this one swings +-30% between runs) weighs on
+both sides alike; medians and ranges are reported, and written to benchmarks/results/local-ab-<stamp>.md/.json.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 BENCH = HERE / "local_bench.py"
-KEY = {"drain": "jobs_per_s", "e2e": "jobs_per_s", "latency": "p50_ms"}
+KEY = {"drain": "jobs_per_s", "e2e": "jobs_per_s", "add": "jobs_per_s", "latency": "p50_ms"}
 
 
 def one(target: str, metric: str, n: int, tree: str | None, rounds: int) -> dict[str, Any]:
@@ -57,6 +57,8 @@ def main() -> None:
         for target, metric in args.runs:
             n = args.memory_n if "memory" in target else args.sqlite_n
             sides = [("before", args.before), ("after", None)] if target.startswith("jobkit") else [("peer", None)]
+            if r % 2:
+                sides.reverse()  # before first in even rounds, after first in odd ones: order weighs on neither
             for side, tree in sides:
                 res = one(target, metric, n, tree, args.latency_rounds)
                 label = f"{target} {metric} {side}"

@@ -18,6 +18,8 @@ Three measurements, each library in its own fresh subprocess, each repeated (def
   has run. jobs/s = N / (first add -> last job end); producer calls/s = N / the producer loop's time.
 - latency: sequential enqueue -> result round trips with the consumer already running, after warm-ups;
   p50 and p99 over the timed rounds.
+- add (jobkit and huey, no consumer): the e2e producer alone, N awaited adds (huey: N enqueues); the most
+  that e2e could reach, whatever the consumer costs.
 
 Peers wait for results by polling, with defaults of 50 ms and up (huey's Result.get) and 200 ms (taskiq's
 wait_result), so their default latency mostly shows that interval. The `*-tight` rows (latency only) poll
@@ -60,13 +62,13 @@ INSTALL = "python3 -m venv benchmarks/.venv && benchmarks/.venv/bin/pip install 
 
 # target -> (storage, library label, is jobkit, which metrics it runs)
 TARGETS: dict[str, tuple[str, str, bool, tuple[str, ...]]] = {
-    "jobkit-memory": ("memory", "jobkit memory://", True, ("drain", "e2e", "latency")),
+    "jobkit-memory": ("memory", "jobkit memory://", True, ("drain", "e2e", "latency", "add")),
     "jobkit-memory-submit": ("memory", "jobkit memory://, jobkit.submit per job", True, ("e2e",)),
     "taskiq-memory": ("memory", "taskiq InMemoryBroker", False, ("drain", "e2e", "latency")),
     "taskiq-memory-tight": ("memory", "taskiq InMemoryBroker, 1 ms result polling", False, ("latency",)),
-    "jobkit-sqlite": ("sqlite", "jobkit sqlite:///", True, ("drain", "e2e", "latency")),
+    "jobkit-sqlite": ("sqlite", "jobkit sqlite:///", True, ("drain", "e2e", "latency", "add")),
     "jobkit-sqlite-submit": ("sqlite", "jobkit sqlite:///, jobkit.submit per job", True, ("e2e",)),
-    "huey-sqlite": ("sqlite", "huey SqliteHuey", False, ("drain", "e2e", "latency")),
+    "huey-sqlite": ("sqlite", "huey SqliteHuey", False, ("drain", "e2e", "latency", "add")),
     "huey-sqlite-tight": ("sqlite", "huey SqliteHuey, 1 ms polling", False, ("latency",)),
 }
 PEER = {"memory": "taskiq-memory", "sqlite": "huey-sqlite"}
@@ -204,6 +206,25 @@ async def jobkit_e2e(url: str, n: int, submit: bool, section: Section | None = N
     return e2e_result(n, probe, produce_s)
 
 
+async def jobkit_add(url: str, n: int) -> dict[str, Any]:
+    """The e2e producer with no consumer: N awaited adds."""
+    import jobkit
+
+    @jobkit.task(queue="bench-add")
+    async def noop(ctx: Any) -> None:
+        pass
+
+    backend = await jobkit.connect(url)
+    queue = jobkit.Queue("bench-add", backend=backend)
+    await queue.add(noop)  # the first add creates the queue's row
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await queue.add(noop)
+    add_s = time.perf_counter() - t0
+    await backend.close()
+    return {"n": n, "jobs_per_s": n / add_s, "add_s": add_s}
+
+
 async def jobkit_latency(url: str, rounds: int, warmup: int, section: Section | None = None) -> dict[str, Any]:
     import jobkit
 
@@ -277,6 +298,23 @@ def huey_e2e(path: str, n: int) -> dict[str, Any]:
         produce_s = time.perf_counter() - (probe.first or 0.0)
         done.wait()
     return e2e_result(n, probe, produce_s)
+
+
+def huey_add(path: str, n: int) -> dict[str, Any]:
+    from huey import SqliteHuey
+
+    huey = SqliteHuey("bench", filename=path)
+
+    @huey.task()
+    def noop() -> None:
+        pass
+
+    noop()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        noop()
+    add_s = time.perf_counter() - t0
+    return {"n": n, "jobs_per_s": n / add_s, "add_s": add_s}
 
 
 def huey_latency(path: str, rounds: int, warmup: int, tight: bool) -> dict[str, Any]:
@@ -377,11 +415,15 @@ def measure(
         url = "memory://bench" if target.startswith("jobkit-memory") else f"sqlite:///{db}"
         if metric == "e2e":
             return asyncio.run(jobkit_e2e(url, n, target.endswith("-submit"), section))
+        if metric == "add":
+            return asyncio.run(jobkit_add(url, n))
         coro = jobkit_drain(url, n, section) if metric == "drain" else jobkit_latency(url, rounds, warmup, section)
         return asyncio.run(coro)
     if target.startswith("huey-"):
         if metric == "e2e":
             return huey_e2e(db, n)
+        if metric == "add":
+            return huey_add(db, n)
         return huey_drain(db, n) if metric == "drain" else huey_latency(db, rounds, warmup, tight)
     if target.startswith("taskiq-"):
         if metric == "e2e":
@@ -507,12 +549,20 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             for rep in range(args.repeat):
                 r = run_child(target, metric, n, args)
                 runs.append(r)
-                shown = (f"{r['jobs_per_s']:,.0f} jobs/s, wall {r['wall_s']:.2f}s" if metric == "drain"
-                         else f"{r['jobs_per_s']:,.0f} jobs/s, producer {r['produce_per_s']:,.0f} calls/s"
-                         if metric == "e2e" else f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
-                print(f"  {label:<45} {metric:<8} run {rep + 1}/{args.repeat}: {shown}", flush=True)
+                print(f"  {label:<45} {metric:<8} run {rep + 1}/{args.repeat}: {shown(metric, r)}", flush=True)
             measured[target][metric] = {"median": medians(runs), "runs": runs}
     return measured
+
+
+def shown(metric: str, r: dict[str, Any]) -> str:
+    """One run's figures, as the comparison prints them while it goes."""
+    if metric == "drain":
+        return f"{r['jobs_per_s']:,.0f} jobs/s, wall {r['wall_s']:.2f}s"
+    if metric == "e2e":
+        return f"{r['jobs_per_s']:,.0f} jobs/s, producer {r['produce_per_s']:,.0f} calls/s"
+    if metric == "add":
+        return f"{r['jobs_per_s']:,.0f} adds/s"
+    return f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -601,7 +651,7 @@ def table(measured: dict[str, dict[str, Any]]) -> str:
 
 def e2e_table(measured: dict[str, dict[str, Any]]) -> str:
     """One row per library that ran e2e; jobkit rows say how many times the peer's jobs/s they made."""
-    lines = ["| storage | library | N | e2e jobs/s (range) | producer calls/s | vs peer |",
+    lines = ["| storage | library | N | e2e jobs/s (range) | vs peer | producer alone, adds/s (range) |",
              "|---|---|---:|---:|---:|---:|"]
     for target in measured:
         e2e = median_of(measured, target, "e2e")
@@ -611,7 +661,7 @@ def e2e_table(measured: dict[str, dict[str, Any]]) -> str:
         peer = median_of(measured, PEER[storage], "e2e")
         vs = f"{e2e['jobs_per_s'] / peer['jobs_per_s']:.2f}x" if is_jobkit and peer else "—"
         lines.append(f"| {storage} | {label} | {e2e['n']} | {spread(measured, target, 'e2e', 'jobs_per_s', ',.0f')} "
-                     f"| {fmt(e2e.get('produce_per_s'), ',.0f')} | {vs} |")
+                     f"| {vs} | {spread(measured, target, 'add', 'jobs_per_s', ',.0f')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -93,7 +93,8 @@ _UPDATE = (
 )
 _SELECT = "SELECT rowid, state, lease_until, body FROM jobs"
 
-_WORK_STATES = (JobState.WAITING, JobState.DELAYED)  # an event in one of these may mean claimable work
+_WORK_STATES = (JobState.WAITING, JobState.DELAYED)
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE ... RETURNING  # an event in one of these may mean claimable work
 
 
 def _path_of(url: str) -> str:
@@ -173,12 +174,13 @@ class _Tx:
     """One transaction's new events (drafts, numbered at commit); then what it hands back to the event
     loop: events to publish (other processes' first) and queues to wake."""
 
-    __slots__ = ("drafts", "events", "wake")
+    __slots__ = ("drafts", "events", "queues", "wake")
 
     def __init__(self) -> None:
         self.drafts: list[transitions.Draft] = []
         self.events: list[Event] = []
         self.wake: set[str] = set()
+        self.queues: set[str] = set()  # queues whose row this transaction made
 
 
 _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]  # a _Store method, its args and kwargs
@@ -193,6 +195,7 @@ class _Store:
         self.listening = False  # set from the loop: someone here subscribes or waits, so others' events matter
         self.data_version = -1
         self.paused: set[str] = set()
+        self.queues: set[str] = set()  # queues known to have their row in the queues table
         # Jobs this connection claimed, by (queue, id): the body written then and the job it holds, so
         # finish can skip parsing the body again while it is unchanged. Only a cache: cleared when full.
         self.claimed: dict[tuple[str, str], tuple[str, Job]] = {}
@@ -258,6 +261,7 @@ class _Store:
                     c.execute("RELEASE call")
                     tx.drafts.extend(part.drafts)
                     tx.wake.update(part.wake)
+                    tx.queues.update(part.queues)
                     results.append((True, result))
             last = self._write_events(tx)
             c.execute("COMMIT")
@@ -266,13 +270,18 @@ class _Store:
                 c.execute("ROLLBACK")
             raise
         self.last_event = last
+        self.queues |= tx.queues
         return results, tx
 
     def _counter(self, name: str, n: int) -> int:
         """Reserve `n` values of a counter; returns the first."""
-        # No RETURNING (SQLite 3.35+): older system SQLite libraries are still common under Python.
-        self.conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, name))
-        (end,) = self.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        if _RETURNING:  # one statement instead of two
+            ((end,),) = self.conn.execute(
+                "UPDATE counters SET value = value + ? WHERE name = ? RETURNING value", (n, name)
+            ).fetchall()
+        else:  # older system SQLite libraries are still common under Python
+            self.conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (n, name))
+            (end,) = self.conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
         return int(end) - n + 1
 
     def _write_events(self, tx: _Tx) -> int:
@@ -364,7 +373,10 @@ class _Store:
                 assert found is not None
                 out.append(found[1])
         new_in = {d[0] for d in tx.drafts}
-        c.executemany("INSERT INTO queues (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [(q,) for q in new_in])
+        rowless = new_in - self.queues  # queue rows are never deleted: one known to exist needs no insert
+        if rowless:
+            c.executemany("INSERT INTO queues (name) VALUES (?) ON CONFLICT (name) DO NOTHING", [(q,) for q in rowless])
+            tx.queues.update(rowless)
         tx.wake.update(new_in)
         return out
 
@@ -476,15 +488,17 @@ class _Store:
         names: Collection[str] | None, rate_limit: RateLimit | None,
     ) -> ClaimResult:
         c = self.conn
-        due = self._next_due(queue)
+        due, paused, start, used = c.execute(  # the next delayed job's run_at, and the queue's row (or defaults)
+            "SELECT (SELECT MIN(run_at) FROM jobs WHERE queue = ? AND state = 'delayed'), COALESCE(paused, 0),"
+            " COALESCE(window_start, 0.0), COALESCE(window_used, 0) FROM (SELECT 1) LEFT JOIN queues ON name = ?",
+            (queue, queue),
+        ).fetchone()
         if due is not None and due <= now:
             c.execute(
                 "UPDATE jobs SET state = 'waiting' WHERE queue = ? AND state = 'delayed' AND run_at <= ?", (queue, now)
             )
             due = self._next_due(queue)
         next_due = None if due is None else max(0.0, due - now)
-        row = c.execute("SELECT paused, window_start, window_used FROM queues WHERE name = ?", (queue,)).fetchone()
-        paused, start, used = row if row is not None else (0, 0.0, 0)
         if paused or limit <= 0:
             return ClaimResult([], None)
         if rate_limit is not None:
