@@ -825,23 +825,29 @@ class SQLiteBackend(Backend):
         turn of the event loop (a worker's finish and its next claim, a producer's next add), wait and share
         the next transaction and trip to the thread, each in a savepoint of its own.
         """
-        db, store = await self._connection()
+        await self._connection()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Any] = loop.create_future()
         self._queued.append((fn, args, kwargs, done))
         flight = self._flight
         if flight is None or flight.done() or flight.get_loop() is not loop:
-            self._flight = loop.create_task(self._committer(db, store))  # starts after this turn: more may join
+            self._flight = loop.create_task(self._committer())  # starts after this turn: more may join
         try:
             return cast(T, await done)
         except sqlite3.Error as exc:
             raise self._failure(exc, "write") from exc
 
-    async def _committer(self, db: aiosqlite.Connection, store: _Store) -> None:
+    async def _committer(self) -> None:
         """Commit the queued writes, a batch at a time, until none is left."""
         try:
             while self._queued:
                 batch, self._queued = self._queued, []
+                db, store = self._db, self._store  # the connection of now: close() and open() may come between
+                if db is None or store is None:
+                    for *_, done in batch:
+                        if not done.done():
+                            done.set_exception(ValueError(f"the SQLite backend {self.path!r} was closed"))
+                    continue
                 await self._commit(db, store, batch)
                 # One more turn, so that the callers just resumed can queue their next writes to join the next batch.
                 await asyncio.sleep(0)
