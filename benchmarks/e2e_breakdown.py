@@ -1,12 +1,15 @@
-"""Where one job's time goes in local_bench.py's SQLite e2e (a Worker running while one add per job is awaited).
+"""Where one job's time goes in local_bench.py's e2e (a Worker running while one add per job is awaited).
 
     benchmarks/.venv/bin/python benchmarks/e2e_breakdown.py [--n 3000] [--statements]
+    benchmarks/.venv/bin/python benchmarks/e2e_breakdown.py --memory [--n 20000]
 
 Times, per job: each transaction on aiosqlite's thread by what it held (adds, claims, finishes), the thread's
 idle time between two transactions (the trip back to the event loop, the loop's turn, the trip to the thread),
 and with --statements each SQL statement (timed around sqlite3's execute, so it counts waits for the GIL too).
 It wraps jobkit internals (`_Store.transaction`, the connection), so it is a diagnostic, not a benchmark: its
 own timers cost a few percent. Also a floor: the producer alone (no worker), and one add on the thread alone.
+With --memory: memory://, where an add never waits, so the producer adds every job before the worker runs; the
+two phases, and the cyclic GC's collections by generation.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import sqlite3
 import statistics
 import tempfile
@@ -135,11 +139,58 @@ async def producer_alone(url: str, n: int) -> None:
           f"thread {hop / n * 1e6:.0f} us; one add's transaction on the thread {on_thread / n * 1e6:.0f} us")
 
 
+async def memory(n: int) -> None:
+    collections_by_gen: dict[int, list[float]] = collections.defaultdict(list)
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            collections_by_gen[info["generation"]].append(time.perf_counter() - started[0])
+
+    done, count, first = asyncio.Event(), [0], [0.0]
+
+    @jobkit.task(queue="breakdown-memory")
+    async def noop(ctx: Any) -> None:
+        count[0] += 1
+        if count[0] == 1:
+            first[0] = time.perf_counter()
+        if count[0] == n:
+            done.set()
+
+    backend = await jobkit.connect("memory://breakdown")
+    queue = jobkit.Queue("breakdown-memory", backend=backend)
+    async with jobkit.Worker([noop], backend=backend, concurrency=10, handle_signals=False):
+        gc.callbacks.append(on_gc)
+        try:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await queue.add(noop)
+            added = time.perf_counter()
+            await asyncio.wait_for(done.wait(), 120)
+            end = time.perf_counter()
+        finally:
+            gc.callbacks.remove(on_gc)
+    await backend.close()
+    per = 1e6 / n
+    print(f"memory e2e: {n / (end - t0):,.0f} jobs/s, {(end - t0) * per:.1f} us per job: adding "
+          f"{(added - t0) * per:.1f} (the first job started {(first[0] - added) * 1e3:.1f} ms after the last add), "
+          f"running {(end - added) * per:.1f}")
+    for gen, times in sorted(collections_by_gen.items()):
+        print(f"  GC generation {gen}: {len(times)} collections, {sum(times) * 1e3:.0f} ms ({sum(times) * per:.1f} us "
+              "per job)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--statements", action="store_true", help="time each SQL statement too")
+    parser.add_argument("--memory", action="store_true", help="memory:// instead of SQLite")
     args = parser.parse_args()
+    if args.memory:
+        asyncio.run(memory(args.n))
+        return
     with tempfile.TemporaryDirectory(prefix="jobkit-breakdown-") as tmp:
         asyncio.run(e2e(f"sqlite:///{tmp}/e2e.db", args.n, args.statements))
         asyncio.run(producer_alone(f"sqlite:///{tmp}/alone.db", args.n))

@@ -728,7 +728,8 @@ def main() -> None:
     parser.add_argument("--child-timeout", type=float, default=900.0)
     parser.add_argument("--profile", metavar="TARGET", choices=[t for t in TARGETS if t.startswith("jobkit-")],
                         help="profile one jobkit measurement instead of comparing")
-    parser.add_argument("--metric", choices=["drain", "e2e", "latency"], default="drain", help="with --profile")
+    parser.add_argument("--metric", choices=["drain", "e2e", "latency", "add"], default="drain",
+                        help="with --profile (and for the child processes)")
     parser.add_argument("--profiler", choices=["cprofile", "pyinstrument"], default="cprofile")
     parser.add_argument("--top", type=int, default=30, help="functions listed per cProfile table")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
