@@ -93,8 +93,8 @@ _UPDATE = (
 )
 _SELECT = "SELECT rowid, state, lease_until, body FROM jobs"
 
-_WORK_STATES = (JobState.WAITING, JobState.DELAYED)
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE ... RETURNING  # an event in one of these may mean claimable work
+_WORK_STATES = (JobState.WAITING, JobState.DELAYED)  # an event in one of these may mean claimable work
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE ... RETURNING
 
 
 def _path_of(url: str) -> str:
