@@ -112,15 +112,15 @@ async def e2e(url: str, n: int, statements: bool) -> None:
 
 async def producer_alone(url: str, n: int) -> None:
     @jobkit.task(queue="breakdown-alone")
-    async def noop(ctx: Any) -> None:
+    async def alone(ctx: Any) -> None:
         pass
 
     backend = await jobkit.connect(url)
     queue = jobkit.Queue("breakdown-alone", backend=backend)
-    await queue.add(noop)
+    await queue.add(alone)
     t0 = time.perf_counter()
     for _ in range(n):
-        await queue.add(noop)
+        await queue.add(alone)
     wall = time.perf_counter() - t0
     db = backend._db  # type: ignore[attr-defined]
     t0 = time.perf_counter()
@@ -128,7 +128,7 @@ async def producer_alone(url: str, n: int) -> None:
         await db._execute(lambda: None)  # a trip to aiosqlite's thread and back, doing nothing
     hop = time.perf_counter() - t0
     store = backend._store  # type: ignore[attr-defined]
-    jobs = [jobkit.Queue("breakdown-alone")._prepare(noop, [None], job_ids=[None], delay=None, now=time.time())
+    jobs = [jobkit.Queue("breakdown-alone")._prepare(alone, [None], job_ids=[None], delay=None, now=time.time())
             for _ in range(n)]
     t0 = time.perf_counter()
     for one in jobs:
@@ -152,7 +152,7 @@ async def memory(n: int) -> None:
     done, count, first = asyncio.Event(), [0], [0.0]
 
     @jobkit.task(queue="breakdown-memory")
-    async def noop(ctx: Any) -> None:
+    async def in_memory(ctx: Any) -> None:
         count[0] += 1
         if count[0] == 1:
             first[0] = time.perf_counter()
@@ -161,12 +161,12 @@ async def memory(n: int) -> None:
 
     backend = await jobkit.connect("memory://breakdown")
     queue = jobkit.Queue("breakdown-memory", backend=backend)
-    async with jobkit.Worker([noop], backend=backend, concurrency=10, handle_signals=False):
+    async with jobkit.Worker([in_memory], backend=backend, concurrency=10, handle_signals=False):
         gc.callbacks.append(on_gc)
         try:
             t0 = time.perf_counter()
             for _ in range(n):
-                await queue.add(noop)
+                await queue.add(in_memory)
             added = time.perf_counter()
             await asyncio.wait_for(done.wait(), 120)
             end = time.perf_counter()
