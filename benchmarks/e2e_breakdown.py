@@ -7,7 +7,7 @@ Times, per job: each transaction on aiosqlite's thread by what it held (adds, cl
 idle time between two transactions (the trip back to the event loop, the loop's turn, the trip to the thread),
 and with --statements each SQL statement (timed around sqlite3's execute, so it counts waits for the GIL too).
 It wraps jobkit internals (`_Store.transaction`, the connection), so it is a diagnostic, not a benchmark: its
-own timers cost a few percent. Also a floor: the producer alone (no worker), and one add on the thread alone.
+own timers cost a few percent. Also a floor: the producer alone (no worker), and an empty trip to the thread.
 With --memory: memory://, where an add never waits, so the producer adds every job before the worker runs; the
 two phases, and the cyclic GC's collections by generation.
 """
@@ -127,16 +127,9 @@ async def producer_alone(url: str, n: int) -> None:
     for _ in range(n):
         await db._execute(lambda: None)  # a trip to aiosqlite's thread and back, doing nothing
     hop = time.perf_counter() - t0
-    store = backend._store  # type: ignore[attr-defined]
-    jobs = [jobkit.Queue("breakdown-alone")._prepare(alone, [None], job_ids=[None], delay=None, now=time.time())
-            for _ in range(n)]
-    t0 = time.perf_counter()
-    for one in jobs:
-        await db._execute(store.transaction, [(Store.add, (one,), {})])
-    on_thread = time.perf_counter() - t0 - hop
     await backend.close()
     print(f"producer alone: {n / wall:,.0f} adds/s ({wall / n * 1e6:.0f} us per awaited add); an empty trip to the "
-          f"thread {hop / n * 1e6:.0f} us; one add's transaction on the thread {on_thread / n * 1e6:.0f} us")
+          f"thread and back {hop / n * 1e6:.0f} us")
 
 
 async def memory(n: int) -> None:

@@ -630,6 +630,8 @@ def table(measured: dict[str, dict[str, Any]]) -> str:
     for target in measured:
         storage, label, is_jobkit, _ = TARGETS[target]
         drain, lat = median_of(measured, target, "drain"), median_of(measured, target, "latency")
+        if not drain and not lat:
+            continue  # an e2e-only row: in the e2e table
         vs_drain = vs_p50 = "—"
         if is_jobkit:
             peer_drain = median_of(measured, PEER[storage], "drain")
