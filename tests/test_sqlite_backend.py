@@ -611,6 +611,47 @@ async def test_writes_asked_for_while_a_transaction_runs_share_the_next_one(
 
 
 @pytest.mark.asyncio
+async def test_a_queue_row_made_by_a_rolled_back_add_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An add remembers the queues whose row exists, to skip inserting it again; a row made in a transaction
+    that then rolled back is not remembered, so the next add makes it and the queue is listed."""
+    async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
+        store = b._store
+        assert store is not None
+        write_events = store._write_events
+
+        def fails_once(tx: Any) -> int:  # after the add's inserts, before COMMIT: the whole transaction rolls back
+            monkeypatch.setattr(store, "_write_events", write_events)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(store, "_write_events", fails_once)
+        with pytest.raises(sqlite3.OperationalError):
+            await b.add([job("a")])
+        assert await b.queues() == [] and await b.get(Q, "a") is None
+        await b.add([job("a")])
+        assert await b.queues() == [Q]
+        assert (await b.counts(Q)).waiting == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("returning", [True, False], ids=["UPDATE-RETURNING", "UPDATE-then-SELECT"])
+async def test_counters_reserve_the_same_numbers_with_or_without_returning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    """Job seq and event ids come from counters: one statement where SQLite has RETURNING (3.35+), two on older."""
+    monkeypatch.setattr(sqlite_backend, "_RETURNING", returning)
+    async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
+        events = await b.subscribe(Q, since="0")
+        first = await b.add([job("a"), job("b")])
+        second = await b.add([job("c")])
+        assert [j.seq for j in first + second] == [1, 2, 3]
+        seen = await collect(events, 3)
+        assert [(e.job_id, int(e.id)) for e in seen] == [("a", 1), ("b", 2), ("c", 3)]
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
 async def test_finish_keeps_what_changed_since_the_claim_and_not_the_workers_edits(tmp_path: Path) -> None:
     async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
         await b.add([job("a"), Job(id="s", name="t", queue=Q, data=5), Job(id="h", name="t", queue=Q)])
