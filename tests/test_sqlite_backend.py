@@ -652,6 +652,25 @@ async def test_counters_reserve_the_same_numbers_with_or_without_returning(
 
 
 @pytest.mark.asyncio
+async def test_completed_events_carry_small_results_so_a_waiter_reads_no_job(tmp_path: Path) -> None:
+    """As on Redis: a "completed" event published in this process carries a result of up to 1 KiB of JSON (a copy,
+    not the worker's object), so `JobHandle.result()` needs no read of the job; a larger one is read as before."""
+    async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
+        events = await b.subscribe(Q)
+        await b.add([job("small"), job("large")])
+        claimed = (await b.claim(Q, "w", limit=2, lease=30, now=time.time())).jobs
+        assert [j.id for j in claimed] == ["small", "large"]
+        small, large = {"rows": [1, 2], "ok": True}, {"text": "x" * 2000}
+        await b.finish(Q, "w", [Outcome(job_id="small", state=JobState.COMPLETED, result=small),
+                                Outcome(job_id="large", state=JobState.COMPLETED, result=large)], time.time())
+        seen = [e for e in await collect(events, 6) if e.event == "completed"]
+        await events.aclose()  # type: ignore[attr-defined]
+        assert [e.job_id for e in seen] == ["small", "large"]
+        assert seen[0].carried_result == (small,) and seen[0].carried_result[0] is not small
+        assert seen[1].carried_result is None
+
+
+@pytest.mark.asyncio
 async def test_finish_keeps_what_changed_since_the_claim_and_not_the_workers_edits(tmp_path: Path) -> None:
     async with SQLiteBackend(url_of(tmp_path / "jobs.db")) as b:
         await b.add([job("a"), Job(id="s", name="t", queue=Q, data=5), Job(id="h", name="t", queue=Q)])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import defaultdict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import cast
 
 from ..models import JobEvent, JobState, Progress, trusted
@@ -48,8 +49,11 @@ class EventHub:
         self._recent: dict[str, deque[Event]] = defaultdict(lambda: deque(maxlen=keep))
         self.closed = False
 
-    def publish(self, events: Iterable[Event]) -> None:
-        """Retain (when keeping any) and fan out events in id order; rows become JobEvents only for subscribers."""
+    def publish(self, events: Iterable[Event], results: Mapping[str, str] | None = None) -> None:
+        """Retain (when keeping any) and fan out events in id order; rows become JobEvents only for subscribers.
+
+        `results`: job id -> result JSON, carried by those jobs' "completed" events (see JobEvent.carried_result).
+        """
         for ev in events:
             queue = ev.queue if isinstance(ev, JobEvent) else ev[1]
             if self._keep:
@@ -57,6 +61,8 @@ class EventHub:
             subs = self._subs.get(queue)
             if subs:
                 out = to_event(ev)
+                if results and out.event == "completed" and out.job_id in results:
+                    out.carry_result(json.loads(results[out.job_id]))
                 for q in subs:
                     q.put_nowait(out)
 

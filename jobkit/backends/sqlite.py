@@ -53,6 +53,7 @@ EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
 TRIM_EVERY = 1_000  # events written between two trims of the events table
 CHUNK = 500  # ids per `IN (...)` list
 CLAIMED_KEPT = 10_000  # claimed jobs remembered for their finish (see _Store.claimed)
+RESULT_IN_EVENT = 1024  # bytes of result JSON a "completed" event carries to this process's waiters (as on Redis)
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -174,13 +175,14 @@ class _Tx:
     """One transaction's new events (drafts, numbered at commit); then what it hands back to the event
     loop: events to publish (other processes' first) and queues to wake."""
 
-    __slots__ = ("drafts", "events", "queues", "wake")
+    __slots__ = ("drafts", "events", "queues", "results", "wake")
 
     def __init__(self) -> None:
         self.drafts: list[transitions.Draft] = []
         self.events: list[Event] = []
         self.wake: set[str] = set()
         self.queues: set[str] = set()  # queues whose row this transaction made
+        self.results: dict[str, str] = {}  # job id -> result JSON, for the "completed" events that carry it
 
 
 _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]  # a _Store method, its args and kwargs
@@ -262,6 +264,7 @@ class _Store:
                     tx.drafts.extend(part.drafts)
                     tx.wake.update(part.wake)
                     tx.queues.update(part.queues)
+                    tx.results.update(part.results)
                     results.append((True, result))
             last = self._write_events(tx)
             c.execute("COMMIT")
@@ -610,6 +613,10 @@ class _Store:
         retried: list[tuple[Any, ...]] = []
         for oc, (rowid, job) in todo:
             tx.drafts.append(transitions.apply_outcome(job, oc, now))
+            if job.state is JobState.COMPLETED:
+                result = to_json(job.result).decode()
+                if len(result) <= RESULT_IN_EVENT:
+                    tx.results[job.id] = result
             if job.state not in TERMINAL_STATES:
                 job.seq, seq = seq, seq + 1
                 tx.wake.add(queue)
@@ -875,7 +882,7 @@ class SQLiteBackend(Backend):
             if not isinstance(exc, Exception):
                 raise
             return
-        self._deliver(tx.events)
+        self._deliver(tx.events, tx.results)
         for queue in tx.wake:
             self._hub.poke(queue)
         for (ok, value), (*_, done) in zip(results, batch, strict=True):
@@ -925,12 +932,12 @@ class SQLiteBackend(Backend):
         if self._store is not None:
             self._store.listening = self._listeners > 0
 
-    def _deliver(self, events: builtins.list[Event]) -> None:
+    def _deliver(self, events: builtins.list[Event], results: dict[str, str] | None = None) -> None:
         """Publish events in id order, each once, whether it came from a transaction or from the poller."""
         fresh = [ev for ev in events if event_id(ev) > self._last_event]
         if fresh:
             self._last_event = event_id(fresh[-1])
-            self._hub.publish(fresh)
+            self._hub.publish(fresh, results)
 
     def _ensure_poller(self) -> None:
         loop = asyncio.get_running_loop()
