@@ -21,7 +21,7 @@ import jobkit
 from jobkit.backends import sqlite as sqlite_backend
 from jobkit.backends._local import to_event
 from jobkit.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
-from jobkit.errors import ConfigError
+from jobkit.errors import BackendError, ConfigError
 from jobkit.models import Job, JobEvent, JobState, Outcome, Progress, RateLimit
 
 Q = "files"
@@ -626,7 +626,7 @@ async def test_a_queue_row_made_by_a_rolled_back_add_is_made_again(
             raise sqlite3.OperationalError("disk I/O error")
 
         monkeypatch.setattr(store, "_write_events", fails_once)
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(BackendError, match="disk I/O error"):
             await b.add([job("a")])
         assert await b.queues() == [] and await b.get(Q, "a") is None
         await b.add([job("a")])
