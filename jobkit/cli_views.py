@@ -132,8 +132,8 @@ def job_card(job: Job, now: float) -> Group:
     ]
     if job.run_at > job.created_at and not job.finished:
         rows.append(("runs at", when(job.run_at, now)))
-    if job.owner:
-        rows.append(("worker", job.owner))
+    if job.worker:
+        rows.append(("worker", job.worker))
     if job.progress.extra:
         rows.append(("progress extra", _json_value(job.progress.extra)))
     rows.append(("payload", _json_value(job.data)))

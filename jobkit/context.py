@@ -24,14 +24,14 @@ class Context:
     """Handed to a task on every attempt. Progress is coalesced so a hot loop cannot flood the backend."""
 
     def __init__(
-        self, job: Job, backend: Backend, owner: str, logger: logging.Logger | None = None, *,
+        self, job: Job, backend: Backend, worker: str, logger: logging.Logger | None = None, *,
         on_stuck: Callable[[Context], None] | None = None, stuck_after: float = 5.0,
     ) -> None:
         """`on_stuck(ctx)` is called when the task is still running `stuck_after` seconds after its timeout or
         forced cancel cancelled it (it swallows CancelledError): the worker then ends the attempt without it."""
         self.job = job
         self.backend = backend
-        self.owner = owner
+        self.worker = worker
         self._logger = logger
         self._cancel: asyncio.Event | None = None
         self.timed_out = False  # the attempt ran past its timeout
@@ -135,7 +135,7 @@ class Context:
         self._last_write = time.monotonic()
         self.job.progress = pending
         try:
-            await self.backend.set_progress(self.job.queue, self.owner, self.job.id, pending)
+            await self.backend.set_progress(self.job.queue, self.worker, self.job.id, pending)
         except Exception as exc:  # noqa: BLE001 - progress is advisory: the job goes on
             if self._pending is None:
                 self._pending = pending
@@ -181,4 +181,4 @@ class Context:
             return
         dump_json(state, f"checkpoint of job {self.job.id}")
         self.job.checkpoint = state
-        await self.backend.set_checkpoint(self.job.queue, self.owner, self.job.id, state)
+        await self.backend.set_checkpoint(self.job.queue, self.worker, self.job.id, state)

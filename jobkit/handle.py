@@ -119,7 +119,7 @@ class JobHandle(Generic[R]):
                     carried = ev.carried_result
                     if not full and carried is not None and ev.state is JobState.COMPLETED:
                         self.last = job.model_copy(update={"state": JobState.COMPLETED, "result": carried[0],
-                                                           "finished_at": ev.at, "owner": None})
+                                                           "finished_at": ev.at, "worker": None})
                         return carried
                     job = await self.job()
             return job

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import ConfigError, PayloadError
 
@@ -210,7 +210,8 @@ class HistoryEntry(BaseModel):
     at: float
     state: JobState
     attempt: int = 0
-    owner: str | None = None
+    # The worker that held the job then; entries stored before jobkit 0.2 call it "owner".
+    worker: str | None = Field(default=None, validation_alias=AliasChoices("worker", "owner"))
     note: str = ""
 
 
@@ -233,7 +234,7 @@ class Job(BaseModel):
     stalls: int = 0
     error: str | None = None
     traceback: str | None = None
-    owner: str | None = None
+    worker: str | None = None
     lease_until: float | None = None
     cancel_requested: bool = False
     created_at: float = Field(default_factory=time.time)
@@ -256,7 +257,7 @@ class Job(BaseModel):
         """Record a transition in the job's history (kept to the last HISTORY_LIMIT lines)."""
         history = self.history
         history.append(trusted(HistoryEntry, {
-            "at": at, "state": state, "attempt": self.attempts, "owner": self.owner, "note": note,
+            "at": at, "state": state, "attempt": self.attempts, "worker": self.worker, "note": note,
         }))
         if len(history) > HISTORY_LIMIT:
             del history[: len(history) - HISTORY_LIMIT]
@@ -270,7 +271,7 @@ def new_job(id: str, name: str, queue: str, data: Json, options: JobOptions, cre
     return trusted(Job, {
         "id": id, "name": name, "queue": queue, "state": JobState.WAITING, "data": data, "result": None,
         "options": options, "progress": trusted(Progress, {"percent": 0.0, "message": "", "extra": {}}, set()),
-        "checkpoint": None, "attempts": 0, "stalls": 0, "error": None, "traceback": None, "owner": None,
+        "checkpoint": None, "attempts": 0, "stalls": 0, "error": None, "traceback": None, "worker": None,
         "lease_until": None, "cancel_requested": False, "created_at": created_at, "run_at": run_at,
         "started_at": None, "finished_at": None, "expires_at": None, "history": [], "seq": 0,
     }, set(_NEW_JOB_FIELDS))

@@ -146,13 +146,13 @@ class Queue:
 
     async def jobs(
         self, state: JobState | str | Sequence[JobState | str] | None = None, *, name: str | None = None,
-        owner: str | None = None, offset: int = 0, limit: int = 100,
+        worker: str | None = None, offset: int = 0, limit: int = 100,
     ) -> list[Job]:
-        """Jobs newest first, filtered by state(s), task name and owner, paged with offset/limit."""
+        """Jobs newest first, filtered by state(s), task name and the worker holding them, paged with offset/limit."""
         states = None
         if state is not None:
             states = {JobState(s) for s in ([state] if isinstance(state, str | JobState) else state)}
-        return await (await self.backend()).list(self.name, states=states, name=name, owner=owner,
+        return await (await self.backend()).list(self.name, states=states, name=name, worker=worker,
                                                  offset=offset, limit=limit)
 
     async def pause(self) -> None:

@@ -16,11 +16,11 @@ def job(job_id: str) -> Job:
     return Job(id=job_id, name="t", queue=Q, data={"n": job_id})
 
 
-async def run_one(backend: MemoryBackend, job_id: str, owner: str = "w") -> None:
+async def run_one(backend: MemoryBackend, job_id: str, worker: str = "w") -> None:
     await backend.add([job(job_id)])
-    [claimed] = (await backend.claim(Q, owner, limit=1, lease=30, now=time.time())).jobs
-    assert await backend.set_progress(Q, owner, claimed.id, Progress(percent=50, message="half", extra={"k": 1}))
-    await backend.finish(Q, owner, [Outcome(job_id=claimed.id, state=JobState.COMPLETED, result=7)], time.time())
+    [claimed] = (await backend.claim(Q, worker, limit=1, lease=30, now=time.time())).jobs
+    assert await backend.set_progress(Q, worker, claimed.id, Progress(percent=50, message="half", extra={"k": 1}))
+    await backend.finish(Q, worker, [Outcome(job_id=claimed.id, state=JobState.COMPLETED, result=7)], time.time())
 
 
 async def test_replayed_events_equal_the_live_ones() -> None:
@@ -49,10 +49,10 @@ async def test_replayed_events_equal_the_live_ones() -> None:
 
 async def test_history_of_copies_and_their_independence() -> None:
     backend = MemoryBackend()
-    await run_one(backend, "a", owner="w1")
+    await run_one(backend, "a", worker="w1")
     got = await backend.get(Q, "a")
     assert got is not None
-    assert [(h.state, h.attempt, h.owner, h.note) for h in got.history] == [
+    assert [(h.state, h.attempt, h.worker, h.note) for h in got.history] == [
         (JobState.WAITING, 0, None, "added"), (JobState.ACTIVE, 1, "w1", ""), (JobState.COMPLETED, 1, None, ""),
     ]
     assert all(isinstance(h, HistoryEntry) for h in got.history)

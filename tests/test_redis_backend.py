@@ -372,10 +372,10 @@ async def test_two_instances_never_claim_the_same_job(backend: RedisBackend) -> 
     try:
         await backend.add([job("q") for _ in range(300)])
 
-        async def drain(b: jobkit.Backend, owner: str) -> list[str]:
+        async def drain(b: jobkit.Backend, worker: str) -> list[str]:
             got: list[str] = []
             while True:
-                claimed = await b.claim("q", owner, limit=7, lease=30, now=time.time())
+                claimed = await b.claim("q", worker, limit=7, lease=30, now=time.time())
                 if not claimed.jobs:
                     return got
                 got += [j.id for j in claimed.jobs]
@@ -445,7 +445,7 @@ _STEPS: dict[str, _Step] = {
     "pause": lambda r, b, step, now, ids: b.set_paused("q", r.random() < 0.4),
     "list": lambda r, b, step, now, ids: b.list(
         "q", states=r.choice([None, {JobState.WAITING}, {JobState.ACTIVE, JobState.FAILED}]),
-        name=r.choice([None, "a"]), owner=r.choice([None, None, "w1"]), offset=r.choice([0, 0, 1, 3]),
+        name=r.choice([None, "a"]), worker=r.choice([None, None, "w1"]), offset=r.choice([0, 0, 1, 3]),
         limit=r.choice([1, 5, 100])),
     "counts": lambda r, b, step, now, ids: b.counts("q"),
     "get": lambda r, b, step, now, ids: b.get("q", r.choice([*ids, "nope"])),

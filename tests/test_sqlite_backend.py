@@ -76,9 +76,9 @@ async def test_job_added_by_one_is_claimed_by_the_other(pair: tuple[SQLiteBacken
     await a.add([job("j1"), job("j2", options={"priority": 1})])
     got = await b.claim(Q, "w-b", limit=5, lease=30, now=time.time())
     assert [j.id for j in got.jobs] == ["j2", "j1"]
-    assert all(j.state is JobState.ACTIVE and j.owner == "w-b" for j in got.jobs)
+    assert all(j.state is JobState.ACTIVE and j.worker == "w-b" for j in got.jobs)
     seen = await a.get(Q, "j1")
-    assert seen is not None and seen.state is JobState.ACTIVE and seen.owner == "w-b"
+    assert seen is not None and seen.state is JobState.ACTIVE and seen.worker == "w-b"
     assert (await a.claim(Q, "w-a", limit=5, lease=30, now=time.time())).jobs == []
 
 
@@ -401,6 +401,42 @@ async def test_reopening_keeps_jobs_and_event_ids_grow(tmp_path: Path) -> None:
     assert int(second.id) > int(first.id)
 
 
+def _as_schema_3(conn: sqlite3.Connection) -> None:
+    """Make a file of this jobkit look as schema 3 wrote it: the worker holding a job was its `owner`."""
+    conn.execute("ALTER TABLE jobs RENAME COLUMN worker TO owner")
+    conn.execute("UPDATE jobs SET body = json_set(json_remove(body, '$.worker'), '$.owner', json_extract(body,"
+                 " '$.worker'))")
+    conn.execute("UPDATE jobs SET body = replace(body, '\"worker\":', '\"owner\":')")  # history entries too
+    conn.execute("PRAGMA user_version = 3")
+
+
+@pytest.mark.asyncio
+async def test_schema_3_database_names_the_lease_holder_worker(tmp_path: Path) -> None:
+    """Schema 4 calls the worker holding a lease `worker` (`owner` is for the user a job belongs to): a job active
+    when the file was upgraded is still held by its worker, and its history keeps who ran it."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job("j1"), job("j2")])
+        now = time.time()
+        await b.claim(Q, "w1", limit=2, lease=30, now=now)
+    with sqlite3.connect(path) as conn:
+        _as_schema_3(conn)
+        assert '"owner":"w1"' in conn.execute("SELECT body FROM jobs WHERE id = 'j1'").fetchone()[0]
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        held = await b.get(Q, "j1")
+        assert held is not None and held.worker == "w1" and held.history[-1].worker == "w1"
+        assert [j.id for j in await b.list(Q, worker="w1")] == ["j2", "j1"]
+        assert await b.renew(Q, "w1", ["j1"], 30, now + 1) == {"j1": False}
+        [done] = await b.finish(Q, "w1", [Outcome(job_id="j1", state=JobState.COMPLETED)], now + 1)
+        assert done.state is JobState.COMPLETED and done.worker is None
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("SELECT worker FROM jobs WHERE id = 'j2'").fetchone()[0] == "w1"
+        assert '"owner"' not in conn.execute("SELECT body FROM jobs WHERE id = 'j2'").fetchone()[0].split("history")[0]
+    conn.close()
+
+
 @pytest.mark.asyncio
 async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path: Path) -> None:
     """Schema 2 counts each queue's completed jobs (retention as jobs finish); a schema 1 file gets its counts."""
@@ -412,6 +448,7 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
             [claimed] = (await b.claim(Q, "w", limit=1, lease=30, now=now + i)).jobs
             await b.finish(Q, "w", [Outcome(job_id=claimed.id, state=JobState.COMPLETED)], now + i)
     with sqlite3.connect(path) as conn:  # as schema 1 left it: no counter column
+        _as_schema_3(conn)
         conn.execute("ALTER TABLE queues DROP COLUMN completed")
         conn.execute("PRAGMA user_version = 1")
     conn.close()
@@ -421,7 +458,7 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
         kept = await b.list(Q, states=[JobState.COMPLETED])
         assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -433,6 +470,7 @@ async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_
     async with SQLiteBackend(url) as b:
         await b.add([job("j1")])
     with sqlite3.connect(path) as conn:  # as schema 2 left it: no records table
+        _as_schema_3(conn)
         conn.execute("DROP TABLE records")
         conn.execute("PRAGMA user_version = 2")
     conn.close()
@@ -440,7 +478,7 @@ async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_
         assert await b.get(Q, "j1") is not None
         assert await b.write_record(Q, "schedule", "nightly", "{}", version=0) == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
 
 
@@ -687,7 +725,7 @@ async def test_finish_keeps_what_changed_since_the_claim_and_not_the_workers_edi
     assert a is not None and a.data == {"n": "a"} and a.result == "a" and a.state is JobState.COMPLETED
     assert s is not None and s.progress.percent == 40 and s.result == "s" and s.state is JobState.COMPLETED
     for done in (s, h):
-        assert done is not None and done.owner is None and done.lease_until is None and done.attempts == 1
+        assert done is not None and done.worker is None and done.lease_until is None and done.attempts == 1
         assert [e.state for e in done.history] == [JobState.WAITING, JobState.ACTIVE, JobState.COMPLETED]
     assert h is not None and h.result == "h" and h.finished_at is not None and h.progress.percent == 0
 

@@ -33,7 +33,7 @@ __all__ = [
 
 # An event row (see _local.Row) before the backend numbers it: (id, *draft) is the row.
 Draft = tuple[str, str, str, str, str, float, int, Progress | None, str | None]
-# A HistoryEntry as a tuple (at, state value, attempt, owner, note). Unlike models, tuples of plain
+# A HistoryEntry as a tuple (at, state value, attempt, worker, note). Unlike models, tuples of plain
 # values drop out of the cyclic GC's lists, so thousands of stored jobs' histories cost it nothing.
 Note = tuple[float, str, int, str | None, str]
 Notes = list[Note] | None
@@ -53,14 +53,14 @@ def note(job: Job, notes: Notes, state: JobState, at: float, text: str = "") -> 
     if notes is None:
         job.note(state, at, text)
         return
-    notes.append((at, state._value_, job.attempts, job.owner, text))
+    notes.append((at, state._value_, job.attempts, job.worker, text))
     if len(notes) > HISTORY_LIMIT:
         del notes[: len(notes) - HISTORY_LIMIT]
 
 
 def entry(n: Note) -> HistoryEntry:
     """The HistoryEntry of a note."""
-    return trusted(HistoryEntry, {"at": n[0], "state": STATES[n[1]], "attempt": n[2], "owner": n[3], "note": n[4]})
+    return trusted(HistoryEntry, {"at": n[0], "state": STATES[n[1]], "attempt": n[2], "worker": n[3], "note": n[4]})
 
 
 def copy(job: Job, history: list[HistoryEntry] | None = None) -> Job:
@@ -114,9 +114,9 @@ def reset(job: Job, now: float, notes: Notes = None) -> list[Draft]:
     return [draft(job, "waiting", now)]
 
 
-def claim(job: Job, owner: str, lease_until: float, now: float, notes: Notes = None) -> Draft:
-    """WAITING → ACTIVE for `owner`: one more attempt, under a lease."""
-    assign(job, state=JobState.ACTIVE, owner=owner, lease_until=lease_until, attempts=job.attempts + 1,
+def claim(job: Job, worker: str, lease_until: float, now: float, notes: Notes = None) -> Draft:
+    """WAITING → ACTIVE for `worker`: one more attempt, under a lease."""
+    assign(job, state=JobState.ACTIVE, worker=worker, lease_until=lease_until, attempts=job.attempts + 1,
            started_at=now, cancel_requested=False)
     note(job, notes, JobState.ACTIVE, now)
     return draft(job, "active", now)
@@ -125,11 +125,11 @@ def claim(job: Job, owner: str, lease_until: float, now: float, notes: Notes = N
 def apply_outcome(job: Job, oc: Outcome, now: float, notes: Notes = None) -> Draft:
     """End an attempt: a finished state, or WAITING/DELAYED (by run_at) for a retry; the caller sets seq."""
     if oc.state is JobState.COMPLETED:
-        assign(job, owner=None, lease_until=None, cancel_requested=False, result=oc.result, error=None,
+        assign(job, worker=None, lease_until=None, cancel_requested=False, result=oc.result, error=None,
                traceback=None, state=JobState.COMPLETED, finished_at=now, expires_at=oc.expires_at)
         note(job, notes, JobState.COMPLETED, now)
         return draft(job, "completed", now)
-    assign(job, owner=None, lease_until=None, cancel_requested=False, error=oc.error, traceback=oc.traceback)
+    assign(job, worker=None, lease_until=None, cancel_requested=False, error=oc.error, traceback=oc.traceback)
     if oc.state in TERMINAL_STATES:
         assign(job, state=oc.state, finished_at=now, expires_at=oc.expires_at)
     else:
@@ -140,8 +140,8 @@ def apply_outcome(job: Job, oc: Outcome, now: float, notes: Notes = None) -> Dra
 
 def stall(job: Job, now: float, notes: Notes = None) -> list[Draft]:
     """An ACTIVE job whose lease expired: WAITING to run again, or FAILED past max_stalls; the caller sets seq."""
-    lost_by = job.owner
-    assign(job, stalls=job.stalls + 1, owner=None, lease_until=None, cancel_requested=False)
+    lost_by = job.worker
+    assign(job, stalls=job.stalls + 1, worker=None, lease_until=None, cancel_requested=False)
     events = [draft(job, "stalled", now)]
     if job.stalls > job.options.max_stalls:
         assign(job, state=JobState.FAILED, finished_at=now, expires_at=_expiry(job, now), error=(

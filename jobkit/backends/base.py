@@ -101,7 +101,7 @@ class Backend(abc.ABC):
         *,
         states: Collection[JobState] | None = None,
         name: str | None = None,
-        owner: str | None = None,
+        worker: str | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> builtins.list[Job]:
@@ -150,7 +150,7 @@ class Backend(abc.ABC):
     async def claim(
         self,
         queue: str,
-        owner: str,
+        worker: str,
         *,
         limit: int,
         lease: float,
@@ -158,12 +158,12 @@ class Backend(abc.ABC):
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
     ) -> ClaimResult:
-        """Move up to `limit` runnable jobs to ACTIVE for `owner`, in one transaction.
+        """Move up to `limit` runnable jobs to ACTIVE for `worker`, in one transaction.
 
         First promotes DELAYED jobs whose run_at is due. Hands out nothing when the queue is paused.
         Takes jobs by (priority, seq); with `names`, only jobs of those task names. With a
         `rate_limit`, never starts more than `limit` jobs per window of `per` seconds across every
-        worker of the queue (fixed windows). Each claimed job: attempts += 1, owner, lease_until =
+        worker of the queue (fixed windows). Each claimed job: attempts += 1, worker, lease_until =
         now + lease, started_at = now, cancel_requested false, event "active".
         `retry_in` says when something may be claimable when nothing was, or when the result is
         `dry` (next due delayed job, or the rate window reopening), else None. A backend whose
@@ -171,18 +171,18 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
-        """Extend the leases that `owner` still holds. Returns {job_id: cancel_requested} for those;
+    async def renew(self, queue: str, worker: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
+        """Extend the leases that `worker` still holds. Returns {job_id: cancel_requested} for those;
         ids missing from the answer were lost (lease expired and recovered, or job removed)."""
 
     @abc.abstractmethod
     async def finish(
-        self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
     ) -> builtins.list[Job]:
-        """End attempts in one transaction: each ACTIVE job still owned by `owner` takes its
+        """End attempts in one transaction: each ACTIVE job `worker` still holds takes its
         outcome's state (COMPLETED with result, FAILED/CANCELLED with error and traceback, or
         WAITING/DELAYED at run_at for a retry, keeping error/traceback of the last attempt).
-        Clears owner and lease; sets finished_at and expires_at for finished states.
+        Clears worker and lease; sets finished_at and expires_at for finished states.
         With `keep_completed`, the same transaction then removes the oldest completed jobs of the queue
         beyond the newest `keep_completed` (as `clean(keep_last=...)` would), so that bound holds at every moment.
         Events: completed / failed / cancelled / retrying (and removed). Returns the jobs that moved."""
@@ -190,7 +190,7 @@ class Backend(abc.ABC):
     async def finish_and_claim(
         self,
         queue: str,
-        owner: str,
+        worker: str,
         outcomes: Sequence[Outcome],
         *,
         limit: int,
@@ -203,16 +203,16 @@ class Backend(abc.ABC):
         """`finish(outcomes)` then `claim(...)`: a worker's two steps, which a backend may do in one round trip
         (each step stays atomic; the jobs that finished are not returned)."""
         if outcomes:
-            await self.finish(queue, owner, outcomes, now, keep_completed=keep_completed)
-        return await self.claim(queue, owner, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit)
+            await self.finish(queue, worker, outcomes, now, keep_completed=keep_completed)
+        return await self.claim(queue, worker, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit)
 
     @abc.abstractmethod
-    async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
-        """Store progress of an ACTIVE job `owner` holds; event "progress". False if not held."""
+    async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
+        """Store progress of an ACTIVE job `worker` holds; event "progress". False if not held."""
 
     @abc.abstractmethod
-    async def set_checkpoint(self, queue: str, owner: str, job_id: str, checkpoint: Any) -> bool:
-        """Store a JSON checkpoint of an ACTIVE job `owner` holds, kept across retries. False if not held."""
+    async def set_checkpoint(self, queue: str, worker: str, job_id: str, checkpoint: Any) -> bool:
+        """Store a JSON checkpoint of an ACTIVE job `worker` holds, kept across retries. False if not held."""
 
     @abc.abstractmethod
     async def recover(self, queue: str, now: float) -> builtins.list[Job]:

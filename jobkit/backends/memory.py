@@ -79,7 +79,7 @@ class _Queue:
     def store(self, job: Job) -> Job:
         """Keep a copy of a new job, its history as notes."""
         stored = self.jobs[job.id] = transitions.copy(job, [])
-        self.notes[job.id] = [(h.at, h.state.value, h.attempt, h.owner, h.note) for h in job.history]
+        self.notes[job.id] = [(h.at, h.state.value, h.attempt, h.worker, h.note) for h in job.history]
         return stored
 
     def remove(self, job_id: str) -> None:
@@ -167,7 +167,7 @@ class MemoryBackend(Backend):
         *,
         states: Collection[JobState] | None = None,
         name: str | None = None,
-        owner: str | None = None,
+        worker: str | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> builtins.list[Job]:
@@ -175,7 +175,7 @@ class MemoryBackend(Backend):
         found = [
             j for j in q.jobs.values()
             if (states is None or j.state in states) and (name is None or j.name == name)
-            and (owner is None or j.owner == owner)
+            and (worker is None or j.worker == worker)
         ]
         found.sort(key=lambda j: (j.created_at, j.seq), reverse=True)
         return [q.copy(j) for j in found[offset : offset + limit]]
@@ -253,7 +253,7 @@ class MemoryBackend(Backend):
     async def claim(
         self,
         queue: str,
-        owner: str,
+        worker: str,
         *,
         limit: int,
         lease: float,
@@ -288,7 +288,7 @@ class MemoryBackend(Backend):
             if names is not None and job.name not in names:
                 skipped.append(entry)
                 continue
-            events.append(transitions.claim(job, owner, lease_until, now, q.notes[job.id]))
+            events.append(transitions.claim(job, worker, lease_until, now, q.notes[job.id]))
             q.noted(job)
             claimed.append(q.copy(job))
         for entry in skipped:
@@ -309,28 +309,28 @@ class MemoryBackend(Backend):
             heapq.heappop(q.delayed)
         return None
 
-    def _held(self, queue: str, owner: str, job_id: str) -> Job | None:
+    def _held(self, queue: str, worker: str, job_id: str) -> Job | None:
         job = self._q(queue).jobs.get(job_id)
-        if job is None or job.state is not JobState.ACTIVE or job.owner != owner:
+        if job is None or job.state is not JobState.ACTIVE or job.worker != worker:
             return None
         return job
 
-    async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
+    async def renew(self, queue: str, worker: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
         out = {}
         for jid in job_ids:
-            job = self._held(queue, owner, jid)
+            job = self._held(queue, worker, jid)
             if job is not None:
                 job.lease_until = now + lease
                 out[jid] = job.cancel_requested
         return out
 
     async def finish(
-        self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
     ) -> builtins.list[Job]:
         q = self._q(queue)
         moved, events, poke = [], [], False
         for oc in outcomes:
-            job = self._held(queue, owner, oc.job_id)
+            job = self._held(queue, worker, oc.job_id)
             if job is None:
                 continue
             events.append(transitions.apply_outcome(job, oc, now, q.notes[job.id]))
@@ -351,16 +351,16 @@ class MemoryBackend(Backend):
             self._hub.poke(queue)
         return moved
 
-    async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
-        job = self._held(queue, owner, job_id)
+    async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
+        job = self._held(queue, worker, job_id)
         if job is None:
             return False
         job.progress = progress
         self._emit(queue, [transitions.draft(job, "progress", time.time(), progress=progress)])
         return True
 
-    async def set_checkpoint(self, queue: str, owner: str, job_id: str, checkpoint: Any) -> bool:
-        job = self._held(queue, owner, job_id)
+    async def set_checkpoint(self, queue: str, worker: str, job_id: str, checkpoint: Any) -> bool:
+        job = self._held(queue, worker, job_id)
         if job is None:
             return False
         job.checkpoint = checkpoint

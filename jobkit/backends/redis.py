@@ -131,7 +131,7 @@ def _settle(fut: asyncio.Future[None]) -> None:
 def _as_added(job: Job) -> Job:
     """`job` as add.lua stores it (state and first history entry), less the `seq` the script assigns."""
     state = JobState.DELAYED if job.run_at > job.created_at else JobState.WAITING
-    note = trusted(HistoryEntry, {"at": job.created_at, "state": state, "attempt": job.attempts, "owner": None,
+    note = trusted(HistoryEntry, {"at": job.created_at, "state": state, "attempt": job.attempts, "worker": None,
                                   "note": "added"})
     added = copy(job, [*job.history[-(HISTORY_LIMIT - 1):], note])
     assign(added, state=state)
@@ -612,8 +612,8 @@ class RedisBackend(Backend):
             out["err"] = json.dumps(job.error)
         if job.traceback is not None:
             out["tb"] = json.dumps(job.traceback)
-        if job.owner is not None:
-            out["owner"] = job.owner
+        if job.worker is not None:
+            out["worker"] = job.worker
         if job.cancel_requested:
             out["cr"] = "1"
         for field, key in (("lease_until", "lease"), ("started_at", "started"), ("finished_at", "finished"),
@@ -654,7 +654,7 @@ class RedisBackend(Backend):
             raise PayloadError(f"task names must not contain NUL characters: {job.name!r}")
         options = job.options
         state = b"delayed" if job.run_at > job.created_at else b"waiting"
-        entry = b'{"at":%b,"state":"%b","attempt":%d,"owner":null,"note":"added"}' % (
+        entry = b'{"at":%b,"state":"%b","attempt":%d,"worker":null,"note":"added"}' % (
             repr(job.created_at).encode(), state, job.attempts)
         kept = job.history[-(HISTORY_LIMIT - 1):]
         entries = b",\n".join([h.model_dump_json().encode() for h in kept] + [entry])
@@ -711,19 +711,19 @@ class RedisBackend(Backend):
         *,
         states: Collection[JobState] | None = None,
         name: str | None = None,
-        owner: str | None = None,
+        worker: str | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> builtins.list[Job]:
         wanted = [JobState(s).value for s in states] if states is not None else list(STATES)
-        if owner is not None:  # only ACTIVE jobs have an owner
+        if worker is not None:  # only ACTIVE jobs have an worker
             wanted = [s for s in wanted if s == "active"]
         out: list[Job] = []
         cursor, skip = "", max(0, offset)
         while wanted and len(out) < limit:
             res = await self._eval("list", queue, (
-                skip, limit - len(out), "0" if name is None else "1", name or "", "0" if owner is None else "1",
-                owner or "", cursor, LIST_BUDGET, *wanted,
+                skip, limit - len(out), "0" if name is None else "1", name or "", "0" if worker is None else "1",
+                worker or "", cursor, LIST_BUDGET, *wanted,
             ), "list jobs")
             out.extend(_job(s) for s in res[2:])
             cursor, skip = res[0], int(res[1])
@@ -793,7 +793,7 @@ class RedisBackend(Backend):
     async def claim(
         self,
         queue: str,
-        owner: str,
+        worker: str,
         *,
         limit: int,
         lease: float,
@@ -801,16 +801,16 @@ class RedisBackend(Backend):
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
     ) -> ClaimResult:
-        args: list[Any] = [repr(now), repr(now + lease), owner, limit, *self._rate(rate_limit)]
+        args: list[Any] = [repr(now), repr(now + lease), worker, limit, *self._rate(rate_limit)]
         if names is None:
             args.append("0")
         else:
             args += ("1", *names)
         res = await self._eval("claim", queue, args, "claim jobs")
-        return ClaimResult(await self._claimed(queue, owner, res[2:]), float(res[0]) if res[0] else None,
+        return ClaimResult(await self._claimed(queue, worker, res[2:]), float(res[0]) if res[0] else None,
                            res[1] == 1)
 
-    async def _claimed(self, queue: str, owner: str, records: Sequence[str]) -> builtins.list[Job]:
+    async def _claimed(self, queue: str, worker: str, records: Sequence[str]) -> builtins.list[Job]:
         """The claimed jobs; one whose record cannot be read fails alone (`_quarantine`), not the claim."""
         try:
             return [_job(s) for s in records]
@@ -821,10 +821,10 @@ class RedisBackend(Backend):
             try:
                 jobs.append(_job(record))
             except ValidationError as exc:
-                await self._quarantine(queue, owner, record, exc)
+                await self._quarantine(queue, worker, record, exc)
         return jobs
 
-    async def _quarantine(self, queue: str, owner: str, record: str, exc: ValidationError) -> None:
+    async def _quarantine(self, queue: str, worker: str, record: str, exc: ValidationError) -> None:
         """Fail a claimed job whose record cannot be read, resetting what made it unreadable (quarantine.lua)."""
         found = _RECORD_ID.match(record)
         error = unreadable_error(exc)
@@ -837,7 +837,7 @@ class RedisBackend(Backend):
         options = any(e["loc"][:1] == ("options",) for e in exc.errors(include_url=False))
         age = DEFAULT_KEEP_FAILED.age
         await self._eval("quarantine", queue, (
-            owner, repr(now), json.dumps(error), json.dumps(f"the stored record, as read:\n{record}"),
+            worker, repr(now), json.dumps(error), json.dumps(f"the stored record, as read:\n{record}"),
             "" if age is None else repr(now + age), "1" if options else "0", json.dumps(error[:200]),
         ), "fail a job that cannot be read", (job_id,), data=True)
 
@@ -848,7 +848,7 @@ class RedisBackend(Backend):
     async def finish_and_claim(
         self,
         queue: str,
-        owner: str,
+        worker: str,
         outcomes: Sequence[Outcome],
         *,
         limit: int,
@@ -860,7 +860,7 @@ class RedisBackend(Backend):
     ) -> ClaimResult:
         """One script, one round trip: finish `outcomes`, then claim up to `limit` jobs."""
         now_s = repr(now)
-        args: list[Any] = [owner, now_s, repr(now + lease), limit, *self._rate(rate_limit), len(outcomes),
+        args: list[Any] = [worker, now_s, repr(now + lease), limit, *self._rate(rate_limit), len(outcomes),
                            "0" if names is None else "1", _keep(keep_completed)]
         packed = self._outcomes(outcomes)
         if names is not None:
@@ -869,7 +869,7 @@ class RedisBackend(Backend):
         res = await self._eval("finish_claim", queue, args, "finish and claim jobs", [oc.job_id for oc in outcomes],
                                data=True, packed=packed)
         self._woke(queue, res[0])
-        return ClaimResult(await self._claimed(queue, owner, res[3:]), float(res[1]) if res[1] else None,
+        return ClaimResult(await self._claimed(queue, worker, res[3:]), float(res[1]) if res[1] else None,
                            res[2] == 1)
 
     @staticmethod
@@ -893,31 +893,31 @@ class RedisBackend(Backend):
                 ))[1])
         return OUTCOME_FIELDS * len(outcomes), b"".join(parts)
 
-    async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
+    async def renew(self, queue: str, worker: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
         if not job_ids:
             return {}
-        res = await self._eval("renew", queue, (owner, repr(now + lease), *job_ids), "renew leases", job_ids)
+        res = await self._eval("renew", queue, (worker, repr(now + lease), *job_ids), "renew leases", job_ids)
         return {jid: code == 1 for jid, code in zip(job_ids, res, strict=True) if code >= 0}
 
     async def finish(
-        self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
     ) -> builtins.list[Job]:
         if not outcomes:
             return []
-        res = await self._eval("finish", queue, (owner, repr(now), _keep(keep_completed)), "finish jobs",
+        res = await self._eval("finish", queue, (worker, repr(now), _keep(keep_completed)), "finish jobs",
                                [oc.job_id for oc in outcomes],
                                data=True, packed=self._outcomes(outcomes))
         self._woke(queue, res[0])
         return [_job(s) for s in res[1:]]
 
-    async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
-        res = await self._eval("progress", queue, (owner, job_id, progress.model_dump_json(), repr(time.time())),
+    async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
+        res = await self._eval("progress", queue, (worker, job_id, progress.model_dump_json(), repr(time.time())),
                                "store progress", (job_id,))
         return bool(res)
 
-    async def set_checkpoint(self, queue: str, owner: str, job_id: str, checkpoint: Any) -> bool:
+    async def set_checkpoint(self, queue: str, worker: str, job_id: str, checkpoint: Any) -> bool:
         text = _to_json(checkpoint, f"checkpoint of job {job_id}")
-        return bool(await self._eval("checkpoint", queue, (owner, text), "store a checkpoint", (job_id,)))
+        return bool(await self._eval("checkpoint", queue, (worker, text), "store a checkpoint", (job_id,)))
 
     async def recover(self, queue: str, now: float) -> builtins.list[Job]:
         res = await self._eval("recover", queue, (repr(now),), "recover expired leases")

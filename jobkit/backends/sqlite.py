@@ -46,7 +46,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 4  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -58,7 +58,7 @@ RESULT_IN_EVENT = 1024  # bytes of result JSON a "completed" event carries to th
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS jobs (
         queue TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, name TEXT NOT NULL,
-        priority INTEGER NOT NULL, seq INTEGER NOT NULL, run_at REAL NOT NULL, lease_until REAL, owner TEXT,
+        priority INTEGER NOT NULL, seq INTEGER NOT NULL, run_at REAL NOT NULL, lease_until REAL, worker TEXT,
         cancel_requested INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, finished_at REAL, expires_at REAL,
         body TEXT NOT NULL,
         PRIMARY KEY (queue, id))""",
@@ -84,12 +84,12 @@ _SCHEMA = (
 )
 
 _INSERT = (
-    "INSERT INTO jobs (queue, id, state, name, priority, seq, run_at, lease_until, owner, cancel_requested,"
+    "INSERT INTO jobs (queue, id, state, name, priority, seq, run_at, lease_until, worker, cancel_requested,"
     " created_at, finished_at, expires_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (queue, id) DO NOTHING"
 )
 _UPDATE = (
-    "UPDATE jobs SET state = ?, seq = ?, run_at = ?, lease_until = ?, owner = ?, cancel_requested = ?,"
+    "UPDATE jobs SET state = ?, seq = ?, run_at = ?, lease_until = ?, worker = ?, cancel_requested = ?,"
     " finished_at = ?, expires_at = ?, body = ? WHERE rowid = ?"
 )
 _SELECT = "SELECT rowid, state, lease_until, body FROM jobs"
@@ -117,6 +117,19 @@ def _create_private_file(path: str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+def _migrate(c: sqlite3.Connection, version: int) -> None:
+    """Bring a file of schema `version` up to SCHEMA_VERSION, step by step (new tables come from _SCHEMA)."""
+    if version < 2:  # schema 2 counts each queue's completed jobs, for retention as jobs finish
+        c.execute("ALTER TABLE queues ADD COLUMN completed INTEGER NOT NULL DEFAULT 0")
+        c.execute("UPDATE queues SET completed = (SELECT COUNT(*) FROM jobs"
+                  " WHERE jobs.queue = queues.name AND state = 'completed')")
+    # schema 3 adds the records table (schedules)
+    if version < 4:  # schema 4: the worker holding a job's lease is `worker` (`owner` is the user a job is for)
+        c.execute("ALTER TABLE jobs RENAME COLUMN owner TO worker")
+        c.execute("UPDATE jobs SET body = json_set(json_remove(body, '$.owner'), '$.worker', json_extract(body,"
+                  " '$.owner')) WHERE json_type(body, '$.owner') IS NOT NULL")
+
+
 def _load(state: str, lease_until: float | None, body: str) -> Job:
     # `state` and `lease_until` columns are authoritative: delayed-job promotion and lease renewal set only them.
     job = Job.model_validate_json(body)
@@ -127,7 +140,7 @@ def _load(state: str, lease_until: float | None, body: str) -> Job:
 
 def _values(job: Job, rowid: int) -> tuple[Any, ...]:
     return (
-        job.state.value, job.seq, job.run_at, job.lease_until, job.owner, int(job.cancel_requested),
+        job.state.value, job.seq, job.run_at, job.lease_until, job.worker, int(job.cancel_requested),
         job.finished_at, job.expires_at, job.model_dump_json(), rowid,
     )
 
@@ -223,11 +236,8 @@ class _Store:
                 )
             for statement in _SCHEMA:
                 c.execute(statement)
-            # schema 3 adds the records table (schedules), created above like every table
-            if version == 1:  # schema 2 counts each queue's completed jobs, for retention as jobs finish
-                c.execute("ALTER TABLE queues ADD COLUMN completed INTEGER NOT NULL DEFAULT 0")
-                c.execute("UPDATE queues SET completed = (SELECT COUNT(*) FROM jobs"
-                          " WHERE jobs.queue = queues.name AND state = 'completed')")
+            if version:
+                _migrate(c, version)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             c.execute("COMMIT")
         except BaseException:
@@ -365,7 +375,7 @@ class _Store:
             stored.note(stored.state, stored.created_at, "added")
             cur = c.execute(_INSERT, (
                 stored.queue, stored.id, stored.state.value, stored.name, stored.priority, stored.seq, stored.run_at,
-                stored.lease_until, stored.owner, int(stored.cancel_requested), stored.created_at,
+                stored.lease_until, stored.worker, int(stored.cancel_requested), stored.created_at,
                 stored.finished_at, stored.expires_at, stored.model_dump_json(),
             ))
             if cur.rowcount == 1:
@@ -487,7 +497,7 @@ class _Store:
 
     # -- worker ------------------------------------------------------------------------------------
     def claim(
-        self, tx: _Tx, queue: str, owner: str, limit: int, lease: float, now: float,
+        self, tx: _Tx, queue: str, worker: str, limit: int, lease: float, now: float,
         names: Collection[str] | None, rate_limit: RateLimit | None,
     ) -> ClaimResult:
         c = self.conn
@@ -508,7 +518,7 @@ class _Store:
             start, used, limit, retry_in = limiter.grant(rate_limit, start, used, limit, now)
             if not limit:
                 return ClaimResult([], retry_in)
-        claimed = self._take(tx, queue, owner, limit, now + lease, now, names)
+        claimed = self._take(tx, queue, worker, limit, now + lease, now, names)
         if rate_limit is not None:
             c.execute(
                 "INSERT INTO queues (name, window_start, window_used) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
@@ -525,7 +535,7 @@ class _Store:
         return None if due is None else float(due)
 
     def _take(
-        self, tx: _Tx, queue: str, owner: str, limit: int, lease_until: float, now: float,
+        self, tx: _Tx, queue: str, worker: str, limit: int, lease_until: float, now: float,
         names: Collection[str] | None,
     ) -> list[Job]:
         sql, params = "SELECT rowid, body FROM jobs WHERE queue = ? AND state = 'waiting'", [queue]
@@ -545,15 +555,15 @@ class _Store:
             except ValidationError as exc:  # one job's record must not stop every claim of its queue
                 self._quarantine(tx, rowid, body, exc, now)
                 continue
-            tx.drafts.append(transitions.claim(job, owner, lease_until, now))
+            tx.drafts.append(transitions.claim(job, worker, lease_until, now))
             text = job.model_dump_json()
             mine = _private_copy(job)
             if mine is not None:
                 remembered[queue, job.id] = (text, mine)
             claimed.append(job)
-            updates.append((owner, lease_until, text, rowid))
+            updates.append((worker, lease_until, text, rowid))
         self.conn.executemany(
-            "UPDATE jobs SET state = 'active', owner = ?, lease_until = ?, cancel_requested = 0, body = ?"
+            "UPDATE jobs SET state = 'active', worker = ?, lease_until = ?, cancel_requested = 0, body = ?"
             " WHERE rowid = ?", updates,
         )
         return claimed
@@ -567,15 +577,15 @@ class _Store:
         tx.drafts.append(transitions.draft(job, "failed", now, error=job.error))
         self.conn.execute(_UPDATE, _values(job, rowid))
 
-    def _held(self, queue: str, owner: str, job_ids: Sequence[str]) -> dict[str, tuple[int, Job]]:
-        """The ACTIVE jobs among `job_ids` that `owner` holds; each parsed only if changed since we claimed it."""
+    def _held(self, queue: str, worker: str, job_ids: Sequence[str]) -> dict[str, tuple[int, Job]]:
+        """The ACTIVE jobs among `job_ids` that `worker` holds; each parsed only if changed since we claimed it."""
         held: dict[str, tuple[int, Job]] = {}
         ids = list(dict.fromkeys(job_ids))
         remembered = self.claimed
         for part in _chunks(ids):
             for job_id, rowid, lease_until, body in self.conn.execute(
                 f"SELECT id, rowid, lease_until, body FROM jobs WHERE queue = ? AND id IN ({_marks(len(part))})"
-                " AND state = 'active' AND owner = ?", (queue, *part, owner),
+                " AND state = 'active' AND worker = ?", (queue, *part, worker),
             ):
                 mine = remembered.pop((queue, job_id), None)
                 if mine is not None and mine[0] == body:  # lease renewals change only the column
@@ -588,13 +598,13 @@ class _Store:
             remembered.pop((queue, job_id), None)
         return held
 
-    def renew(self, tx: _Tx, queue: str, owner: str, job_ids: Sequence[str], lease_until: float) -> dict[str, bool]:
+    def renew(self, tx: _Tx, queue: str, worker: str, job_ids: Sequence[str], lease_until: float) -> dict[str, bool]:
         out: dict[str, bool] = {}
         ids = list(dict.fromkeys(job_ids))
         for part in _chunks(ids):
             for job_id, cancel_requested in self.conn.execute(
                 f"SELECT id, cancel_requested FROM jobs WHERE queue = ? AND id IN ({_marks(len(part))})"
-                " AND state = 'active' AND owner = ?", (queue, *part, owner),
+                " AND state = 'active' AND worker = ?", (queue, *part, worker),
             ):
                 out[job_id] = bool(cancel_requested)
         self.conn.executemany(
@@ -603,9 +613,9 @@ class _Store:
         return out
 
     def finish(
-        self, tx: _Tx, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, keep: int | None = None
+        self, tx: _Tx, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, keep: int | None = None
     ) -> list[Job]:
-        held = self._held(queue, owner, [oc.job_id for oc in outcomes])
+        held = self._held(queue, worker, [oc.job_id for oc in outcomes])
         todo = [(oc, found) for oc in outcomes if (found := held.pop(oc.job_id, None)) is not None]
         seq = self._next_seq(sum(oc.state not in TERMINAL_STATES for oc, _ in todo))
         moved: list[Job] = []
@@ -627,7 +637,7 @@ class _Store:
             moved.append(job)
         # Finished jobs keep seq and run_at: leaving them out spares the index updates they would cost.
         self.conn.executemany(
-            "UPDATE jobs SET state = ?, owner = NULL, lease_until = NULL, cancel_requested = 0, finished_at = ?,"
+            "UPDATE jobs SET state = ?, worker = NULL, lease_until = NULL, cancel_requested = 0, finished_at = ?,"
             " expires_at = ?, body = ? WHERE rowid = ?", ended,
         )
         self.conn.executemany(_UPDATE, retried)
@@ -638,10 +648,10 @@ class _Store:
             self._keep_completed(tx, queue, keep, now)
         return moved
 
-    def set_progress(self, tx: _Tx, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
+    def set_progress(self, tx: _Tx, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
         row = self.conn.execute(
             "SELECT rowid, name, json_extract(body, '$.attempts') FROM jobs WHERE queue = ? AND id = ?"
-            " AND state = 'active' AND owner = ?", (queue, job_id, owner),
+            " AND state = 'active' AND worker = ?", (queue, job_id, worker),
         ).fetchone()
         if row is None:
             return False
@@ -653,10 +663,10 @@ class _Store:
         tx.drafts.append((queue, job_id, name, "progress", "active", time.time(), attempts, progress, None))
         return True
 
-    def set_checkpoint(self, tx: _Tx, queue: str, owner: str, job_id: str, checkpoint: str) -> bool:
+    def set_checkpoint(self, tx: _Tx, queue: str, worker: str, job_id: str, checkpoint: str) -> bool:
         cur = self.conn.execute(
             "UPDATE jobs SET body = json_set(body, '$.checkpoint', json(?)) WHERE queue = ? AND id = ?"
-            " AND state = 'active' AND owner = ?", (checkpoint, queue, job_id, owner),
+            " AND state = 'active' AND worker = ?", (checkpoint, queue, job_id, worker),
         )
         return cur.rowcount == 1
 
@@ -982,7 +992,7 @@ class SQLiteBackend(Backend):
         *,
         states: Collection[JobState] | None = None,
         name: str | None = None,
-        owner: str | None = None,
+        worker: str | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> list[Job]:
@@ -995,9 +1005,9 @@ class SQLiteBackend(Backend):
         if name is not None:
             where.append("name = ?")
             params.append(name)
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
+        if worker is not None:
+            where.append("worker = ?")
+            params.append(worker)
         rows = await self._read(
             f"SELECT state, lease_until, body FROM jobs WHERE {' AND '.join(where)}"
             " ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?", (*params, max(0, limit), max(0, offset)),
@@ -1046,7 +1056,7 @@ class SQLiteBackend(Backend):
     async def claim(
         self,
         queue: str,
-        owner: str,
+        worker: str,
         *,
         limit: int,
         lease: float,
@@ -1057,26 +1067,26 @@ class SQLiteBackend(Backend):
         # Arm the queue's wake-up before looking: work committed while this claim is on the connection's
         # thread then makes the worker's next wait_for_work return at once instead of being missed.
         self._hub.arm(queue)
-        return await self._write(_Store.claim, queue, owner, limit, lease, now, names, rate_limit)
+        return await self._write(_Store.claim, queue, worker, limit, lease, now, names, rate_limit)
 
-    async def renew(self, queue: str, owner: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
+    async def renew(self, queue: str, worker: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
         if not job_ids:
             return {}
-        return await self._write(_Store.renew, queue, owner, job_ids, now + lease)
+        return await self._write(_Store.renew, queue, worker, job_ids, now + lease)
 
     async def finish(
-        self, queue: str, owner: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
     ) -> builtins.list[Job]:
         if not outcomes:
             return []
-        return await self._write(_Store.finish, queue, owner, outcomes, now, keep_completed)
+        return await self._write(_Store.finish, queue, worker, outcomes, now, keep_completed)
 
-    async def set_progress(self, queue: str, owner: str, job_id: str, progress: Progress) -> bool:
-        return await self._write(_Store.set_progress, queue, owner, job_id, progress)
+    async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
+        return await self._write(_Store.set_progress, queue, worker, job_id, progress)
 
-    async def set_checkpoint(self, queue: str, owner: str, job_id: str, checkpoint: Any) -> bool:
+    async def set_checkpoint(self, queue: str, worker: str, job_id: str, checkpoint: Any) -> bool:
         text = dump_json(checkpoint, f"checkpoint of job {job_id}")
-        return await self._write(_Store.set_checkpoint, queue, owner, job_id, text)
+        return await self._write(_Store.set_checkpoint, queue, worker, job_id, text)
 
     async def recover(self, queue: str, now: float) -> builtins.list[Job]:
         return await self._write(_Store.recover, queue, now)

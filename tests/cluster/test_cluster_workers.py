@@ -31,9 +31,9 @@ def queues_on_every_master(cluster: RedisCluster) -> list[str]:
     i = 0
     while any(len(v) < QUEUES_PER_MASTER for v in chosen.values()):
         name = f"spread-{i}"
-        owner = chosen[cluster.slot_owner(key_slot(f"jobkit:{{{name}}}:meta".encode()))]
-        if len(owner) < QUEUES_PER_MASTER:
-            owner.append(name)
+        worker = chosen[cluster.slot_owner(key_slot(f"jobkit:{{{name}}}:meta".encode()))]
+        if len(worker) < QUEUES_PER_MASTER:
+            worker.append(name)
         i += 1
     return [name for names in chosen.values() for name in names]
 

@@ -62,7 +62,7 @@ async def test_list_filters_and_pages(backend: Backend, qname: str) -> None:
     await backend.claim(qname, "w-a", limit=2, lease=30, now=time.time())
     active = await q.jobs(state="active")
     assert sorted(j.data for j in active) == [0, 1]
-    assert [j.owner for j in await q.jobs(owner="w-a")] == ["w-a", "w-a"]
+    assert [j.worker for j in await q.jobs(worker="w-a")] == ["w-a", "w-a"]
     assert len(await q.jobs(state=["waiting", "active"], limit=100)) == 12
     assert await q.jobs(state="failed") == []
 

@@ -14,10 +14,10 @@ def job(queue: str, name: str = "t", **kw: object) -> Job:
     return Job(id=new_job_id(), name=name, queue=queue, **kw)  # type: ignore[arg-type]
 
 
-async def claim_all(backend: Backend, queue: str, owner: str = "w", now: float | None = None) -> list[Job]:
+async def claim_all(backend: Backend, queue: str, worker: str = "w", now: float | None = None) -> list[Job]:
     out = []
     while True:
-        got = await backend.claim(queue, owner, limit=3, lease=30, now=now or time.time())
+        got = await backend.claim(queue, worker, limit=3, lease=30, now=now or time.time())
         if not got.jobs:
             return out
         out.extend(got.jobs)
@@ -36,10 +36,10 @@ async def test_claim_sets_lease_owner_attempt(backend: Backend, qname: str) -> N
     await backend.add([job(qname)])
     now = time.time()
     [c] = (await backend.claim(qname, "w1", limit=5, lease=12.5, now=now)).jobs
-    assert c.state is JobState.ACTIVE and c.owner == "w1" and c.attempts == 1
+    assert c.state is JobState.ACTIVE and c.worker == "w1" and c.attempts == 1
     assert c.lease_until is not None and abs(c.lease_until - (now + 12.5)) < 0.01
     stored = await backend.get(qname, c.id)
-    assert stored is not None and stored.state is JobState.ACTIVE and stored.owner == "w1"
+    assert stored is not None and stored.state is JobState.ACTIVE and stored.worker == "w1"
     assert (await backend.claim(qname, "w2", limit=5, lease=10, now=now)).jobs == []
 
 
@@ -122,7 +122,7 @@ async def test_expired_lease_recovered_with_stall_count(backend: Backend, qname:
     now = time.time()
     [c] = (await backend.claim(qname, "dead-worker", limit=1, lease=5, now=now)).jobs
     [moved] = await backend.recover(qname, now + 6)
-    assert moved.id == c.id and moved.state is JobState.WAITING and moved.stalls == 1 and moved.owner is None
+    assert moved.id == c.id and moved.state is JobState.WAITING and moved.stalls == 1 and moved.worker is None
     assert "dead-worker" in moved.history[-1].note
     assert await backend.renew(qname, "dead-worker", [c.id], 5, now + 7) == {}
     assert not await backend.set_progress(qname, "dead-worker", c.id, jobkit.Progress(percent=5))
@@ -161,7 +161,7 @@ async def test_finish_and_claim_writes_outcomes_then_claims(backend: Backend, qn
         assert done is not None and done.state is JobState.COMPLETED and done.result == {"n": c.data}
     counts = await backend.counts(qname)
     assert (counts.completed, counts.active, counts.waiting) == (2, 2, 0)
-    # An outcome for a job this owner no longer holds is refused, and the claim still happens.
+    # An outcome for a job this worker no longer holds is refused, and the claim still happens.
     stale = [Outcome(job_id=first[0].id, state=JobState.FAILED, error="late")]
     again = await backend.finish_and_claim(qname, "w", stale, limit=5, lease=30, now=now + 2)
     assert again.jobs == []

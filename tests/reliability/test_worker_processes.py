@@ -91,7 +91,7 @@ async def test_kill_9_mid_job_another_worker_completes(shared_url: str, spawn_on
     job = await q.add(hang_first_time, "precious")
     first = spawn("--lease", "1")
     running = await wait_progress(backend, job.id)
-    assert running.state is JobState.ACTIVE and running.owner is not None and str(first.pid) in running.owner
+    assert running.state is JobState.ACTIVE and running.worker is not None and str(first.pid) in running.worker
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     second = spawn("--lease", "1")
@@ -99,7 +99,7 @@ async def test_kill_9_mid_job_another_worker_completes(shared_url: str, spawn_on
     assert done.state is JobState.COMPLETED
     assert done.result == {"label": "precious", "pid": second.pid, "attempt": 2}
     assert done.stalls == 1 and done.attempts == 2
-    story = [(h.state, h.owner) for h in done.history]
+    story = [(h.state, h.worker) for h in done.history]
     assert [s for s, _ in story] == [JobState.WAITING, JobState.ACTIVE, JobState.WAITING, JobState.ACTIVE,
                                      JobState.COMPLETED]
     assert str(first.pid) in (story[1][1] or "") and str(second.pid) in (story[3][1] or "")
@@ -154,7 +154,7 @@ async def test_sigterm_hands_back_jobs_that_outlive_the_grace(url: str, spawn: A
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     back = await backend.get("reliability", job.id)
-    assert back is not None and back.state is JobState.WAITING and back.owner is None
+    assert back is not None and back.state is JobState.WAITING and back.worker is None
     assert back.history[-1].note.startswith("handed back")
     await backend.close()
 
@@ -196,7 +196,7 @@ async def test_sigterm_is_bounded_when_a_task_blocks_the_loop(url: str, spawn: A
     assert worker.wait(timeout=1 + STOP_MARGIN + 30) == EXIT_CODE
     assert time.monotonic() - started < 1 + STOP_MARGIN + SLACK
     held = await backend.get("reliability", job.id)
-    assert held is not None and held.state is JobState.ACTIVE and str(worker.pid) in (held.owner or "")
+    assert held is not None and held.state is JobState.ACTIVE and str(worker.pid) in (held.worker or "")
     out = worker.stdout.read() if worker.stdout else ""
     assert "has not stopped 6.0s after the stop signal" in out
     await backend.close()

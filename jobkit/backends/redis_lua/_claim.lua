@@ -1,9 +1,9 @@
--- claim_jobs(now_s, lease, owner, limit, rate, per, names): due delayed jobs become waiting, then up to `limit`
--- waiting jobs (only those named in the set `names`, if given) move to ACTIVE for `owner`. `rate` ('' = none)
+-- claim_jobs(now_s, lease, worker, limit, rate, per, names): due delayed jobs become waiting, then up to `limit`
+-- waiting jobs (only those named in the set `names`, if given) move to ACTIVE for `worker`. `rate` ('' = none)
 -- and `per` are the queue's rate limit. Returns retry_in ('' = none, or seconds as text), the claimed jobs'
 -- JSON, and whether the queue ran dry: fewer jobs than allowed were ready, so nothing more is claimable before
 -- retry_in or an event that wakes workers. retry_in is '' when a job was claimed and the queue did not run dry.
-local function claim_jobs(now_s, lease, owner, limit, rate, per, names)
+local function claim_jobs(now_s, lease, worker, limit, rate, per, names)
   local now = tonumber(now_s)
   -- Due delayed jobs become waiting; their seq keeps their FIFO place among equal priorities.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', SET.delayed, '-inf', now_s, 'LIMIT', 0, 10000)) do
@@ -53,15 +53,15 @@ local function claim_jobs(now_s, lease, owner, limit, rate, per, names)
   end
 
   local out = {}
-  local owner_json = cjson.encode(owner)
+  local worker_json = cjson.encode(worker)
   for _, id in ipairs(ids) do
     local jk, dk = JP .. id, DP .. id
     local v = load(jk)
     if v and v.state == 'waiting' then
       local att = tonumber(v.att or '0') + 1
-      local d = record(dk, v, redis.call('GET', dk), entry(now_s, 'active', att, owner_json, '""'))
-      v.state, v.owner, v.lease, v.att, v.started, v.cr = 'active', owner, lease, att, now_s, '0'
-      redis.call('HSET', jk, 'state', 'active', 'owner', owner, 'lease', lease, 'att', att, 'started', now_s,
+      local d = record(dk, v, redis.call('GET', dk), entry(now_s, 'active', att, worker_json, '""'))
+      v.state, v.worker, v.lease, v.att, v.started, v.cr = 'active', worker, lease, att, now_s, '0'
+      redis.call('HSET', jk, 'state', 'active', 'worker', worker, 'lease', lease, 'att', att, 'started', now_s,
         'cr', 0, 'nh', v.nh)
       redis.call('ZREM', IX.waiting, v.ck)
       enter('active', id, lease, nil, v.ck)

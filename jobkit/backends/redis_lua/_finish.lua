@@ -1,15 +1,15 @@
--- finish_outcomes(owner, now_s, first, last, want): ARGV[first..last] are outcomes, 8 arguments each
+-- finish_outcomes(worker, now_s, first, last, want): ARGV[first..last] are outcomes, 8 arguments each
 -- (OUTCOME_FIELDS in redis.py): id, state, result JSON, error JSON, traceback JSON, run_at, expires_at
 -- ('' = none), history note JSON.
 -- KEYS[NQ + 2k - 1], KEYS[NQ + 2k] are the hash and data keys of the k-th of them. Only jobs still ACTIVE and
--- held by `owner` move. Returns whether a job became claimable again, and (when `want`) the moved jobs' JSON.
+-- held by `worker` move. Returns whether a job became claimable again, and (when `want`) the moved jobs' JSON.
 local EV = {completed = 'completed', failed = 'failed', cancelled = 'cancelled',
             waiting = 'retrying', delayed = 'retrying'}
 -- What finishing reads when it need not hand the whole job back.
 local RESULT_IN_EVENT = 1024 -- bytes of result JSON a "completed" event carries (kind r), so waiters need no read
-local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'owner', 'ck', 'pri', 'nh', 'name'}
+local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh', 'name'}
 
-local function finish_outcomes(owner, now_s, first, last, want)
+local function finish_outcomes(worker, now_s, first, last, want)
   local now = tonumber(now_s)
   local out = {}
   local again = false
@@ -19,12 +19,12 @@ local function finish_outcomes(owner, now_s, first, last, want)
     local jk, dk = KEYS[NQ + 2 * k - 1], KEYS[NQ + 2 * k]
     local id, wanted = o[1], o[2]
     local v = load(jk, (not want) and FINISH_FIELDS or nil)
-    if v and v.state == 'active' and v.owner == owner then
+    if v and v.state == 'active' and v.worker == worker then
       local att, seq, ck, err = v.att or '0', v.seq, v.ck, o[4]
       local state = wanted
       local f = {'cr', 0}
-      local del = {'owner', 'lease'}
-      v.owner, v.lease, v.cr = false, false, '0'
+      local del = {'worker', 'lease'}
+      v.worker, v.lease, v.cr = false, false, '0'
       if wanted == 'completed' then
         f[#f + 1] = 'result'; f[#f + 1] = o[3]
         del[#del + 1] = 'err'; del[#del + 1] = 'tb'

@@ -54,8 +54,8 @@ local function leave(state, id, seq, ck)
   redis.call('ZREM', IX[state], ck)
 end
 
-local function entry(at, state, attempt, owner_json, note_json)
-  return '{"at":' .. at .. ',"state":"' .. state .. '","attempt":' .. attempt .. ',"owner":' .. owner_json
+local function entry(at, state, attempt, worker_json, note_json)
+  return '{"at":' .. at .. ',"state":"' .. state .. '","attempt":' .. attempt .. ',"worker":' .. worker_json
     .. ',"note":' .. note_json .. '}'
 end
 
@@ -81,7 +81,7 @@ local function span()
 end
 
 -- Every hash field a script may need; load() returns them by name (absent ones are false, as Redis gives them).
-local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'owner', 'lease', 'started', 'finished',
+local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'worker', 'lease', 'started', 'finished',
            'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o'}
 local OPTIONAL = {{'lease', 'lease_until'}, {'started', 'started_at'}, {'finished', 'finished_at'},
                   {'expires', 'expires_at'}, {'result', 'result'}, {'checkpoint', 'checkpoint'}, {'err', 'error'},
@@ -102,7 +102,7 @@ local function compose(v, d)
   local p = {'{', d, '],"state":"', v.state, '","seq":', v.seq, ',"run_at":', v.run_at,
              ',"attempts":', v.att or '0', ',"stalls":', v.stalls or '0', ',"cancel_requested":',
              (v.cr == '1') and 'true' or 'false', ',"progress":', v.progress or '{}'}
-  if v.owner then p[#p + 1] = ',"owner":'; p[#p + 1] = cjson.encode(v.owner) end
+  if v.worker then p[#p + 1] = ',"worker":'; p[#p + 1] = cjson.encode(v.worker) end
   for _, o in ipairs(OPTIONAL) do
     local x = v[o[1]]
     if x then p[#p + 1] = ',"' .. o[2] .. '":'; p[#p + 1] = x end

@@ -11,10 +11,10 @@ if v.state == 'waiting' or v.state == 'delayed' then
   local err = '"cancelled before it started"'
   local exp = false
   if v.kfa then exp = string.format('%.17g', tonumber(now_s) + tonumber(v.kfa)) end
-  local owner_json = v.owner and cjson.encode(v.owner) or 'null'
+  local worker_json = v.worker and cjson.encode(v.worker) or 'null'
   leave(v.state, id, v.seq, v.ck)
   v.state, v.finished, v.err, v.expires = 'cancelled', now_s, err, exp
-  d = record(dk, v, d, entry(now_s, 'cancelled', att, owner_json, '"cancelled"'))
+  d = record(dk, v, d, entry(now_s, 'cancelled', att, worker_json, '"cancelled"'))
   local f = {'state', 'cancelled', 'finished', now_s, 'err', err, 'nh', v.nh}
   if exp then f[#f + 1] = 'expires'; f[#f + 1] = exp else redis.call('HDEL', jk, 'expires') end
   redis.call('HSET', jk, unpack(f))
@@ -22,7 +22,7 @@ if v.state == 'waiting' or v.state == 'delayed' then
   if exp then redis.call('ZADD', EXP.cancelled, exp, fkey(v.seq, id)) end
   event(id, v.name, 'cancelled', 'cancelled', now_s, att)
 elseif v.state == 'active' and v.cr ~= '1' then
-  d = record(dk, v, d, entry(now_s, 'active', att, cjson.encode(v.owner), '"cancel requested"'))
+  d = record(dk, v, d, entry(now_s, 'active', att, cjson.encode(v.worker), '"cancel requested"'))
   v.cr = '1'
   redis.call('HSET', jk, 'cr', 1, 'nh', v.nh)
   event(id, v.name, 'cancel-requested', 'active', now_s, att)

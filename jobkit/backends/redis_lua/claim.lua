@@ -1,4 +1,4 @@
--- claim: ARGV = now, lease_until, owner, limit, rate limit ('' = none), rate per, names given ('1'/'0'),
+-- claim: ARGV = now, lease_until, worker, limit, rate limit ('' = none), rate per, names given ('1'/'0'),
 -- names... Returns {retry_in ('' = none), ran dry (1/0), job JSON...} (see _claim.lua).
 local names = nil
 if ARGV[7] == '1' then

@@ -1,4 +1,4 @@
--- finish: ARGV = owner, now, keep ('' = no count limit on completed jobs), then the outcomes, 8 arguments each
+-- finish: ARGV = worker, now, keep ('' = no count limit on completed jobs), then the outcomes, 8 arguments each
 -- (see _finish.lua); KEYS[NQ + 2i - 1] and KEYS[NQ + 2i] are the hash and data keys of outcome i. Returns {own
 -- event span if any job is claimable again, else false; moved job JSON...}.
 local again, jobs = finish_outcomes(ARGV[1], ARGV[2], 4, #ARGV, true)

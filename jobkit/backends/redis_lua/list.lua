@@ -1,9 +1,9 @@
--- list: ARGV = offset, limit, has_name, name, has_owner, owner, cursor ('' = newest), budget, states...
+-- list: ARGV = offset, limit, has_name, name, has_owner, worker, cursor ('' = newest), budget, states...
 -- Walks the states' index sets newest first (members sort by created_at, then seq). Examines at most
 -- `budget` jobs, so a caller pages on with the returned cursor.
 -- Returns {cursor to go on from ('' = done), offset still to skip, job JSON...}.
 local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local has_name, name, has_owner, owner = ARGV[3] == '1', ARGV[4], ARGV[5] == '1', ARGV[6]
+local has_name, name, has_owner, worker = ARGV[3] == '1', ARGV[4], ARGV[5] == '1', ARGV[6]
 local cursor, budget = ARGV[7], tonumber(ARGV[8])
 local idx = {}
 for i = 9, #ARGV do if IX[ARGV[i]] then idx[#idx + 1] = IX[ARGV[i]] end end
@@ -38,8 +38,8 @@ while true do
     local jk = JP .. id
     local ok = true
     if filtered then
-      local v = redis.call('HMGET', jk, 'name', 'owner')
-      ok = (not has_name or v[1] == name) and (not has_owner or v[2] == owner)
+      local v = redis.call('HMGET', jk, 'name', 'worker')
+      ok = (not has_name or v[1] == name) and (not has_owner or v[2] == worker)
     end
     if ok then
       if offset > 0 then

@@ -1,20 +1,20 @@
--- quarantine: ARGV = owner, now, error JSON, traceback JSON, expires_at ('' = none), reset options ('1'/'0'),
--- history note JSON; KEYS[NQ + 1], KEYS[NQ + 2] are the job's hash and data keys. An ACTIVE job held by `owner`
+-- quarantine: ARGV = worker, now, error JSON, traceback JSON, expires_at ('' = none), reset options ('1'/'0'),
+-- history note JSON; KEYS[NQ + 1], KEYS[NQ + 2] are the job's hash and data keys. An ACTIVE job held by `worker`
 -- whose record cannot be read as a Job (a non-finite number from an older jobkit, a hand edit) becomes FAILED,
 -- with what can make a record unreadable reset: numbers that are not finite, its progress and, when asked, its
 -- options (the last member of the data string's static part, see add.lua). Returns 1 if it moved, else 0.
 local jk, dk = KEYS[NQ + 1], KEYS[NQ + 2]
-local owner, now_s, err, exp = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local worker, now_s, err, exp = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local v = load(jk)
-if not (v and v.state == 'active' and v.owner == owner) then return 0 end
+if not (v and v.state == 'active' and v.worker == worker) then return 0 end
 local id = string.sub(jk, #JP + 1)
 local function finite(x)
   local n = tonumber(x)
   return n ~= nil and n == n and n ~= math.huge and n ~= -math.huge
 end
 local f = {'state', 'failed', 'cr', 0, 'err', err, 'tb', ARGV[4], 'finished', now_s}
-local del = {'owner', 'lease', 'progress'}
-v.owner, v.lease, v.progress, v.cr, v.err, v.tb, v.finished = false, false, false, '0', err, ARGV[4], now_s
+local del = {'worker', 'lease', 'progress'}
+v.worker, v.lease, v.progress, v.cr, v.err, v.tb, v.finished = false, false, false, '0', err, ARGV[4], now_s
 for _, name in ipairs({'run_at', 'started'}) do
   if not finite(v[name]) then f[#f + 1] = name; f[#f + 1] = now_s; v[name] = now_s end
 end

@@ -18,11 +18,11 @@ for _, v in ipairs(lost) do
   local id = v.id
   local jk, dk = JP .. id, DP .. id
   do
-    local lost_by, att = v.owner or 'None', v.att or '0'
+    local lost_by, att = v.worker or 'None', v.att or '0'
     local stalls, ms = tonumber(v.stalls or '0') + 1, tonumber(v.ms)
     leave('active', id, v.seq, v.ck)
     event(id, v.name, 'stalled', 'active', now_s, att)
-    v.owner, v.lease, v.cr, v.stalls = false, false, '0', stalls
+    v.worker, v.lease, v.cr, v.stalls = false, false, '0', stalls
     local f = {'stalls', stalls, 'cr', 0}
     if stalls > ms then
       local err = cjson.encode('job stalled ' .. stalls .. ' times (its worker stopped renewing the lease, last '
@@ -46,7 +46,7 @@ for _, v in ipairs(lost) do
       cjson.encode('lease of ' .. lost_by .. ' expired (stall ' .. stalls .. ')')))
     f[#f + 1] = 'state'; f[#f + 1] = v.state; f[#f + 1] = 'nh'; f[#f + 1] = v.nh
     redis.call('HSET', jk, unpack(f))
-    redis.call('HDEL', jk, 'owner', 'lease')
+    redis.call('HDEL', jk, 'worker', 'lease')
     out[#out + 1] = compose(v, d)
   end
 end
