@@ -124,15 +124,6 @@ async def worker(backend: Backend, qname: str) -> AsyncIterator[jobkit.Worker]:
         yield w
 
 
-@pytest.fixture
-def submit(backend: Backend, qname: str) -> Callable[..., Any]:
-    async def go(task: jobkit.Task[Any], payload: Any = None, **kw: Any) -> jobkit.JobHandle[Any]:
-        job = await jobkit.Queue(qname, backend=backend).add(task, payload, **kw)
-        return jobkit.JobHandle(job, backend, task)
-
-    return go
-
-
 @pytest.mark.parametrize(("how", "error"), [
     ("sys.exit", "SystemExit: 3"), ("argparse", "SystemExit: 2"), ("KeyboardInterrupt", "KeyboardInterrupt"),
 ])

@@ -96,15 +96,6 @@ async def worker(backend: Backend, qname: str) -> AsyncIterator[jobkit.Worker]:
         yield w
 
 
-@pytest.fixture
-def submit(backend: Backend, qname: str) -> Callable[..., Any]:
-    async def go(task: jobkit.Task[Any], payload: Any = None, **kw: Any) -> jobkit.JobHandle[Any]:
-        job = await jobkit.Queue(qname, backend=backend).add(task, payload, **kw)
-        return jobkit.JobHandle(job, backend, task)
-
-    return go
-
-
 async def test_result(worker: jobkit.Worker, submit: Callable[..., Any]) -> None:
     h = await submit(add, {"a": 2, "b": 3})
     assert await h.result(timeout=10) == 5

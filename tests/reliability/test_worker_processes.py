@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import jobkit
-from jobkit.models import JobState
+from jobkit.models import Job, JobState
 from jobkit.watchdog import EXIT_CODE
 from jobkit.worker import STOP_MARGIN
 
@@ -162,24 +162,35 @@ async def test_sigterm_hands_back_jobs_that_outlive_the_grace(url: str, spawn: A
 SLACK = 3.0  # seconds allowed on top of a bound for process teardown on a busy machine
 
 
+async def _sigterm_a_stubborn_task(
+    url: str, spawn: Any, loop: str, task: jobkit.Task[Any]
+) -> tuple[Job, str, int]:
+    """Run `task` in a worker with --grace 1, SIGTERM it once the task reports progress, and check that the process
+    ends by grace + STOP_MARGIN with the watchdog's exit code. Returns the job as left, the output and the pid."""
+    backend = await jobkit.connect(url)
+    try:
+        job = await jobkit.Queue("reliability", backend=backend).add(task)
+        worker = spawn("--grace", "1", "--loop", loop)
+        await wait_progress(backend, job.id)
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=1 + STOP_MARGIN + 30) == EXIT_CODE
+        assert time.monotonic() - started < 1 + STOP_MARGIN + SLACK
+        left = await backend.get("reliability", job.id)
+        assert left is not None
+        return left, (worker.stdout.read() if worker.stdout else ""), worker.pid
+    finally:
+        await backend.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_sigterm_is_bounded_when_a_task_ignores_cancellation(url: str, spawn: Any, loop: str) -> None:
     """The worker hands the job back and its process ends by grace + STOP_MARGIN, though the task catches every
     CancelledError (the watchdog ends the process, whose loop would wait for that task forever)."""
-    backend = await jobkit.connect(url)
-    job = await jobkit.Queue("reliability", backend=backend).add(ignores_cancellation)
-    worker = spawn("--grace", "1", "--loop", loop)
-    await wait_progress(backend, job.id)
-    started = time.monotonic()
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=1 + STOP_MARGIN + 30) == EXIT_CODE
-    assert time.monotonic() - started < 1 + STOP_MARGIN + SLACK
-    back = await backend.get("reliability", job.id)
-    assert back is not None and back.state is JobState.WAITING and back.history[-1].note.startswith("handed back")
-    out = worker.stdout.read() if worker.stdout else ""
+    back, out, _ = await _sigterm_a_stubborn_task(url, spawn, loop, ignores_cancellation)
+    assert back.state is JobState.WAITING and back.history[-1].note.startswith("handed back")
     assert "ignored cancellation" in out and "has not stopped" in out
-    await backend.close()
 
 
 @pytest.mark.slow
@@ -187,19 +198,9 @@ async def test_sigterm_is_bounded_when_a_task_ignores_cancellation(url: str, spa
 async def test_sigterm_is_bounded_when_a_task_blocks_the_loop(url: str, spawn: Any, loop: str) -> None:
     """Blocking code cannot be pre-empted in-process, yet the process ends by grace + STOP_MARGIN; the job keeps
     its lease, so it runs again once the lease expires."""
-    backend = await jobkit.connect(url)
-    job = await jobkit.Queue("reliability", backend=backend).add(blocks_the_loop)
-    worker = spawn("--grace", "1", "--loop", loop)
-    await wait_progress(backend, job.id)
-    started = time.monotonic()
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=1 + STOP_MARGIN + 30) == EXIT_CODE
-    assert time.monotonic() - started < 1 + STOP_MARGIN + SLACK
-    held = await backend.get("reliability", job.id)
-    assert held is not None and held.state is JobState.ACTIVE and str(worker.pid) in (held.worker or "")
-    out = worker.stdout.read() if worker.stdout else ""
+    held, out, pid = await _sigterm_a_stubborn_task(url, spawn, loop, blocks_the_loop)
+    assert held.state is JobState.ACTIVE and str(pid) in (held.worker or "")
     assert "has not stopped 6.0s after the stop signal" in out
-    await backend.close()
 
 
 async def test_concurrency_limit_is_respected(tmp_path: Path) -> None:
