@@ -20,6 +20,7 @@ import pytest
 import jobkit
 from jobkit.backends import sqlite as sqlite_backend
 from jobkit.backends._local import to_event
+from jobkit.backends.base import Ask, Spend
 from jobkit.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
 from jobkit.errors import BackendError, ConfigError
 from jobkit.models import Job, JobEvent, JobState, Outcome, Progress, RateLimit
@@ -431,7 +432,7 @@ async def test_schema_3_database_names_the_lease_holder_worker(tmp_path: Path) -
         [done] = await b.finish(Q, "w1", [Outcome(job_id="j1", state=JobState.COMPLETED)], now + 1)
         assert done.state is JobState.COMPLETED and done.worker is None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert conn.execute("SELECT worker FROM jobs WHERE id = 'j2'").fetchone()[0] == "w1"
         assert '"owner"' not in conn.execute("SELECT body FROM jobs WHERE id = 'j2'").fetchone()[0].split("history")[0]
     conn.close()
@@ -458,7 +459,7 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
         kept = await b.list(Q, states=[JobState.COMPLETED])
         assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -478,7 +479,27 @@ async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_
         assert await b.get(Q, "j1") is not None
         assert await b.write_record(Q, "schedule", "nightly", "{}", version=0) == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_schema_4_database_gains_the_quota_tables(tmp_path: Path) -> None:
+    """Schema 5 adds the grants and budgets tables (shared quotas); a schema 4 file opens and can hold them."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job("j1")])
+    with sqlite3.connect(path) as conn:  # as schema 4 left it
+        conn.execute("DROP TABLE grants")
+        conn.execute("DROP TABLE budgets")
+        conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        assert await b.get(Q, "j1") is not None
+        assert await b.take(Q, [Ask("rpm", 1, 1, 60)], time.time()) == 0.0
+        assert await b.reserve(Q, "cost", 1.5, 2.0) == (True, Spend(0.0, 1.5))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
 
 

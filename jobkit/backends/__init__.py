@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..urls import mask_url
-from .base import Backend, ClaimResult, Record
+from .base import Ask, Backend, ClaimResult, Record, Spend
 
-__all__ = ["Backend", "ClaimResult", "Record", "from_url"]
+__all__ = ["Ask", "Backend", "ClaimResult", "Record", "Spend", "from_url"]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
 REDIS_SCHEMES = SCHEMES[2:]

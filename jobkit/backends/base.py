@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from ..models import Job, JobEvent, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
 
-__all__ = ["Backend", "ClaimResult", "Record", "check_record_add"]
+__all__ = ["Ask", "Backend", "ClaimResult", "Record", "Spend", "check_asks", "check_record_add"]
 
 
 class ClaimResult:
@@ -46,6 +46,31 @@ class Record(NamedTuple):
     key: str
     value: str
     version: int
+
+
+class Ask(NamedTuple):
+    """An amount asked of a sliding-window counter: at most `limit` granted under `key` in any `window` seconds."""
+
+    key: str
+    amount: float
+    limit: float
+    window: float
+
+
+class Spend(NamedTuple):
+    """A budget's totals: what was spent (settled), and what open reservations hold."""
+
+    spent: float
+    reserved: float
+
+
+def check_asks(asks: Sequence[Ask]) -> None:
+    """`take` asks finite amounts of distinct keys, none more than its limit (it could never be granted)."""
+    if len({a.key for a in asks}) != len(asks):
+        raise ValueError("take asks each counter once: merge the asks of one key")
+    for a in asks:
+        if not (0 <= a.amount <= a.limit < float("inf") and 0 < a.window < float("inf")):
+            raise ValueError(f"ask {a!r}: amount from 0 to limit, a finite limit and a window of more than 0 seconds")
 
 
 def check_record_add(queue: str, value: str | None, version: int | None, add: Sequence[Job]) -> None:
@@ -283,3 +308,32 @@ class Backend(abc.ABC):
         yet): compare-and-swap. Jobs in `add` (of `queue`; they need a value and a version) are added as `add()`
         adds them, idempotent on their ids, in the same atomic step and only when the write happens. Returns the
         new version (0 after a delete), or None when the version did not match and nothing was written."""
+
+    # -- counters and budgets: shared quotas (requests/min, tokens/min, money), for policy that lives above ----------
+    @abc.abstractmethod
+    async def take(self, queue: str, asks: Sequence[Ask], now: float) -> float:
+        """Grant every ask or none, atomically. An ask fits when the amounts granted under its key whose window
+        has not passed (a grant lasts `window` seconds from `now`) plus its `amount` stay within its `limit`.
+        Returns 0.0 when all were granted and recorded; else nothing is recorded and the result is the seconds
+        until every ask would fit, as the grants now recorded lapse. Sliding windows: no span of `window` seconds
+        ever holds more than `limit`. Raises ValueError for asks `check_asks` refuses."""
+
+    @abc.abstractmethod
+    async def restrict(self, queue: str, key: str, remaining: float, limit: float, until: float, now: float) -> None:
+        """Let the counter under `key` grant at most `remaining` more before `until` (a server said "N left,
+        reset in S", or "retry after S"): records a grant, lasting until `until`, of whatever its `limit` less
+        what is granted now exceeds `remaining` by; nothing when it does not."""
+
+    @abc.abstractmethod
+    async def reserve(self, queue: str, key: str, amount: float, limit: float | None) -> tuple[bool, Spend]:
+        """Budget under `key` (made at zero on first use): add `amount` to its reservations if spent + reserved +
+        `amount` stays within `limit` (None: no limit). Returns whether it did, and the totals after."""
+
+    @abc.abstractmethod
+    async def settle(self, queue: str, key: str, reserved: float, actual: float) -> Spend:
+        """Close a reservation of the budget under `key`: reserved -= `reserved`, spent += `actual`. Returns the
+        totals after. Never refused: money already spent is recorded whatever the limit."""
+
+    @abc.abstractmethod
+    async def drop_budget(self, queue: str, key: str) -> Spend:
+        """Remove the budget under `key`; returns its last totals (zeros if there was none)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import heapq
 import itertools
@@ -25,7 +26,8 @@ from ..models import (
 )
 from . import _transitions as transitions
 from ._local import EventHub, Row, Subscription
-from .base import Backend, ClaimResult, Record, check_record_add
+from ._windows import over_by, wait_until_fits
+from .base import Ask, Backend, ClaimResult, Record, Spend, check_asks, check_record_add
 
 __all__ = ["MemoryBackend"]
 
@@ -107,6 +109,8 @@ class MemoryBackend(Backend):
         self._event_seq = itertools.count(1)
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._records: dict[tuple[str, str], dict[str, Record]] = {}
+        self._windows: dict[tuple[str, str], list[tuple[float, float]]] = {}  # grants (lapses_at, amount), in order
+        self._budgets: dict[tuple[str, str], Spend] = {}
         self._hub = EventHub()
 
     def _q(self, name: str) -> _Queue:
@@ -433,3 +437,44 @@ class MemoryBackend(Backend):
         if add:  # no await before this: the write and the adds are one critical section
             await self.add(add)
         return written
+
+    # -- counters and budgets ------------------------------------------------------------------------
+    def _window(self, queue: str, key: str, now: float) -> list[tuple[float, float]]:
+        grants = self._windows.setdefault((queue, key), [])
+        lapsed = bisect.bisect_right(grants, (now, float("inf")))
+        if lapsed:
+            del grants[:lapsed]
+        return grants
+
+    async def take(self, queue: str, asks: Sequence[Ask], now: float) -> float:
+        check_asks(asks)
+        wait = 0.0
+        for ask in asks:
+            grants = self._window(queue, ask.key, now)
+            wait = max(wait, wait_until_fits(grants, sum(a for _, a in grants), ask.amount, ask.limit, now))
+        if wait > 0:
+            return wait
+        for ask in asks:
+            bisect.insort(self._window(queue, ask.key, now), (now + ask.window, ask.amount))
+        return 0.0
+
+    async def restrict(self, queue: str, key: str, remaining: float, limit: float, until: float, now: float) -> None:
+        grants = self._window(queue, key, now)
+        extra = over_by(sum(a for _, a in grants), remaining, limit)
+        if extra > 0 and until > now:
+            bisect.insort(grants, (until, extra))
+
+    async def reserve(self, queue: str, key: str, amount: float, limit: float | None) -> tuple[bool, Spend]:
+        spend = self._budgets.get((queue, key), Spend(0.0, 0.0))
+        if limit is not None and spend.spent + spend.reserved + amount > limit:
+            return False, spend
+        spend = self._budgets[(queue, key)] = Spend(spend.spent, spend.reserved + amount)
+        return True, spend
+
+    async def settle(self, queue: str, key: str, reserved: float, actual: float) -> Spend:
+        spend = self._budgets.get((queue, key), Spend(0.0, 0.0))
+        spend = self._budgets[(queue, key)] = Spend(spend.spent + actual, max(0.0, spend.reserved - reserved))
+        return spend
+
+    async def drop_budget(self, queue: str, key: str) -> Spend:
+        return self._budgets.pop((queue, key), Spend(0.0, 0.0))

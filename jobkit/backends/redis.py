@@ -17,6 +17,10 @@ A queue's keys all start with `jobkit:{<queue>}:`, so they share one Redis Clust
 Global keys, never in a script with a queue's keys: `jobkit:queues` (set of queue names) and
 `jobkit:{workers}:info` / `jobkit:{workers}:seen` (heartbeats).
 
+Quotas, per queue too: `w:<key>` (zset of a sliding-window counter's grants by when they lapse) with `wt:<key>`
+(hash: their total, a member counter), both expiring a minute after the last grant lapses; `b:<key>` (hash: a
+budget's spent and reserved).
+
 Hot-path commands are packed here and sent on raw redis-py connections (one write, one read). Per queue,
 one XREAD BLOCK loop on a connection of its own feeds both event subscriptions and `wait_for_work`.
 """
@@ -63,7 +67,7 @@ from ..models import (
 from ..urls import mask_url as _mask
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
 from ._transitions import assign, copy, unreadable_error
-from .base import Backend, ClaimResult, Record, check_record_add
+from .base import Ask, Backend, ClaimResult, Record, Spend, check_asks, check_record_add
 
 __all__ = ["RedisBackend"]
 
@@ -89,7 +93,7 @@ SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_finish", "_remove"),
                 "finish_claim": ("_finish", "_remove", "_claim"), "clean": ("_remove",)}
 # Queue scripts that end with another's body: record_add checks and writes a record, then adds jobs as add does.
 SCRIPT_TAILS = {"record_add": "add"}
-GLOBAL_SCRIPTS = ("heartbeat", "workers", "record")
+GLOBAL_SCRIPTS = ("heartbeat", "workers", "record", "take", "restrict", "budget")  # none needs _lib.lua
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
 
 FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
@@ -1179,3 +1183,36 @@ class RedisBackend(Backend):
             return None
         self._woke(queue, res[0])
         return cast(int, version) + 1
+
+    # -- counters and budgets ------------------------------------------------------------------------
+    def _window_keys(self, queue: str, key: str) -> tuple[str, str]:
+        return f"jobkit:{{{queue}}}:w:{key}", f"jobkit:{{{queue}}}:wt:{key}"
+
+    async def take(self, queue: str, asks: Sequence[Ask], now: float) -> float:
+        check_asks(asks)
+        keys = [k for a in asks for k in self._window_keys(queue, a.key)]
+        args = [repr(now), *(repr(float(v)) for a in asks for v in (a.amount, a.limit, a.window))]
+        [res] = await self._send(self._q(queue).slot, [self._evalsha("take", _pack(keys), (), args)], "take a quota")
+        return float(res)
+
+    async def restrict(self, queue: str, key: str, remaining: float, limit: float, until: float, now: float) -> None:
+        keys = self._window_keys(queue, key)
+        args = (repr(now), repr(float(remaining)), repr(float(limit)), repr(until))
+        await self._send(self._q(queue).slot, [self._evalsha("restrict", _pack(keys), (), args)], "restrict a quota")
+
+    async def _budget(self, queue: str, key: str, args: Sequence[str], what: str) -> tuple[bool, Spend]:
+        hkey = f"jobkit:{{{queue}}}:b:{key}"
+        [(ok, spent, reserved)] = await self._send(self._q(queue).slot,
+                                                   [self._evalsha("budget", _pack((hkey,)), (), args)], what)
+        return bool(ok), Spend(float(spent), float(reserved))
+
+    async def reserve(self, queue: str, key: str, amount: float, limit: float | None) -> tuple[bool, Spend]:
+        limit_arg = "" if limit is None else repr(float(limit))
+        return await self._budget(queue, key, ("reserve", repr(float(amount)), limit_arg), "reserve from a budget")
+
+    async def settle(self, queue: str, key: str, reserved: float, actual: float) -> Spend:
+        return (await self._budget(queue, key, ("settle", repr(float(reserved)), repr(float(actual))),
+                                   "settle a budget"))[1]
+
+    async def drop_budget(self, queue: str, key: str) -> Spend:
+        return (await self._budget(queue, key, ("drop",), "drop a budget"))[1]

@@ -37,7 +37,8 @@ from ..models import (
 from ..urls import mask_url
 from . import _transitions as transitions
 from ._local import Event, EventHub, Row, Subscription, event_id
-from .base import Backend, ClaimResult, Record, check_record_add
+from ._windows import over_by, wait_until_fits
+from .base import Ask, Backend, ClaimResult, Record, Spend, check_asks, check_record_add
 
 __all__ = ["SQLiteBackend"]
 
@@ -46,7 +47,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 5  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -80,6 +81,13 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS records (
         queue TEXT NOT NULL, kind TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL, value TEXT NOT NULL,
         PRIMARY KEY (queue, kind, key))""",
+    # Sliding-window counters (one row per grant, until it lapses) and budgets, for quotas shared by workers.
+    "CREATE TABLE IF NOT EXISTS grants (queue TEXT NOT NULL, key TEXT NOT NULL, lapses_at REAL NOT NULL,"
+    " amount REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS grants_by_key ON grants (queue, key, lapses_at)",
+    """CREATE TABLE IF NOT EXISTS budgets (
+        queue TEXT NOT NULL, key TEXT NOT NULL, spent REAL NOT NULL, reserved REAL NOT NULL,
+        PRIMARY KEY (queue, key))""",
     "INSERT INTO counters (name, value) VALUES ('job_seq', 0), ('event_id', 0) ON CONFLICT (name) DO NOTHING",
 )
 
@@ -128,6 +136,7 @@ def _migrate(c: sqlite3.Connection, version: int) -> None:
         c.execute("ALTER TABLE jobs RENAME COLUMN owner TO worker")
         c.execute("UPDATE jobs SET body = json_set(json_remove(body, '$.owner'), '$.worker', json_extract(body,"
                   " '$.owner')) WHERE json_type(body, '$.owner') IS NOT NULL")
+    # schema 5 adds the grants and budgets tables (shared quotas: take, restrict, reserve, settle)
 
 
 def _load(state: str, lease_until: float | None, body: str) -> Job:
@@ -723,6 +732,60 @@ class _Store:
             self.add(tx, add)  # INSERT ... ON CONFLICT DO NOTHING: a job id already there stays as it is
         return written
 
+    # -- counters and budgets ------------------------------------------------------------------------
+    def _used(self, queue: str, key: str, now: float) -> float:
+        self.conn.execute("DELETE FROM grants WHERE queue = ? AND key = ? AND lapses_at <= ?", (queue, key, now))
+        (used,) = self.conn.execute("SELECT COALESCE(SUM(amount), 0) FROM grants WHERE queue = ? AND key = ?",
+                                    (queue, key)).fetchone()
+        return float(used)
+
+    def take(self, tx: _Tx, queue: str, asks: Sequence[Ask], now: float) -> float:
+        wait = 0.0
+        for ask in asks:
+            used = self._used(queue, ask.key, now)
+            if used + ask.amount > ask.limit:
+                lapses = self.conn.execute("SELECT lapses_at, amount FROM grants WHERE queue = ? AND key = ?"
+                                           " ORDER BY lapses_at", (queue, ask.key))
+                wait = max(wait, wait_until_fits(lapses, used, ask.amount, ask.limit, now))
+        if wait > 0:
+            return wait
+        self.conn.executemany("INSERT INTO grants (queue, key, lapses_at, amount) VALUES (?, ?, ?, ?)",
+                              [(queue, a.key, now + a.window, a.amount) for a in asks])
+        return 0.0
+
+    def restrict(self, tx: _Tx, queue: str, key: str, remaining: float, limit: float, until: float,
+                 now: float) -> None:
+        extra = over_by(self._used(queue, key, now), remaining, limit)
+        if extra > 0 and until > now:
+            self.conn.execute("INSERT INTO grants (queue, key, lapses_at, amount) VALUES (?, ?, ?, ?)",
+                              (queue, key, until, extra))
+
+    def _budget(self, queue: str, key: str) -> Spend:
+        row = self.conn.execute("SELECT spent, reserved FROM budgets WHERE queue = ? AND key = ?",
+                                (queue, key)).fetchone()
+        return Spend(*row) if row else Spend(0.0, 0.0)
+
+    def _set_budget(self, queue: str, key: str, spend: Spend) -> Spend:
+        self.conn.execute("INSERT INTO budgets (queue, key, spent, reserved) VALUES (?, ?, ?, ?) ON CONFLICT"
+                          " (queue, key) DO UPDATE SET spent = excluded.spent, reserved = excluded.reserved",
+                          (queue, key, *spend))
+        return spend
+
+    def reserve(self, tx: _Tx, queue: str, key: str, amount: float, limit: float | None) -> tuple[bool, Spend]:
+        spend = self._budget(queue, key)
+        if limit is not None and spend.spent + spend.reserved + amount > limit:
+            return False, spend
+        return True, self._set_budget(queue, key, Spend(spend.spent, spend.reserved + amount))
+
+    def settle(self, tx: _Tx, queue: str, key: str, reserved: float, actual: float) -> Spend:
+        spend = self._budget(queue, key)
+        return self._set_budget(queue, key, Spend(spend.spent + actual, max(0.0, spend.reserved - reserved)))
+
+    def drop_budget(self, tx: _Tx, queue: str, key: str) -> Spend:
+        spend = self._budget(queue, key)
+        self.conn.execute("DELETE FROM budgets WHERE queue = ? AND key = ?", (queue, key))
+        return spend
+
 
 _Queued = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
 
@@ -1156,3 +1219,20 @@ class SQLiteBackend(Backend):
     ) -> int | None:
         check_record_add(queue, value, version, add)
         return await self._write(_Store.write_record, queue, kind, key, value, version, add)
+
+    # -- counters and budgets ------------------------------------------------------------------------
+    async def take(self, queue: str, asks: Sequence[Ask], now: float) -> float:
+        check_asks(asks)
+        return await self._write(_Store.take, queue, list(asks), now)
+
+    async def restrict(self, queue: str, key: str, remaining: float, limit: float, until: float, now: float) -> None:
+        await self._write(_Store.restrict, queue, key, remaining, limit, until, now)
+
+    async def reserve(self, queue: str, key: str, amount: float, limit: float | None) -> tuple[bool, Spend]:
+        return await self._write(_Store.reserve, queue, key, amount, limit)
+
+    async def settle(self, queue: str, key: str, reserved: float, actual: float) -> Spend:
+        return await self._write(_Store.settle, queue, key, reserved, actual)
+
+    async def drop_budget(self, queue: str, key: str) -> Spend:
+        return await self._write(_Store.drop_budget, queue, key)
