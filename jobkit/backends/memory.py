@@ -439,7 +439,7 @@ class MemoryBackend(Backend):
         return written
 
     # -- counters and budgets ------------------------------------------------------------------------
-    def _window(self, queue: str, key: str, now: float) -> list[tuple[float, float]]:
+    def _window(self, queue: str, key: str, now: float) -> builtins.list[tuple[float, float]]:
         grants = self._windows.setdefault((queue, key), [])
         lapsed = bisect.bisect_right(grants, (now, float("inf")))
         if lapsed:
