@@ -5,6 +5,7 @@ worker's code registered, and paths inside the worker's file roots (`configure(f
 """
 
 from ._paths import configure, file_roots
+from .ai import AIBatch, AIGenerate, BatchReport, GenerateResult, ai_batch, ai_generate
 from .excel import (
     Destination,
     DestinationFactory,
@@ -22,9 +23,13 @@ from .excel import (
 )
 
 __all__ = [
+    "AIBatch",
+    "AIGenerate",
+    "BatchReport",
     "Destination",
     "DestinationFactory",
     "ExcelImport",
+    "GenerateResult",
     "ImportReport",
     "ImportSetupError",
     "Limits",
@@ -33,6 +38,8 @@ __all__ = [
     "WorkbookError",
     "configure",
     "excel_import",
+    "ai_batch",
+    "ai_generate",
     "file_roots",
     "register_destination",
     "register_python_destination",

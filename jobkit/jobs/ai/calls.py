@@ -1,0 +1,212 @@
+"""One answer, through every policy: reserve the worst-case cost, take the shared rate, call, settle to the actual
+cost, and retry, wait out a 429 or re-ask as the failure calls for. Every attempt's tokens and cost are counted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from .._quota import Budget, SharedRate
+from .client import Answer, CallFailed, ChatClient
+from .errors import ProviderRefused
+from .models import ModelUsage, Retry
+from .outputs import Invalid, parse_answer, reask_message, response_format
+from .prices import Pricer
+
+__all__ = ["BudgetExhausted", "Caller", "Generated", "ItemFailed", "PromptEstimate"]
+
+MESSAGE_OVERHEAD = 4  # tokens a chat message costs beyond its text
+REPLY_OVERHEAD = 3
+SAFETY = 1.25  # margin over the highest tokens-per-byte ratio seen
+LOW = 0.2  # the provider's own "left" numbers matter when under this share of our limit
+EPSILON = 1e-9
+
+
+class ItemFailed(Exception):
+    """This item cannot be generated (the batch goes on, or stops, by its error policy)."""
+
+    def __init__(self, message: str, status: int | None = None, section: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.section = status, section
+
+
+class BudgetExhausted(Exception):
+    """The cost limit leaves no room for another call."""
+
+
+@dataclass
+class Generated:
+    text: str
+    data: dict[str, Any] | None
+    usage: ModelUsage
+
+
+class PromptEstimate:
+    """Prompt tokens before the call, from the request's size: 1 token per 2 bytes until the provider's counts
+    teach a closer ratio (the highest seen, with a margin), so the reservation stays a worst case."""
+
+    def __init__(self) -> None:
+        self.ratio = 0.5
+        self.taught = False
+
+    def tokens(self, messages: list[dict[str, str]]) -> int:
+        size = sum(len(m["content"].encode()) for m in messages)
+        return math.ceil(size * self.ratio) + MESSAGE_OVERHEAD * len(messages) + REPLY_OVERHEAD
+
+    def learn(self, messages: list[dict[str, str]], actual: int) -> None:
+        size = sum(len(m["content"].encode()) for m in messages)
+        text_tokens = actual - MESSAGE_OVERHEAD * len(messages) - REPLY_OVERHEAD
+        if size > 0 and text_tokens > 0:
+            seen = min(1.0, text_tokens / size * SAFETY)
+            self.ratio = max(self.ratio, seen) if self.taught else seen
+            self.taught = True
+
+
+@dataclass
+class Caller:
+    """Calls for one job: its client, rate, budget and prices; `usage` and `recent` feed its progress."""
+
+    client: ChatClient
+    rate: SharedRate
+    budget: Budget
+    price: Pricer
+    model: str
+    retry: Retry
+    max_reasks: int
+    temperature: float | None
+    on_settle: Callable[[], None] = lambda: None
+    estimate: PromptEstimate = field(default_factory=PromptEstimate)
+    usage: ModelUsage = field(default_factory=ModelUsage)
+    recent: deque[float] = field(default_factory=deque)  # monotonic times of this job's calls, the last minute's
+    settled: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a reservation closes
+
+    async def generate(self, messages: list[dict[str, str]], *, max_tokens: int,
+                       response_model: type[BaseModel] | None, temperature: float | None = None) -> Generated:
+        """The answer to `messages`, validated by `response_model` (re-asked up to max_reasks times)."""
+        item = ModelUsage()
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens}
+        chosen = self.temperature if temperature is None else temperature
+        if chosen is not None:
+            body["temperature"] = chosen
+        if response_model is not None:
+            body["response_format"] = response_format(response_model)
+        messages = list(messages)
+        for reask in range(self.max_reasks + 1):
+            answer = await self._attempts({**body, "messages": messages}, item)
+            try:
+                return Generated(answer.content, parse_answer(answer.content, response_model), item)
+            except Invalid as bad:
+                assert response_model is not None
+                if reask == self.max_reasks:
+                    raise ItemFailed(f"the answer never matched {response_model.__name__} after {reask + 1} tries:"
+                                     f" {bad.problems}", 200) from None
+                messages += [{"role": "assistant", "content": answer.content},
+                             {"role": "user", "content": reask_message(bad.problems, response_model)}]
+        raise AssertionError("unreachable")
+
+    async def _attempts(self, body: dict[str, Any], item: ModelUsage) -> Answer:
+        """One answer, retrying 5xx/timeouts/resets `retry.attempts` times; 429s wait and spend no attempt."""
+        attempt, rate_waited = 1, 0.0
+        while True:
+            try:
+                return await self._call(body, item)
+            except CallFailed as failed:
+                if failed.kind == "fatal":
+                    raise ProviderRefused(f"{failed}: fix the key or the account of provider"
+                                          f" {self.client.provider.name!r}, then retry the job (results already in"
+                                          " the sink are kept)") from None
+                if failed.kind == "item":
+                    raise ItemFailed(str(failed), failed.status) from None
+                if failed.kind == "rate":
+                    wait = self._rate_wait(failed, attempt)
+                    rate_waited += wait
+                    if rate_waited > self.retry.max_rate_wait:
+                        raise ItemFailed(f"{failed}; the provider kept refusing for over"
+                                         f" {self.retry.max_rate_wait:g}s", failed.status) from None
+                    await self.rate.pause(wait)
+                    await asyncio.sleep(wait)
+                    continue
+                if attempt >= self.retry.attempts:
+                    raise ItemFailed(f"{failed} (attempt {attempt} of {self.retry.attempts})", failed.status) from None
+                await asyncio.sleep(max(self.retry.backoff.seconds(attempt), failed.wait or 0.0))
+                attempt += 1
+
+    def _rate_wait(self, failed: CallFailed, attempt: int) -> float:
+        """How long a 429 says to wait: Retry-After, else the reset of what ran out, else the backoff."""
+        if failed.wait is not None:
+            return failed.wait
+        lim = failed.limits
+        resets = [r for left, r in ((lim.requests_left, lim.requests_reset), (lim.tokens_left, lim.tokens_reset))
+                  if r is not None and (left is None or left < 1)]
+        return max(resets) if resets else self.retry.backoff.seconds(attempt)
+
+    async def _reserve(self, worst: float) -> None:
+        while True:
+            granted, spend = await self.budget.reserve(worst)
+            if granted:
+                return
+            if not self.budget.can_ever_fit(worst, spend) or spend.reserved <= EPSILON:
+                raise BudgetExhausted
+            self.settled.clear()  # calls in flight may settle for less than they reserved: wait for one
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.settled.wait(), 1.0)
+
+    async def _call(self, body: dict[str, Any], item: ModelUsage) -> Answer:
+        messages = body["messages"]
+        prompt = self.estimate.tokens(messages)
+        worst = self.price(prompt, 0, body["max_tokens"])
+        await self._reserve(worst)
+        sent = False
+        try:
+            await self.rate.acquire(prompt + body["max_tokens"])
+            self._count_call()
+            sent = True
+            answer = await self.client.complete(body)
+        except CallFailed as failed:
+            await self._close(item, worst, worst if failed.billed_unknown else 0.0)
+            await self._observe(failed.limits)
+            raise
+        except BaseException:  # cancelled: a request that went out may have been billed
+            await asyncio.shield(self._close(item, worst, worst if sent else 0.0, counted=sent))
+            raise
+        self.estimate.learn(messages, answer.tokens_in)
+        cost = self.price(answer.tokens_in, answer.tokens_cached, answer.tokens_out)
+        await self._close(item, worst, cost, answer.tokens_in, answer.tokens_cached, answer.tokens_out)
+        await self._observe(answer.limits)
+        return answer
+
+    async def _close(self, item: ModelUsage, reserved: float, cost: float, tokens_in: int = 0, cached: int = 0,
+                     tokens_out: int = 0, *, counted: bool = True) -> None:
+        """Count a call (on the item and the job) and settle its reservation to what it cost."""
+        for u in (item, self.usage):
+            u.calls += counted
+            u.tokens_in += tokens_in
+            u.tokens_cached += cached
+            u.tokens_out += tokens_out
+            u.cost += cost
+        await self.budget.settle(reserved, cost)
+        self.settled.set()
+        self.on_settle()
+
+    def _count_call(self) -> None:
+        now = time.monotonic()
+        self.recent.append(now)
+        while self.recent and self.recent[0] < now - 60:
+            self.recent.popleft()
+
+    async def _observe(self, limits: Any) -> None:
+        rate = self.rate
+        low_requests = limits.requests_left is not None and limits.requests_left < rate.requests * LOW
+        low_tokens = (rate.units is not None and limits.tokens_left is not None
+                      and limits.tokens_left < rate.units * LOW)
+        if low_requests or low_tokens:
+            await rate.observe(limits.requests_left, limits.requests_reset, limits.tokens_left, limits.tokens_reset)
+

@@ -1,0 +1,88 @@
+"""What a call costs: prices per model set by the worker's code, else genai-prices' table (shipped in the package,
+read offline). A model with no known price is refused, never counted as free.
+
+Cached input tokens are a part of the input tokens, priced at the cached rate when the model has one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import ConfigError
+from .._registry import shorten
+from .errors import AISetupError
+from .providers import Provider
+
+__all__ = ["Price", "Pricer", "forget_prices", "pricer", "set_price"]
+
+MILLION = 1_000_000
+Pricer = Callable[[int, int, int], float]  # (input tokens, of which cached, output tokens) -> USD
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+    def cost(self, tokens_in: int, cached: int, tokens_out: int) -> float:
+        cached = min(cached, tokens_in)
+        cached_rate = self.input if self.cached_input is None else self.cached_input
+        return ((tokens_in - cached) * self.input + cached * cached_rate + tokens_out * self.output) / MILLION
+
+
+_prices: dict[tuple[str | None, str], Price] = {}
+
+
+def set_price(model: str, *, input: float, output: float, cached_input: float | None = None,
+              provider: str | None = None) -> Price:
+    """Price `model` (USD per million tokens), for every provider or only `provider`; overrides genai-prices.
+    A local model that costs nothing is priced 0 here, explicitly."""
+    values = [input, output] + ([] if cached_input is None else [cached_input])
+    if not all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in values):
+        raise ConfigError(f"prices of {model!r} are finite numbers of USD per million tokens, 0 or more")
+    price = _prices[(provider, model)] = Price(float(input), float(output),
+                                               None if cached_input is None else float(cached_input))
+    return price
+
+
+def forget_prices() -> None:
+    _prices.clear()
+
+
+def _genai_prices(provider: Provider, model: str) -> Pricer | None:
+    try:
+        import genai_prices
+    except ImportError:
+        return None
+    kwargs: dict[str, Any] = {"provider_id": provider.price_provider} if provider.price_provider else {}
+    try:
+        genai_prices.calc_price(genai_prices.Usage(input_tokens=1, output_tokens=1), model, **kwargs)
+    except LookupError:
+        return None
+
+    def cost(tokens_in: int, cached: int, tokens_out: int) -> float:
+        usage = genai_prices.Usage(input_tokens=tokens_in, cache_read_tokens=min(cached, tokens_in),
+                                   output_tokens=tokens_out)
+        return float(genai_prices.calc_price(usage, model, **kwargs).total_price)
+
+    return cost
+
+
+def pricer(provider: Provider, model: str) -> Pricer:
+    """How to price calls to `model` at `provider`; AISetupError when no price is known."""
+    own = _prices.get((provider.name, model)) or _prices.get((None, model))
+    if own is not None:
+        return own.cost
+    found = _genai_prices(provider, model)
+    if found is not None:
+        return found
+    raise AISetupError(f"no price is known for model {shorten(model)!r}, and a call is never counted as free: set one"
+                       f" in the worker's code with jobkit.jobs.ai.set_price({shorten(model)!r}, input=..., output=...,"
+                       " cached_input=...) (USD per million tokens; 0 for a free local model), or install"
+                       " jobkit[ai] for genai-prices' table")
