@@ -216,7 +216,7 @@ class FakeLLM:
         except (ValueError, KeyError, TypeError):
             return self._status(400, "We could not parse the JSON body of your request.", None)
         rule = self._rule_for(messages)
-        fault = rule.fault if rule else None
+        fault, seconds = (rule.fault, rule.seconds) if rule else (None, 0.0)
         if fault in ("400", "403", "404"):
             return self._status(int(fault), f"fault {fault} for this prompt", None)
         if fault == "401":
@@ -224,9 +224,9 @@ class FakeLLM:
         if fault == "quota":
             return self._status(429, "You exceeded your current quota.", "insufficient_quota")
         if fault in ("429", "429-bare"):
-            headers = {} if fault == "429-bare" else {"retry-after": f"{rule.seconds or 1:g}",
+            headers = {} if fault == "429-bare" else {"retry-after": f"{seconds or 1:g}",
                                                       "x-ratelimit-remaining-requests": "0",
-                                                      "x-ratelimit-reset-requests": f"{rule.seconds or 1:g}s"}
+                                                      "x-ratelimit-reset-requests": f"{seconds or 1:g}s"}
             return self._status(429, "Rate limit reached for requests.", "rate_limit_exceeded", headers)
         if fault in ("500", "503"):
             return self._status(int(fault), "The server had an error while processing your request.", None)
@@ -234,7 +234,7 @@ class FakeLLM:
         limited = self._over_limit(tokens_in + int(body.get("max_tokens") or 0))
         if limited is not None:
             return limited
-        delay = rule.seconds if fault == "slow" else self.latency
+        delay = seconds if fault == "slow" else self.latency
         if delay:
             await asyncio.sleep(delay)
         if fault == "reset":
