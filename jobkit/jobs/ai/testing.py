@@ -63,15 +63,16 @@ class _Window:
     """The server's own sliding-window limit (requests or tokens per minute)."""
 
     limit: int
+    span: float = 60.0
     seen: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
 
     def used(self, now: float) -> int:
-        while self.seen and self.seen[0][0] <= now - 60:
+        while self.seen and self.seen[0][0] <= now - self.span:
             self.seen.popleft()
         return sum(n for _, n in self.seen)
 
     def reset_in(self, now: float) -> float:
-        return max(0.001, self.seen[0][0] + 60 - now) if self.seen else 0.001
+        return max(0.001, self.seen[0][0] + self.span - now) if self.seen else 0.001
 
 
 def _example(schema: dict[str, Any], defs: dict[str, Any], hint: str) -> Any:
@@ -103,19 +104,23 @@ class FakeLLM:
 
     def __init__(self, *, latency: float = 0.0, api_key: str | None = "test-key",
                  requests_per_minute: int | None = None, tokens_per_minute: int | None = None,
-                 limit_headers: bool = True, reply: Callable[[dict[str, Any]], str] | None = None) -> None:
+                 limit_headers: bool = True, reply: Callable[[dict[str, Any]], str] | None = None,
+                 window: float = 60.0) -> None:
+        """`requests_per_minute` and `tokens_per_minute` are enforced over sliding windows of `window` seconds
+        (shorter in a test that would otherwise take minutes)."""
         self.latency = latency
         self.api_key = api_key
         self.limit_headers = limit_headers
         self.reply = reply
-        self.rpm = None if requests_per_minute is None else _Window(requests_per_minute)
-        self.tpm = None if tokens_per_minute is None else _Window(tokens_per_minute)
+        self.rpm = None if requests_per_minute is None else _Window(requests_per_minute, window)
+        self.tpm = None if tokens_per_minute is None else _Window(tokens_per_minute, window)
+        self.accepted: list[float] = []  # time.time() of each request the rate limits let through
         self.rules: list[_Rule] = []
         self.calls = 0
         self.billed: list[Billed] = []
         self.statuses: collections.Counter[int] = collections.Counter()
         self.seen_systems: set[str] = set()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.port = 0
         self._server: Any = None
         self._thread: threading.Thread | None = None
@@ -256,6 +261,7 @@ class FakeLLM:
             for window, n in ((self.rpm, 1), (self.tpm, tokens)):
                 if window is not None:
                     window.seen.append((now, n))
+            self.accepted.append(time.time())
         return None
 
     def _limit_headers(self) -> dict[str, str]:
