@@ -12,6 +12,7 @@ import ipywidgets as widgets
 from ..handle import JobHandle
 from ..models import Job, JobState
 from .background import Background
+from .extras import ExtrasView
 from .fmt import BAR_STYLES, STATE_COLOURS, error_summary, short_id, timing_text
 from .text import render_text
 from .throttle import Throttle
@@ -35,7 +36,8 @@ def close_tree(widget: Any) -> None:
 
 
 class JobView:
-    """Bar, percent, message, state, elapsed time and ETA, attempt n of m, error, and a Cancel button.
+    """Bar, percent, message, state, elapsed time and ETA, attempt n of m, progress extras (with a bar for each
+    that has a limit), error, and a Cancel button.
 
     `start()` follows the job from a task on the running loop until it finishes, so the view keeps
     moving after the cell returns; renders are throttled to one per `interval` seconds, the last always shown.
@@ -62,11 +64,13 @@ class JobView:
         self.percent = widgets.Label()
         self.message = widgets.Label()
         self.timing = widgets.HTML()
+        self.extras = ExtrasView()  # the progress extras; a bar for each one with a limit (cost vs cost_limit)
         self.error = widgets.HTML()
         self.widget = widgets.VBox([
             widgets.HBox([self.title, self.state, self.cancel_button], layout=widgets.Layout(align_items="center")),
             widgets.HBox([self.bar, self.percent, self.message], layout=widgets.Layout(align_items="center")),
             self.timing,
+            self.extras.box,
             self.error,
         ])
         self._render(self.job)
@@ -133,6 +137,7 @@ class JobView:
         self.bar.bar_style = BAR_STYLES.get(job.state, "")
         self.percent.value = f"{pct:.0f}%"
         self.message.value = job.progress.message
+        self.extras.render(job.progress.extra)
         self.state.value = state_badge(job.state)
         self.cancel_button.layout.display = "none" if job.finished else None
         if job.cancel_requested and not job.finished:

@@ -29,7 +29,7 @@ async def test_sections_and_structured_output_into_sqlite(any_backend: Backend, 
     assert (report.items_total, report.items_ok, report.items_failed, report.items_left) == (4, 4, 0, 0)
     found = rows(file_roots / "out.db", columns="key, term, intro, meta, model, tokens_in, tokens_out, cost")
     assert [r[0] for r in found] == [f"term-{i}" for i in range(4)]
-    key, term, intro, meta, model, tokens_in, tokens_out, cost = found[0]
+    _, term, intro, meta, model, tokens_in, tokens_out, cost = found[0]
     assert term == "term-0" and intro == "Generated text for: Write an intro about term-0" and model == MODEL
     assert json.loads(meta) == {"title": "title of Describe term-0", "words": 1}
     assert report.calls == llm.calls == 8 and tokens_in > 0 and tokens_out > 0 and cost > 0

@@ -112,3 +112,20 @@ async def test_start_after_a_cancel_click_still_follows_the_job(memory: Backend)
     view.cancel_button.click()  # cancels the waiting job before anyone follows it
     view.start()
     assert (await view.wait(timeout=5)).state is JobState.CANCELLED
+
+
+async def test_progress_extras_show_and_a_limited_one_gets_a_bar(memory: Backend) -> None:
+    """An AI batch reports cost and cost_limit: the view shows the spending against the limit, live."""
+    view, job = view_of(memory)
+    extra = {"items_done": 1200, "items_total": 5000, "tokens_in": 48211, "cost": 0.5, "cost_limit": 50.0,
+             "eta_s": None}
+    view.update(job.model_copy(update={"state": JobState.ACTIVE, "progress": Progress(percent=24, extra=extra)}))
+    assert "items done <b>1,200</b>" in view.extras.line.value and "tokens in <b>48,211</b>" in view.extras.line.value
+    assert "cost" not in view.extras.line.value and "eta" not in view.extras.line.value
+    bar, label = view.extras.meters["cost"]
+    assert (bar.value, bar.max, bar.bar_style) == (0.5, 50.0, "success")
+    assert label.value == "cost $0.5000 of $50.00 (1.0%)"
+    view.update(job.model_copy(update={"state": JobState.ACTIVE,
+                                       "progress": Progress(percent=90, extra={**extra, "cost": 45.0})}))
+    assert view.extras.meters["cost"][0].value == 45.0 and view.extras.meters["cost"][0].bar_style == "warning"
+    assert len(view.extras.box.children) == 2, "one bar, updated in place"
