@@ -31,7 +31,8 @@ def _describe(view):
     kind = type(view).__name__
     if kind == "JobView":
         return {"kind": kind, "bar": view.bar.value, "state": view.job.state.value, "watching": view.watching,
-                "renders": view.renders, "frontend_value": view.bar.get_state()["value"]}
+                "renders": view.renders, "frontend_value": view.bar.get_state()["value"],
+                "meters": {name: [bar.value, bar.max] for name, (bar, _) in view.extras.meters.items()}}
     if kind == "GroupView":
         return {"kind": kind, "bar": view.bar.value, "states": [j.state.value for j in view.jobs],
                 "lines": [line.bar.value for line in view.lines.values()], "renders": view.renders}
@@ -129,6 +130,17 @@ def check_outputs(name: str, code: list[Any], views: list[dict[str, Any]]) -> No
         assert texts[4].startswith("19980\n"), texts[4]
         assert texts[5].startswith("('Row', 'ID', 'Name', 'Email', 'Signup', 'Balance', 'Active', 'Reason')"), texts[5]
         assert "upload.xlsx is a text file (CSV or similar)" in texts[6], texts[6]
+        return
+    if name == "ai_batch.ipynb":  # a loopback server the notebook starts; the cost bar against the limit
+        assert texts[0] == "provider ready\n", texts[0]
+        assert "100.0% completed · 40 of 40 items" in texts[1], texts[1]
+        assert texts[2].startswith("40 of 40 items, 80 calls, ") and "cached" in texts[2], texts[2]
+        assert texts[3].startswith("40\n\n('0',\n 'queue',"), texts[3]
+        assert texts[4].startswith("cost_limit ") and "to go on from here" in texts[4], texts[4]
+        assert texts[5] == "None 40 40 40\n", "resumed: every item once in the JSONL sink"
+        assert texts[6] == "calls the server answered: 120\n", "none paid for twice"
+        [cost, limit] = views[0]["meters"]["cost"]
+        assert 0 < cost < limit == 1.0, views
         return
     if name != "quickstart.ipynb":
         return
