@@ -110,6 +110,7 @@ class MemoryBackend(Backend):
         self._workers: dict[str, tuple[WorkerInfo, float]] = {}
         self._records: dict[tuple[str, str], dict[str, Record]] = {}
         self._windows: dict[tuple[str, str], list[tuple[float, float]]] = {}  # grants (lapses_at, amount), in order
+        self._used: dict[tuple[str, str], float] = {}  # the total of each counter's grants
         self._budgets: dict[tuple[str, str], Spend] = {}
         self._hub = EventHub()
 
@@ -439,30 +440,36 @@ class MemoryBackend(Backend):
         return written
 
     # -- counters and budgets ------------------------------------------------------------------------
-    def _window(self, queue: str, key: str, now: float) -> builtins.list[tuple[float, float]]:
+    def _window(self, queue: str, key: str, now: float) -> tuple[builtins.list[tuple[float, float]], float]:
+        """The counter's grants that have not lapsed, and their total."""
         grants = self._windows.setdefault((queue, key), [])
         lapsed = bisect.bisect_right(grants, (now, float("inf")))
         if lapsed:
             del grants[:lapsed]
-        return grants
+            self._used[(queue, key)] = sum(a for _, a in grants)  # anew, so no float drift builds up
+        return grants, self._used.get((queue, key), 0.0)
+
+    def _grant(self, queue: str, key: str, lapses_at: float, amount: float) -> None:
+        bisect.insort(self._windows[(queue, key)], (lapses_at, amount))
+        self._used[(queue, key)] = self._used.get((queue, key), 0.0) + amount
 
     async def take(self, queue: str, asks: Sequence[Ask], now: float) -> float:
         check_asks(asks)
         wait = 0.0
         for ask in asks:
-            grants = self._window(queue, ask.key, now)
-            wait = max(wait, wait_until_fits(grants, sum(a for _, a in grants), ask.amount, ask.limit, now))
+            grants, used = self._window(queue, ask.key, now)
+            wait = max(wait, wait_until_fits(grants, used, ask.amount, ask.limit, now))
         if wait > 0:
             return wait
         for ask in asks:
-            bisect.insort(self._window(queue, ask.key, now), (now + ask.window, ask.amount))
+            self._grant(queue, ask.key, now + ask.window, ask.amount)
         return 0.0
 
     async def restrict(self, queue: str, key: str, remaining: float, limit: float, until: float, now: float) -> None:
-        grants = self._window(queue, key, now)
-        extra = over_by(sum(a for _, a in grants), remaining, limit)
+        _, used = self._window(queue, key, now)
+        extra = over_by(used, remaining, limit)
         if extra > 0 and until > now:
-            bisect.insort(grants, (until, extra))
+            self._grant(queue, key, until, extra)
 
     async def reserve(self, queue: str, key: str, amount: float, limit: float | None) -> tuple[bool, Spend]:
         spend = self._budgets.get((queue, key), Spend(0.0, 0.0))

@@ -84,7 +84,7 @@ _SCHEMA = (
     # Sliding-window counters (one row per grant, until it lapses) and budgets, for quotas shared by workers.
     "CREATE TABLE IF NOT EXISTS grants (queue TEXT NOT NULL, key TEXT NOT NULL, lapses_at REAL NOT NULL,"
     " amount REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS grants_by_key ON grants (queue, key, lapses_at)",
+    "CREATE INDEX IF NOT EXISTS grants_by_key ON grants (queue, key, lapses_at, amount)",  # covers the SUM
     """CREATE TABLE IF NOT EXISTS budgets (
         queue TEXT NOT NULL, key TEXT NOT NULL, spent REAL NOT NULL, reserved REAL NOT NULL,
         PRIMARY KEY (queue, key))""",

@@ -129,8 +129,11 @@ class BatchRun:
             await self._loop(source, sink, stored)
             await self._write_pending(sink, set())
         finally:
-            await self.caller.client.aclose()
-            await sink.close()
+            try:
+                await self.caller.drain()
+            finally:
+                await self.caller.client.aclose()
+                await sink.close()
         await self.saver.flush()
         if self.stop is not None:
             raise self.stop

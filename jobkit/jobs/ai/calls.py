@@ -87,6 +87,7 @@ class Caller:
     usage: ModelUsage = field(default_factory=ModelUsage)
     recent: deque[float] = field(default_factory=deque)  # monotonic times of this job's calls, the last minute's
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a reservation closes
+    settling: set[asyncio.Task[None]] = field(default_factory=set)  # settlements still on their way to the backend
 
     async def generate(self, messages: list[dict[str, str]], *, max_tokens: int,
                        response_model: type[BaseModel] | None, temperature: float | None = None) -> Generated:
@@ -163,10 +164,19 @@ class Caller:
         messages = body["messages"]
         prompt = self.estimate.tokens(messages)
         worst = self.price(prompt, 0, body["max_tokens"])
-        await self._reserve(worst)
         sent = False
+        # Both at once (one transaction on SQLite, overlapping round trips on Redis): a rate slot taken for a
+        # call the budget then refuses is only a slot unused.
+        reserving = asyncio.ensure_future(self._reserve(worst))
+        taking = asyncio.ensure_future(self.rate.acquire(prompt + body["max_tokens"]))
         try:
-            await self.rate.acquire(prompt + body["max_tokens"])
+            await reserving
+        except BaseException:
+            taking.cancel()
+            await asyncio.gather(taking, return_exceptions=True)
+            raise
+        try:
+            await taking
             self._count_call()
             sent = True
             answer = await self.client.complete(body)
@@ -185,16 +195,29 @@ class Caller:
 
     async def _close(self, item: ModelUsage, reserved: float, cost: float, tokens_in: int = 0, cached: int = 0,
                      tokens_out: int = 0, *, counted: bool = True) -> None:
-        """Count a call (on the item and the job) and settle its reservation to what it cost."""
+        """Count a call (on the item and the job) and settle its reservation to what it cost, in the background:
+        until it lands the budget only holds more than was spent, and the next call need not wait for it."""
         for u in (item, self.usage):
             u.calls += counted
             u.tokens_in += tokens_in
             u.tokens_cached += cached
             u.tokens_out += tokens_out
             u.cost += cost
+        self.on_settle()
+        task = asyncio.ensure_future(self._settle(reserved, cost))
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def _settle(self, reserved: float, cost: float) -> None:
         await self.budget.settle(reserved, cost)
         self.settled.set()
-        self.on_settle()
+
+    async def drain(self) -> None:
+        """Wait until every settlement has reached the backend; raises the first that failed."""
+        while self.settling:
+            tasks = list(self.settling)
+            self.settling.difference_update(tasks)
+            await asyncio.gather(*tasks)
 
     def _count_call(self) -> None:
         now = time.monotonic()

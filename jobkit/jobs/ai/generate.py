@@ -35,7 +35,10 @@ async def generate_one(ctx: Context, p: AIGenerate) -> GenerateResult:
     except ItemFailed as failed:
         raise ItemsFailed(str(failed)) from None
     finally:
-        await caller.client.aclose()
+        try:
+            await caller.drain()
+        finally:
+            await caller.client.aclose()
     u = got.usage
     result = GenerateResult(text=got.text, data=got.data, model=p.model, calls=u.calls, tokens_in=u.tokens_in,
                             tokens_cached=u.tokens_cached, tokens_out=u.tokens_out, cost=round(u.cost, 9))

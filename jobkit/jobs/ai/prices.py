@@ -19,6 +19,7 @@ from .providers import Provider
 __all__ = ["Price", "Pricer", "forget_prices", "pricer", "set_price"]
 
 MILLION = 1_000_000
+LINEAR_UP_TO = 100_000  # tokens up to which a genai-prices price is checked to be per token
 Pricer = Callable[[int, int, int], float]  # (input tokens, of which cached, output tokens) -> USD
 
 
@@ -61,17 +62,22 @@ def _genai_prices(provider: Provider, model: str) -> Pricer | None:
     except ImportError:
         return None
     kwargs: dict[str, Any] = {"provider_id": provider.price_provider} if provider.price_provider else {}
-    try:
-        genai_prices.calc_price(genai_prices.Usage(input_tokens=1, output_tokens=1), model, **kwargs)
-    except LookupError:
-        return None
 
-    def cost(tokens_in: int, cached: int, tokens_out: int) -> float:
+    def exact(tokens_in: int, cached: int, tokens_out: int) -> float:
         usage = genai_prices.Usage(input_tokens=tokens_in, cache_read_tokens=min(cached, tokens_in),
                                    output_tokens=tokens_out)
         return float(genai_prices.calc_price(usage, model, **kwargs).total_price)
 
-    return cost
+    try:
+        linear = Price(exact(MILLION, 0, 0), exact(0, 0, MILLION), exact(MILLION, MILLION, 0))
+    except LookupError:
+        return None
+    # A table lookup costs about 0.3 ms: prices that are per token up to LINEAR_UP_TO (most models) are computed
+    # here; a tiered price (by prompt size, say) is looked up for every call.
+    if not all(math.isclose(exact(i, c, o), linear.cost(i, c, o), rel_tol=1e-9, abs_tol=1e-12)
+               for i, c, o in ((1000, 0, 0), (LINEAR_UP_TO, 0, 0), (LINEAR_UP_TO, LINEAR_UP_TO // 2, LINEAR_UP_TO))):
+        return exact
+    return lambda i, c, o: linear.cost(i, c, o) if i <= LINEAR_UP_TO and o <= LINEAR_UP_TO else exact(i, c, o)
 
 
 def pricer(provider: Provider, model: str) -> Pricer:
