@@ -86,3 +86,18 @@ async def test_the_key_comes_from_the_worker_and_a_wrong_one_is_refused(memory: 
     configure_provider("default", base_url=llm.base_url, api_key_env="JOBKIT_TEST_NO_SUCH_KEY")
     with pytest.raises(jobkit.JobFailed, match="HTTP 401 from the provider: Incorrect API key"):
         await jobkit.run(jobkit.jobs.ai_batch, batch(2), backend=memory, timeout=30)
+
+
+def test_the_ai_package_surface_and_import_cost() -> None:
+    """`import jobkit.jobs` (enough to enqueue) loads no HTTP client, template engine or server."""
+    import subprocess
+    import sys
+
+    code = ("import sys, jobkit, jobkit.jobs, jobkit.jobs.ai; print(sorted(m for m in sys.modules if m.split('.')[0]"
+            " in {'httpx', 'httpx2', 'genai_prices', 'jinja2', 'starlette', 'uvicorn'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+    import jobkit.jobs.ai as ai
+
+    assert ai.__all__ == sorted(ai.__all__) and all(hasattr(ai, n) for n in ai.__all__)
+    assert issubclass(ai.AISetupError, jobkit.Unrecoverable) and issubclass(ai.ProviderRefused, jobkit.Unrecoverable)

@@ -18,9 +18,10 @@ from .excel_helpers import customer_rows, write_book
 
 def test_public_names() -> None:
     assert jobkit.jobs.__all__ == [
-        "Destination", "DestinationFactory", "ExcelImport", "ImportReport", "ImportSetupError", "Limits", "RowError",
-        "RowsRejected", "WorkbookError", "configure", "excel_import", "file_roots", "register_destination",
-        "register_python_destination", "register_row_model",
+        "AIBatch", "AIGenerate", "BatchReport", "Destination", "DestinationFactory", "ExcelImport", "GenerateResult",
+        "ImportReport", "ImportSetupError", "Limits", "RowError", "RowsRejected", "WorkbookError", "ai_batch",
+        "ai_generate", "configure", "excel_import", "file_roots", "register_destination", "register_python_destination",
+        "register_row_model",
     ]
     assert all(hasattr(jobkit.jobs, name) for name in jobkit.jobs.__all__)
     assert issubclass(jobkit.jobs.WorkbookError, jobkit.Unrecoverable)
