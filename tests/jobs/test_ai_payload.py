@@ -101,3 +101,10 @@ def test_the_ai_package_surface_and_import_cost() -> None:
 
     assert ai.__all__ == sorted(ai.__all__) and all(hasattr(ai, n) for n in ai.__all__)
     assert issubclass(ai.AISetupError, jobkit.Unrecoverable) and issubclass(ai.ProviderRefused, jobkit.Unrecoverable)
+
+
+async def test_two_items_with_one_key_are_refused(memory: Backend, llm: FakeLLM) -> None:
+    payload = batch(3)
+    payload["items"][2] = {"term": "term-0"}
+    with pytest.raises(jobkit.JobFailed, match="items 0 and 2 have the same key 'term-0'"):
+        await jobkit.run(jobkit.jobs.ai_batch, payload, backend=memory, timeout=30)

@@ -83,7 +83,6 @@ class BatchRun:
                 raise AISetupError(f"resume={self.p.resume!r}: that job is still {earlier.state.value}; wait for it"
                                    " to end (or cancel it) before continuing its run")
             self.state = BatchState.model_validate(earlier.checkpoint)
-            self.state.identity = self.state.identity if self.state.identity == ident else "mismatch"
         if self.state.identity != ident:
             raise AISetupError(f"resume={self.p.resume!r} was a batch of other items, sections, model or sink: resume"
                                " with the same payload (only cost_limit, concurrency, limits and retries may change)")
@@ -138,7 +137,7 @@ class BatchRun:
         if self.stop is not None:
             raise self.stop
         await self._progress(done=True)
-        if not self.p.budget and self.stopped is None:
+        if not self.p.budget:  # this job's own: its totals are in the report now
             await self.budget.backend.drop_budget(self.budget.queue, self.budget.key)
         return self._report()
 
@@ -162,6 +161,7 @@ class BatchRun:
 
     async def _loop(self, source: ItemSource, sink: Sink, stored: set[str]) -> None:
         running: set[asyncio.Task[None]] = set()
+        self._keys: dict[str, int] = {}
         rows = source.rows()
         index = 0
         try:
@@ -203,7 +203,12 @@ class BatchRun:
         if self.p.key not in item:
             raise AISetupError(f"item {index} has no key field {self.p.key!r}: every item needs one (or leave key unset"
                                " to key items by position)")
-        return str(item[self.p.key])
+        key = str(item[self.p.key])
+        if key in self._keys:
+            raise AISetupError(f"items {self._keys[key]} and {index} have the same key {key!r}: keys ({self.p.key!r})"
+                               " must be unique, or leave key unset")
+        self._keys[key] = index
+        return key
 
     async def _one(self, index: int, key: str, item: dict[str, Any], sink: Sink) -> None:
         try:
@@ -225,9 +230,12 @@ class BatchRun:
         self._mark(index)
         self.done_here += 1
         self._changed()
-        await self._progress()
-        if len(self.state.pending) >= self.p.batch_size:
-            await self._write_pending(sink, set())
+        try:
+            await self._progress()
+            if len(self.state.pending) >= self.p.batch_size:
+                await self._write_pending(sink, set())
+        except Exception as exc:  # noqa: BLE001 - a sink or checkpoint failure: run() raises it once calls have ended
+            self.stop = self.stop or exc
 
     async def _generate(self, item: dict[str, Any], key: str) -> dict[str, Any]:
         row: dict[str, Any] = {"run": self.state.run, "key": key, **{f: item.get(f) for f in self.p.keep}}
