@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .backends import Backend
+from .children import Children
 from .errors import ConfigError, PayloadError
-from .models import Job, Progress, dump_json
+from .models import FlowStatus, Job, JobState, Progress, dump_json
 
 __all__ = ["Context"]
 
@@ -70,6 +71,16 @@ class Context:
     def checkpoint(self) -> Any:
         """The last checkpoint saved by any attempt of this job, or None: resume from it."""
         return self.job.checkpoint
+
+    @property
+    def flow(self) -> FlowStatus | None:
+        """A flow's parent (or a job with `depends_on`): its children counted by state, and its policy; else None."""
+        return self.job.flow
+
+    def children(self, *, state: JobState | str | list[JobState | str] | None = None) -> Children:
+        """This job's children and dependencies, each with its id, queue, name, state, payload, result or error:
+        `await ctx.children()` for a list, `async for c in ctx.children()` to read a large flow a page at a time."""
+        return Children(self.backend, self.job.queue, self.job.id, state=state)
 
     @property
     def cancelled(self) -> bool:

@@ -9,10 +9,11 @@ from collections.abc import AsyncIterator, Generator
 from typing import Any, Generic, TypeVar
 
 from .backends import Backend
+from .children import Children
 from .config import mask_url
 from .embedded import awaiting, ensure_worker
 from .errors import BackendError, JobCancelled, JobFailed, JobNotFound, JobTimeout
-from .models import Job, JobEvent, JobState, Progress
+from .models import FlowStatus, Job, JobEvent, JobState, Progress
 from .task import Task
 
 __all__ = ["JobHandle"]
@@ -59,6 +60,15 @@ class JobHandle(Generic[R]):
 
     async def state(self) -> JobState:
         return (await self.job()).state
+
+    async def children_progress(self) -> FlowStatus | None:
+        """A flow's parent: its children counted so far (done, failed, cancelled, total) and its policy; None for a
+        job that waits for nothing."""
+        return (await self.job()).flow
+
+    def children(self, *, state: JobState | str | list[JobState | str] | None = None) -> Children:
+        """A flow's parent: its children and dependencies (see Context.children)."""
+        return Children(self.backend, self.queue, self.id, state=state)
 
     async def _events(self) -> AsyncIterator[JobEvent]:
         return await self.backend.subscribe(self.queue)

@@ -8,7 +8,7 @@ import os
 import random
 import time
 import uuid
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -16,10 +16,16 @@ from .errors import ConfigError, PayloadError
 
 __all__ = [
     "Backoff",
+    "Child",
+    "ContinuePartial",
+    "FailFast",
+    "FlowPolicy",
+    "FlowStatus",
     "HistoryEntry",
     "Job",
     "JobEvent",
     "JobOptions",
+    "JobRef",
     "JobState",
     "Outcome",
     "Progress",
@@ -27,8 +33,10 @@ __all__ = [
     "RateLimit",
     "Retention",
     "Schedule",
+    "WaitAll",
     "WorkerInfo",
     "dump_json",
+    "flow_policy",
     "invalid",
     "new_job",
     "new_job_id",
@@ -204,6 +212,109 @@ class Progress(BaseModel):
     extra: dict[str, Any] = Field(default_factory=dict)
 
 
+class JobRef(BaseModel):
+    """A job named by its queue and id: a flow child's parent, a job that depends on another."""
+
+    model_config = ConfigDict(frozen=True)
+
+    queue: str
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.queue}/{self.id}"
+
+
+class FailFast(BaseModel):
+    """Flow policy (the default): the first child that fails for good fails the parent, and the children not yet
+    started are cancelled."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["fail_fast"] = "fail_fast"
+
+
+class WaitAll(BaseModel):
+    """Flow policy: the parent runs once every child has ended, however many failed (it reads which)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["wait_all"] = "wait_all"
+
+
+class ContinuePartial(BaseModel):
+    """Flow policy: the parent runs once every child has ended if at most `max_failed` of them (a share, 0 to 1)
+    failed or were cancelled; past that share it fails at once, as fail_fast does."""
+
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
+
+    kind: Literal["continue_partial"] = "continue_partial"
+    max_failed: float = Field(default=0.05, ge=0, le=1)
+
+    def __init__(self, max_failed: float = 0.05, **kw: Any) -> None:
+        try:
+            super().__init__(max_failed=max_failed, **kw)
+        except ValidationError as exc:
+            raise invalid("flow policy", exc) from None
+
+
+FlowPolicy = Annotated[FailFast | WaitAll | ContinuePartial, Field(discriminator="kind")]
+_POLICY_NAMES = {"fail_fast": FailFast, "wait_all": WaitAll, "continue_partial": ContinuePartial}
+
+
+def flow_policy(value: FailFast | WaitAll | ContinuePartial | str | None) -> FailFast | WaitAll | ContinuePartial:
+    """A flow policy from a policy object or its name ("fail_fast", "wait_all", "continue_partial"); None: fail_fast."""
+    if value is None:
+        return FailFast()
+    if isinstance(value, FailFast | WaitAll | ContinuePartial):
+        return value
+    if isinstance(value, str) and value in _POLICY_NAMES:
+        made: FailFast | WaitAll | ContinuePartial = _POLICY_NAMES[value]()
+        return made
+    raise ConfigError(f"unknown flow policy {value!r}: use jobkit.FailFast(), jobkit.WaitAll(),"
+                      " jobkit.ContinuePartial(max_failed=0.05), or their names 'fail_fast', 'wait_all',"
+                      " 'continue_partial'")
+
+
+class FlowStatus(BaseModel):
+    """A parent's children (and dependencies) as counted so far, and the policy that decides when it runs."""
+
+    policy: FlowPolicy = Field(default_factory=FailFast)
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+    @property
+    def ended(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+    @property
+    def pending(self) -> int:
+        """Children not ended yet."""
+        return self.total - self.ended
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.ended / self.total if self.total else 100.0
+
+
+class Child(BaseModel):
+    """One child (or dependency) of a parent, as `ctx.children()` and `JobHandle.children()` read it.
+
+    `state` is the child's state now, or the last one its parent counted when the child has since been removed
+    (`removed`: retention took it after the parent ended; its payload and result are gone)."""
+
+    id: str
+    queue: str
+    name: str = ""
+    state: JobState
+    data: Json = None
+    result: Json = None
+    error: str | None = None
+    dependency: bool = False  # named in depends_on, not a child the flow made
+    removed: bool = False
+
+
 class HistoryEntry(BaseModel):
     """One line of a job's story: a transition, when, in which attempt, by whom, and why."""
 
@@ -244,6 +355,11 @@ class Job(BaseModel):
     expires_at: float | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     seq: int = 0  # FIFO tie-breaker within a priority, set by the backend
+    # Flows (left out of the stored JSON while unset): the parent this job is a child of, the jobs that wait for it
+    # through `depends_on`, and on a parent, its children's count and policy.
+    parent: JobRef | None = Field(default=None, exclude_if=lambda v: v is None)
+    dependents: tuple[JobRef, ...] = Field(default=(), exclude_if=lambda v: not v)
+    flow: FlowStatus | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @property
     def priority(self) -> int:
@@ -274,6 +390,7 @@ def new_job(id: str, name: str, queue: str, data: Json, options: JobOptions, cre
         "checkpoint": None, "attempts": 0, "stalls": 0, "error": None, "traceback": None, "worker": None,
         "lease_until": None, "cancel_requested": False, "created_at": created_at, "run_at": run_at,
         "started_at": None, "finished_at": None, "expires_at": None, "history": [], "seq": 0,
+        "parent": None, "dependents": (), "flow": None,
     }, set(_NEW_JOB_FIELDS))
 
 
@@ -306,7 +423,9 @@ class JobEvent(BaseModel):
     queue: str
     job_id: str
     name: str = ""
-    event: str  # added, active, progress, completed, failed, retrying, cancelled, cancel-requested, stalled, removed
+    # added, active, progress, completed, failed, retrying, cancelled, cancel-requested, stalled, removed; and for a
+    # flow's parent: waiting (its children ended: it runs next), waiting-children (a re-run made it wait again)
+    event: str
     state: JobState
     at: float = Field(default_factory=time.time)
     attempt: int = 0
@@ -343,7 +462,8 @@ class QueueCounts(BaseModel):
 
     @property
     def total(self) -> int:
-        return self.waiting + self.delayed + self.active + self.completed + self.failed + self.cancelled
+        return (self.waiting + self.delayed + self.active + self.completed + self.failed + self.cancelled
+                + self.waiting_children)
 
 
 class WorkerInfo(BaseModel):

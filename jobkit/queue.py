@@ -11,28 +11,36 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import schedules
-from .backends import Backend
+from .backends import Backend, FlowSpec
 from .config import BackendLike, get_backend
 from .embedded import wanted
 from .errors import ConfigError, JobNotFound
 from .handle import JobHandle
 from .models import (
     Backoff,
+    ContinuePartial,
+    FailFast,
+    FlowStatus,
     Job,
     JobEvent,
     JobOptions,
+    JobRef,
     JobState,
     QueueCounts,
     Retention,
     Schedule,
+    WaitAll,
     dump_json,
+    flow_policy,
     invalid,
     new_job,
     new_job_ids,
 )
 from .task import Task, _registry
 
-__all__ = ["Queue"]
+__all__ = ["Dependency", "Queue", "dependency_refs"]
+
+Dependency = str | JobRef | Job | JobHandle[Any]  # a job id of the same queue, or a job of any queue
 
 
 def job_options(
@@ -50,6 +58,26 @@ def job_options(
         return JobOptions.model_validate({**base.model_dump(), **changes})
     except ValidationError as exc:
         raise invalid("job options", exc) from None
+
+
+def dependency_refs(queue: str, job_id: str, depends_on: Sequence[Dependency]) -> tuple[JobRef, ...]:
+    """The jobs named in `depends_on` (ids of `queue`, or jobs and handles of any queue), each once."""
+    if isinstance(depends_on, str | JobRef | Job | JobHandle):
+        depends_on = [depends_on]
+    refs: dict[JobRef, None] = {}
+    for dep in depends_on:
+        if isinstance(dep, str):
+            ref = JobRef(queue=queue, id=dep)
+        elif isinstance(dep, JobRef):
+            ref = dep
+        elif isinstance(dep, Job | JobHandle):
+            ref = JobRef(queue=dep.queue, id=dep.id)
+        else:
+            raise ConfigError(f"depends_on takes job ids, jobs or job handles, not {type(dep).__name__} ({dep!r})")
+        if ref == JobRef(queue=queue, id=job_id):
+            raise ConfigError(f"job {job_id} cannot depend on itself")
+        refs[ref] = None
+    return tuple(refs)
 
 
 class Queue:
@@ -102,12 +130,26 @@ class Queue:
         self, task: Task[Any] | str, data: Any = None, *, job_id: str | None = None, delay: float | None = None,
         priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
         backoff: Backoff | None = None, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
+        depends_on: Sequence[Dependency] | None = None,
+        policy: FailFast | WaitAll | ContinuePartial | str | None = None,
     ) -> Job:
-        """Add one job, validated against its task if registered here; an existing job_id returns that job."""
+        """Add one job, validated against its task if registered here; an existing job_id returns that job.
+
+        `depends_on`: jobs it waits for (in WAITING_CHILDREN) before it runs; by default (`policy="fail_fast"`) one
+        of them failing or being cancelled fails it at once. Each must exist: JobNotFound, and nothing is queued."""
         jobs = self._prepare(task, [data], job_ids=[job_id], delay=delay, now=time.time(), priority=priority,
                              attempts=attempts, timeout=timeout, backoff=backoff, keep_completed=keep_completed,
                              keep_failed=keep_failed)
-        return (await (await self.backend()).add(jobs))[0]
+        if not depends_on:
+            if policy is not None:
+                raise ConfigError("policy= applies to a job that waits for others: give depends_on=[...] too")
+            return (await (await self.backend()).add(jobs))[0]
+        job = jobs[0]
+        refs = dependency_refs(self.name, job.id, depends_on)
+        job.flow = FlowStatus(policy=flow_policy(policy), total=len(refs))
+        stored = await (await self.backend()).add_flow([FlowSpec(job, tuple((r, False) for r in refs))])
+        assert stored[0] is not None
+        return stored[0]
 
     async def add_bulk(
         self, task: Task[Any] | str, payloads: Iterable[Any], *, delay: float | None = None,

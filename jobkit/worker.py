@@ -391,13 +391,15 @@ class Worker:
             self.touch()
 
     async def _work_left(self, backend: Backend) -> bool:
-        """Whether any job of this worker's tasks is waiting, delayed or active (a lease to recover) in its
-        queues; a paused queue's waiting jobs do not count (resuming it starts a worker again)."""
+        """Whether any job of this worker's tasks is waiting, delayed, active (a lease to recover) or waiting for its
+        children in its queues; a paused queue's waiting jobs do not count (resuming it starts a worker again)."""
         for queue in self.queues:
             counts = await backend.counts(queue)
-            if counts.waiting + counts.delayed + counts.active == 0:
+            if counts.waiting + counts.delayed + counts.active + counts.waiting_children == 0:
                 continue
-            states = {JobState.ACTIVE} if counts.paused else {JobState.WAITING, JobState.DELAYED, JobState.ACTIVE}
+            states = {JobState.ACTIVE, JobState.WAITING_CHILDREN}
+            if not counts.paused:
+                states |= {JobState.WAITING, JobState.DELAYED}
             for name in self.tasks:
                 if await backend.list(queue, states=states, name=name, limit=1):
                     return True

@@ -27,8 +27,8 @@ from ..models import (
 from ._local import STATES
 
 __all__ = [
-    "Draft", "Note", "apply_outcome", "assign", "cancel", "claim", "copy", "draft", "entry", "note", "reset", "stall",
-    "unreadable", "unreadable_error",
+    "Draft", "Note", "Notes", "apply_outcome", "assign", "cancel", "claim", "copy", "draft", "entry", "note", "reset",
+    "stall", "unreadable", "unreadable_error",
 ]
 
 # An event row (see _local.Row) before the backend numbers it: (id, *draft) is the row.
@@ -93,8 +93,8 @@ def _expiry(job: Job, now: float) -> float | None:
 
 
 def cancel(job: Job, now: float, notes: Notes = None) -> list[Draft]:
-    """WAITING/DELAYED → CANCELLED; ACTIVE → cancel requested; anything else unchanged (no events)."""
-    if job.state in (JobState.WAITING, JobState.DELAYED):
+    """WAITING/DELAYED/WAITING_CHILDREN → CANCELLED; ACTIVE → cancel requested; anything else unchanged (no events)."""
+    if job.state in (JobState.WAITING, JobState.DELAYED, JobState.WAITING_CHILDREN):
         assign(job, state=JobState.CANCELLED, finished_at=now, error="cancelled before it started",
                expires_at=_expiry(job, now))
         note(job, notes, job.state, now, "cancelled")

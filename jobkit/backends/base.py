@@ -17,9 +17,11 @@ import builtins
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, NamedTuple
 
-from ..models import Job, JobEvent, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
+from ..models import Job, JobEvent, JobRef, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
 
-__all__ = ["Ask", "Backend", "ClaimResult", "Record", "Spend", "check_asks", "check_record_add"]
+__all__ = [
+    "Ask", "Backend", "ChildLink", "ClaimResult", "FlowSpec", "Record", "Spend", "check_asks", "check_record_add",
+]
 
 
 class ClaimResult:
@@ -71,6 +73,22 @@ def check_asks(asks: Sequence[Ask]) -> None:
     for a in asks:
         if not (0 <= a.amount <= a.limit < float("inf") and 0 < a.window < float("inf")):
             raise ValueError(f"ask {a!r}: amount from 0 to limit, a finite limit and a window of more than 0 seconds")
+class FlowSpec(NamedTuple):
+    """One job of a flow for `add_flow`: the job (its `parent` set when it is a child; its `flow` holding the policy
+    when it waits), and what it waits for, in order: (job, owned) pairs, its children (owned) and the existing jobs
+    it depends on (not owned)."""
+
+    job: Job
+    links: tuple[tuple[JobRef, bool], ...] = ()
+
+
+class ChildLink(NamedTuple):
+    """One line of a parent's ledger: the child or dependency, whether the flow made it (owned), and the state the
+    parent counted for it (None while it has not ended)."""
+
+    child: JobRef
+    owned: bool
+    state: JobState | None
 
 
 def check_record_add(queue: str, value: str | None, version: int | None, add: Sequence[Job]) -> None:
@@ -114,6 +132,30 @@ class Backend(abc.ABC):
         (idempotent add). New jobs get `seq`; `state` is DELAYED when `run_at > now`, else WAITING.
         Event "added" (or "delayed") for each new job.
         """
+
+    @abc.abstractmethod
+    async def add_flow(self, specs: Sequence[FlowSpec]) -> builtins.list[Job | None]:
+        """Add a flow (parents before their children in `specs`), or run it again; idempotent on job ids.
+
+        A new job with links waits in WAITING_CHILDREN; its `flow` counts its links as they end, and its policy
+        moves it on (see _flows.py: fail_fast, wait_all, continue_partial). Each link holds its job back from
+        retention until the parent ends. An existing parent that failed, was cancelled, or completed with a link
+        that did not is armed again: its failed or cancelled children run again, missing ones are added, completed
+        ones stay. Other existing jobs stay as they are (a child of a parent that was not armed is not added:
+        None in its place). JobNotFound if a dependency does not exist, and then nothing is written.
+        Atomic on memory and SQLite, and on Redis for a flow within one queue; on Redis across queues, one script
+        per queue and level, then one that seals the parents (see docs/flows.md). Returns the stored jobs."""
+
+    @abc.abstractmethod
+    async def children(self, queue: str, job_id: str, *, offset: int = 0, limit: int = 100
+                       ) -> builtins.list[tuple[ChildLink, Job | None]]:
+        """A page of a parent's ledger, in the order its children were given, each with its job as it is now
+        (None once removed)."""
+
+    async def redeliver(self, queue: str, now: float) -> int:
+        """Deliver what this queue's jobs owe to parents on other queues and is still undelivered (a worker died
+        between the two steps; only where one step cannot do both: Redis). Returns how many were delivered."""
+        return 0
 
     @abc.abstractmethod
     async def get(self, queue: str, job_id: str) -> Job | None:

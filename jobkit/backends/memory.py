@@ -24,10 +24,11 @@ from ..models import (
     RateLimit,
     WorkerInfo,
 )
+from . import _flows as flows
 from . import _transitions as transitions
 from ._local import EventHub, Row, Subscription
 from ._windows import over_by, wait_until_fits
-from .base import Ask, Backend, ClaimResult, Record, Spend, check_asks, check_record_add
+from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Record, Spend, check_asks, check_record_add
 
 __all__ = ["MemoryBackend"]
 
@@ -46,6 +47,7 @@ class _Queue:
     ready: list[tuple[int, int, str]] = field(default_factory=list)  # heap of (priority, seq, id)
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # heap of (run_at, seq, id)
     completed: dict[str, None] = field(default_factory=dict)  # ids of completed jobs, oldest finished first
+    held: set[str] = field(default_factory=set)  # ids of jobs a waiting parent holds back from retention
     paused: bool = False
     window: tuple[float, int] = (0.0, 0)
 
@@ -89,12 +91,98 @@ class _Queue:
         del self.notes[job_id]
         self.completed.pop(job_id, None)
 
+    def enter(self, job: Job, was: JobState | None) -> None:
+        """Index a job that moved from state `was` (None: new) into its state's heap or retention order."""
+        state = job.state
+        if state is was:
+            return
+        if state is JobState.WAITING:
+            heapq.heappush(self.ready, (job.priority, job.seq, job.id))
+        elif state is JobState.DELAYED:
+            heapq.heappush(self.delayed, (job.run_at, job.seq, job.id))
+        elif state is JobState.COMPLETED and job.id not in self.held:
+            self.completed[job.id] = None
+        if was is JobState.COMPLETED:
+            self.completed.pop(job.id, None)
+
     def beyond(self, keep: int) -> builtins.list[Job]:
         """The completed jobs older than the newest `keep`, oldest first."""
         over = len(self.completed) - keep
         if over <= 0:
             return []
         return [self.jobs[jid] for jid in itertools.islice(self.completed, over)]
+
+
+class _Step:
+    """One critical section of flow rules over the memory backend (see _flows.FlowStore)."""
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        self.b = backend
+        self.drafts: list[transitions.Draft] = []
+        self.wake: set[str] = set()
+
+    def job(self, key: flows.Key) -> Job | None:
+        q = self.b._queues.get(key[0])
+        return None if q is None else q.jobs.get(key[1])
+
+    def insert(self, job: Job, now: float) -> Job:
+        q = self.b._q(job.queue)
+        stored = q.store(job)
+        stored.seq = next(self.b._seq)
+        q.enter(stored, None)
+        transitions.note(stored, q.notes[stored.id], stored.state, stored.created_at, "added")
+        q.noted(stored)
+        self.drafts.append(transitions.draft(stored, "added", now))
+        self.wake.add(job.queue)
+        return stored
+
+    def save(self, job: Job, was: JobState, now: float) -> None:
+        self.b._q(job.queue).enter(job, was)
+        if job.state is JobState.WAITING or job.state is JobState.DELAYED:
+            self.wake.add(job.queue)
+
+    def notes(self, job: Job) -> transitions.Notes:
+        return self.b._q(job.queue).notes[job.id]
+
+    def emit(self, draft: transitions.Draft) -> None:
+        self.drafts.append(draft)
+
+    def links(self, waiter: flows.Key) -> list[flows.Link]:
+        return list(self.b._links.get(waiter, {}).values())
+
+    def link(self, waiter: flows.Key, child: flows.Key) -> flows.Link | None:
+        return self.b._links.get(waiter, {}).get(child)
+
+    def put(self, links: Sequence[flows.Link]) -> None:
+        for link in links:
+            self.b._links.setdefault(link.waiter, {})[link.child] = link
+            holders = self.b._holders.setdefault(link.child, set())
+            if link.held:
+                holders.add(link.waiter)
+            else:
+                holders.discard(link.waiter)
+
+    def rehold(self, child: flows.Key) -> None:
+        q = self.b._q(child[0])
+        held = bool(self.b._holders.get(child))
+        if held == (child[1] in q.held):
+            return
+        job = q.jobs.get(child[1])
+        if held:
+            q.held.add(child[1])
+            q.completed.pop(child[1], None)
+        else:
+            q.held.discard(child[1])
+            self.b._holders.pop(child, None)
+            if job is not None and job.state is JobState.COMPLETED:
+                q.completed[child[1]] = None
+
+    def done(self) -> None:
+        """Publish the step's events and wake the queues that got work."""
+        if self.drafts:
+            self.b._hub.publish(self.b._numbered(self.drafts))
+        for name in self.wake:
+            self.b._hub.poke(name)
 
 
 class MemoryBackend(Backend):
@@ -112,6 +200,8 @@ class MemoryBackend(Backend):
         self._windows: dict[tuple[str, str], list[tuple[float, float]]] = {}  # grants (lapses_at, amount), in order
         self._used: dict[tuple[str, str], float] = {}  # the total of each counter's grants
         self._budgets: dict[tuple[str, str], Spend] = {}
+        self._links: dict[flows.Key, dict[flows.Key, flows.Link]] = {}  # parents' ledgers, in order
+        self._holders: dict[flows.Key, set[flows.Key]] = {}  # job -> the parents holding it back from retention
         self._hub = EventHub()
 
     def _q(self, name: str) -> _Queue:
@@ -166,6 +256,21 @@ class MemoryBackend(Backend):
         job = q.jobs.get(job_id)
         return None if job is None else q.copy(job)
 
+    async def add_flow(self, specs: Sequence[FlowSpec]) -> builtins.list[Job | None]:
+        step = _Step(self)
+        stored = flows.add(step, specs, time.time())
+        step.done()
+        return [None if job is None else self._q(job.queue).copy(job) for job in stored]
+
+    async def children(self, queue: str, job_id: str, *, offset: int = 0, limit: int = 100
+                       ) -> builtins.list[tuple[ChildLink, Job | None]]:
+        lines = sorted(self._links.get((queue, job_id), {}).values(), key=lambda link: link.pos)
+        out = []
+        for link in lines[max(0, offset):max(0, offset) + max(0, limit)]:
+            job = await self.get(*link.child)
+            out.append((ChildLink(flows.ref(link.child), link.owned, link.state), job))
+        return out
+
     async def list(
         self,
         queue: str,
@@ -200,7 +305,12 @@ class MemoryBackend(Backend):
         job = q.jobs.get(job_id)
         if job is None:
             return None
-        self._emit(queue, transitions.cancel(job, now, q.notes[job_id]))
+        if job.parent is None and not job.dependents and job.flow is None:
+            self._emit(queue, transitions.cancel(job, now, q.notes[job_id]))
+        else:
+            step = _Step(self)
+            flows.cancel(step, job, now)
+            step.done()
         return q.copy(job)
 
     async def set_paused(self, queue: str, paused: bool) -> None:
@@ -237,7 +347,8 @@ class MemoryBackend(Backend):
         if state not in TERMINAL_STATES:
             return 0
         done = sorted(
-            (j for j in q.jobs.values() if j.state is state), key=lambda j: (j.finished_at or 0, j.seq), reverse=True
+            (j for j in q.jobs.values() if j.state is state and j.id not in q.held),
+            key=lambda j: (j.finished_at or 0, j.seq), reverse=True,
         )
         doomed = []
         for rank, job in enumerate(done):
@@ -251,6 +362,8 @@ class MemoryBackend(Backend):
         doomed = doomed[len(doomed) - limit:] if limit < len(doomed) else doomed  # the oldest go first
         for job in doomed:
             q.remove(job.id)
+            if job.flow is not None:
+                self._links.pop((queue, job.id), None)
         now = time.time()
         self._emit(queue, (transitions.draft(j, "removed", now) for j in doomed))
         return len(doomed)
@@ -333,7 +446,7 @@ class MemoryBackend(Backend):
         self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
     ) -> builtins.list[Job]:
         q = self._q(queue)
-        moved, events, poke = [], [], False
+        moved, events, poke, linked = [], [], False, []
         for oc in outcomes:
             job = self._held(queue, worker, oc.job_id)
             if job is None:
@@ -341,11 +454,14 @@ class MemoryBackend(Backend):
             events.append(transitions.apply_outcome(job, oc, now, q.notes[job.id]))
             q.noted(job)
             if job.state is JobState.COMPLETED:
-                q.completed[job.id] = None
+                if job.id not in q.held:
+                    q.completed[job.id] = None
             elif job.state not in TERMINAL_STATES:
                 job.seq = next(self._seq)
                 self._enqueue(q, job, now)
                 poke = True
+            if (job.parent is not None or job.dependents or job.flow is not None) and job.state in TERMINAL_STATES:
+                linked.append(job)
             moved.append(q.copy(job))
         if keep_completed is not None:
             for job in q.beyond(keep_completed):
@@ -354,7 +470,16 @@ class MemoryBackend(Backend):
         self._emit(queue, events)
         if poke:
             self._hub.poke(queue)
+        if linked:
+            self._ended(linked, now)
         return moved
+
+    def _ended(self, jobs: Iterable[Job], now: float) -> None:
+        """Jobs of flows just finished: their parents count them (and a parent releases its children)."""
+        step = _Step(self)
+        for job in jobs:
+            flows.ended(step, job, now)
+        step.done()
 
     async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
         job = self._held(queue, worker, job_id)
@@ -385,6 +510,7 @@ class MemoryBackend(Backend):
         self._emit(queue, events)
         if moved:
             self._hub.poke(queue)
+        self._ended([j for j in moved if j.finished and (j.parent or j.dependents or j.flow)], now)
         return moved
 
     async def wait_for_work(self, queue: str, timeout: float) -> None:
