@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 
 import jobkit
+from jobkit.backends import FlowSpec
 from jobkit.backends import sqlite as sqlite_backend
 from jobkit.backends._local import to_event
 from jobkit.backends.base import Ask, Spend
 from jobkit.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
 from jobkit.errors import BackendError, ConfigError
-from jobkit.models import Job, JobEvent, JobState, Outcome, Progress, RateLimit
+from jobkit.models import FlowStatus, Job, JobEvent, JobRef, JobState, Outcome, Progress, RateLimit
 
 Q = "files"
 ROOT = Path(__file__).resolve().parent.parent
@@ -402,8 +403,20 @@ async def test_reopening_keeps_jobs_and_event_ids_grow(tmp_path: Path) -> None:
     assert int(second.id) > int(first.id)
 
 
+def _as_schema_5(conn: sqlite3.Connection) -> None:
+    """Make a file of this jobkit look as schema 5 wrote it: no flows (no ledger, no held column)."""
+    conn.execute("DROP TABLE flow_links")
+    conn.execute("DROP INDEX jobs_done")
+    conn.execute("DROP INDEX jobs_expiry")
+    conn.execute("ALTER TABLE jobs DROP COLUMN held")
+    conn.execute("CREATE INDEX jobs_done ON jobs (queue, state, finished_at, seq) WHERE finished_at IS NOT NULL")
+    conn.execute("CREATE INDEX jobs_expiry ON jobs (queue, state, expires_at) WHERE expires_at IS NOT NULL")
+    conn.execute("PRAGMA user_version = 5")
+
+
 def _as_schema_3(conn: sqlite3.Connection) -> None:
     """Make a file of this jobkit look as schema 3 wrote it: the worker holding a job was its `owner`."""
+    _as_schema_5(conn)
     conn.execute("ALTER TABLE jobs RENAME COLUMN worker TO owner")
     conn.execute("UPDATE jobs SET body = json_set(json_remove(body, '$.worker'), '$.owner', json_extract(body,"
                  " '$.worker'))")
@@ -432,7 +445,7 @@ async def test_schema_3_database_names_the_lease_holder_worker(tmp_path: Path) -
         [done] = await b.finish(Q, "w1", [Outcome(job_id="j1", state=JobState.COMPLETED)], now + 1)
         assert done.state is JobState.COMPLETED and done.worker is None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         assert conn.execute("SELECT worker FROM jobs WHERE id = 'j2'").fetchone()[0] == "w1"
         assert '"owner"' not in conn.execute("SELECT body FROM jobs WHERE id = 'j2'").fetchone()[0].split("history")[0]
     conn.close()
@@ -459,7 +472,7 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
         kept = await b.list(Q, states=[JobState.COMPLETED])
         assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -479,7 +492,7 @@ async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_
         assert await b.get(Q, "j1") is not None
         assert await b.write_record(Q, "schedule", "nightly", "{}", version=0) == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     conn.close()
 
 
@@ -490,6 +503,7 @@ async def test_schema_4_database_gains_the_quota_tables(tmp_path: Path) -> None:
     async with SQLiteBackend(url) as b:
         await b.add([job("j1")])
     with sqlite3.connect(path) as conn:  # as schema 4 left it
+        _as_schema_5(conn)
         conn.execute("DROP TABLE grants")
         conn.execute("DROP TABLE budgets")
         conn.execute("PRAGMA user_version = 4")
@@ -499,7 +513,42 @@ async def test_schema_4_database_gains_the_quota_tables(tmp_path: Path) -> None:
         assert await b.take(Q, [Ask("rpm", 1, 1, 60)], time.time()) == 0.0
         assert await b.reserve(Q, "cost", 1.5, 2.0) == (True, Spend(0.0, 1.5))
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_schema_5_database_gains_flows_and_keeps_its_retention(tmp_path: Path) -> None:
+    """Schema 6 adds flows: a parent's ledger, and the jobs it holds back from retention. A schema 5 file keeps its
+    jobs (none held), its completed count, and retention by count; then a flow runs in it."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job(f"j{i}") for i in range(3)])
+        now = time.time()
+        for i in range(2):
+            [claimed] = (await b.claim(Q, "w", limit=1, lease=30, now=now + i)).jobs
+            await b.finish(Q, "w", [Outcome(job_id=claimed.id, state=JobState.COMPLETED)], now + i)
+    with sqlite3.connect(path) as conn:
+        _as_schema_5(conn)
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        [last] = (await b.claim(Q, "w", limit=1, lease=30, now=now + 3)).jobs
+        await b.finish(Q, "w", [Outcome(job_id=last.id, state=JobState.COMPLETED)], now + 3, keep_completed=2)
+        assert sorted(j.id for j in await b.list(Q, states=[JobState.COMPLETED])) == ["j1", "j2"]
+        parent = job("p").model_copy(update={"flow": FlowStatus(total=1)})
+        child = job("c").model_copy(update={"parent": JobRef(queue=Q, id="p")})
+        await b.add_flow([FlowSpec(parent, ((JobRef(queue=Q, id="c"), True),)), FlowSpec(child)])
+        [claimed] = (await b.claim(Q, "w", limit=1, lease=30, now=now + 4)).jobs
+        assert claimed.id == "c"
+        await b.finish(Q, "w", [Outcome(job_id="c", state=JobState.COMPLETED)], now + 4, keep_completed=0)
+        assert await b.get(Q, "c") is not None, "held back from retention while its parent has not run"
+        ready = await b.get(Q, "p")
+        assert ready is not None and ready.state is JobState.WAITING and ready.flow is not None
+        assert ready.flow.completed == 1
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("SELECT held FROM jobs WHERE id = 'c'").fetchone()[0] == 1
+        assert conn.execute("SELECT SUM(held) FROM jobs WHERE id != 'c'").fetchone()[0] == 0
     conn.close()
 
 

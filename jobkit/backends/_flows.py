@@ -73,6 +73,9 @@ class FlowStore(Protocol):
     def put(self, links: Sequence[Link]) -> None:
         """Store ledger lines (new or changed)."""
 
+    def clear(self, waiter: Key) -> None:
+        """Forget a waiter's ledger (one left by an earlier job of the same id)."""
+
     def rehold(self, child: Key) -> None:
         """The job's holds changed: it is held back from retention while any link holds it."""
 
@@ -155,6 +158,8 @@ def _arm(store: FlowStore, job: Job, spec: FlowSpec, now: float, *, new: bool) -
     """Link a parent to its children and dependencies and make it wait for them, if it is new or must run again.
     Returns whether it was armed."""
     key = key_of(job)
+    if new:
+        store.clear(key)
     existing = {link.child: link for link in store.links(key)}
     if not new:
         if not existing:

@@ -162,6 +162,11 @@ class _Step:
             else:
                 holders.discard(link.waiter)
 
+    def clear(self, waiter: flows.Key) -> None:
+        for link in self.b._links.pop(waiter, {}).values():
+            self.b._holders.get(link.child, set()).discard(waiter)
+            self.rehold(link.child)
+
     def rehold(self, child: flows.Key) -> None:
         q = self.b._q(child[0])
         held = bool(self.b._holders.get(child))

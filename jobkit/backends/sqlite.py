@@ -25,6 +25,7 @@ from ..models import (
     TERMINAL_STATES,
     Job,
     JobEvent,
+    JobRef,
     JobState,
     Outcome,
     Progress,
@@ -35,10 +36,11 @@ from ..models import (
     trusted,
 )
 from ..urls import mask_url
+from . import _flows as flows
 from . import _transitions as transitions
 from ._local import Event, EventHub, Row, Subscription, event_id
 from ._windows import over_by, wait_until_fits
-from .base import Ask, Backend, ClaimResult, Record, Spend, check_asks, check_record_add
+from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Record, Spend, check_asks, check_record_add
 
 __all__ = ["SQLiteBackend"]
 
@@ -47,7 +49,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 6  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -61,13 +63,16 @@ _SCHEMA = (
         queue TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, name TEXT NOT NULL,
         priority INTEGER NOT NULL, seq INTEGER NOT NULL, run_at REAL NOT NULL, lease_until REAL, worker TEXT,
         cancel_requested INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, finished_at REAL, expires_at REAL,
-        body TEXT NOT NULL,
+        body TEXT NOT NULL, held INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (queue, id))""",
     # Partial indexes: a job sits only in the one its state needs, so a transition touches few of them.
     "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority, seq) WHERE state = 'waiting'",
     "CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (queue, run_at) WHERE state = 'delayed'",
-    "CREATE INDEX IF NOT EXISTS jobs_done ON jobs (queue, state, finished_at, seq) WHERE finished_at IS NOT NULL",
-    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (queue, state, expires_at) WHERE expires_at IS NOT NULL",
+    # Retention sees only jobs no waiting parent holds (held = 1: see flow_links).
+    "CREATE INDEX IF NOT EXISTS jobs_done ON jobs (queue, state, finished_at, seq)"
+    " WHERE finished_at IS NOT NULL AND held = 0",
+    "CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (queue, state, expires_at)"
+    " WHERE expires_at IS NOT NULL AND held = 0",
     "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (queue, state, created_at, seq)",
     "CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (queue, created_at, seq)",
     """CREATE TABLE IF NOT EXISTS queues (
@@ -88,6 +93,14 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS budgets (
         queue TEXT NOT NULL, key TEXT NOT NULL, spent REAL NOT NULL, reserved REAL NOT NULL,
         PRIMARY KEY (queue, key))""",
+    # A parent's ledger (see backends/_flows.py): its children and dependencies in order, the state it counted for
+    # each (NULL: not ended), and whether the link holds the child back from retention.
+    """CREATE TABLE IF NOT EXISTS flow_links (
+        wq TEXT NOT NULL, wid TEXT NOT NULL, pos INTEGER NOT NULL, cq TEXT NOT NULL, cid TEXT NOT NULL,
+        owned INTEGER NOT NULL, state TEXT, held INTEGER NOT NULL,
+        PRIMARY KEY (wq, wid, cq, cid))""",
+    "CREATE INDEX IF NOT EXISTS flow_links_order ON flow_links (wq, wid, pos)",
+    "CREATE INDEX IF NOT EXISTS flow_links_held ON flow_links (cq, cid) WHERE held = 1",
     "INSERT INTO counters (name, value) VALUES ('job_seq', 0), ('event_id', 0) ON CONFLICT (name) DO NOTHING",
 )
 
@@ -126,7 +139,7 @@ def _create_private_file(path: str) -> None:
 
 
 def _migrate(c: sqlite3.Connection, version: int) -> None:
-    """Bring a file of schema `version` up to SCHEMA_VERSION, step by step (new tables come from _SCHEMA)."""
+    """Bring a file of schema `version` up to SCHEMA_VERSION, step by step, before _SCHEMA makes what is new."""
     if version < 2:  # schema 2 counts each queue's completed jobs, for retention as jobs finish
         c.execute("ALTER TABLE queues ADD COLUMN completed INTEGER NOT NULL DEFAULT 0")
         c.execute("UPDATE queues SET completed = (SELECT COUNT(*) FROM jobs"
@@ -137,6 +150,10 @@ def _migrate(c: sqlite3.Connection, version: int) -> None:
         c.execute("UPDATE jobs SET body = json_set(json_remove(body, '$.owner'), '$.worker', json_extract(body,"
                   " '$.owner')) WHERE json_type(body, '$.owner') IS NOT NULL")
     # schema 5 adds the grants and budgets tables (shared quotas: take, restrict, reserve, settle)
+    if version < 6:  # schema 6: flows. Jobs a waiting parent holds back from retention, left out of its indexes
+        c.execute("ALTER TABLE jobs ADD COLUMN held INTEGER NOT NULL DEFAULT 0")
+        c.execute("DROP INDEX IF EXISTS jobs_done")
+        c.execute("DROP INDEX IF EXISTS jobs_expiry")
 
 
 def _load(state: str, lease_until: float | None, body: str) -> Job:
@@ -210,6 +227,92 @@ class _Tx:
 _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]  # a _Store method, its args and kwargs
 
 
+class _Step:
+    """Flow rules inside one SQLite transaction (see _flows.FlowStore); jobs read once, written back as they change."""
+
+    def __init__(self, store: _Store, tx: _Tx, known: Iterable[tuple[int, Job]] = ()) -> None:
+        self.store, self.conn, self.tx = store, store.conn, tx
+        self.rows: dict[flows.Key, tuple[int, Job]] = {(j.queue, j.id): (rowid, j) for rowid, j in known}
+
+    def job(self, key: flows.Key) -> Job | None:
+        found = self.rows.get(key)
+        if found is None:
+            found = self.store._get(*key)
+            if found is None:
+                return None
+            self.rows[key] = found
+        return found[1]
+
+    def insert(self, job: Job, now: float) -> Job:
+        job.seq = self.store._next_seq(1)
+        job.note(job.state, job.created_at, "added")
+        cur = self.conn.execute(_INSERT, (
+            job.queue, job.id, job.state.value, job.name, job.priority, job.seq, job.run_at, None, None, 0,
+            job.created_at, None, None, job.model_dump_json(),
+        ))
+        self.rows[(job.queue, job.id)] = (cur.lastrowid or 0, job)
+        self.rehold((job.queue, job.id))  # its parent's ledger, written first, holds it
+        self.tx.drafts.append(transitions.draft(job, "added", now))
+        if job.queue not in self.store.queues:
+            self.conn.execute("INSERT INTO queues (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (job.queue,))
+            self.tx.queues.add(job.queue)
+        self.tx.wake.add(job.queue)
+        return job
+
+    def save(self, job: Job, was: JobState, now: float) -> None:
+        rowid, _ = self.rows[(job.queue, job.id)]
+        self.conn.execute(_UPDATE, _values(job, rowid))
+        if (was is JobState.COMPLETED) != (job.state is JobState.COMPLETED):
+            self.conn.execute(
+                "UPDATE queues SET completed = completed + ? WHERE name = ? AND"
+                " (SELECT held FROM jobs WHERE rowid = ?) = 0", (1 if job.state is JobState.COMPLETED else -1,
+                                                                  job.queue, rowid))
+        if job.state is JobState.WAITING or job.state is JobState.DELAYED:
+            self.tx.wake.add(job.queue)
+
+    def notes(self, job: Job) -> transitions.Notes:
+        return None
+
+    def emit(self, draft: transitions.Draft) -> None:
+        self.tx.drafts.append(draft)
+
+    def links(self, waiter: flows.Key) -> list[flows.Link]:
+        return [flows.Link(waiter, (cq, cid), pos, bool(owned), None if state is None else JobState(state), bool(held))
+                for pos, cq, cid, owned, state, held in self.conn.execute(
+                    "SELECT pos, cq, cid, owned, state, held FROM flow_links WHERE wq = ? AND wid = ? ORDER BY pos",
+                    waiter)]
+
+    def link(self, waiter: flows.Key, child: flows.Key) -> flows.Link | None:
+        row = self.conn.execute("SELECT pos, owned, state, held FROM flow_links WHERE wq = ? AND wid = ? AND cq = ?"
+                                " AND cid = ?", (*waiter, *child)).fetchone()
+        if row is None:
+            return None
+        pos, owned, state, held = row
+        return flows.Link(waiter, child, pos, bool(owned), None if state is None else JobState(state), bool(held))
+
+    def put(self, links: Sequence[flows.Link]) -> None:
+        self.conn.executemany(
+            "INSERT INTO flow_links (wq, wid, pos, cq, cid, owned, state, held) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (wq, wid, cq, cid) DO UPDATE SET pos = excluded.pos, owned = excluded.owned,"
+            " state = excluded.state, held = excluded.held",
+            [(*link.waiter, link.pos, *link.child, int(link.owned), None if link.state is None else link.state.value,
+              int(link.held)) for link in links])
+
+    def clear(self, waiter: flows.Key) -> None:
+        self.conn.execute("DELETE FROM flow_links WHERE wq = ? AND wid = ?", waiter)
+
+    def rehold(self, child: flows.Key) -> None:
+        (held,) = self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM flow_links WHERE cq = ? AND cid = ? AND held = 1)", child).fetchone()
+        row = self.conn.execute("SELECT rowid, held, state FROM jobs WHERE queue = ? AND id = ?", child).fetchone()
+        if row is None or bool(row[1]) == bool(held):
+            return
+        self.conn.execute("UPDATE jobs SET held = ? WHERE rowid = ?", (int(held), row[0]))
+        if row[2] == "completed":
+            self.conn.execute("UPDATE queues SET completed = completed + ? WHERE name = ?", (-1 if held else 1,
+                                                                                           child[0]))
+
+
 class _Store:
     """The SQL side. Every method runs on the connection's thread, and `transaction` makes each call atomic."""
 
@@ -243,10 +346,10 @@ class _Store:
                     f"the SQLite database was written by a newer jobkit (schema {version}, this one knows"
                     f" {SCHEMA_VERSION}): upgrade jobkit, or use another sqlite:///path"
                 )
-            for statement in _SCHEMA:
-                c.execute(statement)
             if version:
                 _migrate(c, version)
+            for statement in _SCHEMA:
+                c.execute(statement)
             c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             c.execute("COMMIT")
         except BaseException:
@@ -407,6 +510,9 @@ class _Store:
         if found is None:
             return None
         rowid, job = found
+        if job.parent is not None or job.dependents or job.flow is not None:
+            flows.cancel(_Step(self, tx, [(rowid, job)]), job, now)
+            return job
         events = transitions.cancel(job, now)
         if not events:
             return job
@@ -454,7 +560,7 @@ class _Store:
     ) -> int:
         c = self.conn
         # `state` is a JobState member, so inlining its value is safe and lets SQLite use the partial indexes.
-        where = f"queue = ? AND state = '{state.value}'"
+        where = f"queue = ? AND state = '{state.value}' AND held = 0"
         doomed: list[str] = []
         params: list[Any] = [queue]
         if finished_before is not None:
@@ -474,22 +580,27 @@ class _Store:
         if not doomed or limit <= 0:
             return 0
         rows = c.execute(
-            f"SELECT rowid, id, name, json_extract(body, '$.attempts') FROM jobs WHERE {where}"
+            f"SELECT rowid, id, name, json_extract(body, '$.attempts'), json_type(body, '$.flow') FROM jobs"
+            f" WHERE {where}"
             f" AND ({' OR '.join(doomed)}) ORDER BY finished_at, seq LIMIT ?", (*params, limit),
         ).fetchall()
         self._remove(tx, queue, state, rows[::-1], time.time())
         return len(rows)
 
     def _remove(self, tx: _Tx, queue: str, state: JobState, rows: Sequence[tuple[Any, ...]], now: float) -> None:
-        """Delete finished jobs given as (rowid, id, name, attempts) rows; event "removed" for each, in order."""
+        """Delete finished jobs given as (rowid, id, name, attempts, flow JSON type) rows, and the ledgers of the
+        parents among them; event "removed" for each, in order."""
         if not rows:
             return
         self.conn.executemany("DELETE FROM jobs WHERE rowid = ?", [(r[0],) for r in rows])
+        parents = [(queue, r[1]) for r in rows if r[4] is not None]
+        if parents:
+            self.conn.executemany("DELETE FROM flow_links WHERE wq = ? AND wid = ?", parents)
         if state is JobState.COMPLETED:
             self.conn.execute("UPDATE queues SET completed = completed - ? WHERE name = ?", (len(rows), queue))
         tx.drafts.extend(
             (queue, job_id, name, "removed", state.value, now, attempts, None, None)
-            for _, job_id, name, attempts in rows
+            for _, job_id, name, attempts, _ in rows
         )
 
     def _keep_completed(self, tx: _Tx, queue: str, keep: int, now: float) -> None:
@@ -499,8 +610,9 @@ class _Store:
         if over <= 0:
             return
         rows = self.conn.execute(
-            "SELECT rowid, id, name, json_extract(body, '$.attempts') FROM jobs WHERE queue = ? AND state = 'completed'"
-            " AND finished_at IS NOT NULL ORDER BY finished_at, seq LIMIT ?", (queue, over),
+            "SELECT rowid, id, name, json_extract(body, '$.attempts'), json_type(body, '$.flow') FROM jobs"
+            " WHERE queue = ? AND state = 'completed' AND finished_at IS NOT NULL AND held = 0"
+            " ORDER BY finished_at, seq LIMIT ?", (queue, over),
         ).fetchall()
         self._remove(tx, queue, JobState.COMPLETED, rows, now)
 
@@ -592,8 +704,8 @@ class _Store:
         ids = list(dict.fromkeys(job_ids))
         remembered = self.claimed
         for part in _chunks(ids):
-            for job_id, rowid, lease_until, body in self.conn.execute(
-                f"SELECT id, rowid, lease_until, body FROM jobs WHERE queue = ? AND id IN ({_marks(len(part))})"
+            for job_id, rowid, lease_until, body, held_back in self.conn.execute(
+                f"SELECT id, rowid, lease_until, body, held FROM jobs WHERE queue = ? AND id IN ({_marks(len(part))})"
                 " AND state = 'active' AND worker = ?", (queue, *part, worker),
             ):
                 mine = remembered.pop((queue, job_id), None)
@@ -602,7 +714,7 @@ class _Store:
                     transitions.assign(job, state=JobState.ACTIVE, lease_until=lease_until)
                 else:
                     job = _load("active", lease_until, body)
-                held[job_id] = (rowid, job)
+                held[job_id] = (rowid if not held_back else -rowid, job)  # negative: a parent holds it back
         for job_id in ids:
             remembered.pop((queue, job_id), None)
         return held
@@ -630,7 +742,11 @@ class _Store:
         moved: list[Job] = []
         ended: list[tuple[Any, ...]] = []
         retried: list[tuple[Any, ...]] = []
+        completed = 0
+        linked: list[tuple[int, Job]] = []
         for oc, (rowid, job) in todo:
+            held_back = rowid < 0
+            rowid = abs(rowid)
             tx.drafts.append(transitions.apply_outcome(job, oc, now))
             if job.state is JobState.COMPLETED:
                 result = to_json(job.result).decode()
@@ -641,6 +757,9 @@ class _Store:
                 tx.wake.add(queue)
             if job.state in TERMINAL_STATES:
                 ended.append((job.state.value, now, job.expires_at, job.model_dump_json(), rowid))
+                if job.parent is not None or job.dependents or job.flow is not None:
+                    linked.append((rowid, job))
+                completed += job.state is JobState.COMPLETED and not held_back
             else:
                 retried.append(_values(job, rowid))
             moved.append(job)
@@ -650,9 +769,12 @@ class _Store:
             " expires_at = ?, body = ? WHERE rowid = ?", ended,
         )
         self.conn.executemany(_UPDATE, retried)
-        completed = sum(j.state is JobState.COMPLETED for j in moved)
         if completed:
             self.conn.execute("UPDATE queues SET completed = completed + ? WHERE name = ?", (completed, queue))
+        if linked:
+            step = _Step(self, tx, linked)
+            for _, job in linked:
+                flows.ended(step, job, now)
         if keep is not None:
             self._keep_completed(tx, queue, keep, now)
         return moved
@@ -696,7 +818,17 @@ class _Store:
         self.conn.executemany(_UPDATE, updates)
         if moved:
             tx.wake.add(queue)
+        linked = [(u[-1], j) for u, j in zip(updates, moved, strict=True)
+                  if j.finished and (j.parent is not None or j.dependents or j.flow is not None)]
+        if linked:
+            step = _Step(self, tx, linked)
+            for _, job in linked:
+                flows.ended(step, job, now)
         return moved
+
+    # -- flows -------------------------------------------------------------------------------------
+    def add_flow(self, tx: _Tx, specs: Sequence[FlowSpec]) -> list[Job | None]:
+        return flows.add(_Step(self, tx), specs, time.time())
 
     # -- workers -----------------------------------------------------------------------------------
     def heartbeat(self, tx: _Tx, info: WorkerInfo, ttl: float) -> None:
@@ -1048,6 +1180,29 @@ class SQLiteBackend(Backend):
     async def get(self, queue: str, job_id: str) -> Job | None:
         rows = await self._read("SELECT state, lease_until, body FROM jobs WHERE queue = ? AND id = ?", (queue, job_id))
         return _load(*rows[0]) if rows else None
+
+    async def add_flow(self, specs: Sequence[FlowSpec]) -> builtins.list[Job | None]:
+        if not specs:
+            return []
+        return await self._write(_Store.add_flow, specs)
+
+    async def children(self, queue: str, job_id: str, *, offset: int = 0, limit: int = 100
+                       ) -> builtins.list[tuple[ChildLink, Job | None]]:
+        lines = await self._read(
+            "SELECT cq, cid, owned, state FROM flow_links WHERE wq = ? AND wid = ? ORDER BY pos LIMIT ? OFFSET ?",
+            (queue, job_id, max(0, limit), max(0, offset)))
+        found: dict[tuple[str, str], Job] = {}
+        by_queue: dict[str, list[str]] = {}
+        for cq, cid, _, _ in lines:
+            by_queue.setdefault(cq, []).append(cid)
+        for cq, ids in by_queue.items():
+            for part in _chunks(ids):
+                rows = await self._read("SELECT id, state, lease_until, body FROM jobs WHERE queue = ?"
+                                        f" AND id IN ({_marks(len(part))})", (cq, *part))
+                for cid, state, lease_until, body in rows:
+                    found[cq, cid] = _load(state, lease_until, body)
+        return [(ChildLink(JobRef(queue=cq, id=cid), bool(owned), None if state is None else JobState(state)),
+                 found.get((cq, cid))) for cq, cid, owned, state in lines]
 
     async def list(
         self,
