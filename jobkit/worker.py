@@ -568,9 +568,11 @@ class Worker:
                 log.warning("maintenance failed: %s", exc)
 
     async def _maintain(self, backend: Backend) -> None:
-        """Recover expired leases and apply retention (age for every finished state, count for completed)."""
+        """Deliver flows' notices left behind, recover expired leases and apply retention (age for every finished
+        state, count for completed)."""
         now = time.time()
         for queue in self.queues:
+            await backend.redeliver(queue, now)  # flows: what a worker that died owed parents on other queues
             for job in await backend.recover(queue, now):
                 log.warning("job %s (%s) lost its lease: now %s (stall %d)",
                             job.id, job.name, job.state.value, job.stalls)

@@ -47,15 +47,17 @@ from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.crc import key_slot
 
-from ..errors import BackendError, ConfigError, PayloadError
+from ..errors import BackendError, ConfigError, JobNotFound, PayloadError
 from ..models import (
     DEFAULT_KEEP_FAILED,
     HISTORY_LIMIT,
     TERMINAL_STATES,
+    FlowStatus,
     HistoryEntry,
     Job,
     JobEvent,
     JobOptions,
+    JobRef,
     JobState,
     Outcome,
     Progress,
@@ -67,7 +69,7 @@ from ..models import (
 from ..urls import mask_url as _mask
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
 from ._transitions import assign, copy, unreadable_error
-from .base import Ask, Backend, ClaimResult, Record, Spend, check_asks, check_record_add
+from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Record, Spend, check_asks, check_record_add
 
 __all__ = ["RedisBackend"]
 
@@ -79,6 +81,8 @@ QUEUE_KEYS = (
     "ix:waiting", "ix:delayed", "ix:active", "ix:completed", "ix:failed", "ix:cancelled",
     "exp:completed", "exp:failed", "exp:cancelled",
     "j:", "d:",  # prefixes of the job keys, not keys themselves
+    "waiting-children", "ix:waiting-children", "outbox", "unsealed",
+    "fl:", "fo:",  # prefixes of each parent's ledger keys (see redis_lua/_flow.lua)
 )
 QUEUES_KEY = "jobkit:queues"
 WORKER_KEYS = ("jobkit:{workers}:info", "jobkit:{workers}:seen")
@@ -87,19 +91,24 @@ WORKERS_SLOT = key_slot(WORKER_KEYS[0].encode())
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before giving up
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
-                 "retry", "clean", "recover", "get", "list", "counts", "record_add", "quarantine")
+                 "retry", "clean", "recover", "get", "list", "counts", "record_add", "quarantine", "flow_add",
+                 "flow_seal", "flow_deliver", "children")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
-SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_finish", "_remove"),
-                "finish_claim": ("_finish", "_remove", "_claim"), "clean": ("_remove",)}
+SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_flow", "_finish", "_remove"),
+                "finish_claim": ("_flow", "_finish", "_remove", "_claim"), "clean": ("_remove",),
+                "cancel": ("_flow",), "recover": ("_flow",), "quarantine": ("_flow",), "flow_add": ("_flow",),
+                "flow_seal": ("_flow",), "flow_deliver": ("_flow",), "children": ("_flow",)}
 # Queue scripts that end with another's body: record_add checks and writes a record, then adds jobs as add does.
 SCRIPT_TAILS = {"record_add": "add"}
 GLOBAL_SCRIPTS = ("heartbeat", "workers", "record", "take", "restrict", "budget")  # none needs _lib.lua
-STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children")
 
 FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
 RECENT_EVENTS = 1000  # entries a feed keeps for subscriptions that start a little in the past
 ADD_FIELDS = 13  # arguments per job of add.lua
 OUTCOME_FIELDS = 8  # arguments per outcome of _finish.lua
+FLOW_FIELDS = 20  # arguments per node of flow_add.lua
+NOTICE_GRACE = 1.0  # seconds a notice waits in its outbox before maintenance delivers it (its writer usually has)
 OVERLAP_ADDS = 64  # adds of this many jobs build their answers while Redis runs the script
 BORN_KEPT = 1000  # jobs added by this instance whose first event position it remembers (see watch)
 FEED_LINGER = 5.0  # seconds a feed keeps reading without subscribers or waiters, for the next one
@@ -109,7 +118,7 @@ LIST_BUDGET = 5000  # jobs one `list` script call examines before handing back a
 FORGET_WORKERS_AFTER = 3600.0  # heartbeats expired this long ago are deleted
 
 _PLAIN_FIELDS = frozenset(
-    {"id", "name", "queue", "data", "options", "created_at", "run_at", "state", "seq", "attempts"}
+    {"id", "name", "queue", "data", "options", "created_at", "run_at", "state", "seq", "attempts", "parent", "flow"}
 )
 _SINCE = re.compile(r"^(\d+)(?:-(\d+))?$")
 _RECORD_ID = re.compile(r'^\{"id":("(?:[^"\\]|\\.)*")')  # a job's JSON starts with its id (see _lib.lua compose)
@@ -171,6 +180,47 @@ def _job(text: str) -> Job:
     return Job.model_validate_json(text)
 
 
+class _Node:
+    """One step of a flow add on Redis: a job of the flow (`spec`), or the registration of a dependency (`spec` is
+    None) with the job waiting for it (`parent`). `level` orders the scripts: a node goes in its parent's script
+    when on the same queue, else in one of the next level."""
+
+    __slots__ = ("id", "index", "level", "level_of_parent", "link_index", "parent", "queue", "seals_here", "spec")
+
+    def __init__(self, queue: str, job_id: str, spec: FlowSpec | None, index: int, parent: tuple[str, str] | None,
+                 level: int, level_of_parent: int, link_index: int) -> None:
+        self.queue, self.id, self.spec, self.index, self.parent = queue, job_id, spec, index, parent
+        self.level, self.level_of_parent, self.link_index = level, level_of_parent, link_index
+        self.seals_here = False  # a parent whose every link is in its own script
+
+
+def _flow_nodes(specs: Sequence[FlowSpec]) -> list[_Node]:
+    """The nodes of a flow add, parents before their children and dependencies (see _Node)."""
+    levels: dict[tuple[str, str], int] = {}
+    link_of: dict[tuple[str, str], tuple[tuple[str, str], int]] = {}
+    nodes: list[_Node] = []
+    for i, spec in enumerate(specs):
+        job = spec.job
+        key = (job.queue, job.id)
+        parent = None if job.parent is None else (job.parent.queue, job.parent.id)
+        if parent is None:
+            level = plevel = 0
+        else:
+            plevel = levels.get(parent, 0)
+            level = plevel if parent[0] == job.queue else plevel + 1
+        levels[key] = level
+        at = link_of.get(key, (parent, 0))[1] if parent is not None else 0
+        node = _Node(job.queue, job.id, spec, i, parent, level, plevel, at)
+        node.seals_here = bool(spec.links) and all(r.queue == job.queue for r, _ in spec.links)
+        nodes.append(node)
+        for k, (r, owned) in enumerate(spec.links):
+            link_of[(r.queue, r.id)] = (key, k)
+            if not owned:
+                dl = level if r.queue == job.queue else level + 1
+                nodes.append(_Node(r.queue, r.id, None, -1, key, dl, level, k))
+    return nodes
+
+
 def _event(queue: str, eid: str, flat: Sequence[str]) -> JobEvent:
     """A JobEvent from a stream entry's fields: e = kind, v = NUL-separated id, name, state, at, attempt[, k, JSON].
 
@@ -219,12 +269,12 @@ def _scripts() -> dict[str, tuple[str, str]]:
 class _Queue:
     """A queue's key names, with the fixed ones already packed for EVALSHA, and their cluster hash slot."""
 
-    __slots__ = ("dp", "events", "jp", "keys", "packed", "slot")
+    __slots__ = ("dp", "events", "jp", "keys", "outbox", "packed", "slot")
 
     def __init__(self, name: str) -> None:
         prefix = f"jobkit:{{{name}}}:"
         self.keys = [prefix + k for k in QUEUE_KEYS]
-        self.events, self.jp, self.dp = self.keys[1], self.keys[-2], self.keys[-1]
+        self.events, self.jp, self.dp, self.outbox = self.keys[1], self.keys[17], self.keys[18], self.keys[21]
         self.packed = _pack(self.keys)
         self.slot = key_slot(self.keys[0].encode())
 
@@ -630,26 +680,32 @@ class RedisBackend(Backend):
     def _records(self, jobs: Iterable[Job]) -> bytes:
         """The jobs for add.lua, ADD_FIELDS arguments each, RESP-encoded. What a run of alike jobs shares (all
         but id and data: a bulk add's jobs) is encoded once."""
+        return b"".join(self._record_parts(jobs))
+
+    def _record_parts(self, jobs: Iterable[Job]) -> builtins.list[bytes]:
+        """`_records`, one job's arguments at a time."""
         parts: list[bytes] = []
         shared: tuple[Any, ...] = ()  # what the last job's shared fields were computed from, if reusable
         options_json = entries = tail = b""
         for job in jobs:
             name, created_at = job.name, job.created_at
-            key = (job.options, name, job.run_at, created_at, job.attempts)
+            key = (job.options, name, job.run_at, created_at, job.attempts, job.flow is None)
             if not (shared and key[0] is shared[0] and key[1:] == shared[1:]):
                 options_json, entries, tail = self._shared_fields(job)
                 shared = key if not job.history and not (job.model_fields_set - _PLAIN_FIELDS) else ()
             job_id = job.id.encode()
             if b"\0" in job_id:
                 raise PayloadError(f"job ids must not contain NUL characters: {job.id!r}")
-            static = _to_json({"id": job.id, "name": name, "queue": job.queue, "data": job.data,
-                               "created_at": created_at}, f"payload of job {job.id} ({name})")[1:-1]
+            fields = {"id": job.id, "name": name, "queue": job.queue, "data": job.data, "created_at": created_at}
+            if job.parent is not None:
+                fields["parent"] = {"queue": job.parent.queue, "id": job.parent.id}
+            static = _to_json(fields, f"payload of job {job.id} ({name})")[1:-1]
             static += b',"options":' + options_json
             data = static + entries
             sl = b"%d" % (len(static) + 12)  # 12: len(b',"history":[')
             parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (
                 len(job_id), job_id, len(data), data, len(sl), sl, tail))
-        return b"".join(parts)
+        return parts
 
     def _shared_fields(self, job: Job) -> tuple[bytes, bytes, bytes]:
         """For `_records`: the job's options JSON, its history entries (after the data string's static part)
@@ -657,7 +713,10 @@ class RedisBackend(Backend):
         if b"\0" in job.name.encode():
             raise PayloadError(f"task names must not contain NUL characters: {job.name!r}")
         options = job.options
-        state = b"delayed" if job.run_at > job.created_at else b"waiting"
+        if job.flow is not None:  # a parent of a flow (or a job with depends_on) waits first
+            state = b"waiting-children"
+        else:
+            state = b"delayed" if job.run_at > job.created_at else b"waiting"
         entry = b'{"at":%b,"state":"%b","attempt":%d,"worker":null,"note":"added"}' % (
             repr(job.created_at).encode(), state, job.attempts)
         kept = job.history[-(HISTORY_LIMIT - 1):]
@@ -709,6 +768,174 @@ class RedisBackend(Backend):
         res = await self._eval("get", queue, (), "read a job", (job_id,), data=True)
         return None if res[0] is None else _job(res[0])
 
+    async def _get_many(self, refs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Job]:
+        """The jobs that exist among `refs`, one script per queue (side by side on a cluster)."""
+        by_queue: dict[str, list[str]] = {}
+        for queue, job_id in refs:
+            by_queue.setdefault(queue, []).append(job_id)
+        if not by_queue:
+            return {}
+        sends = []
+        for queue, ids in by_queue.items():
+            q = self._q(queue)
+            sends.append((q.slot, [self._evalsha("get", q.packed, [k for i in ids for k in (q.jp + i, q.dp + i)], ())]))
+        found: dict[tuple[str, str], Job] = {}
+        for (queue, ids), [res] in zip(by_queue.items(), await self._send_spread(sends, "read jobs"), strict=True):
+            for job_id, text in zip(ids, res, strict=True):
+                if text is not None:
+                    found[queue, job_id] = _job(text)
+        return found
+
+    # -- flows (see redis_lua/_flow.lua) -------------------------------------------------------------------
+    async def add_flow(self, specs: Sequence[FlowSpec]) -> builtins.list[Job | None]:
+        """One flow_add script per queue and level (parents first), then one flow_seal per queue for the parents
+        whose links span queues; a flow within one queue is one script, sealed in it."""
+        if not specs:
+            return []
+        deps = {(r.queue, r.id) for spec in specs for r, owned in spec.links if not owned}
+        if deps:
+            found = await self._get_many(deps)
+            for spec in specs:
+                for r, owned in spec.links:
+                    if not owned and (r.queue, r.id) not in found:
+                        raise JobNotFound(f"job {spec.job.id} depends on job {r.id}, which is not in queue"
+                                          f" {r.queue!r}: add that job first (nothing was queued)")
+        nodes = _flow_nodes(specs)
+        arms: dict[tuple[str, str], tuple[int, list[int]] | None] = {}
+        reports: dict[tuple[str, str], dict[str, Any]] = {}
+        stored: dict[int, Any] = {}
+        now = repr(time.time())
+        for level in range(max(n.level for n in nodes) + 1):
+            await self._flow_level(nodes, level, arms, reports, stored, now)
+        await self._flow_seal(nodes, arms, reports, stored, now)
+        out: list[Job | None] = []
+        for i, spec in enumerate(specs):
+            kept = stored.get(i)
+            if isinstance(kept, int):
+                added = _as_added(spec.job)
+                assign(added, seq=kept)
+                out.append(added)
+            else:
+                out.append(None if kept is None else _job(kept))
+        return out
+
+    async def _flow_level(self, nodes: Sequence[_Node], level: int, arms: dict[tuple[str, str], Any],
+                          reports: dict[tuple[str, str], dict[str, Any]], stored: dict[int, Any], now: str) -> None:
+        """The flow_add scripts of one level, one per queue, side by side."""
+        groups: dict[str, list[_Node]] = {}
+        for n in nodes:
+            if n.level == level:
+                groups.setdefault(n.queue, []).append(n)
+        sends = [(self._q(queue).slot, [self._flow_add(queue, group, arms, now)])
+                 for queue, group in groups.items()]
+        for (queue, group), [res] in zip(groups.items(), await self._send_spread(sends, "add a flow"), strict=True):
+            self._woke(queue, res[0])
+            await self._deliver_notices(queue, res[1])
+            for n, (kept, report, armed) in zip(group, res[2:], strict=True):
+                if n.spec is not None:
+                    stored[n.index] = kept
+                    if n.spec.links:
+                        got = None if armed is None else json.loads(armed)
+                        arms[n.queue, n.id] = None if got is None else (int(got[0]), list(got[1]))
+                if report is not None and n.parent is not None:
+                    reports.setdefault(n.parent, {})[f"{n.queue}\n{n.id}"] = json.loads(report)
+
+    async def _flow_seal(self, nodes: Sequence[_Node], arms: dict[tuple[str, str], Any],
+                         reports: dict[tuple[str, str], dict[str, Any]], stored: dict[int, Any], now: str) -> None:
+        """Seal the parents whose links span queues, one flow_seal per queue, with their children's reports."""
+        seals: dict[str, list[str]] = {}
+        for n in nodes:
+            if n.spec is not None and n.spec.links and not n.seals_here and arms.get((n.queue, n.id)) is not None:
+                seals.setdefault(n.queue, []).extend((n.id, json.dumps(reports.get((n.queue, n.id), {}))))
+        if seals:
+            sends = [(self._q(queue).slot, [self._evalsha("flow_seal", self._q(queue).packed, (), (now, *args))])
+                     for queue, args in seals.items()]
+            for (queue, args), [res] in zip(seals.items(), await self._send_spread(sends, "seal a flow"), strict=True):
+                self._woke(queue, res[0])
+                await self._deliver_notices(queue, res[1])
+                sealed = dict(zip(args[::2], res[2:], strict=True))
+                for n in nodes:
+                    if n.queue == queue and n.id in sealed and n.spec is not None:
+                        stored[n.index] = sealed[n.id]
+
+    def _flow_add(self, queue: str, group: Sequence[_Node], arms: dict[tuple[str, str], tuple[int, list[int]] | None],
+                  now: str) -> bytes:
+        """The flow_add script for `group`, this queue's nodes of one level, in order."""
+        jobs = [n.spec.job for n in group if n.spec is not None]
+        records = iter(self._record_parts(jobs))
+        parts = []
+        for n in group:
+            if n.spec is not None:
+                parts.append(next(records))
+            else:
+                parts.append(_pack((n.id, *[""] * (ADD_FIELDS - 1)))[1])
+            epoch, fe = "", ""
+            if n.parent is not None and n.parent[0] != queue:  # its parent was armed by an earlier script
+                armed = arms.get(n.parent)
+                epoch = "-" if armed is None else str(armed[0])
+                if armed is not None and n.link_index < len(armed[1]):
+                    fe = str(armed[1][n.link_index])
+            spec = n.spec
+            flow_json = links_json = ""
+            if spec is not None and spec.links:
+                flow_json = (spec.job.flow or FlowStatus()).model_dump_json()
+                links_json = json.dumps([[r.queue, r.id, owned] for r, owned in spec.links])
+            up = "" if n.parent is None else f"{n.parent[0]}\n{n.parent[1]}"
+            parts.append(_pack(("add" if spec is not None else "dep", up, epoch, fe, flow_json, links_json,
+                                "1" if n.seals_here else "0"))[1])
+        body = b"".join(parts)
+        return self._evalsha("flow_add", self._q(queue).packed, (), (now,), (FLOW_FIELDS * len(group), body))
+
+    async def children(self, queue: str, job_id: str, *, offset: int = 0, limit: int = 100
+                       ) -> builtins.list[tuple[ChildLink, Job | None]]:
+        res = await self._eval("children", queue, (job_id, max(0, offset), max(0, limit)), "read a flow's children")
+        lines = []
+        elsewhere = []
+        for ck, entry, text in res:
+            cq, _, cid = ck.partition("\n")
+            state, _, owned, _ = entry.split(" ")
+            lines.append((ChildLink(JobRef(queue=cq, id=cid), owned == "1", None if state == "-" else JobState(state)),
+                          None if text is None else _job(text)))
+            if cq != queue:
+                elsewhere.append((cq, cid))
+        found = await self._get_many(elsewhere)
+        return [(link, job if job is not None else found.get((link.child.queue, link.child.id)))
+                for link, job in lines]
+
+    async def _deliver_notices(self, source: str, notices: Sequence[str] | None) -> None:
+        """Deliver notices written to `source`'s outbox (each to its queue's flow_deliver), then remove them from
+        it; then the notices those deliveries wrote, until none is left. A crash in between leaves them in the
+        outbox, for `redeliver`: delivering twice changes nothing."""
+        pending = [(source, text) for text in notices or ()]
+        while pending:
+            by_target: dict[str, list[str]] = {}
+            for _, text in pending:
+                by_target.setdefault(json.loads(text)["q"], []).append(text)
+            now = repr(time.time())
+            sends = [(self._q(t).slot, [self._evalsha("flow_deliver", self._q(t).packed, (), (now, "0", *texts))])
+                     for t, texts in by_target.items()]
+            replies = await self._send_spread(sends, "deliver a flow's notices")
+            written: list[tuple[str, str]] = []
+            for target, [res] in zip(by_target, replies, strict=True):
+                self._woke(target, res[0])
+                written.extend((target, text) for text in res[1] or ())
+            by_source: dict[str, list[str]] = {}
+            for src, text in pending:
+                by_source.setdefault(src, []).append(text)
+            await self._send_spread([(self._q(src).slot, [_command(_pack(("ZREM", self._q(src).outbox, *texts)))])
+                                     for src, texts in by_source.items()], "acknowledge a flow's notices")
+            pending = written
+
+    async def redeliver(self, queue: str, now: float) -> int:
+        q = self._q(queue)
+        [due, res] = await self._send(q.slot, [
+            _command(_pack(("ZRANGEBYSCORE", q.outbox, "-inf", repr(now - NOTICE_GRACE), "LIMIT", 0, 1000))),
+            self._evalsha("flow_deliver", q.packed, (), (repr(now), "1")),
+        ], "deliver a flow's notices")
+        self._woke(queue, res[0])
+        await self._deliver_notices(queue, [*due, *(res[1] or ())])
+        return len(due)
+
     async def list(
         self,
         queue: str,
@@ -741,7 +968,7 @@ class RedisBackend(Backend):
     @staticmethod
     def _counts(res: Sequence[int]) -> QueueCounts:
         return QueueCounts(waiting=res[0], delayed=res[1], active=res[2], completed=res[3], failed=res[4],
-                           cancelled=res[5], paused=bool(res[6]))
+                           cancelled=res[5], paused=bool(res[6]), **{"waiting-children": res[7]})
 
     async def queues(self) -> builtins.list[str]:
         [names] = await self._send(QUEUES_SLOT, [_command(_pack(("SMEMBERS", QUEUES_KEY)))], "list queues")
@@ -754,7 +981,9 @@ class RedisBackend(Backend):
 
     async def cancel(self, queue: str, job_id: str, now: float) -> Job | None:
         res = await self._eval("cancel", queue, (job_id, repr(now)), "cancel a job", (job_id,), data=True)
-        return None if res is None else _job(res)
+        self._woke(queue, res[2])
+        await self._deliver_notices(queue, res[1])
+        return None if res[0] is None else _job(res[0])
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         q = self._q(queue)
@@ -840,10 +1069,11 @@ class RedisBackend(Backend):
         now = time.time()
         options = any(e["loc"][:1] == ("options",) for e in exc.errors(include_url=False))
         age = DEFAULT_KEEP_FAILED.age
-        await self._eval("quarantine", queue, (
+        res = await self._eval("quarantine", queue, (
             worker, repr(now), json.dumps(error), json.dumps(f"the stored record, as read:\n{record}"),
             "" if age is None else repr(now + age), "1" if options else "0", json.dumps(error[:200]),
         ), "fail a job that cannot be read", (job_id,), data=True)
+        await self._deliver_notices(queue, res[1])
 
     @staticmethod
     def _rate(rate_limit: RateLimit | None) -> tuple[Any, Any]:
@@ -873,7 +1103,8 @@ class RedisBackend(Backend):
         res = await self._eval("finish_claim", queue, args, "finish and claim jobs", [oc.job_id for oc in outcomes],
                                data=True, packed=packed)
         self._woke(queue, res[0])
-        return ClaimResult(await self._claimed(queue, worker, res[3:]), float(res[1]) if res[1] else None,
+        await self._deliver_notices(queue, res[3])
+        return ClaimResult(await self._claimed(queue, worker, res[4:]), float(res[1]) if res[1] else None,
                            res[2] == 1)
 
     @staticmethod
@@ -912,7 +1143,8 @@ class RedisBackend(Backend):
                                [oc.job_id for oc in outcomes],
                                data=True, packed=self._outcomes(outcomes))
         self._woke(queue, res[0])
-        return [_job(s) for s in res[1:]]
+        await self._deliver_notices(queue, res[1])
+        return [_job(s) for s in res[2:]]
 
     async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
         res = await self._eval("progress", queue, (worker, job_id, progress.model_dump_json(), repr(time.time())),
@@ -926,7 +1158,8 @@ class RedisBackend(Backend):
     async def recover(self, queue: str, now: float) -> builtins.list[Job]:
         res = await self._eval("recover", queue, (repr(now),), "recover expired leases")
         self._woke(queue, res[0])
-        return [_job(s) for s in res[1:]]
+        await self._deliver_notices(queue, res[1])
+        return [_job(s) for s in res[2:]]
 
     async def wait_for_work(self, queue: str, timeout: float) -> None:
         if self._servers is None:

@@ -144,8 +144,8 @@ async def test_depends_on(backend: Backend, qname: str, worker: jobkit.Worker) -
     q = jobkit.Queue(qname, backend=backend)
     other = jobkit.Queue(q2(qname), backend=backend)
     await worker.started.wait()
-    first = await q.add(part, {"n": 5, "key": "a"}, job_id="first")
-    elsewhere = await other.add(part, {"n": 7, "key": "b"})
+    first = await q.add(part, {"n": 5, "key": "a"}, job_id="first", delay=0.3)  # not done before `then` is added
+    elsewhere = await other.add(part, {"n": 7, "key": "b"}, delay=0.3)
     then = await q.add(merge, {}, depends_on=["first", elsewhere])
     assert then.state is JobState.WAITING_CHILDREN
     handle = jobkit.JobHandle(then, backend, merge)
@@ -258,9 +258,9 @@ async def test_large_flow_pages_children(backend: Backend, qname: str) -> None:
 
 
 async def test_parent_progress_counts_children(backend: Backend, qname: str, watch: Any) -> None:
-    h = await jobkit.flow(merge, {}, children=kids(qname, [1, 2]), queue=qname, backend=backend)
-    async with watch(backend, qname) as w, jobkit.Worker([part], backend=backend, queues=[qname],
-                                                      handle_signals=False):
+    h = await jobkit.flow(merge, {}, children=kids(qname, [1, 2]), queue=q2(qname), backend=backend)
+    async with watch(backend, q2(qname)) as w, jobkit.Worker([part], backend=backend, queues=[qname],
+                                                          handle_signals=False):
         seen = await w.until(lambda e: e.job_id == h.id and e.event == "progress", count=2)
     assert [e.progress.percent for e in seen if e.progress] == [50.0, 100.0]
     assert seen[-1].progress is not None and seen[-1].progress.extra["children"]["completed"] == 2

@@ -7,7 +7,7 @@ local EV = {completed = 'completed', failed = 'failed', cancelled = 'cancelled',
             waiting = 'retrying', delayed = 'retrying'}
 -- What finishing reads when it need not hand the whole job back.
 local RESULT_IN_EVENT = 1024 -- bytes of result JSON a "completed" event carries (kind r), so waiters need no read
-local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh', 'name'}
+local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh', 'name', 'up', 'dn', 'fl', 'hd'}
 
 local function finish_outcomes(worker, now_s, first, last, want)
   local now = tonumber(now_s)
@@ -47,8 +47,8 @@ local function finish_outcomes(worker, now_s, first, last, want)
           del[#del + 1] = 'expires'
           v.expires = false
         end
-        enter(state, id, now_s, seq, ck)
-        if exp ~= '' then redis.call('ZADD', EXP[state], exp, fkey(seq, id)) end
+        v.seq, v.ck = seq, ck
+        enter_finished(state, id, v, now_s, exp)
       else
         local run_at = o[6]
         seq = redis.call('HINCRBY', K_META, 'seq', 1)
@@ -76,8 +76,10 @@ local function finish_outcomes(worker, now_s, first, last, want)
       else
         event(id, v.name, EV[wanted], state, now_s, att)
       end
+      if FINISHED[state] and (v.up or v.dn or v.fl) then flow_ended(id, v, err, now_s) end
       if want then out[#out + 1] = compose(v, d) end
     end
   end
-  return again, out
+  run_work(now_s)
+  return again or WOKE, out
 end

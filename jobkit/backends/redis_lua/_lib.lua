@@ -9,12 +9,15 @@
 -- Each script checks before it writes, so a refused first write (OOM) leaves nothing half-done.
 local K_META, K_EVENTS = KEYS[1], KEYS[2]
 local SET = {waiting = KEYS[3], delayed = KEYS[4], active = KEYS[5],
-             completed = KEYS[6], failed = KEYS[7], cancelled = KEYS[8]}
+             completed = KEYS[6], failed = KEYS[7], cancelled = KEYS[8], ['waiting-children'] = KEYS[20]}
 local IX = {waiting = KEYS[9], delayed = KEYS[10], active = KEYS[11],
-            completed = KEYS[12], failed = KEYS[13], cancelled = KEYS[14]}
+            completed = KEYS[12], failed = KEYS[13], cancelled = KEYS[14], ['waiting-children'] = KEYS[21]}
 local EXP = {completed = KEYS[15], failed = KEYS[16], cancelled = KEYS[17]}
 local JP, DP = KEYS[18], KEYS[19]
-local NQ = 19
+-- Flows (see _flow.lua): notices for other queues, parents not yet sealed, and each parent's ledger (prefixes).
+local K_OUTBOX, K_UNSEALED, FL, FO = KEYS[22], KEYS[23], KEYS[24], KEYS[25]
+local NQ = 25
+local HELD = 10000000000000 -- added to a finished job's score while a parent holds it: out of retention's reach
 local PRI = 1099511627776 -- 2^40: waiting score = priority * 2^40 + seq, exact FIFO within a priority
 local FINISHED = {completed = true, failed = true, cancelled = true}
 local EVENTS_MAX = 10000
@@ -34,6 +37,23 @@ local function reseq(ck, seq, id)
   return string.sub(ck, 1, string.find(ck, ':', 1, true) - 1) .. string.format(':%012d:', seq) .. id
 end
 
+-- A finished job held by a parent (field hd) sorts past every other in its state's set, out of retention's reach
+-- (the meta counter held:<state> says how many), and has no expiry entry until it is released (see _flow.lua).
+local function enter_finished(state, id, v, at, exp)
+  if v.hd then
+    redis.call('ZADD', SET[state], tonumber(at) + HELD, fkey(v.seq, id))
+    redis.call('HINCRBY', K_META, 'held:' .. state, 1)
+  else
+    redis.call('ZADD', SET[state], at, fkey(v.seq, id))
+    if exp and exp ~= '' then redis.call('ZADD', EXP[state], exp, fkey(v.seq, id)) end
+  end
+  redis.call('ZADD', IX[state], 0, v.ck)
+end
+
+local function held_count(state)
+  return tonumber(redis.call('HGET', K_META, 'held:' .. state) or '0')
+end
+
 local function enter(state, id, score, seq, ck)
   if FINISHED[state] then
     redis.call('ZADD', SET[state], score, fkey(seq, id))
@@ -43,11 +63,12 @@ local function enter(state, id, score, seq, ck)
   redis.call('ZADD', IX[state], 0, ck)
 end
 
-local function leave(state, id, seq, ck)
+local function leave(state, id, seq, ck, held)
   if FINISHED[state] then
     local m = fkey(seq, id)
     redis.call('ZREM', SET[state], m)
     redis.call('ZREM', EXP[state], m)
+    if held then redis.call('HINCRBY', K_META, 'held:' .. state, -1) end
   else
     redis.call('ZREM', SET[state], id)
   end
@@ -82,7 +103,8 @@ end
 
 -- Every hash field a script may need; load() returns them by name (absent ones are false, as Redis gives them).
 local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'worker', 'lease', 'started', 'finished',
-           'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o'}
+           'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o',
+           'up', 'dn', 'fl', 'hd'}
 local OPTIONAL = {{'lease', 'lease_until'}, {'started', 'started_at'}, {'finished', 'finished_at'},
                   {'expires', 'expires_at'}, {'result', 'result'}, {'checkpoint', 'checkpoint'}, {'err', 'error'},
                   {'tb', 'traceback'}}
@@ -103,6 +125,8 @@ local function compose(v, d)
              ',"attempts":', v.att or '0', ',"stalls":', v.stalls or '0', ',"cancel_requested":',
              (v.cr == '1') and 'true' or 'false', ',"progress":', v.progress or '{}'}
   if v.worker then p[#p + 1] = ',"worker":'; p[#p + 1] = cjson.encode(v.worker) end
+  if v.fl then p[#p + 1] = ',"flow":'; p[#p + 1] = v.fl end
+  if v.dn then p[#p + 1] = ',"dependents":'; p[#p + 1] = v.dn end
   for _, o in ipairs(OPTIONAL) do
     local x = v[o[1]]
     if x then p[#p + 1] = ',"' .. o[2] .. '":'; p[#p + 1] = x end

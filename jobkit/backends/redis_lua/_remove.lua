@@ -6,7 +6,7 @@ local function remove_finished(state, members, now_s)
     local id = after_colon(m)
     local jk = JP .. id
     local v = redis.call('HMGET', jk, 'att', 'name', 'ck')
-    redis.call('DEL', jk, DP .. id)
+    redis.call('DEL', jk, DP .. id, FL .. id, FO .. id)
     redis.call('ZREM', S, m)
     redis.call('ZREM', E, m)
     if v[3] then redis.call('ZREM', I, v[3]) end
@@ -18,6 +18,6 @@ end
 -- count bound of retention holds at every moment, not only after a worker's maintenance pass.
 local function keep_completed(keep, now_s)
   if keep == '' then return end
-  local over = redis.call('ZCARD', SET.completed) - tonumber(keep)
+  local over = redis.call('ZCARD', SET.completed) - held_count('completed') - tonumber(keep)
   if over > 0 then remove_finished('completed', redis.call('ZRANGE', SET.completed, 0, over - 1), now_s) end
 end

@@ -3,10 +3,11 @@
 local state = ARGV[1]
 local S, E, I = SET[state], EXP[state], IX[state]
 local fb, kl, ea, limit, now_s = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
--- Those finished before fb and those beyond the newest kl are both a prefix of S (oldest first).
+-- Those finished before fb and those beyond the newest kl are both a prefix of S (oldest first); jobs a parent holds
+-- sort last, out of reach (see enter_finished).
 local p = 0
 if fb ~= '' then p = redis.call('ZCOUNT', S, '-inf', '(' .. fb) end
-if kl ~= '' then p = math.max(p, redis.call('ZCARD', S) - tonumber(kl)) end
+if kl ~= '' then p = math.max(p, redis.call('ZCARD', S) - held_count(state) - tonumber(kl)) end
 local doomed = {}
 if p > 0 then doomed = redis.call('ZRANGE', S, 0, math.min(p, limit) - 1) end
 if ea ~= '' and #doomed < limit then

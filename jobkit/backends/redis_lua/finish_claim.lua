@@ -2,7 +2,7 @@
 -- rate limit ('' = none), rate per, number of outcomes n, names given ('1'/'0'), keep ('' = no count limit on
 -- completed jobs), then n outcomes of 8 arguments each (see _finish.lua, whose keys follow the queue's in KEYS),
 -- then the names. Returns {own event span if a finished job is claimable again, else false; retry_in ('' =
--- none); ran dry (1/0); claimed job JSON...}.
+-- none); ran dry (1/0); notices for other queues (see _flow.lua) or false; claimed job JSON...}.
 local worker, now_s, n = ARGV[1], ARGV[2], tonumber(ARGV[7])
 local again = finish_outcomes(worker, now_s, 10, 9 + 8 * n, false)
 keep_completed(ARGV[9], now_s)
@@ -12,6 +12,6 @@ if ARGV[8] == '1' then
   for i = 10 + 8 * n, #ARGV do names[ARGV[i]] = true end
 end
 local retry_in, jobs, dry = claim_jobs(now_s, ARGV[3], worker, tonumber(ARGV[4]), ARGV[5], ARGV[6], names)
-local out = {again and span() or false, retry_in, dry and 1 or 0}
+local out = {again and span() or false, retry_in, dry and 1 or 0, flow_out()}
 for _, j in ipairs(jobs) do out[#out + 1] = j end
 return out

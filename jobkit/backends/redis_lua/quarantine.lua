@@ -2,11 +2,12 @@
 -- history note JSON; KEYS[NQ + 1], KEYS[NQ + 2] are the job's hash and data keys. An ACTIVE job held by `worker`
 -- whose record cannot be read as a Job (a non-finite number from an older jobkit, a hand edit) becomes FAILED,
 -- with what can make a record unreadable reset: numbers that are not finite, its progress and, when asked, its
--- options (the last member of the data string's static part, see add.lua). Returns 1 if it moved, else 0.
+-- options (the last member of the data string's static part, see add.lua). Returns {1 if it moved, else 0;
+-- notices for other queues or false}.
 local jk, dk = KEYS[NQ + 1], KEYS[NQ + 2]
 local worker, now_s, err, exp = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local v = load(jk)
-if not (v and v.state == 'active' and v.worker == worker) then return 0 end
+if not (v and v.state == 'active' and v.worker == worker) then return {0, false} end
 local id = string.sub(jk, #JP + 1)
 local function finite(x)
   local n = tonumber(x)
@@ -43,12 +44,13 @@ if ARGV[6] == '1' then
   end
 end
 leave('active', id, v.seq, v.ck)
-enter('failed', id, now_s, v.seq, v.ck)
-if exp ~= '' then redis.call('ZADD', EXP.failed, exp, fkey(v.seq, id)) end
+enter_finished('failed', id, v, now_s, exp)
 v.state = 'failed'
 record(dk, v, nil, entry(now_s, 'failed', v.att or '0', 'null', ARGV[7]))
 f[#f + 1] = 'nh'; f[#f + 1] = v.nh
 redis.call('HSET', jk, unpack(f))
 redis.call('HDEL', jk, unpack(del))
 event(id, v.name, 'failed', 'failed', now_s, v.att or '0', 'x', err)
-return 1
+if v.up or v.dn or v.fl then flow_ended(id, v, err, now_s) end
+run_work(now_s)
+return {1, flow_out()}

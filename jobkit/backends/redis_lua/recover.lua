@@ -1,6 +1,6 @@
 -- recover: ARGV = now. ACTIVE jobs whose lease ended before now: stalls + 1, then FAILED past max_stalls,
--- else WAITING with a new seq, in the order the jobs were added. Returns {own event span or false, moved
--- job JSON...}.
+-- else WAITING with a new seq, in the order the jobs were added. Returns {own event span or false, notices for
+-- other queues or false, moved job JSON...}.
 local now_s = ARGV[1]
 local out = {false}
 local lost = {}
@@ -32,9 +32,9 @@ for _, v in ipairs(lost) do
       v.state, v.finished, v.err, v.expires = 'failed', now_s, err, exp
       f[#f + 1] = 'finished'; f[#f + 1] = now_s; f[#f + 1] = 'err'; f[#f + 1] = err
       if exp then f[#f + 1] = 'expires'; f[#f + 1] = exp else redis.call('HDEL', jk, 'expires') end
-      enter('failed', id, now_s, v.seq, v.ck)
-      if exp then redis.call('ZADD', EXP.failed, exp, fkey(v.seq, id)) end
+      enter_finished('failed', id, v, now_s, exp)
       event(id, v.name, 'failed', 'failed', now_s, att, 'x', err)
+      if v.up or v.dn or v.fl then flow_ended(id, v, err, now_s) end
     else
       local seq = redis.call('HINCRBY', K_META, 'seq', 1)
       v.state, v.seq, v.ck, v.run_at = 'waiting', seq, reseq(v.ck, seq, id), now_s
@@ -50,5 +50,7 @@ for _, v in ipairs(lost) do
     out[#out + 1] = compose(v, d)
   end
 end
-if #out > 1 then out[1] = span() end
+run_work(now_s)
+if #out > 1 or WOKE then out[1] = span() end
+table.insert(out, 2, flow_out())
 return out

@@ -18,7 +18,7 @@ for i, id in ipairs(ids) do
   local jk = jks[i]
   local v = load(jk)
   if v and (v.state == 'failed' or (by_id and v.state == 'cancelled')) then
-    leave(v.state, id, v.seq, v.ck)
+    leave(v.state, id, v.seq, v.ck, v.hd)
     record(dks[i], v, nil, entry(now_s, 'waiting', 0, 'null', '"retried by request"'))
     redis.call('HSET', jk, 'state', 'waiting', 'att', 0, 'stalls', 0, 'cr', 0, 'run_at', now_s, 'nh', v.nh)
     redis.call('HDEL', jk, 'err', 'tb', 'finished', 'expires')
