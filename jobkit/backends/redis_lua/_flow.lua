@@ -237,7 +237,9 @@ local function deliver_end(n, now_s)
     redis.call('HSET', JP .. n.w, 'progress', p)
     event(n.w, v.name, 'progress', 'waiting-children', now_s, v.att or '0', 'p', p)
   end
-  decide(n.w, v, fl, now_s, {c = n.c, n = n.n, s = n.s, x = n.x, own = own})
+  local blame = {c = n.c, n = n.n, s = n.s, x = n.x, own = own}
+  if v.us and n.s ~= 'completed' then redis.call('HSETNX', JP .. n.w, 'fb', cjson.encode(blame)) end
+  decide(n.w, v, fl, now_s, blame)
 end
 
 -- Notice k='r': parent n.w of queue n.wq (arming epoch n.r) lets go of these children, cancelling per n.m.
@@ -306,8 +308,14 @@ local function seal(pid, reports, now_s)
   fl.total = #members
   v.fl = cjson.encode(fl)
   v.us = false
+  -- a failure delivered while unsealed told more (the child's error) than a report does
+  local told = redis.call('HGET', JP .. pid, 'fb')
+  if told and blame then
+    told = cjson.decode(told)
+    if told.c == blame.c then blame = told end
+  end
   redis.call('HSET', JP .. pid, 'fl', v.fl)
-  redis.call('HDEL', JP .. pid, 'us')
+  redis.call('HDEL', JP .. pid, 'us', 'fb')
   redis.call('ZREM', K_UNSEALED, pid)
   if v.state == 'waiting-children' then redis.call('HSET', JP .. pid, 'progress', summary(fl)) end
   decide(pid, v, fl, now_s, blame)
