@@ -70,7 +70,7 @@ local function rerun(id, v, lfe)
 end
 
 -- Link a parent to its children and dependencies and make it wait (unsealed), if new or to run again.
-local function arm(id, v, new, fl_json, links)
+local function arm(id, v, new, fl_json, links, lfe)
   if new then
     redis.call('DEL', FL .. id, FO .. id)
   else
@@ -101,7 +101,9 @@ local function arm(id, v, new, fl_json, links)
     leave(v.state, id, v.seq, v.ck, v.hd)
     v.att = '0'
     record(DP .. id, v, nil, entry(now_s, 'waiting-children', 0, 'null', '"run again with its flow"'))
-    redis.call('HSET', JP .. id, 'state', 'waiting-children', 'att', 0, 'stalls', 0, 'cr', 0, 'nh', v.nh)
+    -- past any end its own parent counted, as a child run again is (see rerun)
+    local fe = math.max(tonumber(redis.call('HGET', JP .. id, 'fe') or '0'), lfe) + 1
+    redis.call('HSET', JP .. id, 'state', 'waiting-children', 'att', 0, 'stalls', 0, 'cr', 0, 'nh', v.nh, 'fe', fe)
     redis.call('HDEL', JP .. id, 'err', 'tb', 'finished', 'expires', 'result', 'worker', 'lease')
     enter('waiting-children', id, v.seq, v.seq, v.ck)
     event(id, v.name, 'waiting-children', 'waiting-children', now_s, 0)
@@ -164,19 +166,19 @@ for i = 2, #ARGV, N do
         hold(id, v, up, epoch)
       end
     end
-    if up ~= '' then
-      local rep = report_of(id, v, (v.up == up) and 1 or 0)
-      res[2] = cjson.encode(rep)
-      REPORTS[up] = REPORTS[up] or {}
-      REPORTS[up][MYQ .. '\n' .. id] = rep
-    end
     if links ~= '' then
-      local ep, fes = arm(id, v, new, fl, cjson.decode(links))
+      local ep, fes = arm(id, v, new, fl, cjson.decode(links), lfe)
       if ep then
         ARMED[MYQ .. '\n' .. id] = ep
         res[3] = cjson.encode({ep, fes})
         if here == '1' then SEAL[#SEAL + 1] = id end
       end
+    end
+    if up ~= '' then -- after arming: a parent armed again reports it waits
+      local rep = report_of(id, v, (v.up == up) and 1 or 0)
+      res[2] = cjson.encode(rep)
+      REPORTS[up] = REPORTS[up] or {}
+      REPORTS[up][MYQ .. '\n' .. id] = rep
     end
     if not new or links ~= '' then res[1] = false end
   end
