@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from jobkit.backends import from_url
 from jobkit.models import ContinuePartial, FailFast, JobState
-
 from tests.flow_scenarios import Node, drive, random_tree, snapshot, specs
 
 FINISHED = {"completed", "failed", "cancelled"}
