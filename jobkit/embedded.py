@@ -60,6 +60,7 @@ async def ensure_worker(backend: Backend, queue: str) -> Worker | None:
     worker = state.workers.get(key)
     if worker is not None and not worker.stopping:
         worker.touch()  # new demand: an idle check under way must not stop it now
+        worker.serve(registered(queue))  # tasks defined since it started (a later notebook cell)
         return worker
     if serving_here(backend, queue):
         return None

@@ -131,4 +131,8 @@ async def flow(
     assert parent is not None
     for name in dict.fromkeys(spec.job.queue for spec in specs):
         await wanted(b, name)
-    return JobHandle(parent, b, task if isinstance(task, Task) else _registry.get(task))
+    handle: JobHandle[Any] = JobHandle(parent, b, task if isinstance(task, Task) else _registry.get(task))
+    root_ref = JobRef(queue=parent.queue, id=parent.id)
+    handle.child_handles = [JobHandle(job, b, _registry.get(job.name)) for spec, job in zip(specs, stored, strict=True)
+                            if job is not None and spec.job.parent == root_ref]
+    return handle

@@ -36,6 +36,7 @@ class JobHandle(Generic[R]):
         self.backend = backend
         self.task = task
         self.last: Job = job  # the job as last seen
+        self.child_handles: list[JobHandle[Any]] | None = None  # a flow's parent: its children, when known here
 
     def __repr__(self) -> str:
         return f"<JobHandle {self.name} id={self.id} queue={self.queue!r} state={self.last.state.value}>"

@@ -158,6 +158,20 @@ class Worker:
         """Count as busy now: an idle worker waits another `idle_timeout` before it looks for work left."""
         self._last_busy = time.monotonic()
 
+    def serve(self, tasks: Sequence[Task[Any]]) -> None:
+        """Run these tasks too (an embedded worker, when a cell defines a task after it started): claims from now on
+        ask for their jobs as well."""
+        new = [t for t in tasks if self.tasks.get(t.name) is not t]
+        if not new:
+            return
+        self.tasks.update((t.name, t) for t in new)
+        for c in self._claims:
+            if c.names is not None:
+                c.names = frozenset(self.tasks)
+            c.dry = False
+            c.wake.set()
+        self._slot_free.set()
+
     def stop(self) -> None:
         """Stop claiming; running jobs get `grace` seconds to finish, then are handed back."""
         self._stopping.set()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -215,3 +216,26 @@ async def test_progress_the_backend_cannot_store_does_not_fail_the_job(
     with caplog.at_level(logging.WARNING, logger="jobkit.worker"):
         assert await jobkit.run(reports, 21, backend=memory, timeout=10) == 42
     assert any("could not store progress" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_task_defined_after_the_embedded_worker_started_runs_too(url: str) -> None:
+    """A notebook cell defines a task while the queue's embedded worker is busy: it runs that task's jobs too."""
+    release = asyncio.Event()
+    queue = f"late-{uuid.uuid4().hex[:6]}"
+
+    @jobkit.task(queue=queue, name=f"{queue}.first")
+    async def first(ctx: jobkit.Context) -> str:
+        await asyncio.wait_for(release.wait(), 10)
+        return "first"
+
+    busy = await jobkit.submit(first, backend=url)
+    worker = await ensure_worker(await jobkit.config.get_backend(url), queue)
+    assert worker is not None and set(worker.tasks) == {f"{queue}.first"}
+
+    @jobkit.task(queue=queue, name=f"{queue}.second")
+    async def second(ctx: jobkit.Context) -> str:
+        return "second"
+
+    assert await jobkit.run(second, backend=url, timeout=10) == "second"
+    release.set()
+    assert await busy.result(timeout=10) == "first"

@@ -119,14 +119,19 @@ def handle_mimebundle(handle: JobHandle[Any], include: Any = None, exclude: Any 
     return view._repr_mimebundle_(include=include, exclude=exclude)
 
 
-def progress_group(handles: Sequence[JobHandle[Any]]) -> GroupView:
-    """One view of many jobs: an overall bar and a line per job; live once displayed in a notebook.
+def progress_group(handles: Sequence[JobHandle[Any]] | JobHandle[Any]) -> GroupView:
+    """One view of many jobs: an overall bar and a line per job; live once displayed in a notebook. Given a flow's
+    parent (the handle `jobkit.flow` returns), the parent and its children.
 
     Outside a kernel, `await progress_group(handles).wait()` follows the jobs; `watch_text` prints them.
     """
     from .group_view import GroupView
 
-    view = GroupView(handles)
+    if isinstance(handles, JobHandle):
+        kids = handles.child_handles
+        view = GroupView([handles, *kids]) if kids is not None else GroupView([handles], children_of=handles)
+    else:
+        view = GroupView(handles)
     if use_widgets():
         view.start()
         _recent.append(view)

@@ -12,6 +12,7 @@ import ipywidgets as widgets
 
 from ..handle import JobHandle
 from ..models import Job, JobState
+from ..task import _registry
 from .background import Background
 from .feed import JobsFeed
 from .fmt import BAR_STYLES, STATE_COLOURS, error_summary, short_id
@@ -19,11 +20,23 @@ from .job_view import close_tree, state_badge
 from .text import render_text
 from .throttle import Throttle
 
-__all__ = ["GroupView"]
+__all__ = ["GroupView", "child_handles"]
 
 MAX_LINES = 30  # past this many jobs, lines become one table of the most interesting jobs
 _ORDER = {JobState.FAILED: 0, JobState.ACTIVE: 1, JobState.CANCELLED: 2, JobState.DELAYED: 3,
           JobState.WAITING: 4, JobState.WAITING_CHILDREN: 4, JobState.COMPLETED: 5}
+
+
+async def child_handles(parent: JobHandle[Any]) -> list[JobHandle[Any]]:
+    """Handles of a flow parent's children (and dependencies), in order."""
+    out: list[JobHandle[Any]] = []
+    offset = 0
+    while True:
+        page = await parent.backend.children(parent.queue, parent.id, offset=offset, limit=500)
+        out.extend(JobHandle(job, parent.backend, _registry.get(job.name)) for _, job in page if job is not None)
+        if len(page) < 500:
+            return out
+        offset += len(page)
 
 
 class _Line:
@@ -48,35 +61,43 @@ class _Line:
 
 
 class GroupView:
-    """An overall bar and summary over `handles`, with a line per job (a table of the top jobs past MAX_LINES)."""
+    """An overall bar and summary over `handles`, with a line per job (a table of the top jobs past MAX_LINES).
 
-    def __init__(self, handles: Sequence[JobHandle[Any]], *, interval: float = 0.1, max_lines: int = MAX_LINES) -> None:
-        self.handles = list(handles)
-        self._changed: set[tuple[str, str]] = set()
-        self.feed = JobsFeed(self.handles, self._on_change)
-        self.keys = list(dict.fromkeys((h.queue, h.id) for h in self.handles))
-        self.collapsed = len(self.keys) > max_lines
+    With `children_of`, a flow's parent: the view shows the parent and its children, read when it starts."""
+
+    def __init__(self, handles: Sequence[JobHandle[Any]], *, interval: float = 0.1, max_lines: int = MAX_LINES,
+                 children_of: JobHandle[Any] | None = None) -> None:
         self.max_lines = max_lines
+        self._children_of = children_of
         self._throttle: Throttle[None] = Throttle(lambda _: self._render(), interval)
         self._bg: Background | None = None
         self._ended = asyncio.Event()
         self.problem = ""
-
         self.summary = widgets.HTML()
         self.bar = widgets.FloatProgress(value=0.0, min=0.0, max=100.0, layout=widgets.Layout(width="50%"))
         self.percent = widgets.Label()
+        self.table = widgets.HTML()
+        self.widget = widgets.VBox()
+        self._follow_jobs(list(handles))
+
+    def _follow_jobs(self, handles: list[JobHandle[Any]]) -> None:
+        """Show `handles`: a line each, or one table past max_lines."""
+        self.handles = handles
+        self._changed: set[tuple[str, str]] = set()
+        self.feed = JobsFeed(self.handles, self._on_change)
+        self.keys = list(dict.fromkeys((h.queue, h.id) for h in self.handles))
+        self.collapsed = len(self.keys) > self.max_lines
         self.lines: dict[tuple[str, str], _Line] = {}
         if self.collapsed:
-            self.table = widgets.HTML()
             body: list[Any] = [self.table]
         else:
             self.lines = {k: _Line(self.feed.jobs[k]) for k in self.keys}
             body = [line.widget for line in self.lines.values()]
-        self.widget = widgets.VBox([
+        self.widget.children = [
             self.summary,
             widgets.HBox([self.bar, self.percent], layout=widgets.Layout(align_items="center")),
             *body,
-        ])
+        ]
         self._changed.update(self.keys)
         self._render()
 
@@ -98,6 +119,9 @@ class GroupView:
 
     async def _follow(self) -> None:
         try:
+            if self._children_of is not None:
+                parent, self._children_of = self._children_of, None
+                self._follow_jobs([parent, *await child_handles(parent)])
             await self.feed.run()
         except asyncio.CancelledError:
             self.problem = "stopped following the jobs (the view was closed)"

@@ -44,3 +44,29 @@ async def test_one_subscription_per_queue_and_few_renders(memory: Backend) -> No
     await view.wait(timeout=30)
     assert len(view.feed._groups) == 1
     assert view.renders < 40, view.renders
+
+
+@jobkit.task(name="nb.total")
+async def total(ctx: jobkit.Context) -> int:
+    return sum(c.result for c in await ctx.children())
+
+
+async def test_a_flow_parent_shows_itself_and_its_children(memory: Backend) -> None:
+    h = await jobkit.flow(total, None, children=[(steps, n) for n in (100, 200, 300)], backend=memory)
+    view = progress_group(h)
+    assert view.keys == [(h.queue, h.id), *((c.queue, c.id) for c in h.child_handles or [])]
+    assert len(view.lines) == 4
+    jobs = await view.wait(timeout=20)
+    assert [j.state for j in jobs] == [JobState.COMPLETED] * 4 and jobs[0].result == 600
+    assert "4 of 4 jobs finished" in view.summary.value and view.bar.value == 100.0
+
+
+async def test_a_parent_read_back_loads_its_children_when_it_starts(memory: Backend) -> None:
+    h = await jobkit.flow(total, None, children=[(steps, n) for n in (100, 200)], backend=memory)
+    again = await jobkit.Queue(h.queue, backend=memory).handle(h.id)
+    assert again.child_handles is None
+    view = progress_group(again)
+    assert view.keys == [(h.queue, h.id)]
+    jobs = await view.wait(timeout=20)
+    assert len(view.keys) == 3 and len(view.lines) == 3
+    assert [j.state for j in jobs] == [JobState.COMPLETED] * 3

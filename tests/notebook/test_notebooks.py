@@ -151,6 +151,10 @@ def check_outputs(name: str, code: list[Any], views: list[dict[str, Any]]) -> No
     assert any(WIDGET in o.data for o in code[4].outputs)  # progress_group
     assert texts[4].count("100.0% completed") == 4, texts[4]
     assert texts[5].startswith("jobkit dashboard") and any(WIDGET in o.data for o in code[5].outputs)
-    assert texts[6] == "[465, 55, 210, 465, 820]"
-    assert [v["kind"] for v in views] == ["JobView", "GroupView", "Dashboard"]
+    # a flow: its parent and its three children, each shown as it ended (the parent with its children's count)
+    assert any(WIDGET in o.data for o in code[6].outputs)
+    assert texts[6].count("100.0% completed") == 4 and "3 of 3 children ended" in texts[6], texts[6]
+    assert texts[7] == "[465, 55, 210, 465, 820, 190]"
+    assert [v["kind"] for v in views] == ["JobView", "GroupView", "Dashboard", "GroupView"]
     assert views[2]["queues"] == ["quickstart"]
+    assert len(views[3]["lines"]) == 4
