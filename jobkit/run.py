@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from typing_extensions import TypeVar
@@ -17,8 +17,8 @@ from typing_extensions import TypeVar
 from .config import BackendLike, get_backend
 from .embedded import ensure_worker, shutdown
 from .handle import JobHandle
-from .models import Backoff
-from .queue import Queue
+from .models import Backoff, ContinuePartial, FailFast, WaitAll
+from .queue import Dependency, Queue
 from .task import Task, lookup
 
 __all__ = ["ensure_worker", "run", "run_sync", "shutdown", "submit"]
@@ -29,13 +29,17 @@ R = TypeVar("R", default=Any)  # a task given by name: its result type is unknow
 async def submit(
     task: Task[R] | str, payload: Any = None, *, backend: BackendLike = None, job_id: str | None = None,
     delay: float | None = None, priority: int | None = None, attempts: int | None = None,
-    timeout: float | None = None, backoff: Backoff | None = None,
+    timeout: float | None = None, backoff: Backoff | None = None, depends_on: Sequence[Dependency] | None = None,
+    policy: FailFast | WaitAll | ContinuePartial | str | None = None,
 ) -> JobHandle[R]:
-    """Enqueue `task` with `payload` and return a handle; runs it in-process if no worker serves its queue."""
+    """Enqueue `task` with `payload` and return a handle; runs it in-process if no worker serves its queue.
+
+    `depends_on`: jobs it waits for first (see `Queue.add`)."""
     t: Task[R] = task if isinstance(task, Task) else lookup(task)
     b = await get_backend(backend)
     job = await Queue(t.queue, backend=b).add(t, payload, job_id=job_id, delay=delay, priority=priority,
-                                              attempts=attempts, timeout=timeout, backoff=backoff)
+                                              attempts=attempts, timeout=timeout, backoff=backoff,
+                                              depends_on=depends_on, policy=policy)
     if not job.finished:
         await ensure_worker(b, t.queue)
     return JobHandle(job, b, t)

@@ -278,3 +278,12 @@ async def test_bad_flows_are_refused(backend: Backend, qname: str) -> None:
     with pytest.raises(jobkit.PayloadError):
         await jobkit.flow(merge, {}, children=[(part, "not a dict", {"queue": qname})], queue=qname, backend=backend)
     assert (await jobkit.Queue(qname, backend=backend).counts()).total == 0, "nothing was queued"
+
+
+async def test_submit_depends_on_a_handle(backend: Backend) -> None:
+    # a worker of this process serves the tasks' queue first: submit starts no embedded one
+    async with jobkit.Worker(TASKS, backend=backend, queues=["default"], handle_signals=False):
+        first = await jobkit.submit(part, {"n": 2, "key": "s"}, backend=backend, delay=0.2)
+        then = await jobkit.submit(merge, {}, backend=backend, depends_on=[first])
+        assert then.queue == "default" and then.last.state is JobState.WAITING_CHILDREN
+        assert (await then.result(timeout=10))["sum"] == 2
