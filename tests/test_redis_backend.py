@@ -525,3 +525,19 @@ async def test_a_stored_job_that_cannot_be_read_fails_alone(
     assert {j.state for j in await q.jobs()} == {JobState.FAILED, JobState.COMPLETED}
     counts = await q.counts()
     assert counts.failed == 2 and counts.active == 0
+
+
+async def test_a_flow_of_1000_children_on_one_queue_is_one_script(backend: RedisBackend, raw: aioredis.Redis) -> None:
+    """Bulk: the parent and its 1,000 children are added by one EVALSHA, not one round trip per child."""
+
+    async def evalsha_calls() -> int:
+        stats = await raw.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await evalsha_calls()
+    h = await jobkit.flow("any.parent", None, children=[("any.child", i, {"queue": "bulk"}) for i in range(1000)],
+                          queue="bulk", backend=backend)
+    assert await evalsha_calls() - before == 1
+    counts = await backend.counts("bulk")
+    assert (counts.waiting, counts.waiting_children) == (1000, 1) and "bulk" in await backend.queues()
+    assert h.last.flow is not None and h.last.flow.total == 1000

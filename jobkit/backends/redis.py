@@ -805,8 +805,9 @@ class RedisBackend(Backend):
         reports: dict[tuple[str, str], dict[str, Any]] = {}
         stored: dict[int, Any] = {}
         now = repr(time.time())
+        names = dict.fromkeys(spec.job.queue for spec in specs)
         for level in range(max(n.level for n in nodes) + 1):
-            await self._flow_level(nodes, level, arms, reports, stored, now)
+            await self._flow_level(nodes, level, arms, reports, stored, now, names if level == 0 else None)
         await self._flow_seal(nodes, arms, reports, stored, now)
         out: list[Job | None] = []
         for i, spec in enumerate(specs):
@@ -820,15 +821,19 @@ class RedisBackend(Backend):
         return out
 
     async def _flow_level(self, nodes: Sequence[_Node], level: int, arms: dict[tuple[str, str], Any],
-                          reports: dict[tuple[str, str], dict[str, Any]], stored: dict[int, Any], now: str) -> None:
-        """The flow_add scripts of one level, one per queue, side by side."""
+                          reports: dict[tuple[str, str], dict[str, Any]], stored: dict[int, Any], now: str,
+                          names: Iterable[str] | None) -> None:
+        """The flow_add scripts of one level, one per queue, side by side (with the first, the queues' names)."""
         groups: dict[str, list[_Node]] = {}
         for n in nodes:
             if n.level == level:
                 groups.setdefault(n.queue, []).append(n)
         sends = [(self._q(queue).slot, [self._flow_add(queue, group, arms, now)])
                  for queue, group in groups.items()]
-        for (queue, group), [res] in zip(groups.items(), await self._send_spread(sends, "add a flow"), strict=True):
+        if names is not None:
+            sends.append((QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, *names)))]))
+        replies = await self._send_spread(sends, "add a flow")
+        for (queue, group), [res] in zip(groups.items(), replies, strict=False):
             self._woke(queue, res[0])
             await self._deliver_notices(queue, res[1])
             for n, (kept, report, armed) in zip(group, res[2:], strict=True):
