@@ -6,7 +6,7 @@
 -- number is past the one it has; a release carries the parent's arming epoch `fr`, and a child lets go only of a hold
 -- from that epoch or earlier. Notices for this queue's own jobs are worked through in the same script (WORK).
 --
--- Job fields: up = the parent "<queue>\n<id>"; dn = the dependents (JSON list of {queue, id}); fl = a parent's
+-- Job fields: fw = '1' on every job of a flow (load() then reads the next four); up = the parent "<queue>\n<id>"; dn = the dependents (JSON list of {queue, id}); fl = a parent's
 -- FlowStatus JSON; fr = its arming epoch; us = '1' while not sealed (its flow still being added: it waits, whatever
 -- its counts); hd = the parents holding the job back from retention (JSON object "<queue>\n<id>" -> epoch).
 -- A parent's ledger: hash FL..id, "<queue>\n<child id>" -> "<state or -> <fe> <owned 0/1> <held 0/1>", and zset FO..id,
@@ -63,7 +63,7 @@ local function hold(id, v, wkey, epoch)
   local was = next(hd) ~= nil
   hd[wkey] = epoch
   v.hd = cjson.encode(hd)
-  redis.call('HSET', JP .. id, 'hd', v.hd)
+  redis.call('HSET', JP .. id, 'hd', v.hd, 'fw', 1)
   if not was and FINISHED[v.state] then
     local m = fkey(v.seq, id)
     redis.call('ZADD', SET[v.state], tonumber(v.finished) + HELD, m)

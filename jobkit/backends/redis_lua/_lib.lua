@@ -104,18 +104,23 @@ end
 -- Every hash field a script may need; load() returns them by name (absent ones are false, as Redis gives them).
 local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'worker', 'lease', 'started', 'finished',
            'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o',
-           'up', 'dn', 'fl', 'hd'}
+           'fw'}
 local OPTIONAL = {{'lease', 'lease_until'}, {'started', 'started_at'}, {'finished', 'finished_at'},
                   {'expires', 'expires_at'}, {'result', 'result'}, {'checkpoint', 'checkpoint'}, {'err', 'error'},
                   {'tb', 'traceback'}}
 
--- `fields` (default F) must list 'state' second: a job without it does not exist.
+-- `fields` (default F) must list 'state' second: a job without it does not exist. A job of a flow (field fw) has its
+-- flow fields read too (see _flow.lua), so that jobs in no flow pay one field for flows, not four.
 local function load(jk, fields)
   fields = fields or F
   local a = redis.call('HMGET', jk, unpack(fields))
   if not a[2] then return nil end
   local v = {}
   for i = 1, #fields do v[fields[i]] = a[i] end
+  if v.fw and v.up == nil then
+    local x = redis.call('HMGET', jk, 'up', 'dn', 'fl', 'hd')
+    v.up, v.dn, v.fl, v.hd = x[1], x[2], x[3], x[4]
+  end
   return v
 end
 

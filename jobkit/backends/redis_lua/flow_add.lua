@@ -32,6 +32,7 @@ local function add_new(f, state, up, epoch, fe)
     h[#h + 1] = 'up'; h[#h + 1] = up
     h[#h + 1] = 'hd'; h[#h + 1] = cjson.encode({[up] = epoch})
   end
+  h[#h + 1] = 'fw'; h[#h + 1] = 1
   if fe > 0 then h[#h + 1] = 'fe'; h[#h + 1] = fe end
   redis.call('HSET', JP .. id, unpack(h))
   if state == 'delayed' then
@@ -53,7 +54,7 @@ local function register(id, v, up)
   for _, r in ipairs(dn) do if r.queue == q and r.id == wid then return end end
   dn[#dn + 1] = {queue = q, id = wid}
   v.dn = cjson.encode(dn)
-  redis.call('HSET', JP .. id, 'dn', v.dn)
+  redis.call('HSET', JP .. id, 'dn', v.dn, 'fw', 1)
 end
 
 -- A failed or cancelled child of a parent armed again runs again, past any end its parent counted.
@@ -110,7 +111,7 @@ local function arm(id, v, new, fl_json, links, lfe)
     v.state = 'waiting-children'
   end
   v.fl, v.us = cjson.encode(fl), '1'
-  redis.call('HSET', JP .. id, 'fl', v.fl, 'us', 1)
+  redis.call('HSET', JP .. id, 'fl', v.fl, 'us', 1, 'fw', 1)
   redis.call('ZADD', K_UNSEALED, tonumber(now_s) + UNSEALED_FOR, id)
   return epoch, fes
 end
