@@ -541,3 +541,29 @@ async def test_a_flow_of_1000_children_on_one_queue_is_one_script(backend: Redis
     counts = await backend.counts("bulk")
     assert (counts.waiting, counts.waiting_children) == (1000, 1) and "bulk" in await backend.queues()
     assert h.last.flow is not None and h.last.flow.total == 1000
+
+
+async def test_a_flow_left_half_added_fails_after_its_deadline(backend: RedisBackend) -> None:
+    """A producer that died between a flow's scripts leaves its parent unsealed: maintenance fails it (it would wait
+    for children never added) with a message saying how to complete it; before the deadline it waits."""
+    from jobkit.backends.redis import _flow_nodes
+    from jobkit.flows import FlowNode, flow_specs
+
+    specs = flow_specs(FlowNode("any.parent", children=[("any.child", 1, {"queue": "half-b"})], queue="half-a",
+                                job_id="p"), time.time())
+    nodes = _flow_nodes(specs)
+    await backend._flow_level(nodes, 0, {}, {}, {}, repr(time.time()), ["half-a", "half-b"])  # then it "dies"
+    parent = await backend.get("half-a", "p")
+    assert parent is not None and parent.state is JobState.WAITING_CHILDREN
+    assert await backend.get("half-b", specs[1].job.id) is None
+    await backend.redeliver("half-a", time.time() + 60)
+    assert (await backend.get("half-a", "p")).state is JobState.WAITING_CHILDREN  # type: ignore[union-attr]
+    await backend.redeliver("half-a", time.time() + 601)
+    failed = await backend.get("half-a", "p")
+    assert failed is not None and failed.state is JobState.FAILED
+    assert "not completely added" in (failed.error or "") and "add the flow again" in (failed.error or "")
+    again = await jobkit.flow("any.parent", None, children=[("any.child", 1, {"queue": "half-b",
+                                                                            "job_id": specs[1].job.id})],
+                              queue="half-a", job_id="p", backend=backend)
+    assert again.last.state is JobState.WAITING_CHILDREN
+    assert (await backend.counts("half-b")).waiting == 1

@@ -166,9 +166,8 @@ def _arm(store: FlowStore, job: Job, spec: FlowSpec, now: float, *, new: bool) -
             return False  # a job added some other way under this id: left as it is
         if job.state in (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE):
             return False  # it runs (or is about to): its children have ended, as its policy wanted
-        if job.state is JobState.COMPLETED and all(
-                (link.state is JobState.COMPLETED and store.job(link.child) is not None) for link in existing.values()):
-            return False  # a flow that completed through and through: nothing to do again
+        if job.state is JobState.COMPLETED and all(link.state is JobState.COMPLETED for link in existing.values()):
+            return False  # it completed after all its children did: nothing to do again
     lines = []
     for pos, (target, owned) in enumerate(spec.links):
         link = existing.get(key_of(target))
