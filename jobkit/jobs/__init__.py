@@ -1,11 +1,13 @@
 """Built-in jobs, written against jobkit's public API like any user's tasks. `import jobkit.jobs` registers them.
 
-A payload is untrusted data from whoever can enqueue: it names row models, sinks and destinations the
-worker's code registered, and paths inside the worker's file roots (`configure(file_roots=[...])`).
+A payload is untrusted data from whoever can enqueue: it names row models, sinks, databases and destinations
+the worker's code registered, and paths inside the worker's file roots (`configure(file_roots=[...])`).
 """
 
 from ._paths import configure, file_roots
 from .ai import AIBatch, AIGenerate, BatchReport, GenerateResult, ai_batch, ai_generate
+from .db import Upsert, register_database
+from .db_insert import DbInsert, InsertRejected, InsertReport, InsertSetupError, db_insert
 from .excel import (
     Destination,
     DestinationFactory,
@@ -26,21 +28,28 @@ __all__ = [
     "AIBatch",
     "AIGenerate",
     "BatchReport",
+    "DbInsert",
     "Destination",
     "DestinationFactory",
     "ExcelImport",
     "GenerateResult",
     "ImportReport",
     "ImportSetupError",
+    "InsertRejected",
+    "InsertReport",
+    "InsertSetupError",
     "Limits",
     "RowError",
     "RowsRejected",
+    "Upsert",
     "WorkbookError",
     "ai_batch",
     "ai_generate",
     "configure",
+    "db_insert",
     "excel_import",
     "file_roots",
+    "register_database",
     "register_destination",
     "register_python_destination",
     "register_row_model",

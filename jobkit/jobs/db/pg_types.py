@@ -31,9 +31,11 @@ def _kind(v: Any) -> str:
 def _int(v: Any) -> int:
     if type(v) is int:
         return v
-    if isinstance(v, str):
+    if isinstance(v, str) and v.strip().lstrip("+-").isdigit():
         return int(v.strip())
-    if isinstance(v, float | decimal.Decimal) and v == int(v):
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, decimal.Decimal) and v.is_finite() and v == v.to_integral_value():
         return int(v)
     raise ValueError(f"expected an integer, got {_kind(v)} {v!r}")
 
@@ -41,7 +43,10 @@ def _int(v: Any) -> int:
 def _float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float | str | decimal.Decimal):
         raise ValueError(f"expected a number, got {_kind(v)} {v!r}")
-    return float(v)
+    try:
+        return float(v)
+    except ValueError:
+        raise ValueError(f"expected a number, got {v!r}") from None
 
 
 def _decimal(v: Any) -> decimal.Decimal:

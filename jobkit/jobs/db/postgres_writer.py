@@ -17,7 +17,7 @@ from typing import Any
 from .conflicts import BatchCounts
 from .pg_types import Converter, converter
 from .postgres import connect, quote
-from .writer import MARKER_DAYS, MARKERS, ColumnSpec, TableWriter, check_identifier, split_table
+from .writer import MARKER_DAYS, MARKERS, ColumnSpec, StateFn, TableWriter, ValueRefused, check_identifier, split_table
 
 __all__ = ["PostgresWriter"]
 
@@ -46,7 +46,6 @@ class PostgresWriter(TableWriter):
     """Writes into a table of a registered PostgreSQL database over one asyncpg connection."""
 
     conn: Any = None
-    text_values = False  # values are the columns' text (CSV), which matters for json columns
 
     async def open(self, columns: Sequence[str], marker: str, create: Sequence[ColumnSpec] | None = None
                    ) -> dict[str, Any] | None:
@@ -117,10 +116,10 @@ class PostgresWriter(TableWriter):
             try:
                 out.append(conv(v))
             except (ValueError, TypeError, ArithmeticError) as exc:
-                raise ValueError(f"column {name!r} ({self.types[name]}): {exc}") from None
+                raise ValueRefused(name, f"{exc} (the column is {self.types[name]})") from None
         return tuple(out)
 
-    async def write(self, rows: Sequence[tuple[Any, ...]], state: dict[str, Any]) -> BatchCounts:
+    async def write(self, rows: Sequence[tuple[Any, ...]], state: StateFn) -> BatchCounts:
         import asyncpg
 
         conn = self.conn
@@ -132,7 +131,7 @@ class PostgresWriter(TableWriter):
                     self._direct = False
                     self.staged_batches += 1
                     counts = await self._insert_staged(rows)
-                await conn.execute(self._save_marker, self.marker, self.table, json.dumps(state), time.time())
+                await conn.execute(self._save_marker, self.marker, self.table, json.dumps(state(counts)), time.time())
             return counts
         except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
             raise self.errors.rejected(f"table {self.table!r} refused a batch ({type(exc).__name__}: {exc}"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .conflicts import BatchCounts
-from .writer import MARKER_DAYS, MARKERS, ColumnSpec, TableWriter, check_identifier
+from .writer import MARKER_DAYS, MARKERS, ColumnSpec, StateFn, TableWriter, ValueRefused, check_identifier
 
 __all__ = ["SQLiteWriter", "variable_limit"]
 
@@ -140,13 +140,13 @@ class SQLiteWriter(TableWriter):
             try:
                 out.append(v if type(v) in _PLAIN else sqlite_value(v))
             except ValueError as exc:
-                raise ValueError(f"column {name!r}: {exc}") from None
+                raise ValueRefused(name, str(exc)) from None
         return tuple(out)
 
-    async def write(self, rows: Sequence[tuple[Any, ...]], state: dict[str, Any]) -> BatchCounts:
-        return await asyncio.to_thread(self._write, rows, json.dumps(state))
+    async def write(self, rows: Sequence[tuple[Any, ...]], state: StateFn) -> BatchCounts:
+        return await asyncio.to_thread(self._write, rows, state)
 
-    def _write(self, rows: Sequence[tuple[Any, ...]], state: str) -> BatchCounts:
+    def _write(self, rows: Sequence[tuple[Any, ...]], state: StateFn) -> BatchCounts:
         conn = self.conn
         assert conn is not None, "open() first"
         conn.execute("BEGIN IMMEDIATE")
@@ -157,7 +157,7 @@ class SQLiteWriter(TableWriter):
                 self.staged_batches += 1
                 counts = self._insert_staged(rows)
             conn.execute(f"INSERT OR REPLACE INTO {MARKERS} VALUES (?, ?, ?, ?)",
-                         (self.marker, self.table, state, time.time()))
+                         (self.marker, self.table, json.dumps(state(counts)), time.time()))
             conn.execute("COMMIT")
             return counts
         except BaseException as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -18,14 +18,23 @@ from .conflicts import BatchCounts, ConflictPolicy
 from .databases import Database
 
 __all__ = [
-    "MARKERS", "MARKER_DAYS", "ColumnSpec", "ErrorKinds", "TableWriter", "TypeName", "check_identifier", "open_writer",
-    "split_table",
+    "MARKERS", "MARKER_DAYS", "ColumnSpec", "ErrorKinds", "StateFn", "TableWriter", "TypeName", "ValueRefused",
+    "check_identifier", "open_writer", "split_table",
 ]
 
 MARKERS = "_jobkit_imports"  # marker id (the job id) -> the job's state, committed with each of its batches
 MARKER_DAYS = 30  # markers untouched this long are removed when a writer opens the database
 TypeName = Literal["integer", "float", "decimal", "text", "boolean", "date", "datetime", "time", "json"]
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+StateFn = Callable[[BatchCounts], dict[str, Any]]  # the job's state once this batch is in, given its counts
+
+
+class ValueRefused(ValueError):
+    """A row's value that its column cannot take; `column` names the column."""
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
 
 
 class ErrorKinds(NamedTuple):
@@ -69,6 +78,7 @@ class TableWriter(abc.ABC):
         self.key: list[str] = []  # the conflict key in force (the policy's, or the table's primary key)
         self.update: list[str] = []  # upsert: the columns a conflict updates
         self.staged_batches = 0  # batches that needed the staging path (a conflict or duplicate was possible)
+        self.text_values = False  # values are the columns' text (a CSV file): json columns take them as JSON text
 
     @abc.abstractmethod
     async def open(self, columns: Sequence[str], marker: str, create: Sequence[ColumnSpec] | None = None
@@ -81,8 +91,10 @@ class TableWriter(abc.ABC):
         """One row's values (in `columns` order) as the database takes them; ValueError naming the column if not."""
 
     @abc.abstractmethod
-    async def write(self, rows: Sequence[tuple[Any, ...]], state: dict[str, Any]) -> BatchCounts:
-        """Commit converted `rows` and `state` in one transaction; `errors.rejected` (rolled back) if refused."""
+    async def write(self, rows: Sequence[tuple[Any, ...]], state: StateFn) -> BatchCounts:
+        """Commit converted `rows` and, as the marker, `state(counts)` in one transaction; return the counts.
+
+        `errors.rejected` (all rolled back) when the table refuses the batch."""
 
     @abc.abstractmethod
     async def close(self) -> None:
