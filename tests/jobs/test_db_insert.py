@@ -202,7 +202,10 @@ class Item(BaseModel):
     qty: int = 0
 
 
-async def test_rows_checked_by_a_registered_row_model(memory: Backend, db: Db) -> None:
+async def test_rows_checked_by_a_registered_row_model(memory: Backend, db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobkit.jobs.excel.rows import _models
+    for registered in ("_by_name", "_by_path"):  # the registration ends with the test
+        monkeypatch.setattr(_models, registered, dict(getattr(_models, registered)))
     jobkit.jobs.register_row_model(Item, "InsertItem")
     await db.execute(TABLE)
     report = await insert(memory, db, rows=[{"id": "1", "name": "a"}, {"id": "x", "name": "b"}, {"id": 3, "name": "c",

@@ -29,9 +29,9 @@ WORKER = textwrap.dedent("""
     from jobkit.jobs.excel.sqlite_destination import SQLiteDestination
 
     class SlowSQLite(SQLiteDestination):
-        async def write(self, rows, state):
+        async def write_counted(self, rows, state):
             await asyncio.sleep(0.1)  # slow enough to be killed mid-import
-            await super().write(rows, state)
+            return await super().write_counted(rows, state)
 
     register_destination("slowsqlite", lambda url: SlowSQLite("sqlite" + url[len("slowsqlite"):]))
     asyncio.run(jobkit.Worker([jobkit.jobs.excel_import], backend=sys.argv[1], lease=1.0).run())

@@ -66,7 +66,7 @@ class PostgresWriter(TableWriter):
         info = {r[0]: r for r in await conn.fetch(COLUMNS, oid)}
         missing = [c for c in self.columns if c not in info]
         if missing:
-            raise self.errors.setup(f"table {self.table!r} in database {self.db.name!r} has no column(s)"
+            raise self.errors.setup(f"table {self.table!r} in database {self.db.name!r} exists without column(s)"
                                     f" {', '.join(missing)} (its columns: {', '.join(info)}): add them, or write into"
                                     " another table")
         indexes = await conn.fetch(UNIQUE, oid)

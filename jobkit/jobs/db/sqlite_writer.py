@@ -87,8 +87,9 @@ class SQLiteWriter(TableWriter):
         declared = {row[1]: row[2] for row in info}
         missing = [c for c in self.columns if c not in declared]
         if missing:
-            raise self.errors.setup(f"table {self.table!r} in {self.db.name} has no column(s) {', '.join(missing)}"
-                                    f" (its columns: {', '.join(declared)}): add them, or write into another table")
+            raise self.errors.setup(f"table {self.table!r} in {self.db.name} exists without column(s)"
+                                    f" {', '.join(missing)} (its columns: {', '.join(declared)}): add them, or write"
+                                    " into another table")
         primary = [row[1] for row in sorted(info, key=lambda r: r[5]) if row[5]]
         unique, collations = self._unique_indexes(primary)
         self._resolve_key(primary, unique)

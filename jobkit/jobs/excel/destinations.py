@@ -103,5 +103,13 @@ def _sqlite(url: str) -> Destination:
     return SQLiteDestination(url)
 
 
+def _table(url: str) -> Destination:
+    from .table_destination import TableDestination
+
+    return TableDestination(url)
+
+
 register_destination("python", PythonDestination)
 register_destination("sqlite", _sqlite)
+register_destination("postgresql", _table)
+register_destination("postgres", _table)

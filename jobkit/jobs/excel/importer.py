@@ -20,14 +20,16 @@ from pydantic import BaseModel
 from ... import Context
 from ...config import mask_url
 from .._paths import inside_roots
+from ..db import BatchCounts, ConflictPolicy, conflict_policy
 from .batches import Batch, check_merges, describe_error, find_header, header_map, read_batch
 from .destinations import Destination, open_destination
 from .errorfile import ErrorFile
 from .errors import ImportSetupError, RowsRejected, WorkbookError
 from .guard import CappedReader, damaged
-from .models import ERRORS_KEPT, ExcelImport, ImportReport, ImportState
+from .models import ERRORS_KEPT, ExcelImport, ImportReport, ImportState, with_counts
 from .reader import Workbook
 from .rows import RowBuilder, map_columns, resolve_row_model
+from .table_destination import TableDestination
 
 __all__ = ["Importer"]
 
@@ -58,6 +60,7 @@ class Importer:
         model = resolve_row_model(self.p.row_model)
         errors = ErrorFile(self.path, self.p.error_file, self.state.error_file) if self.p.error_file else None
         dest = open_destination(self.p.destination)
+        self._use_conflicts(dest)
         try:
             await self._import(model, dest, errors)
         except zipfile.BadZipFile as exc:  # whatever part of the zip it came from: damage, never worth a retry
@@ -88,6 +91,18 @@ class Importer:
             wb.close()
 
     # -- before the first row ------------------------------------------------------------------------------------
+    def _use_conflicts(self, dest: Destination) -> None:
+        p = self.p
+        try:
+            policy = conflict_policy(p.on_conflict, p.key, p.duplicates)
+        except ValueError as exc:
+            raise ImportSetupError(f"on_conflict, key and duplicates do not fit together: {exc}") from None
+        if isinstance(dest, TableDestination):
+            dest.use_conflicts(policy)
+        elif policy != ConflictPolicy():
+            raise ImportSetupError(f"destination {mask_url(p.destination)!r} resolves no key conflicts: on_conflict,"
+                                   " key and duplicates apply to sqlite: and postgresql: table destinations")
+
     def _prepare(self, wb: Workbook, model: type[BaseModel]) -> tuple[Iterator[tuple[int, dict[int, Any]]],
                                                                         CappedReader, RowBuilder]:
         sheet = wb.sheet(self.p.sheet)
@@ -159,13 +174,22 @@ class Importer:
         new.elapsed_s = self._elapsed()
         prev, self.state = self.state, new
         self._keep_errors(batch)
-        state = new.model_dump(mode="json")
+        made: list[ImportState] = []
+
+        def after(counts: BatchCounts) -> dict[str, Any]:
+            made.append(with_counts(self.state, counts))
+            return made[-1].model_dump(mode="json")
+
         try:
-            await dest.write(batch.models, state)
+            if isinstance(dest, TableDestination):
+                await dest.write_counted(batch.models, after)
+            else:
+                await dest.write(batch.models, after(BatchCounts(inserted=len(batch.models))))
         except BaseException:
             self.state = prev
             raise
-        await self.ctx.save_checkpoint(state)
+        self.state = made[-1]
+        await self.ctx.save_checkpoint(self.state.model_dump(mode="json"))
 
     def _elapsed(self) -> float:
         return self.base_elapsed + time.monotonic() - self.started
@@ -183,7 +207,9 @@ class Importer:
             message += f" · ETA {eta:,.0f}s"
         await self.ctx.progress(percent, message, rows_done=handled, rows_total=total, rows_per_second=round(rate, 1),
                                 eta_s=None if eta is None else round(eta, 1), batch=s.batches,
-                                rows_imported=s.rows_imported, rows_rejected=s.rows_rejected)
+                                rows_imported=s.rows_imported, rows_rejected=s.rows_rejected,
+                                rows_inserted=s.rows_inserted, rows_updated=s.rows_updated,
+                                rows_skipped=s.rows_skipped, rows_duplicates=s.rows_duplicates)
 
     # -- the end -------------------------------------------------------------------------------------------------
     async def _write_error_file(self, errors: ErrorFile | None) -> str | None:
@@ -201,5 +227,7 @@ class Importer:
         return ImportReport(
             path=self.p.path, sheet=self.sheet_title, destination=mask_url(self.p.destination), rows_read=s.rows_read,
             rows_imported=s.rows_imported, rows_rejected=s.rows_rejected, blank_rows=s.blank_rows,
+            rows_inserted=s.rows_inserted, rows_updated=s.rows_updated, rows_skipped=s.rows_skipped,
+            rows_duplicates=s.rows_duplicates,
             duration_s=round(self._elapsed(), 3), attempts=self.ctx.attempt, errors=s.errors, error_file=error_file,
         )

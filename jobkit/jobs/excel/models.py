@@ -6,7 +6,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-__all__ = ["ERRORS_KEPT", "ExcelImport", "ImportReport", "ImportState", "Limits", "RejectedRow", "RowError"]
+from ..db.conflicts import BatchCounts, Duplicates, OnConflict
+
+__all__ = [
+    "ERRORS_KEPT", "ExcelImport", "ImportReport", "ImportState", "Limits", "RejectedRow", "RowError", "with_counts",
+]
 
 ERRORS_KEPT = 1000  # row errors kept in the report (and rejected rows in the error file)
 MB = 1024 * 1024
@@ -34,8 +38,14 @@ class ExcelImport(BaseModel):
     header_row: int | None = Field(default=None, ge=1, description="sheet row of the header; None: first non-empty")
     columns: dict[str, str] = Field(default_factory=dict, description="sheet header -> row model field")
     row_model: str = Field(description="a model registered with register_row_model: its name or 'module:Model'")
-    destination: str = Field(description="'sqlite:///file.db?table=name', 'python:name' (a registered function), or"
-                             " a registered kind")
+    destination: str = Field(description="'sqlite:///file.db?table=name', 'postgresql://warehouse?table=name' (a"
+                             " registered database), 'python:name' (a registered function), or a registered kind")
+    on_conflict: OnConflict = Field(default="error", description="a row whose key a table row holds: 'error', 'skip',"
+                                    " 'upsert', or {'upsert': [columns]} (table destinations)")
+    key: list[str] | None = Field(default=None, min_length=1, description="the key conflicts are judged by; default:"
+                                  " the table's primary key (a table created from the row model gets this one)")
+    duplicates: Duplicates | None = Field(default=None, description="rows sharing a key in one batch: 'first', 'last'"
+                                          " or 'error'; default: as if written one by one")
     batch_size: int = Field(default=500, ge=1, le=100_000)
     on_error: Literal["skip", "fail"] = "skip"
     max_errors: int = Field(default=1000, ge=0, description="rejected rows tolerated by on_error='skip'")
@@ -78,6 +88,10 @@ class ImportReport(BaseModel):
     rows_imported: int = 0
     rows_rejected: int = 0
     blank_rows: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_skipped: int = 0
+    rows_duplicates: int = 0
     duration_s: float = 0.0
     attempts: int = 1
     errors: list[RowError] = Field(default_factory=list)
@@ -100,9 +114,23 @@ class ImportState(BaseModel):
     rows_imported: int = 0
     rows_rejected: int = 0
     blank_rows: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_skipped: int = 0
+    rows_duplicates: int = 0
     batches: int = 0
     elapsed_s: float = 0.0
     fingerprint: str = ""  # size and modification time of the source: a changed file cannot be resumed
     error_file: str = ""  # the error file this job created: a retry may rewrite it, and no other file
     errors: list[RowError] = Field(default_factory=list)
     rejected: list[RejectedRow] = Field(default_factory=list)
+
+
+def with_counts(state: ImportState, counts: BatchCounts) -> ImportState:
+    """`state` once a batch with these counts is in (what the destination commits with it, and the checkpoint)."""
+    new = state.model_copy(deep=True)
+    new.rows_inserted += counts.inserted
+    new.rows_updated += counts.updated
+    new.rows_skipped += counts.skipped
+    new.rows_duplicates += counts.duplicates
+    return new
