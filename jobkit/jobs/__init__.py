@@ -7,7 +7,6 @@ the worker's code registered, and paths inside the worker's file roots (`configu
 from ._paths import configure, file_roots
 from .ai import AIBatch, AIGenerate, BatchReport, GenerateResult, ai_batch, ai_generate
 from .db import Upsert, register_database
-from .db_insert import DbInsert, InsertRejected, InsertReport, InsertSetupError, db_insert
 from .excel import (
     Destination,
     DestinationFactory,
@@ -23,6 +22,8 @@ from .excel import (
     register_python_destination,
     register_row_model,
 )
+from .exports import Export, ExportResult, ExportSetupError, export, register_query
+from .insert import DbInsert, InsertRejected, InsertReport, InsertSetupError, db_insert
 
 __all__ = [
     "AIBatch",
@@ -32,6 +33,9 @@ __all__ = [
     "Destination",
     "DestinationFactory",
     "ExcelImport",
+    "Export",
+    "ExportResult",
+    "ExportSetupError",
     "GenerateResult",
     "ImportReport",
     "ImportSetupError",
@@ -48,9 +52,11 @@ __all__ = [
     "configure",
     "db_insert",
     "excel_import",
+    "export",
     "file_roots",
     "register_database",
     "register_destination",
     "register_python_destination",
+    "register_query",
     "register_row_model",
 ]

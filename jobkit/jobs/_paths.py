@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import ConfigError
 from ._registry import shorten
 
-__all__ = ["DEFAULT_ROOT", "ENV", "configure", "create_new", "file_roots", "inside_roots"]
+__all__ = ["DEFAULT_ROOT", "ENV", "configure", "create_new", "file_roots", "inside_roots", "publish_new", "temp_beside"]
 
 ENV = "JOBKIT_FILE_ROOTS"
 DEFAULT_ROOT = "data"
@@ -84,19 +84,30 @@ def create_new(target: Path, write: Callable[[Path], None]) -> None:
     (FileExistsError), so a reader never sees it half-written. Where hard links are not supported, the
     name is created with O_EXCL | O_NOFOLLOW and the content copied in.
     """
-    fd, name = tempfile.mkstemp(prefix=".jobkit-", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = temp_beside(target)
     try:
         write(tmp)
-        try:
-            os.link(tmp, target)
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise
-            _copy_exclusive(tmp, target)
+        publish_new(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def temp_beside(target: Path) -> Path:
+    """A new empty temporary file in `target`'s folder, for content that `publish_new` will name `target`."""
+    fd, name = tempfile.mkstemp(prefix=".jobkit-", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def publish_new(tmp: Path, target: Path) -> None:
+    """Give the finished file `tmp` (from `temp_beside`) the name `target` too, unless anything has that name already
+    (FileExistsError); the caller removes `tmp`."""
+    try:
+        os.link(tmp, target)
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        _copy_exclusive(tmp, target)
 
 
 def _copy_exclusive(src: Path, target: Path) -> None:

@@ -1,4 +1,4 @@
-"""The Excel import's table destinations resolve key conflicts, and write to PostgreSQL databases the worker registered."""
+"""The Excel import's table destinations resolve key conflicts; PostgreSQL databases the worker registered."""
 
 from __future__ import annotations
 
