@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from .pg_types import converter
 from .postgres import connect, quote
 
 __all__ = ["Reader", "open_reader"]
+
+_TRANSIENT = {"08", "40", "53", "57", "58"}  # SQLSTATE classes: connection, rollback, resources, operator, system
 
 
 class Reader(abc.ABC):
@@ -90,15 +93,28 @@ class SQLiteReader(Reader):
 
     async def count(self, sql: str, params: Sequence[Any]) -> int:
         assert self.conn is not None
-        row = await asyncio.to_thread(lambda: self.conn.execute(  # type: ignore[union-attr]
-            f"SELECT count(*) FROM ({sql})", list(params)).fetchone())
+        with self._refused():
+            row = await asyncio.to_thread(lambda: self.conn.execute(  # type: ignore[union-attr]
+                f"SELECT count(*) FROM ({sql}\n)", list(params)).fetchone())
         return int(row[0])
 
     async def start(self, sql: str, params: Sequence[Any]) -> list[str]:
         assert self.conn is not None
-        self.cursor = await asyncio.to_thread(self.conn.execute, sql, list(params))
+        with self._refused():
+            self.cursor = await asyncio.to_thread(self.conn.execute, sql, list(params))
         self.columns = [d[0] for d in self.cursor.description or ()]
         return self.columns
+
+    @contextlib.contextmanager
+    def _refused(self) -> Iterator[None]:
+        """SQL the database refuses for good (syntax, unknown names, a write) as `error`; a busy database stays
+        an error worth a retry."""
+        try:
+            yield
+        except (sqlite3.OperationalError, sqlite3.ProgrammingError, sqlite3.IntegrityError) as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise
+            raise self.error(f"{self.db.name} refused the query: {exc}") from None
 
     async def fetch(self, n: int) -> list[tuple[Any, ...]]:
         assert self.cursor is not None
@@ -136,14 +152,29 @@ class PostgresReader(Reader):
         return [r[0] for r in rows]
 
     async def count(self, sql: str, params: Sequence[Any]) -> int:
-        statement = await self.conn.prepare(f"SELECT count(*) FROM ({sql}) AS q")
-        return int(await statement.fetchval(*self._args(statement, params)))
+        async with self._refused():
+            statement = await self.conn.prepare(f"SELECT count(*) FROM ({sql}\n) AS q")
+            return int(await statement.fetchval(*self._args(statement, params)))
 
     async def start(self, sql: str, params: Sequence[Any]) -> list[str]:
-        statement = await self.conn.prepare(sql)
-        self.columns = [a.name for a in statement.get_attributes()]
-        self.cursor = await statement.cursor(*self._args(statement, params))
+        async with self._refused():
+            statement = await self.conn.prepare(sql)
+            self.columns = [a.name for a in statement.get_attributes()]
+            self.cursor = await statement.cursor(*self._args(statement, params))
         return self.columns
+
+    @contextlib.asynccontextmanager
+    async def _refused(self) -> AsyncIterator[None]:
+        """SQL the server refuses for good (syntax, unknown names, privileges, a write, bad data) as `error`;
+        connection trouble, serialization failures and resource shortages stay errors worth a retry."""
+        import asyncpg
+
+        try:
+            yield
+        except asyncpg.PostgresError as exc:
+            if (exc.sqlstate or "")[:2] in _TRANSIENT:
+                raise
+            raise self.error(f"{self.db.name} refused the query ({type(exc).__name__}: {exc})") from None
 
     def _args(self, statement: Any, params: Sequence[Any]) -> list[Any]:
         """JSON parameter values as the types PostgreSQL inferred for them ("2024-03-01" for a date, ...)."""

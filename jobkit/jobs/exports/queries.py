@@ -169,7 +169,7 @@ def query_sql(p: Export, query: RegisteredQuery, owner: str | None, placeholder:
         params[query.owner_param] = owner
     sql, values = bind(query.sql, params, placeholder)
     if p.limit is not None:
-        sql = f"SELECT * FROM ({sql}) AS q LIMIT {int(p.limit)}"
+        sql = f"SELECT * FROM ({sql}\n) AS q LIMIT {int(p.limit)}"
     return Plan(sql, values, f"query {query.name!r}", query.name)
 
 
@@ -185,5 +185,5 @@ def raw_sql(p: Export, db: Database, owner: str | None, placeholder: Callable[[i
                                " owner_param")
     sql, values = bind(p.sql.strip().rstrip(";"), p.params, placeholder)
     if p.limit is not None:
-        sql = f"SELECT * FROM ({sql}) AS q LIMIT {int(p.limit)}"
+        sql = f"SELECT * FROM ({sql}\n) AS q LIMIT {int(p.limit)}"
     return Plan(sql, values, "SQL", "export")
