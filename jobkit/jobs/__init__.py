@@ -6,6 +6,15 @@ the worker's code registered, and paths inside the worker's file roots (`configu
 
 from ._paths import configure, file_roots
 from .ai import AIBatch, AIGenerate, BatchReport, GenerateResult, ai_batch, ai_generate
+from .cache import (
+    CacheSink,
+    CacheWarm,
+    CacheWarmReport,
+    CacheWarmSetupError,
+    cache_warm,
+    register_cache,
+    register_cache_warmer,
+)
 from .db import Upsert, register_database
 from .excel import (
     Destination,
@@ -29,6 +38,10 @@ __all__ = [
     "AIBatch",
     "AIGenerate",
     "BatchReport",
+    "CacheSink",
+    "CacheWarm",
+    "CacheWarmReport",
+    "CacheWarmSetupError",
     "DbInsert",
     "Destination",
     "DestinationFactory",
@@ -49,11 +62,14 @@ __all__ = [
     "WorkbookError",
     "ai_batch",
     "ai_generate",
+    "cache_warm",
     "configure",
     "db_insert",
     "excel_import",
     "export",
     "file_roots",
+    "register_cache",
+    "register_cache_warmer",
     "register_database",
     "register_destination",
     "register_python_destination",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -258,3 +259,32 @@ async def test_payload_needs_exactly_one_source(memory: Backend) -> None:
     with pytest.raises(jobkit.PayloadError, match="on_conflict"):
         await jobkit.submit(jobkit.jobs.db_insert, {"destination": "w", "table": "t", "rows": [],
                                                     "on_conflict": "replace"}, backend=memory)
+
+
+@pytest.mark.slow
+async def test_an_unreachable_database_is_retried_after_the_default_backoff(memory: Backend, pg: Db) -> None:
+    """The production defaults as they are: a refused connection fails attempt 1; attempt 2 comes 5 s later."""
+    from jobkit.jobs.db.databases import resolve_database
+
+    await pg.execute(TABLE)
+    real = resolve_database("pg", ValueError).target
+    jobkit.jobs.register_database("flaky", "postgresql://postgres@127.0.0.1:1/nowhere")  # nothing listens on port 1
+    handle = await jobkit.submit(jobkit.jobs.db_insert, {"destination": "flaky", "table": "items",
+                                                         "rows": rows((1, "a", 1))}, backend=memory)
+
+    async def first_failed() -> jobkit.Job:
+        while True:
+            job = await handle.job()
+            if job.attempts == 1 and job.state is jobkit.JobState.DELAYED:
+                return job
+            await asyncio.sleep(0.02)
+
+    failed = await asyncio.wait_for(first_failed(), 30)
+    assert "Connect" in (failed.error or "") or "refused" in (failed.error or "").lower()
+    jobkit.jobs.register_database("flaky", real)  # the database is back
+    report = await handle.result(timeout=40)
+    done = await handle.job()
+    assert report.attempts == 2 and report.inserted == 1
+    failed_at = failed.history[-1].at  # the attempt's end: DELAYED, waiting out its backoff
+    assert done.started_at is not None and 5.0 <= done.started_at - failed_at < 15.0
+    assert await stored(pg) == [(1, "a", 1)]
