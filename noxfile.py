@@ -28,6 +28,11 @@ def _ensure_redis(session: nox.Session) -> None:
         session.run("redis-cli", "-p", str(REDIS_PORT), "--raw", "ping", external=True)
 
 
+def _ensure_postgres(session: nox.Session) -> None:
+    """Start a PostgreSQL on 127.0.0.1:5432 if nothing answers there (installing Debian's package if missing)."""
+    session.run("bash", ".ci/postgres", external=True)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     session.run(PY, "-m", "ruff", "check", "jobkit", "tests", "benchmarks", "noxfile.py")
@@ -42,7 +47,8 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Every test except the slow suites, with Redis required (a missing Redis fails instead of skipping)."""
     _ensure_redis(session)
-    env = {"JOBKIT_REQUIRE_REDIS": "1"}
+    _ensure_postgres(session)
+    env = {"JOBKIT_REQUIRE_REDIS": "1", "JOBKIT_REQUIRE_POSTGRES": "1"}
     session.run(PY, "-m", "pytest", "-m", "not slow and not cluster", *session.posargs, env=env)
 
 
@@ -50,7 +56,9 @@ def tests(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """The slow suites: kill -9 and restart tests, big imports."""
     _ensure_redis(session)
-    session.run(PY, "-m", "pytest", "-m", "slow and not cluster", *session.posargs, env={"JOBKIT_REQUIRE_REDIS": "1"})
+    _ensure_postgres(session)
+    session.run(PY, "-m", "pytest", "-m", "slow and not cluster", *session.posargs,
+                env={"JOBKIT_REQUIRE_REDIS": "1", "JOBKIT_REQUIRE_POSTGRES": "1"})
 
 
 @nox.session
@@ -59,8 +67,9 @@ def ci(session: nox.Session) -> None:
     lint(session)
     typecheck(session)
     _ensure_redis(session)
+    _ensure_postgres(session)
     session.run(PY, "-m", "pytest", "-p", "no:cacheprovider", "-m", "not cluster", *session.posargs,
-                env={"JOBKIT_REQUIRE_REDIS": "1", "CI": os.environ.get("CI", "")})
+                env={"JOBKIT_REQUIRE_REDIS": "1", "JOBKIT_REQUIRE_POSTGRES": "1", "CI": os.environ.get("CI", "")})
 
 
 @nox.session

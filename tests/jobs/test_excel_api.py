@@ -18,13 +18,19 @@ from .excel_helpers import customer_rows, write_book
 
 def test_public_names() -> None:
     assert jobkit.jobs.__all__ == [
-        "AIBatch", "AIGenerate", "BatchReport", "Destination", "DestinationFactory", "ExcelImport", "GenerateResult",
-        "ImportReport", "ImportSetupError", "Limits", "RowError", "RowsRejected", "WorkbookError", "ai_batch",
-        "ai_generate", "configure", "excel_import", "file_roots", "register_destination", "register_python_destination",
+        "AIBatch", "AIGenerate", "BatchReport", "CacheSink", "CacheWarm", "CacheWarmReport", "CacheWarmSetupError",
+        "DbInsert", "Destination", "DestinationFactory", "ExcelImport", "Export", "ExportResult", "ExportSetupError",
+        "GenerateResult", "ImportReport", "ImportSetupError", "InsertRejected", "InsertReport", "InsertSetupError",
+        "Limits", "RowError", "RowsRejected", "Upsert", "WorkbookError", "ai_batch", "ai_generate", "cache_warm",
+        "configure", "db_insert", "excel_import", "export", "file_roots", "register_cache", "register_cache_warmer",
+        "register_database", "register_destination", "register_python_destination", "register_query",
         "register_row_model",
     ]
     assert all(hasattr(jobkit.jobs, name) for name in jobkit.jobs.__all__)
     assert issubclass(jobkit.jobs.WorkbookError, jobkit.Unrecoverable)
+    for error in ("InsertRejected", "InsertSetupError", "ExportSetupError", "CacheWarmSetupError"):
+        assert issubclass(getattr(jobkit.jobs, error), jobkit.Unrecoverable)
+    assert jobkit.jobs.__all__ == sorted(jobkit.jobs.__all__)
 
 
 class ListDestination(Destination):
