@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Converter", "converter"]
+__all__ = ["Converter", "converter", "ready_types"]
 
 Converter = Callable[[Any], Any]
 _INTS = {"int2", "int4", "int8"}
@@ -167,3 +167,15 @@ def converter(typname: str, text_values: bool) -> Converter | None:
     if typname in ("json", "jsonb"):
         return _json_text if text_values else _json_value
     return _BY_TYPE.get(typname)
+
+
+_READY: dict[str, frozenset[type]] = {
+    **dict.fromkeys(_INTS, frozenset({int})), **dict.fromkeys(_FLOATS, frozenset({float})),
+    **dict.fromkeys(_TEXTS, frozenset({str})), "bool": frozenset({bool}), "numeric": frozenset({decimal.Decimal}),
+    "date": frozenset({dt.date}), "uuid": frozenset({uuid.UUID}), "bytea": frozenset({bytes}),
+}
+
+
+def ready_types(typname: str, text_values: bool) -> frozenset[type]:
+    """Python types a column of type `typname` takes as they are (no converter call)."""
+    return frozenset() if typname in ("json", "jsonb") else _READY.get(typname, frozenset())

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .conflicts import BatchCounts
-from .pg_types import Converter, converter
+from .pg_types import Converter, converter, ready_types
 from .postgres import connect, quote
 from .writer import MARKER_DAYS, MARKERS, ColumnSpec, StateFn, TableWriter, ValueRefused, check_identifier, split_table
 
@@ -73,7 +73,10 @@ class PostgresWriter(TableWriter):
         primary = next((list(cols) for is_pk, cols in indexes if is_pk), [])
         self._resolve_key(primary, [frozenset(cols) for _, cols in indexes])
         self.types = {c: info[c][2] for c in self.columns}
-        self._convs: list[Converter | None] = [converter(self.types[c], self.text_values) for c in self.columns]
+        convs = [converter(self.types[c], self.text_values) for c in self.columns]
+        self._checks: list[tuple[int, Converter, frozenset[type]]] = [
+            (i, conv, ready_types(self.types[c], self.text_values))
+            for i, (c, conv) in enumerate(zip(self.columns, convs, strict=True)) if conv is not None]
         stage_cols = ", ".join(f"{quote(c)} {info[c][1]}" + (f" COLLATE {info[c][3]}" if info[c][3] else "")
                                for c in self.columns)
         await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGE}")
@@ -108,14 +111,15 @@ class PostgresWriter(TableWriter):
         return json.loads(state) if state else None
 
     def convert(self, values: Sequence[Any]) -> tuple[Any, ...]:
-        out = []
-        for name, conv, v in zip(self.columns, self._convs, values, strict=True):
-            if conv is None or v is None:
-                out.append(v)
+        out = list(values)
+        for i, conv, ready in self._checks:
+            v = out[i]
+            if v is None or type(v) in ready:
                 continue
             try:
-                out.append(conv(v))
+                out[i] = conv(v)
             except (ValueError, TypeError, ArithmeticError) as exc:
+                name = self.columns[i]
                 raise ValueRefused(name, f"{exc} (the column is {self.types[name]})") from None
         return tuple(out)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import itertools
 import json
 import sqlite3
 import time
@@ -136,6 +137,8 @@ class SQLiteWriter(TableWriter):
         self._direct = True  # try plain INSERTs first, until a batch needs the staging table
 
     def convert(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        if _PLAIN.issuperset(map(type, values)):  # the common case, checked in C
+            return tuple(values)
         out = []
         for name, v in zip(self.columns, values, strict=True):
             try:
@@ -179,7 +182,7 @@ class SQLiteWriter(TableWriter):
             chunk = rows[i:i + step]
             sql = full if len(chunk) == step else f"INSERT INTO {into} ({self._names}) VALUES " + ", ".join(
                 [one] * len(chunk))
-            self.conn.execute(sql, [v for row in chunk for v in row])
+            self.conn.execute(sql, list(itertools.chain.from_iterable(chunk)))
 
     def _insert_direct(self, rows: Sequence[tuple[Any, ...]]) -> BatchCounts | None:
         """Plain INSERTs in a savepoint; None (rolled back) when a key conflict means the batch needs staging."""

@@ -139,16 +139,29 @@ class Inserter:
             self.rows_before, self.bytes_before = self.state.next_row, self.state.offset
         self.key = writer.key
         await asyncio.to_thread(source.start, self.state.next_row, self.state.offset)
-        while not self.ctx.cancelled:
-            chunk = await asyncio.to_thread(source.read, self.p.batch_size)
-            rows, errors = await asyncio.to_thread(self._convert, chunk, writer, model)
-            errors[:0] = chunk.errors
-            self._apply_policy(errors)
-            if chunk.position > self.state.next_row:
-                await self._commit(chunk, rows, errors, writer)
-            await self._progress(source)
-            if chunk.done:
-                return
+
+        def prepare() -> tuple[Chunk, list[tuple[Any, ...]], list[RowError]]:
+            chunk = source.read(self.p.batch_size)
+            rows, errors = self._convert(chunk, writer, model)
+            return chunk, rows, chunk.errors + errors
+
+        # the next batch is read and converted on a thread while this one is written: the two overlap
+        ahead: asyncio.Future[tuple[Chunk, list[tuple[Any, ...]], list[RowError]]] = asyncio.ensure_future(
+            asyncio.to_thread(prepare))
+        try:
+            while not self.ctx.cancelled:
+                chunk, rows, errors = await ahead
+                if not chunk.done:
+                    ahead = asyncio.ensure_future(asyncio.to_thread(prepare))
+                self._apply_policy(errors)
+                if chunk.position > self.state.next_row:
+                    await self._commit(chunk, rows, errors, writer)
+                await self._progress(source)
+                if chunk.done:
+                    return
+        finally:
+            if not ahead.done():  # let the thread finish before the source is closed
+                await asyncio.gather(ahead, return_exceptions=True)
 
     # -- the batches ---------------------------------------------------------------------------------------------
     def _convert(self, chunk: Chunk, writer: TableWriter, model: type[BaseModel] | None
@@ -172,7 +185,7 @@ class Inserter:
                                            f" the columns written ({', '.join(columns)})"))
                     continue
             try:
-                rows.append(writer.convert([record.get(c) for c in columns]))
+                rows.append(writer.convert(list(map(record.get, columns))))
             except ValueRefused as exc:
                 errors.append(RowError(row=row_no, column=exc.column, field=exc.column, message=str(exc),
                                        value=_shown(record.get(exc.column))))

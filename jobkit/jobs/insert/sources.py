@@ -135,32 +135,43 @@ class JsonlSource(_FileSource):
 
     def read(self, n: int) -> Chunk:
         chunk = Chunk(first_row=self.position + 1)
+        records, readline, loads = chunk.records, self.file.readline, json.loads
         taken = 0
         while taken < n:
-            line = self.file.readline()
+            line = readline()
             if not line:
                 chunk.done = True
                 break
             self.position += 1
+            if self.offset == 0 and line.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark
+                self.offset, line = 3, line[3:]
             self.offset += len(line)
-            if not line.strip():
+            if len(line) < 3 and not line.strip():
                 continue
             taken += 1
-            self._parse(line, chunk)
+            try:
+                obj = loads(line)  # json reads UTF-8 bytes itself
+            except ValueError as exc:
+                if line.isspace():
+                    taken -= 1
+                    continue
+                chunk.errors.append(self._bad(line, exc))
+                continue
+            if type(obj) is dict:
+                records.append((self.position, obj))
+            else:
+                chunk.errors.append(RowError(row=self.position, message=f"line {self.position} is a JSON"
+                                             f" {type(obj).__name__}, not an object"))
         chunk.last_row, chunk.position, chunk.offset = self.position, self.position, self.offset
         return chunk
 
-    def _parse(self, line: bytes, chunk: Chunk) -> None:
+    def _bad(self, line: bytes, exc: ValueError) -> RowError:
         row = self.position
         try:
-            obj = json.loads(self._decode(line, row))
-        except ValueError as exc:
-            chunk.errors.append(RowError(row=row, message=f"line {row} is not valid JSON: {exc}"))
-            return
-        if isinstance(obj, dict):
-            chunk.records.append((row, obj))
-        else:
-            chunk.errors.append(RowError(row=row, message=f"line {row} is a JSON {type(obj).__name__}, not an object"))
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return RowError(row=row, message=f"line {row} is not UTF-8 ({bad.reason} at byte {bad.start})")
+        return RowError(row=row, message=f"line {row} is not valid JSON: {exc}")
 
 
 class CsvSource(_FileSource):

@@ -1,0 +1,303 @@
+"""DB insert speed: jobkit's db_insert beside a hand-written executemany loop, on SQLite and PostgreSQL.
+
+    python benchmarks/db_insert_bench.py --rows 100000 --rows 1000000
+
+For each size, a JSONL file of N rows x 8 columns (int key, three texts, a float, an int, a date, a bool) is
+written once (benchmarks/.data/). Two phases run against a fresh table with a primary key:
+- load: every row new (on_conflict="upsert" all the same);
+- upsert: the same N keys again, every other row changed (so half are updated, half left as they are).
+Each (engine, database, phase) runs in its own subprocess; the table lists seconds, rows/s and peak RSS.
+
+- jobkit: `jobkit.run(jobkit.jobs.db_insert, {"path": ..., "on_conflict": "upsert", "batch_size": 5000})` on a
+  SQLite jobs database, so each batch also writes its checkpoint and progress, as in production;
+- executemany: what people write by hand: read the file, `json.loads` each line, `executemany` an
+  `INSERT ... ON CONFLICT (id) DO UPDATE` per batch of 5,000 rows and commit (sqlite3, or asyncpg on
+  PostgreSQL), without counts, checkpoints or progress.
+- jobkit-rows and executemany-rows: the database part alone. The rows are parsed into dicts before the clock
+  starts; jobkit-rows is the job's table writer (`open_writer`, `convert`, `write` with its marker, counts,
+  duplicates and conflicts settled), executemany-rows the same loop as above.
+
+PostgreSQL is the server at JOBKIT_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres); the
+benchmark creates its own database and drops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / ".data"
+RESULTS = Path(__file__).resolve().parent / "results"
+ADMIN = os.environ.get("JOBKIT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+COLUMNS = ["id", "name", "email", "city", "amount", "qty", "day", "active"]
+BATCH = 5000
+DDL = {"sqlite": "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, email TEXT, city TEXT, amount REAL,"
+                 " qty INTEGER, day TEXT, active INTEGER)",
+       "postgresql": "CREATE TABLE items (id bigint PRIMARY KEY, name text, email text, city text, amount double"
+                     " precision, qty integer, day date, active boolean)"}
+
+
+def data_file(rows: int, phase: str) -> Path:
+    """The cached JSONL file: phase "load" as first written, "upsert" with every other row changed."""
+    path = DATA / f"insert-{rows}-{phase}.jsonl"
+    if path.exists():
+        return path
+    DATA.mkdir(exist_ok=True)
+    cities = ["Paris", "Lyon", "Oslo", "Rome", "Lima", "Kyiv", "Pune"]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for i in range(1, rows + 1):
+            amount = round(i * 1.25 % 5000, 2) + (1 if phase == "upsert" and i % 2 == 0 else 0)
+            f.write(json.dumps({"id": i, "name": f"Customer {i}", "email": f"user{i}@example.com",
+                                "city": cities[i % 7], "amount": amount, "qty": i % 100,
+                                "day": f"2024-{1 + i % 12:02}-{1 + i % 28:02}", "active": i % 3 == 0}) + "\n")
+    tmp.rename(path)
+    return path
+
+
+# -- the engines, each run in a subprocess ----------------------------------------------------------------------
+
+def run_jobkit(db: str, url: str, path: Path, workdir: Path) -> dict[str, Any]:
+    import jobkit
+    import jobkit.jobs
+
+    jobkit.jobs.configure(file_roots=[path.parent, workdir])
+    destination = "sqlite:///" + str(workdir / "bench.db") if db == "sqlite" else "bench"
+    if db == "postgresql":
+        jobkit.jobs.register_database("bench", url)
+    report = jobkit.run_sync(jobkit.jobs.db_insert, {
+        "destination": destination, "table": "items", "path": str(path), "on_conflict": "upsert",
+        "batch_size": BATCH}, backend=f"sqlite:///{workdir / 'jobs.db'}", timeout=3600)
+    return {"inserted": report.inserted, "updated": report.updated, "skipped": report.skipped}
+
+
+def _rows(path: Path) -> Any:
+    import datetime as dt
+
+    with path.open() as f:
+        batch = []
+        for line in f:
+            r = json.loads(line)
+            batch.append((r["id"], r["name"], r["email"], r["city"], r["amount"], r["qty"],
+                          dt.date.fromisoformat(r["day"]) if _PG else r["day"], r["active"]))
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+_PG = False
+UPSERT = ("INSERT INTO items VALUES ({}) ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,"
+          " city = excluded.city, amount = excluded.amount, qty = excluded.qty, day = excluded.day,"
+          " active = excluded.active")
+
+
+def run_executemany(db: str, url: str, path: Path, workdir: Path) -> dict[str, Any]:
+    global _PG
+    if db == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(workdir / "bench.db", isolation_level=None)
+        sql = UPSERT.format(", ".join("?" * 8))
+        for batch in _rows(path):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, batch)
+            conn.execute("COMMIT")
+        conn.close()
+        return {}
+    _PG = True
+
+    async def go() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        sql = UPSERT.format(", ".join(f"${i}" for i in range(1, 9)))
+        for batch in _rows(path):
+            async with conn.transaction():
+                await conn.executemany(sql, batch)
+        await conn.close()
+
+    asyncio.run(go())
+    return {}
+
+
+def run_jobkit_rows(db: str, url: str, records: list[dict[str, Any]], workdir: Path) -> float:
+    import jobkit.jobs
+    from jobkit.jobs.db import ErrorKinds, conflict_policy, open_writer, resolve_database
+
+    jobkit.jobs.configure(file_roots=[workdir])
+    if db == "postgresql":
+        jobkit.jobs.register_database("bench", url)
+    target = resolve_database("sqlite:///bench.db" if db == "sqlite" else "bench", ValueError)
+
+    async def go() -> float:
+        started = time.perf_counter()
+        writer = open_writer(target, "items", conflict_policy("upsert", None, None), ErrorKinds(ValueError, ValueError))
+        await writer.open(COLUMNS, "bench")
+        for i in range(0, len(records), BATCH):
+            rows = [writer.convert(list(map(r.get, COLUMNS))) for r in records[i:i + BATCH]]
+            await writer.write(rows, lambda counts, i=i: {"next_row": i + BATCH, "inserted": counts.inserted})
+        await writer.close()
+        return time.perf_counter() - started
+
+    return asyncio.run(go())
+
+
+def run_executemany_rows(db: str, url: str, records: list[dict[str, Any]], workdir: Path) -> float:
+    import datetime as dt
+
+    def batches() -> Any:
+        for i in range(0, len(records), BATCH):
+            yield [(r["id"], r["name"], r["email"], r["city"], r["amount"], r["qty"],
+                    dt.date.fromisoformat(r["day"]) if db == "postgresql" else r["day"], r["active"])
+                   for r in records[i:i + BATCH]]
+
+    started = time.perf_counter()
+    if db == "sqlite":
+        import sqlite3
+
+        conn = sqlite3.connect(workdir / "bench.db", isolation_level=None)
+        sql = UPSERT.format(", ".join("?" * 8))
+        for batch in batches():
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, batch)
+            conn.execute("COMMIT")
+        conn.close()
+        return time.perf_counter() - started
+
+    async def go() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        sql = UPSERT.format(", ".join(f"${i}" for i in range(1, 9)))
+        for batch in batches():
+            async with conn.transaction():
+                await conn.executemany(sql, batch)
+        await conn.close()
+
+    asyncio.run(go())
+    return time.perf_counter() - started
+
+
+def child(engine: str, db: str, url: str, path: str, workdir: str) -> None:
+    extra: dict[str, Any] = {}
+    if engine.endswith("-rows"):
+        with open(path) as f:
+            records = [json.loads(line) for line in f]
+        run = run_jobkit_rows if engine == "jobkit-rows" else run_executemany_rows
+        seconds = run(db, url, records, Path(workdir))
+    else:
+        started = time.perf_counter()
+        extra = (run_jobkit if engine == "jobkit" else run_executemany)(db, url, Path(path), Path(workdir))
+        seconds = time.perf_counter() - started
+    status = Path("/proc/self/status").read_text().splitlines()
+    rss = int(next(line.split()[1] for line in status if line.startswith("VmHWM")))
+    print(json.dumps({"seconds": seconds, "rss_mb": rss / 1024, **extra}))
+
+
+# -- the driver -------------------------------------------------------------------------------------------------
+
+def admin(sql: str, url: str = ADMIN) -> None:
+    async def go() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+def fresh_table(db: str, url: str, workdir: Path) -> None:
+    if db == "sqlite":
+        import sqlite3
+
+        (workdir / "bench.db").unlink(missing_ok=True)
+        with sqlite3.connect(workdir / "bench.db") as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(DDL["sqlite"])
+    else:
+        admin("DROP TABLE IF EXISTS items, _jobkit_imports", url)
+        admin(DDL["postgresql"], url)
+
+
+def measure(engine: str, db: str, url: str, path: Path, workdir: Path) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", engine, db, url, str(path), str(workdir)],
+                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         timeout=7200)
+    if out.returncode:
+        raise SystemExit(f"{engine} on {db} failed:\n{out.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, action="append")
+    ap.add_argument("--db", default="sqlite,postgresql")
+    ap.add_argument("--engines", default="jobkit,executemany,jobkit-rows,executemany-rows")
+    ap.add_argument("--child", nargs=5)
+    args = ap.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    sizes = args.rows or [100_000, 1_000_000]
+    dbname = f"jobkit_bench_{uuid.uuid4().hex[:8]}"
+    pg_url = ADMIN.rpartition("/")[0] + f"/{dbname}"
+    if "postgresql" in args.db:
+        admin(f'CREATE DATABASE "{dbname}"')
+    rows: list[dict[str, Any]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            for n in sizes:
+                files = {phase: data_file(n, phase) for phase in ("load", "upsert")}
+                for db in args.db.split(","):
+                    for engine in args.engines.split(","):
+                        fresh_table(db, pg_url, workdir)
+                        (workdir / "jobs.db").unlink(missing_ok=True)
+                        for phase in ("load", "upsert"):
+                            r = measure(engine, db, pg_url, files[phase], workdir)
+                            r.update(rows=n, db=db, engine=engine, phase=phase, rows_per_s=n / r["seconds"])
+                            rows.append(r)
+                            print(f"{n:>9,} {db:<10} {phase:<6} {engine:<16} {r['seconds']:8.2f}s"
+                                  f" {r['rows_per_s']:>10,.0f} rows/s {r['rss_mb']:6.0f} MB", flush=True)
+    finally:
+        if "postgresql" in args.db:
+            admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+    report(rows)
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    lines = [f"# db_insert benchmark {stamp}", "", f"load average before the end: {os.getloadavg()[0]:.2f}", "",
+             "| rows | database | phase | engine | seconds | rows/s | vs its executemany | peak RSS (MB) |",
+             "|---:|---|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        peer = "executemany-rows" if r["engine"].endswith("-rows") else "executemany"
+        base = next((b for b in rows if b["engine"] == peer and b["db"] == r["db"] and b["rows"] == r["rows"]
+                     and b["phase"] == r["phase"]), None)
+        ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base else ""
+        lines.append(f"| {r['rows']:,} | {r['db']} | {r['phase']} | {r['engine']} | {r['seconds']:.2f} |"
+                     f" {r['rows_per_s']:,.0f} | {ratio} | {r['rss_mb']:.0f} |")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"db-insert-{stamp}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"db-insert-{stamp}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
