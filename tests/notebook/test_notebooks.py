@@ -142,6 +142,16 @@ def check_outputs(name: str, code: list[Any], views: list[dict[str, Any]]) -> No
         [cost, limit] = views[0]["meters"]["cost"]
         assert 0 < cost < limit == 1.0, views
         return
+    if name == "db_insert_export.ipynb":  # conflicts resolved and counted, a refused conflict, an export read back
+        assert "100.0% completed" in texts[1] and "20,000 inserted" in texts[1], texts[1]
+        assert texts[2].startswith("inserted 20,000, updated 0, skipped 0 in 10 batches"), texts[2]
+        assert texts[3].startswith("inserted 5,000, updated 2,000, skipped 3,000, duplicates 1\nbatch=1 "), texts[3]
+        assert texts[4] == "25000\n(24000, 'Customer 24000', 'new-address@example.com', 'team', 3)\n", texts[4]
+        assert texts[5].startswith("InsertRejected: table 'customers' already holds rows") and "id=7" in texts[5]
+        assert "100.0% completed" in texts[6] and texts[7].startswith("1,834 rows, "), texts[7]
+        assert texts[8].startswith("('id', 'name', 'email', 'seats')\n(149, 'Customer 149'"), texts[8]
+        assert [v["kind"] for v in views] == ["JobView", "JobView"]
+        return
     if name != "quickstart.ipynb":
         return
     assert texts[1] == "55"  # await jobkit.run(crunch, 10)
