@@ -288,3 +288,16 @@ async def test_an_unreachable_database_is_retried_after_the_default_backoff(memo
     failed_at = failed.history[-1].at  # the attempt's end: DELAYED, waiting out its backoff
     assert done.started_at is not None and 4.9 <= done.started_at - failed_at < 15.0  # 5 s, to the clock's grain
     assert await stored(pg) == [(1, "a", 1)]
+
+
+async def test_no_password_in_any_message(memory: Backend, pg_run_database: str, tmp_path: Path) -> None:
+    base = pg_run_database.rpartition("/")[0].replace("postgres@", "postgres:hunter2@")
+    jobkit.jobs.register_database("bad", f"{base}/no_such_database")  # the worker's DSN, with a password
+    job = await failure(memory, Db("postgresql", "bad"), rows=rows((1, "a", 1)))
+    assert "InsertSetupError" in (job.error or "") and "no_such_database" in (job.error or "")
+    assert "hunter2" not in json.dumps(job.model_dump(mode="json"))  # error, traceback, history, result
+    job = await failure(memory, Db("postgresql", f"{base}/x"), rows=rows((1, "a", 1)))  # a payload's DSN
+    assert "never carries an address or credentials" in (job.error or "") and "***" in (job.error or "")
+    assert "hunter2" not in (job.error or "") and "hunter2" not in (job.traceback or "")
+    job = await failure(memory, Db("sqlite", "sqlite:///missing.db"), rows=rows((1, "a", 1)))
+    assert "does not exist" in (job.error or "") and not (tmp_path / "missing.db").exists()

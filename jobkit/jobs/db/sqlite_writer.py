@@ -77,6 +77,9 @@ class SQLiteWriter(TableWriter):
         if not path.parent.is_dir():
             raise self.errors.setup(f"the folder of the SQLite database {self.db.name} does not exist: create"
                                     f" {path.parent}")
+        if not create and not path.is_file():  # never leave an empty database file behind a refusal
+            raise self.errors.setup(f"the SQLite database {self.db.name} does not exist: create it, with the table"
+                                    f" {self.table!r}")
         self.conn = conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
         info = conn.execute(f"PRAGMA table_info({_q(self.table)})").fetchall()
         if not info:
