@@ -146,7 +146,7 @@ def run_jobkit_rows(db: str, url: str, records: list[dict[str, Any]], workdir: P
         writer = open_writer(target, "items", conflict_policy("upsert", None, None), ErrorKinds(ValueError, ValueError))
         await writer.open(COLUMNS, "bench")
         for i in range(0, len(records), BATCH):
-            rows = [writer.convert(list(map(r.get, COLUMNS))) for r in records[i:i + BATCH]]
+            rows, _ = writer.convert_many([list(map(r.get, COLUMNS)) for r in records[i:i + BATCH]])
             await writer.write(rows, lambda counts, i=i: {"next_row": i + BATCH, "inserted": counts.inserted})
         await writer.close()
         return time.perf_counter() - started

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Converter", "converter", "ready_types"]
+__all__ = ["Converter", "bulk_converter", "converter", "ready_types", "str_only"]
 
 Converter = Callable[[Any], Any]
 _INTS = {"int2", "int4", "int8"}
@@ -177,5 +177,17 @@ _READY: dict[str, frozenset[type]] = {
 
 
 def ready_types(typname: str, text_values: bool) -> frozenset[type]:
-    """Python types a column of type `typname` takes as they are (no converter call)."""
-    return frozenset() if typname in ("json", "jsonb") else _READY.get(typname, frozenset())
+    """Python types a column of type `typname` takes as they are (no converter call); None always."""
+    return frozenset({type(None)}) | (frozenset() if typname in ("json", "jsonb") else _READY.get(typname, frozenset()))
+
+
+_BULK: dict[str, Callable[[str], Any]] = {"date": dt.date.fromisoformat, "uuid": uuid.UUID}
+
+
+def bulk_converter(typname: str) -> Callable[[str], Any] | None:
+    """A C-level function converting the plain text form of a `typname` value, for a column of text only."""
+    return _BULK.get(typname)
+
+
+def str_only(values: tuple[Any, ...]) -> bool:
+    return {str}.issuperset(map(type, values))

@@ -15,9 +15,19 @@ from collections.abc import Sequence
 from typing import Any
 
 from .conflicts import BatchCounts
-from .pg_types import Converter, converter, ready_types
+from .pg_types import Converter, bulk_converter, converter, ready_types, str_only
 from .postgres import connect, quote
-from .writer import MARKER_DAYS, MARKERS, ColumnSpec, StateFn, TableWriter, ValueRefused, check_identifier, split_table
+from .writer import (
+    MARKER_DAYS,
+    MARKERS,
+    ColumnSpec,
+    Converted,
+    StateFn,
+    TableWriter,
+    ValueRefused,
+    check_identifier,
+    split_table,
+)
 
 __all__ = ["PostgresWriter"]
 
@@ -123,6 +133,29 @@ class PostgresWriter(TableWriter):
                 raise ValueRefused(name, f"{exc} (the column is {self.types[name]})") from None
         return tuple(out)
 
+    def convert_many(self, rows: Sequence[Sequence[Any]]) -> Converted:
+        """Column by column: a column whose values all fit is checked in C and left alone, the others converted in
+        one pass; a value that does not convert sends the batch through `convert`, row by row, to name it."""
+        if not rows:
+            return [], []
+        columns = list(zip(*rows, strict=True))
+        try:
+            for i, conv, ready in self._checks:
+                column = columns[i]
+                if ready.issuperset(map(type, column)):
+                    continue
+                fast = bulk_converter(self.types[self.columns[i]])
+                if fast is not None and str_only(column):
+                    try:
+                        columns[i] = tuple(map(fast, column))
+                        continue
+                    except ValueError:
+                        pass  # not all in the plain form: the general converter below
+                columns[i] = tuple(v if v is None or type(v) in ready else conv(v) for v in column)
+        except (ValueError, TypeError, ArithmeticError):
+            return super().convert_many(rows)
+        return list(zip(*columns, strict=True)), []
+
     async def write(self, rows: Sequence[tuple[Any, ...]], state: StateFn) -> BatchCounts:
         import asyncpg
 
@@ -192,6 +225,8 @@ class PostgresWriter(TableWriter):
         another writer inserted in between is caught by ON CONFLICT. Returns (updated, inserted, updated late)."""
         cols = self.update
         on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.key)
+        # a batch is small beside the table: probe its key index per staged row, never scan the whole table
+        await self.conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
         status = await self.conn.execute(
             f"UPDATE {self.target} AS t SET {', '.join(f'{quote(c)} = s.{quote(c)}' for c in cols)} FROM"
             f" pg_temp.{STAGE} AS s WHERE {on} AND ROW({', '.join(self._comparable('t', c) for c in cols)}) IS"

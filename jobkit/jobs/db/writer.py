@@ -18,8 +18,8 @@ from .conflicts import BatchCounts, ConflictPolicy
 from .databases import Database
 
 __all__ = [
-    "MARKERS", "MARKER_DAYS", "ColumnSpec", "ErrorKinds", "StateFn", "TableWriter", "TypeName", "ValueRefused",
-    "check_identifier", "open_writer", "split_table",
+    "MARKERS", "MARKER_DAYS", "ColumnSpec", "Converted", "ErrorKinds", "StateFn", "TableWriter", "TypeName",
+    "ValueRefused", "check_identifier", "open_writer", "split_table",
 ]
 
 MARKERS = "_jobkit_imports"  # marker id (the job id) -> the job's state, committed with each of its batches
@@ -35,6 +35,9 @@ class ValueRefused(ValueError):
     def __init__(self, column: str, message: str) -> None:
         super().__init__(message)
         self.column = column
+
+
+Converted = tuple[list[tuple[Any, ...]], list[tuple[int, ValueRefused]]]  # rows converted; (index, why) of the others
 
 
 class ErrorKinds(NamedTuple):
@@ -89,6 +92,17 @@ class TableWriter(abc.ABC):
     @abc.abstractmethod
     def convert(self, values: Sequence[Any]) -> tuple[Any, ...]:
         """One row's values (in `columns` order) as the database takes them; ValueError naming the column if not."""
+
+    def convert_many(self, rows: Sequence[Sequence[Any]]) -> Converted:
+        """`convert` for a batch: the rows that convert, and (index, error) for those that do not."""
+        out: list[tuple[Any, ...]] = []
+        bad: list[tuple[int, ValueRefused]] = []
+        for i, values in enumerate(rows):
+            try:
+                out.append(self.convert(values))
+            except ValueRefused as exc:
+                bad.append((i, exc))
+        return out, bad
 
     @abc.abstractmethod
     async def write(self, rows: Sequence[tuple[Any, ...]], state: StateFn) -> BatchCounts:

@@ -19,7 +19,6 @@ from .._owners import read_job
 from .._paths import inside_roots
 from .._registry import shorten
 from ..db import BatchCounts, ErrorKinds, TableWriter, conflict_policy, open_writer, resolve_database
-from ..db.writer import ValueRefused
 from ..excel.errors import ImportSetupError
 from ..excel.models import RowError
 from ..excel.rows import resolve_row_model
@@ -167,7 +166,8 @@ class Inserter:
     def _convert(self, chunk: Chunk, writer: TableWriter, model: type[BaseModel] | None
                  ) -> tuple[list[tuple[Any, ...]], list[RowError]]:
         columns, known = self.columns, set(self.columns)
-        rows: list[tuple[Any, ...]] = []
+        values: list[list[Any]] = []
+        numbers: list[int] = []
         errors: list[RowError] = []
         for row_no, record in chunk.records:
             if model is not None:
@@ -184,11 +184,13 @@ class Inserter:
                     errors.append(RowError(row=row_no, message=f"keys {', '.join(map(repr, extra[:5]))} are not among"
                                            f" the columns written ({', '.join(columns)})"))
                     continue
-            try:
-                rows.append(writer.convert(list(map(record.get, columns))))
-            except ValueRefused as exc:
-                errors.append(RowError(row=row_no, column=exc.column, field=exc.column, message=str(exc),
-                                       value=_shown(record.get(exc.column))))
+            values.append(list(map(record.get, columns)))
+            numbers.append(row_no)
+        rows, bad = writer.convert_many(values)
+        for i, refused in bad:
+            errors.append(RowError(row=numbers[i], column=refused.column, field=refused.column, message=str(refused),
+                                   value=_shown(values[i][columns.index(refused.column)])))
+        errors.sort(key=lambda e: e.row)
         return rows, errors
 
     def _apply_policy(self, errors: list[RowError]) -> None:
