@@ -215,33 +215,15 @@ class PostgresWriter(TableWriter):
             counts.inserted = int(status.split()[-1])
             counts.skipped = staged - counts.inserted
         else:
-            counts.updated, counts.inserted, late = await self._upsert(insert, key)
-            counts.updated += late
+            sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in self.update)
+            old = ", ".join(self._comparable("t", c) for c in self.update)
+            new = ", ".join(self._comparable("EXCLUDED", c) for c in self.update)
+            counts.inserted, counts.updated = await conn.fetchrow(
+                f"WITH w AS ({insert} ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM"
+                f" ROW({new}) RETURNING t.xmax = 0 AS fresh) SELECT count(*) FILTER (WHERE fresh),"
+                " count(*) FILTER (WHERE NOT fresh) FROM w")
             counts.skipped = staged - counts.inserted - counts.updated
         return counts
-
-    async def _upsert(self, insert: str, key: str) -> tuple[int, int, int]:
-        """Stored rows first (one UPDATE ... FROM the staging table, changed rows only), then the new ones; a row
-        another writer inserted in between is caught by ON CONFLICT. Returns (updated, inserted, updated late)."""
-        cols = self.update
-        on = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in self.key)
-        # a batch is small beside the table: probe its key index per staged row, never scan the whole table
-        await self.conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-        status = await self.conn.execute(
-            f"UPDATE {self.target} AS t SET {', '.join(f'{quote(c)} = s.{quote(c)}' for c in cols)} FROM"
-            f" pg_temp.{STAGE} AS s WHERE {on} AND ROW({', '.join(self._comparable('t', c) for c in cols)}) IS"
-            f" DISTINCT FROM ROW({', '.join(self._comparable('s', c) for c in cols)})")
-        updated = int(status.split()[-1])
-        sets = ", ".join(f"{quote(c)} = EXCLUDED.{quote(c)}" for c in cols)
-        old = ", ".join(self._comparable("t", c) for c in cols)
-        new = ", ".join(self._comparable("EXCLUDED", c) for c in cols)
-        fresh = insert.replace(" ORDER BY _jk_ord", f" AS s WHERE NOT EXISTS (SELECT 1 FROM {self.target} AS t WHERE"
-                               f" {on}) ORDER BY _jk_ord")
-        inserted, late = await self.conn.fetchrow(
-            f"WITH w AS ({fresh} ON CONFLICT ({key}) DO UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM"
-            f" ROW({new}) RETURNING t.xmax = 0 AS fresh) SELECT count(*) FILTER (WHERE fresh),"
-            " count(*) FILTER (WHERE NOT fresh) FROM w")
-        return updated, inserted, late
 
     def _comparable(self, alias: str, column: str) -> str:
         ref = f"{alias}.{quote(column)}"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .conflicts import BatchCounts
-from .writer import MARKER_DAYS, MARKERS, ColumnSpec, StateFn, TableWriter, ValueRefused, check_identifier
+from .writer import MARKER_DAYS, MARKERS, ColumnSpec, Converted, StateFn, TableWriter, ValueRefused, check_identifier
 
 __all__ = ["SQLiteWriter", "variable_limit"]
 
@@ -149,6 +149,11 @@ class SQLiteWriter(TableWriter):
             except ValueError as exc:
                 raise ValueRefused(name, str(exc)) from None
         return tuple(out)
+
+    def convert_many(self, rows: Sequence[Sequence[Any]]) -> Converted:
+        if _PLAIN.issuperset(map(type, itertools.chain.from_iterable(rows))):  # the common case, checked in C
+            return list(map(tuple, rows)), []
+        return super().convert_many(rows)
 
     async def write(self, rows: Sequence[tuple[Any, ...]], state: StateFn) -> BatchCounts:
         return await asyncio.to_thread(self._write, rows, state)
