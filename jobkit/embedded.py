@@ -117,12 +117,15 @@ async def awaiting(backend: Backend, queue: str) -> AsyncIterator[None]:
             del state.awaited[key]
 
 
-async def shutdown() -> None:
-    """Stop this loop's embedded workers (running jobs finish or are handed back) and close its backends."""
+async def shutdown(grace: float | None = None) -> None:
+    """Stop this loop's embedded workers (running jobs finish, within `grace` seconds if given, or are handed
+    back) and close its backends."""
     from .config import close_all
 
     state = _state()
     for w in list(state.workers.values()):
+        if grace is not None:
+            w.grace = min(w.grace, grace)
         w.stop()
     runners = list(state.runners)
     if runners:

@@ -8,6 +8,8 @@ goes on; it stays until no job it could run is left, retries and delays included
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -55,6 +57,8 @@ async def run(
 
 
 _thread_loops = threading.local()
+EXIT_GRACE = 5.0  # seconds jobs still running in a script's embedded workers get at exit, before being handed back
+log = logging.getLogger("jobkit")
 
 
 def run_sync(
@@ -76,6 +80,7 @@ def _block_on(coro: Coroutine[Any, Any, R]) -> R:
         own: asyncio.AbstractEventLoop | None = getattr(_thread_loops, "loop", None)
         if own is None or own.is_closed():
             own = _thread_loops.loop = asyncio.new_event_loop()
+            atexit.register(_close_at_exit, own)
         return own.run_until_complete(coro)
     # Inside a running loop (a notebook cell): the job may run on this very loop, so re-enter it.
     # A thread-based wrapper would deadlock here. Patch only now, never at import.
@@ -83,3 +88,16 @@ def _block_on(coro: Coroutine[Any, Any, R]) -> R:
 
     nest_asyncio2.apply(loop, run_close_loop=True)  # asyncio.run() elsewhere keeps closing its loops
     return loop.run_until_complete(coro)
+
+
+def _close_at_exit(loop: asyncio.AbstractEventLoop) -> None:
+    """A script ends: stop the embedded workers of its run_sync loop (their outcomes written, their heartbeats
+    gone, running jobs handed back after EXIT_GRACE), close its backends and the loop."""
+    if loop.is_closed() or loop.is_running():
+        return
+    try:
+        loop.run_until_complete(shutdown(grace=EXIT_GRACE))
+    except Exception:  # the interpreter is going away: say so, never raise from atexit
+        log.exception("jobkit: stopping the embedded workers at exit failed")
+    finally:
+        loop.close()

@@ -158,6 +158,29 @@ def test_run_sync_in_a_script_retries_with_a_3s_backoff(kind: str, tmp_path: Pat
     assert out.stdout.strip() == "7 on attempt 3"
 
 
+def test_a_script_ends_with_its_embedded_worker_stopped_cleanly(tmp_path: Path) -> None:
+    """At exit, run_sync's loop stops its embedded worker: no heartbeat left behind (nothing seems alive), nothing
+    printed, the database closed."""
+    import sqlite3
+
+    script = tmp_path / "once.py"
+    script.write_text(textwrap.dedent("""
+        import jobkit
+
+        @jobkit.task(queue="script")
+        async def double(ctx, n: int) -> int:
+            return 2 * n
+
+        print(jobkit.run_sync(double, 21))
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "42" and out.stderr == "", out.stderr
+    with sqlite3.connect(tmp_path / ".jobkit" / "jobs.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM workers").fetchone()[0] == 0
+        assert conn.execute("SELECT state FROM jobs").fetchall() == [("completed",)]
+    conn.close()
+
+
 async def test_redis_waiter_with_no_worker_is_told_how_to_start_one(caplog: pytest.LogCaptureFixture) -> None:
     from tests.conftest import open_redis
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from ... import Backoff, Context, task
+from ... import Context, task
+from .._policy import ATTEMPTS, BACKOFF
 from .importer import Importer
 from .models import ExcelImport, ImportReport
 
 __all__ = ["excel_import"]
 
 
-@task(name="jobkit.jobs.excel_import", queue="default", attempts=3, backoff=Backoff.exponential(2.0, max_delay=60.0))
+@task(name="jobkit.jobs.excel_import", queue="default", attempts=ATTEMPTS, backoff=BACKOFF)
 async def excel_import(ctx: Context, payload: ExcelImport) -> ImportReport:
     """Import `payload.sheet` of `payload.path` into `payload.destination`, row by row through `row_model`.
 
