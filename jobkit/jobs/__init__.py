@@ -33,10 +33,22 @@ from .excel import (
 )
 from .exports import Export, ExportResult, ExportSetupError, export, register_query
 from .insert import DbInsert, InsertRejected, InsertReport, InsertSetupError, db_insert
+from .mail import (
+    Attachment,
+    EmailReport,
+    EmailSetupError,
+    Recipient,
+    RecipientOutcome,
+    SendEmail,
+    register_email_templates,
+    register_smtp_server,
+    send_email,
+)
 
 __all__ = [
     "AIBatch",
     "AIGenerate",
+    "Attachment",
     "BatchReport",
     "CacheSink",
     "CacheWarm",
@@ -45,6 +57,8 @@ __all__ = [
     "DbInsert",
     "Destination",
     "DestinationFactory",
+    "EmailReport",
+    "EmailSetupError",
     "ExcelImport",
     "Export",
     "ExportResult",
@@ -56,8 +70,11 @@ __all__ = [
     "InsertReport",
     "InsertSetupError",
     "Limits",
+    "Recipient",
+    "RecipientOutcome",
     "RowError",
     "RowsRejected",
+    "SendEmail",
     "Upsert",
     "WorkbookError",
     "ai_batch",
@@ -72,7 +89,10 @@ __all__ = [
     "register_cache_warmer",
     "register_database",
     "register_destination",
+    "register_email_templates",
     "register_python_destination",
     "register_query",
     "register_row_model",
+    "register_smtp_server",
+    "send_email",
 ]

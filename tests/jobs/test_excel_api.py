@@ -35,7 +35,8 @@ def test_public_names() -> None:
 
 def test_built_in_jobs_retry_as_production_does() -> None:
     """3 attempts, 5 s then 15 s apart, for every built-in job that commits or spends (the AI jobs wait 10 s)."""
-    jobs = [jobkit.jobs.excel_import, jobkit.jobs.db_insert, jobkit.jobs.export, jobkit.jobs.cache_warm]
+    jobs = [jobkit.jobs.excel_import, jobkit.jobs.db_insert, jobkit.jobs.export, jobkit.jobs.cache_warm,
+            jobkit.jobs.send_email]
     for t in jobs:
         assert t.options.attempts == 3, t.name
         assert [t.options.backoff.seconds(n) for n in (1, 2)] == [5.0, 15.0], t.name
