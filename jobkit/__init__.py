@@ -18,6 +18,7 @@ from .errors import (
 )
 from .flows import FlowNode, flow
 from .handle import JobHandle
+from .health import HealthReport, HealthThresholds, health
 from .models import (
     Backoff,
     Child,
@@ -55,6 +56,8 @@ __all__ = [
     "FailFast",
     "FlowNode",
     "FlowStatus",
+    "HealthReport",
+    "HealthThresholds",
     "Job",
     "JobCancelled",
     "JobEvent",
@@ -83,6 +86,7 @@ __all__ = [
     "connect",
     "dashboard",
     "flow",
+    "health",
     "progress_group",
     "run",
     "run_sync",

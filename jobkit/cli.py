@@ -17,6 +17,7 @@ from .backends import Backend
 from .cli_logging import LEVELS, configure_logging, log_all_from_env
 from .config import connect, mask_url
 from .errors import ConfigError, JobkitError, JobNotFound
+from .health import health
 from .models import JobState
 from .queue import Queue
 from .run import shutdown
@@ -66,13 +67,16 @@ async def _status(args: argparse.Namespace) -> int:
         now = time.time()
         workers = await backend.workers(now)
         counts = {name: await backend.counts(name) for name in await backend.queues()}
+        report = await health(backend)
     finally:
         await backend.close()
     if args.json:
         print_json({"backend": mask_url(backend.url), "workers": [w.model_dump(mode="json") for w in workers],
-                    "queues": {q: c.model_dump(mode="json", by_alias=True) for q, c in counts.items()}})
+                    "queues": {q: c.model_dump(mode="json", by_alias=True) for q, c in counts.items()},
+                    "health": report.model_dump(mode="json", by_alias=True)})
     else:
         console().print(status_view(mask_url(backend.url), workers, counts, now))
+        print(f"health: {report.status}" + "".join(f"\n  {p}" for p in report.problems))
     return 0
 
 
@@ -155,6 +159,39 @@ def _logging_options(parser: argparse.ArgumentParser, top: bool) -> None:
                              " results); default: JOBKIT_LOG_ALL=1, else they log at WARNING")
 
 
+def _serve_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], url_help: str,
+                   ) -> list[argparse.ArgumentParser]:
+    """`serve` and `tokens` (run by jobkit.serve, imported only then: it needs the `serve` extra)."""
+    s = sub.add_parser("serve", help="run the HTTP API (needs the `serve` extra)")
+    s.add_argument("modules", nargs="*", metavar="MODULE", help="task modules to import, so payloads are validated")
+    s.add_argument("--url", help=url_help)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--config", help="a JSON file of ServeConfig fields (see docs/serve.md)")
+    s.add_argument("--task", action="append", help="a task name clients may submit (repeatable)")
+    s.add_argument("--tokens", help='a JSON file {"tokens": [{"sha256": ..., "owner": ...}]}')
+    s.add_argument("--upload-root", help="folder for uploaded files (uploads are refused without one)")
+    t = sub.add_parser("tokens", help="add or remove API tokens of `jobkit serve` (stored hashed in the backend)")
+    t.add_argument("action", choices=["add", "remove"])
+    t.add_argument("token", nargs="?", help="remove: the token, or its sha256")
+    t.add_argument("--url", help=url_help)
+    t.add_argument("--owner", help="add: whose jobs the token sees")
+    t.add_argument("--admin", action="store_true", help="add: a token for every job and the queue operations")
+    return [s, t]
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    try:
+        from .serve import _cli
+    except ImportError as exc:
+        raise ConfigError(f"`jobkit {args.command}` needs the serve extra: pip install 'jobkit[serve]' ({exc})"
+                          ) from None
+    if args.command == "tokens":
+        return asyncio.run(_cli.tokens(args))
+    _import_modules(args.modules)
+    return _cli.serve(args)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobkit", description="jobkit: run and inspect job queues")
     _logging_options(p, top=True)
@@ -199,7 +236,7 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run a few demo jobs with live progress in the terminal")
     d.add_argument("--url", help=url_help)
-    for command in (w, s, j, c, d):
+    for command in (w, s, j, c, d, *_serve_parsers(sub, url_help)):
         _logging_options(command, top=False)
     return p
 
@@ -227,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             logging.getLogger("jobkit").setLevel(logging.ERROR)  # the live rows say it all
             return demo_main(args.url)
+        if args.command in ("serve", "tokens"):
+            return _serve_command(args)
         if args.command == "jobs" and args.action in ("show", "cancel") and not args.job_id:
             raise ConfigError(f"`jobkit jobs {args.action}` needs a job id")
         runner = {"worker": _worker, "status": _status, "jobs": _jobs, "schedules": _schedules}[args.command]

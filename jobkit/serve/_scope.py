@@ -1,0 +1,115 @@
+"""Jobs as a caller may see them: found across queues, listed and paged, followed — scoped to the caller's owner.
+
+Every read passes the caller's owner to the backend, which filters with its indexes (never after the read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import heapq
+import itertools
+import json
+from collections.abc import AsyncIterator, Collection
+
+from starlette.exceptions import HTTPException
+
+from ..backends import Backend
+from ..models import Job, JobEvent, JobState
+from ._auth import TOKENS_QUEUE, Principal
+
+__all__ = ["decode_cursor", "encode_cursor", "find", "page", "queue_names", "wait_finished"]
+
+RECHECK_EVERY = 2.0  # seconds without an event before a waiting request reads its job again
+
+
+def _scoped(p: Principal) -> None:
+    """Until jobs carry an owner, only admins may read or touch jobs (an owner token would see everyone's)."""
+    if p.scope is not None:
+        raise HTTPException(403, "owner tokens need jobkit with Job.owner; use an admin token for now")
+
+
+async def queue_names(backend: Backend) -> list[str]:
+    """Every queue holding jobs (the API's own token records left out)."""
+    return [q for q in await backend.queues() if q != TOKENS_QUEUE]
+
+
+async def find(backend: Backend, p: Principal, job_id: str, queue: str | None = None) -> Job:
+    """The job with this id in `queue` (default: any queue) if the caller may see it; else 404."""
+    _scoped(p)
+    for name in [queue] if queue else await queue_names(backend):
+        job = await backend.get(name, job_id)
+        if job is not None:
+            return job
+    raise HTTPException(404, f"no job {job_id!r}" + (f" in queue {queue!r}" if queue else ""))
+
+
+def encode_cursor(offsets: dict[str, int]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(offsets, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, int]:
+    if not cursor:
+        return {}
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and type(v) is int and v >= 0
+                                             for k, v in data.items()):
+        raise HTTPException(400, "invalid cursor: pass back the `next` value of the previous page")
+    return data
+
+
+async def page(
+    backend: Backend, p: Principal, queues: list[str], *, states: Collection[JobState] | None, task: str | None,
+    limit: int, cursor: str | None,
+) -> tuple[list[Job], str | None]:
+    """Up to `limit` jobs of `queues`, newest first, from `cursor` on; and the cursor of the next page (or None)."""
+    _scoped(p)
+    offsets = decode_cursor(cursor)
+    found = await asyncio.gather(*(backend.list(q, states=states, name=task, offset=offsets.get(q, 0), limit=limit)
+                                   for q in queues))
+    merged = heapq.merge(*found, key=lambda j: (-j.created_at, -j.seq))
+    jobs = list(itertools.islice(merged, limit))
+    more = any(len(f) == limit for f in found) or sum(len(f) for f in found) > len(jobs)
+    for job in jobs:
+        offsets[job.queue] = offsets.get(job.queue, 0) + 1
+    return jobs, encode_cursor(offsets) if more else None
+
+
+async def events(backend: Backend, p: Principal, queue: str, since: str | None) -> AsyncIterator[JobEvent]:
+    """A live feed of `queue`'s events the caller may see, from after event `since` when given."""
+    _scoped(p)
+    return await backend.subscribe(queue, since=since)
+
+
+async def wait_finished(backend: Backend, job: Job, timeout: float) -> Job:
+    """The job once finished, or as it is after `timeout` seconds. Never starts a worker: workers run the jobs."""
+    feed, now = await backend.watch(job.queue, job.id, job)
+    current = now or job
+    pending: asyncio.Future[JobEvent] | None = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while not current.finished and (left := deadline - loop.time()) > 0:
+            if pending is None:
+                pending = asyncio.ensure_future(feed.__anext__())
+            done, _ = await asyncio.wait((pending,), timeout=min(left, RECHECK_EVERY))
+            if done:
+                try:
+                    ev = pending.result()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    pending = None
+                if ev.job_id != job.id or not ev.state.finished:
+                    continue
+            current = await backend.get(job.queue, job.id) or current
+        return current
+    finally:
+        if pending is not None:
+            pending.cancel()
+            await asyncio.gather(pending, return_exceptions=True)
+        await feed.aclose()  # type: ignore[attr-defined]
