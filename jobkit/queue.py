@@ -210,6 +210,18 @@ class Queue:
     async def is_paused(self) -> bool:
         return (await self.counts()).paused
 
+    async def set_global_concurrency(self, limit: int | None) -> None:
+        """At most `limit` jobs of this queue run at once across every worker (checked atomically as jobs are
+        claimed); None lifts the limit. Jobs already running beyond a lowered limit finish; no more start meanwhile."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"global concurrency must be a whole number of at least 1, or None to lift it; not"
+                              f" {limit!r} (pause() stops a queue)")
+        await (await self.backend()).set_global_concurrency(self.name, limit)
+
+    async def global_concurrency(self) -> int | None:
+        """The limit `set_global_concurrency` set, or None."""
+        return await (await self.backend()).global_concurrency(self.name)
+
     async def retry_failed(self, limit: int = 1000) -> int:
         """Send failed jobs back to waiting with fresh attempts; returns how many. On a local backend with no worker
         serving the queue, an embedded worker runs them."""

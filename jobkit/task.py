@@ -40,9 +40,15 @@ class Task(Generic[R]):
     """A registered job function: its name, queue, payload type and default options."""
 
     def __init__(self, fn: Callable[..., Awaitable[R]], *, name: str, queue: str, options: JobOptions,
-                 schedule: TaskSchedule | None = None) -> None:
+                 schedule: TaskSchedule | None = None, concurrency: int | None = None) -> None:
+        """`concurrency`: at most that many of this task's jobs run at once in one worker, whatever its own."""
         if not inspect.iscoroutinefunction(fn):
             raise ConfigError(f"task {name!r} must be an async function: write `async def {fn.__name__}(ctx, payload)`")
+        if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                        or concurrency < 1):
+            raise ConfigError(f"task {name!r}: concurrency must be a whole number of at least 1 (or None for no"
+                              f" limit of its own), not {concurrency!r}")
+        self.concurrency = concurrency
         self.fn = fn
         self.name = name
         self.queue = queue
@@ -174,25 +180,27 @@ def task(
     *, name: str | None = None, queue: str = "default", attempts: int = 1, backoff: Backoff | float | None = None,
     timeout: float | None = None, priority: int = 3, max_stalls: int = 1, keep_completed: Retention | None = None,
     keep_failed: Retention | None = None, cron: str | None = None, every: float | timedelta | None = None,
-    tz: str = "UTC",
+    tz: str = "UTC", concurrency: int | None = None,
 ) -> Callable[[Callable[..., Awaitable[R]]], Task[R]]: ...
 def task(
     fn: Callable[..., Awaitable[R]] | None = None, /, *, name: str | None = None, queue: str = "default",
     attempts: int = 1, backoff: Backoff | float | None = None, timeout: float | None = None, priority: int = 3,
     max_stalls: int = 1, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
-    cron: str | None = None, every: float | timedelta | None = None, tz: str = "UTC",
+    cron: str | None = None, every: float | timedelta | None = None, tz: str = "UTC", concurrency: int | None = None,
 ) -> Task[R] | Callable[[Callable[..., Awaitable[R]]], Task[R]]:
     """Declare an async function `(ctx, payload)` as a task; the payload's annotation validates at enqueue.
 
     With `cron=` (in time zone `tz`) or `every=`, every worker serving the task declares a schedule named after
-    it, which adds one job per tick (see `Queue.schedule`)."""
+    it, which adds one job per tick (see `Queue.schedule`). With `concurrency=n`, a worker runs at most n of its
+    jobs at once, whatever the worker's own concurrency (its other tasks' jobs go ahead meanwhile)."""
     options = _options(attempts, backoff, timeout, priority, max_stalls, keep_completed, keep_failed)
     schedule = None
     if cron is not None or every is not None:
         schedule = TaskSchedule(*timing(cron, every, tz), tz)
 
     def wrap(f: Callable[..., Awaitable[R]]) -> Task[R]:
-        t: Task[R] = Task(f, name=name or f.__name__, queue=queue, options=options, schedule=schedule)
+        t: Task[R] = Task(f, name=name or f.__name__, queue=queue, options=options, schedule=schedule,
+                          concurrency=concurrency)
         _register(t)
         return t
 

@@ -53,7 +53,7 @@ class _Running:
 class _Claims:
     """A worker's claiming of one queue: claims under way and what the last one said."""
 
-    __slots__ = ("backlog", "dry", "failures", "flights", "names", "queue", "retry_in", "wake")
+    __slots__ = ("backlog", "dry", "failures", "flights", "freed", "names", "queue", "retry_in", "wake")
 
     def __init__(self, queue: str, names: frozenset[str] | None) -> None:
         self.queue, self.names = queue, names
@@ -63,6 +63,7 @@ class _Claims:
         self.retry_in: float | None = None  # when the last claim said a delayed job comes due
         self.failures = 0  # claims failed in a row: the backend is unreachable, back off until it answers again
         self.wake = asyncio.Event()  # a claim under way came back, or enough slots freed for another
+        self.freed = asyncio.Event()  # a job of a capped task ended since the last claim went out
 
     def landed(self, _: object) -> None:
         self.wake.set()
@@ -105,6 +106,7 @@ class Worker:
             if seconds is not None and not (seconds >= 0 and math.isfinite(seconds)):
                 raise ConfigError(f"{option} must be a finite number of seconds, zero or more, not {seconds}")
         self.tasks = {t.name: t for t in tasks}
+        self._caps = {t.name: t.concurrency for t in tasks if t.concurrency is not None}  # tasks' own concurrency
         # Completed jobs kept per queue: the most any of its tasks asks for. Finishing enforces it as jobs end.
         counts = [c for t in tasks if (c := t.options.keep_completed.count) is not None]
         self.keep_completed = max(counts) if counts else None
@@ -165,6 +167,7 @@ class Worker:
         if not new:
             return
         self.tasks.update((t.name, t) for t in new)
+        self._caps.update((t.name, t.concurrency) for t in new if t.concurrency is not None)
         for c in self._claims:
             if c.names is not None:
                 c.names = frozenset(self.tasks)
@@ -274,7 +277,7 @@ class Worker:
                     await self._stop_if_done(backend, queue)
                 else:
                     c.dry = False
-                    err = await self._idle(backend, queue, c.retry_in)
+                    err = await self._idle(backend, c)
                     if err is not None:  # only a hint that work may be ready; the next claim says for sure
                         c.failures += 1
                         await self._backoff(queue, "wait for work", err, c.failures)
@@ -295,13 +298,15 @@ class Worker:
         free = self.concurrency - len(self._running) - self._reserved
         if not c.flights:
             return free > 0 or pending
-        return c.backlog and len(c.flights) < self._most_claims and free >= self._overlap_at
+        # A claim under way may bring jobs of capped tasks: the next one's caps would not count them, so none goes.
+        return c.backlog and not self._caps and len(c.flights) < self._most_claims and free >= self._overlap_at
 
     async def _send_claim(self, backend: Backend, c: _Claims) -> None:
         """Claim (with the outcomes ready): under way as a task when there is a backlog, so another can follow."""
         outcomes = self._take(c.queue) if self._combine else []
         limit = min(max(self.concurrency - len(self._running) - self._reserved, 0), self.claim_batch)
-        call = self._claim(backend, c.queue, outcomes, limit, c.names)
+        c.freed.clear()
+        call = self._claim(backend, c.queue, outcomes, limit, c.names, self._room())
         if c.backlog and self._most_claims > 1:
             flight = asyncio.ensure_future(call)
             flight.add_done_callback(c.landed)
@@ -334,31 +339,53 @@ class Worker:
         c.backlog = bool(claimed.jobs) and not claimed.dry
         c.dry, c.retry_in = not c.backlog, claimed.retry_in
 
+    def _room(self) -> dict[str, int] | None:
+        """How many more jobs of each capped task may start now (see Task.concurrency); None when none is capped."""
+        if not self._caps:
+            return None
+        room = dict(self._caps)
+        for r in self._running.values():
+            if r.job.name in room:
+                room[r.job.name] -= 1
+        return room
+
+    def _freed(self, job: Job) -> None:
+        """A job of this worker ended: if its task is capped, its queue's jobs of that task may be claimed again."""
+        if job.name in self._caps:
+            for c in self._claims:
+                if c.queue == job.queue:
+                    c.dry = False
+                    c.freed.set()
+
     async def _claim(
-        self, backend: Backend, queue: str, outcomes: list[Outcome], limit: int, names: frozenset[str] | None
+        self, backend: Backend, queue: str, outcomes: list[Outcome], limit: int, names: frozenset[str] | None,
+        caps: dict[str, int] | None = None,
     ) -> ClaimResult | None:
         """Write `outcomes` (if any) and claim up to `limit` jobs; None if the outcomes could not be written."""
         now = time.time()
         if not outcomes:
             return await backend.claim(queue, self.id, limit=limit, lease=self.lease, now=now, names=names,
-                                       rate_limit=self.rate_limit)
+                                       rate_limit=self.rate_limit, caps=caps)
         try:
             return await backend.finish_and_claim(queue, self.id, outcomes, limit=limit, lease=self.lease, now=now,
                                                   names=names, rate_limit=self.rate_limit,
-                                                  keep_completed=self.keep_completed)
+                                                  keep_completed=self.keep_completed, caps=caps)
         except Exception as exc:
             self._lost(queue, len(outcomes), exc)
             if isinstance(exc, BackendError):
                 raise
             return None
 
-    async def _idle(self, backend: Backend, queue: str, retry_in: float | None) -> BaseException | None:
-        """Wait for work, stop(), or (when outcomes go with claims) an outcome to write; the wait's error, if any."""
-        wait = 1.0 if retry_in is None else min(1.0, retry_in)
+    async def _idle(self, backend: Backend, c: _Claims) -> BaseException | None:
+        """Wait for work, stop(), a capped task's slot to free, or (when outcomes go with claims) an outcome to
+        write; the wait's error, if any."""
+        wait = 1.0 if c.retry_in is None else min(1.0, c.retry_in)
         if self.idle_timeout is not None:
             wait = min(wait, self.idle_timeout)
         waits = [asyncio.ensure_future(self._stopping.wait()), work := asyncio.ensure_future(
-            backend.wait_for_work(queue, wait))]
+            backend.wait_for_work(c.queue, wait))]
+        if self._caps:
+            waits.append(asyncio.ensure_future(c.freed.wait()))
         if self._combine:
             self._pending_ready.clear()
             waits.append(asyncio.ensure_future(self._pending_ready.wait()))
@@ -442,7 +469,8 @@ class Worker:
         try:
             outcome = await run_attempt(self.tasks.get(job.name), job, ctx)
         except asyncio.CancelledError:
-            self._release(job.id)
+            if self._release(job.id):
+                self._freed(job)
             self._wake()
             raise
         except BaseException as exc:  # a bug in deciding the outcome: the attempt still ends
@@ -456,6 +484,7 @@ class Worker:
             return  # a newer attempt of this job holds its lease now (see _start): this outcome is stale
         self.processed += 1
         self._last_busy = time.monotonic()
+        self._freed(job)
         self._wake()
         self._record(job, outcome, took)
 
@@ -475,6 +504,7 @@ class Worker:
                   job.id, job.name, job.attempts, self.cancel_grace)
         self.processed += 1
         self._last_busy = time.monotonic()
+        self._freed(job)
         self._wake()
         self._record(job, interrupted(job, ctx), time.time() - (job.started_at or time.time()))
 

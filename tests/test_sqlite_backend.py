@@ -403,8 +403,35 @@ async def test_reopening_keeps_jobs_and_event_ids_grow(tmp_path: Path) -> None:
     assert int(second.id) > int(first.id)
 
 
+def _as_schema_6(conn: sqlite3.Connection) -> None:
+    """Make a file of this jobkit look as schema 6 wrote it: no global concurrency column."""
+    conn.execute("ALTER TABLE queues DROP COLUMN concurrency")
+    conn.execute("PRAGMA user_version = 6")
+
+
+@pytest.mark.asyncio
+async def test_schema_6_database_gains_global_concurrency(tmp_path: Path) -> None:
+    """Schema 7 stores a queue's global concurrency; a schema 6 file opens with none, and can hold one."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job(f"j{i}") for i in range(3)])
+        await b.claim(Q, "w", limit=1, lease=30, now=time.time())
+    with sqlite3.connect(path) as conn:
+        _as_schema_6(conn)
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        assert await b.global_concurrency(Q) is None
+        await b.set_global_concurrency(Q, 2)
+        assert len((await b.claim(Q, "w", limit=5, lease=30, now=time.time())).jobs) == 1  # one was active
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("SELECT concurrency FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
+    conn.close()
+
+
 def _as_schema_5(conn: sqlite3.Connection) -> None:
     """Make a file of this jobkit look as schema 5 wrote it: no flows (no ledger, no held column)."""
+    _as_schema_6(conn)
     conn.execute("DROP TABLE flow_links")
     conn.execute("DROP INDEX jobs_done")
     conn.execute("DROP INDEX jobs_expiry")
@@ -445,7 +472,7 @@ async def test_schema_3_database_names_the_lease_holder_worker(tmp_path: Path) -
         [done] = await b.finish(Q, "w1", [Outcome(job_id="j1", state=JobState.COMPLETED)], now + 1)
         assert done.state is JobState.COMPLETED and done.worker is None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         assert conn.execute("SELECT worker FROM jobs WHERE id = 'j2'").fetchone()[0] == "w1"
         assert '"owner"' not in conn.execute("SELECT body FROM jobs WHERE id = 'j2'").fetchone()[0].split("history")[0]
     conn.close()
@@ -472,7 +499,7 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
         kept = await b.list(Q, states=[JobState.COMPLETED])
         assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -492,7 +519,7 @@ async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_
         assert await b.get(Q, "j1") is not None
         assert await b.write_record(Q, "schedule", "nightly", "{}", version=0) == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     conn.close()
 
 
@@ -513,7 +540,7 @@ async def test_schema_4_database_gains_the_quota_tables(tmp_path: Path) -> None:
         assert await b.take(Q, [Ask("rpm", 1, 1, 60)], time.time()) == 0.0
         assert await b.reserve(Q, "cost", 1.5, 2.0) == (True, Spend(0.0, 1.5))
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     conn.close()
 
 
@@ -546,7 +573,7 @@ async def test_schema_5_database_gains_flows_and_keeps_its_retention(tmp_path: P
         assert ready is not None and ready.state is JobState.WAITING and ready.flow is not None
         assert ready.flow.completed == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         assert conn.execute("SELECT held FROM jobs WHERE id = 'c'").fetchone()[0] == 1
         assert conn.execute("SELECT SUM(held) FROM jobs WHERE id != 'c'").fetchone()[0] == 0
     conn.close()

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..models import Job, JobEvent, JobRef, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
 
 __all__ = [
-    "Ask", "Backend", "ChildLink", "ClaimResult", "FlowSpec", "Record", "Spend", "check_asks", "check_record_add",
+    "CONCURRENCY_RECHECK", "Ask", "Backend", "ChildLink", "ClaimResult", "FlowSpec", "Record", "Spend", "check_asks",
+    "check_record_add",
 ]
+
+# Seconds after which a claim that a queue's global concurrency held back says to ask again (`retry_in`): a slot
+# frees when any worker, in any process, finishes a job, and no wake-up says so.
+CONCURRENCY_RECHECK = 0.05
 
 
 class ClaimResult:
@@ -193,6 +198,15 @@ class Backend(abc.ABC):
         """Pause (claim hands out nothing from this queue) or resume it."""
 
     @abc.abstractmethod
+    async def set_global_concurrency(self, queue: str, limit: int | None) -> None:
+        """At most `limit` (1 or more) jobs of `queue` ACTIVE at once across every worker, enforced by `claim`;
+        None lifts it. Jobs already active beyond a new limit run on; no more start until they are under it."""
+
+    @abc.abstractmethod
+    async def global_concurrency(self, queue: str) -> int | None:
+        """The limit `set_global_concurrency` set, or None."""
+
+    @abc.abstractmethod
     async def retry(self, queue: str, job_ids: Sequence[str] | None, now: float, limit: int = 1000) -> int:
         """FAILED (or CANCELLED, when named by id) jobs → WAITING with attempts, stalls and error
         reset; None means every failed job (up to `limit`). Returns how many moved; event "waiting"."""
@@ -224,11 +238,15 @@ class Backend(abc.ABC):
         now: float,
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
+        caps: Mapping[str, int] | None = None,
     ) -> ClaimResult:
         """Move up to `limit` runnable jobs to ACTIVE for `worker`, in one transaction.
 
         First promotes DELAYED jobs whose run_at is due. Hands out nothing when the queue is paused.
-        Takes jobs by (priority, seq); with `names`, only jobs of those task names. With a
+        Takes jobs by (priority, seq); with `names`, only jobs of those task names; with `caps`, at most
+        `caps[name]` jobs of each name it holds (0: none; jobs passed over stay where they are, in order).
+        With the queue's global concurrency set, never lets more than that many of its jobs be ACTIVE at
+        once (counted in the same transaction; held back: `retry_in` is CONCURRENCY_RECHECK). With a
         `rate_limit`, never starts more than `limit` jobs per window of `per` seconds across every
         worker of the queue (fixed windows). Each claimed job: attempts += 1, worker, lease_until =
         now + lease, started_at = now, cancel_requested false, event "active".
@@ -266,12 +284,14 @@ class Backend(abc.ABC):
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
         keep_completed: int | None = None,
+        caps: Mapping[str, int] | None = None,
     ) -> ClaimResult:
         """`finish(outcomes)` then `claim(...)`: a worker's two steps, which a backend may do in one round trip
         (each step stays atomic; the jobs that finished are not returned)."""
         if outcomes:
             await self.finish(queue, worker, outcomes, now, keep_completed=keep_completed)
-        return await self.claim(queue, worker, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit)
+        return await self.claim(queue, worker, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit,
+                                caps=caps)
 
     @abc.abstractmethod
     async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:

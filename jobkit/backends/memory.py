@@ -7,7 +7,7 @@ import builtins
 import heapq
 import itertools
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,18 @@ from . import _flows as flows
 from . import _transitions as transitions
 from ._local import EventHub, Row, Subscription
 from ._windows import over_by, wait_until_fits
-from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Record, Spend, check_asks, check_record_add
+from .base import (
+    CONCURRENCY_RECHECK,
+    Ask,
+    Backend,
+    ChildLink,
+    ClaimResult,
+    FlowSpec,
+    Record,
+    Spend,
+    check_asks,
+    check_record_add,
+)
 
 __all__ = ["MemoryBackend"]
 
@@ -50,6 +61,24 @@ class _Queue:
     held: set[str] = field(default_factory=set)  # ids of jobs a waiting parent holds back from retention
     paused: bool = False
     window: tuple[float, int] = (0.0, 0)
+    concurrency: int | None = None  # the queue's global concurrency
+    # While `concurrency` is set: ids claimed since last counted, a superset of the ACTIVE jobs' ids.
+    claimed: set[str] = field(default_factory=set)
+
+    def promote(self, now: float) -> None:
+        """Delayed jobs that are due become waiting."""
+        while self.delayed and self.delayed[0][0] <= now:
+            _, _, jid = heapq.heappop(self.delayed)
+            job = self.jobs.get(jid)
+            if job is not None and job.state is JobState.DELAYED and job.run_at <= now:
+                job.state = JobState.WAITING
+                heapq.heappush(self.ready, (job.priority, job.seq, job.id))
+
+    def active(self) -> int:
+        """How many jobs are ACTIVE (those claimed that have not moved on since)."""
+        jobs = self.jobs
+        self.claimed = {jid for jid in self.claimed if (j := jobs.get(jid)) is not None and j.state is JobState.ACTIVE}
+        return len(self.claimed)
 
     def copy(self, job: Job) -> Job:
         """A copy of a stored job, with its history."""
@@ -190,6 +219,18 @@ class _Step:
             self.b._hub.poke(name)
 
 
+def _capped(caps: Mapping[str, int], taken: dict[str, int], name: str) -> bool:
+    """Whether a claim has taken its cap of `name` already; if not, it takes one more."""
+    cap = caps.get(name)
+    if cap is None:
+        return False
+    n = taken.get(name, 0)
+    if n >= cap:
+        return True
+    taken[name] = n + 1
+    return False
+
+
 class MemoryBackend(Backend):
     """Every transition is one synchronous critical section on the event loop (no awaits inside)."""
 
@@ -323,6 +364,16 @@ class MemoryBackend(Backend):
         if not paused:
             self._hub.poke(queue)
 
+    async def set_global_concurrency(self, queue: str, limit: int | None) -> None:
+        q = self._q(queue)
+        if q.concurrency is None:
+            q.claimed = {jid for jid, j in q.jobs.items() if j.state is JobState.ACTIVE}
+        q.concurrency = limit
+        self._hub.poke(queue)
+
+    async def global_concurrency(self, queue: str) -> int | None:
+        return self._q(queue).concurrency
+
     async def retry(self, queue: str, job_ids: Sequence[str] | None, now: float, limit: int = 1000) -> int:
         q = self._q(queue)
         if job_ids is None:
@@ -383,17 +434,18 @@ class MemoryBackend(Backend):
         now: float,
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
+        caps: Mapping[str, int] | None = None,
     ) -> ClaimResult:
         q = self._q(queue)
-        while q.delayed and q.delayed[0][0] <= now:
-            _, _, jid = heapq.heappop(q.delayed)
-            job = q.jobs.get(jid)
-            if job is not None and job.state is JobState.DELAYED and job.run_at <= now:
-                job.state = JobState.WAITING
-                heapq.heappush(q.ready, (job.priority, job.seq, job.id))
+        q.promote(now)
         next_due = self._next_due(q, now)
         if q.paused or limit <= 0:
             return ClaimResult([], None)
+        if q.concurrency is not None:
+            room = q.concurrency - q.active()
+            if room <= 0:
+                return ClaimResult([], CONCURRENCY_RECHECK, True)
+            limit = min(limit, room)
         if rate_limit is not None:
             start, used = q.window
             start, used, limit, retry_in = limiter.grant(rate_limit, start, used, limit, now)
@@ -402,17 +454,20 @@ class MemoryBackend(Backend):
         claimed: list[Job] = []
         events: list[transitions.Draft] = []
         skipped: list[tuple[int, int, str]] = []
+        taken: dict[str, int] = {}  # jobs claimed per capped name
         ready, jobs, lease_until = q.ready, q.jobs, now + lease
         while ready and len(claimed) < limit:
             entry = heapq.heappop(ready)
             job = jobs.get(entry[2])
             if job is None or job.state is not JobState.WAITING or entry[1] != job.seq:
                 continue
-            if names is not None and job.name not in names:
+            if (names is not None and job.name not in names) or (caps is not None and _capped(caps, taken, job.name)):
                 skipped.append(entry)
                 continue
             events.append(transitions.claim(job, worker, lease_until, now, q.notes[job.id]))
             q.noted(job)
+            if q.concurrency is not None:
+                q.claimed.add(job.id)
             claimed.append(q.copy(job))
         for entry in skipped:
             heapq.heappush(ready, entry)
@@ -468,6 +523,8 @@ class MemoryBackend(Backend):
             if (job.parent is not None or job.dependents or job.flow is not None) and job.state in TERMINAL_STATES:
                 linked.append(job)
             moved.append(q.copy(job))
+        if q.concurrency is not None and moved:  # slots freed: a worker held back by it may claim now
+            poke = True
         if keep_completed is not None:
             for job in q.beyond(keep_completed):
                 q.remove(job.id)

@@ -36,7 +36,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -92,7 +92,7 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before giving up
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
                  "retry", "clean", "recover", "get", "list", "counts", "record_add", "quarantine", "flow_add",
-                 "flow_seal", "flow_deliver", "children")
+                 "flow_seal", "flow_deliver", "children", "concurrency")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
 SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_flow", "_finish", "_remove"),
                 "finish_claim": ("_flow", "_finish", "_remove", "_claim"), "clean": ("_remove",),
@@ -130,6 +130,14 @@ def _pack(args: Iterable[Any]) -> _Segment:
     """RESP bulk strings for str, bytes and int arguments (floats are passed as repr text)."""
     parts = [a if isinstance(a, bytes) else (a if isinstance(a, str) else str(a)).encode() for a in args]
     return len(parts), b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts])
+
+
+def _claim_filter(names: Collection[str] | None, caps: Mapping[str, int] | None) -> list[Any]:
+    """A claim's name filter and caps as claim_filter in _claim.lua reads them."""
+    out: list[Any] = [-1] if names is None else [len(names), *names]
+    for name, cap in (caps or {}).items():
+        out += (name, cap)
+    return out
 
 
 def _command(*segments: _Segment) -> bytes:
@@ -998,6 +1006,13 @@ class RedisBackend(Backend):
         ], "pause a queue" if paused else "resume a queue")
         self._woke(queue, results[1][0])
 
+    async def set_global_concurrency(self, queue: str, limit: int | None) -> None:
+        await self._eval("concurrency", queue, ("" if limit is None else limit,), "set the global concurrency")
+
+    async def global_concurrency(self, queue: str) -> int | None:
+        found = await self._eval("concurrency", queue, (), "read the global concurrency")
+        return None if found is None else int(found)
+
     async def retry(self, queue: str, job_ids: Sequence[str] | None, now: float, limit: int = 1000) -> int:
         if job_ids is None:
             res = await self._eval("retry", queue, (repr(now), limit, "all"), "retry jobs")
@@ -1038,12 +1053,10 @@ class RedisBackend(Backend):
         now: float,
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
+        caps: Mapping[str, int] | None = None,
     ) -> ClaimResult:
-        args: list[Any] = [repr(now), repr(now + lease), worker, limit, *self._rate(rate_limit)]
-        if names is None:
-            args.append("0")
-        else:
-            args += ("1", *names)
+        args: list[Any] = [repr(now), repr(now + lease), worker, limit, *self._rate(rate_limit),
+                           *_claim_filter(names, caps)]
         res = await self._eval("claim", queue, args, "claim jobs")
         return ClaimResult(await self._claimed(queue, worker, res[2:]), float(res[0]) if res[0] else None,
                            res[1] == 1)
@@ -1096,15 +1109,15 @@ class RedisBackend(Backend):
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
         keep_completed: int | None = None,
+        caps: Mapping[str, int] | None = None,
     ) -> ClaimResult:
         """One script, one round trip: finish `outcomes`, then claim up to `limit` jobs."""
         now_s = repr(now)
         args: list[Any] = [worker, now_s, repr(now + lease), limit, *self._rate(rate_limit), len(outcomes),
-                           "0" if names is None else "1", _keep(keep_completed)]
+                           _keep(keep_completed)]
         packed = self._outcomes(outcomes)
-        if names is not None:
-            extra = _pack(names)
-            packed = (packed[0] + extra[0], packed[1] + extra[1])
+        extra = _pack(_claim_filter(names, caps))
+        packed = (packed[0] + extra[0], packed[1] + extra[1])
         res = await self._eval("finish_claim", queue, args, "finish and claim jobs", [oc.job_id for oc in outcomes],
                                data=True, packed=packed)
         self._woke(queue, res[0])

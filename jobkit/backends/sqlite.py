@@ -10,7 +10,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 from urllib.parse import unquote
@@ -40,7 +40,18 @@ from . import _flows as flows
 from . import _transitions as transitions
 from ._local import Event, EventHub, Row, Subscription, event_id
 from ._windows import over_by, wait_until_fits
-from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Record, Spend, check_asks, check_record_add
+from .base import (
+    CONCURRENCY_RECHECK,
+    Ask,
+    Backend,
+    ChildLink,
+    ClaimResult,
+    FlowSpec,
+    Record,
+    Spend,
+    check_asks,
+    check_record_add,
+)
 
 __all__ = ["SQLiteBackend"]
 
@@ -49,7 +60,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 7  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -78,7 +89,7 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS queues (
         name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0,
         window_start REAL NOT NULL DEFAULT 0, window_used INTEGER NOT NULL DEFAULT 0,
-        completed INTEGER NOT NULL DEFAULT 0)""",
+        completed INTEGER NOT NULL DEFAULT 0, concurrency INTEGER)""",
     "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, queue TEXT NOT NULL, body TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS events_queue ON events (queue, id)",
     "CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, expires_at REAL NOT NULL, body TEXT NOT NULL)",
@@ -154,6 +165,8 @@ def _migrate(c: sqlite3.Connection, version: int) -> None:
         c.execute("ALTER TABLE jobs ADD COLUMN held INTEGER NOT NULL DEFAULT 0")
         c.execute("DROP INDEX IF EXISTS jobs_done")
         c.execute("DROP INDEX IF EXISTS jobs_expiry")
+    if version < 7:  # schema 7: a queue's global concurrency (NULL: none)
+        c.execute("ALTER TABLE queues ADD COLUMN concurrency INTEGER")
 
 
 def _load(state: str, lease_until: float | None, body: str) -> Job:
@@ -528,6 +541,14 @@ class _Store:
         if not paused:
             tx.wake.add(queue)
 
+    def set_concurrency(self, tx: _Tx, queue: str, limit: int | None) -> None:
+        self.conn.execute(
+            "INSERT INTO queues (name, concurrency) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency", (queue, limit),
+        )
+        tx.queues.add(queue)
+        tx.wake.add(queue)
+
     def retry(self, tx: _Tx, queue: str, job_ids: Sequence[str] | None, now: float, limit: int) -> int:
         c = self.conn
         if job_ids is None:
@@ -619,12 +640,13 @@ class _Store:
     # -- worker ------------------------------------------------------------------------------------
     def claim(
         self, tx: _Tx, queue: str, worker: str, limit: int, lease: float, now: float,
-        names: Collection[str] | None, rate_limit: RateLimit | None,
+        names: Collection[str] | None, rate_limit: RateLimit | None, caps: Mapping[str, int] | None = None,
     ) -> ClaimResult:
         c = self.conn
-        due, paused, start, used = c.execute(  # the next delayed job's run_at, and the queue's row (or defaults)
+        due, paused, start, used, most = c.execute(  # the next delayed job's run_at, and the queue's row (or defaults)
             "SELECT (SELECT MIN(run_at) FROM jobs WHERE queue = ? AND state = 'delayed'), COALESCE(paused, 0),"
-            " COALESCE(window_start, 0.0), COALESCE(window_used, 0) FROM (SELECT 1) LEFT JOIN queues ON name = ?",
+            " COALESCE(window_start, 0.0), COALESCE(window_used, 0), concurrency FROM (SELECT 1)"
+            " LEFT JOIN queues ON name = ?",
             (queue, queue),
         ).fetchone()
         if due is not None and due <= now:
@@ -635,11 +657,16 @@ class _Store:
         next_due = None if due is None else max(0.0, due - now)
         if paused or limit <= 0:
             return ClaimResult([], None)
+        if most is not None:
+            (active,) = c.execute("SELECT COUNT(*) FROM jobs WHERE queue = ? AND state = 'active'", (queue,)).fetchone()
+            if active >= most:
+                return ClaimResult([], CONCURRENCY_RECHECK, True)
+            limit = min(limit, most - active)
         if rate_limit is not None:
             start, used, limit, retry_in = limiter.grant(rate_limit, start, used, limit, now)
             if not limit:
                 return ClaimResult([], retry_in)
-        claimed = self._take(tx, queue, worker, limit, now + lease, now, names)
+        claimed = self._take(tx, queue, worker, limit, now + lease, now, names, caps)
         if rate_limit is not None:
             c.execute(
                 "INSERT INTO queues (name, window_start, window_used) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
@@ -657,15 +684,9 @@ class _Store:
 
     def _take(
         self, tx: _Tx, queue: str, worker: str, limit: int, lease_until: float, now: float,
-        names: Collection[str] | None,
+        names: Collection[str] | None, caps: Mapping[str, int] | None = None,
     ) -> list[Job]:
-        sql, params = "SELECT rowid, body FROM jobs WHERE queue = ? AND state = 'waiting'", [queue]
-        if names is not None:
-            if not names:
-                return []
-            sql += f" AND name IN ({_marks(len(names))})"
-            params.extend(names)
-        rows = self.conn.execute(f"{sql} ORDER BY priority, seq LIMIT ?", (*params, limit)).fetchall()
+        rows = self._ready(queue, limit, names, caps)
         claimed, updates = [], []
         remembered = self.claimed
         if len(remembered) + len(rows) > CLAIMED_KEPT:
@@ -688,6 +709,43 @@ class _Store:
             " WHERE rowid = ?", updates,
         )
         return claimed
+
+    def _ready(self, queue: str, limit: int, names: Collection[str] | None, caps: Mapping[str, int] | None
+               ) -> list[tuple[int, str]]:
+        """Up to `limit` waiting jobs (rowid, body) by (priority, seq), of `names` if given, at most `caps[name]`
+        of a capped name. A read that passed over jobs of a name whose cap it reached goes on after its last row,
+        without that name: at most one read more per capped name."""
+        if names is not None and not names:
+            return []
+        left = dict(caps or {})
+        out: list[tuple[int, str]] = []
+        after: tuple[int, int] | None = None
+        while len(out) < limit:
+            sql = "SELECT rowid, body, name, priority, seq FROM jobs WHERE queue = ? AND state = 'waiting'"
+            params: list[Any] = [queue]
+            if names is not None:
+                sql += f" AND name IN ({_marks(len(names))})"
+                params.extend(names)
+            full = [n for n, room in left.items() if room <= 0]
+            if full:
+                sql += f" AND name NOT IN ({_marks(len(full))})"
+                params.extend(full)
+            if after is not None:
+                sql += " AND (priority, seq) > (?, ?)"
+                params.extend(after)
+            want = limit - len(out)
+            rows = self.conn.execute(f"{sql} ORDER BY priority, seq LIMIT ?", (*params, want)).fetchall()
+            for rowid, body, name, _, _ in rows:
+                room = left.get(name)
+                if room is not None:
+                    if room <= 0:
+                        continue
+                    left[name] = room - 1
+                out.append((rowid, body))
+            if len(rows) < want:
+                break
+            after = rows[-1][3:]
+        return out
 
     def _quarantine(self, tx: _Tx, rowid: int, body: str, exc: ValidationError, now: float) -> None:
         """Fail a claimed job whose stored record cannot be read, rewritten as a job that can (see transitions)."""
@@ -1253,6 +1311,13 @@ class SQLiteBackend(Backend):
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._write(_Store.set_paused, queue, paused)
 
+    async def set_global_concurrency(self, queue: str, limit: int | None) -> None:
+        await self._write(_Store.set_concurrency, queue, limit)
+
+    async def global_concurrency(self, queue: str) -> int | None:
+        rows = await self._read("SELECT concurrency FROM queues WHERE name = ?", (queue,))
+        return rows[0][0] if rows else None
+
     async def retry(self, queue: str, job_ids: Sequence[str] | None, now: float, limit: int = 1000) -> int:
         return await self._write(_Store.retry, queue, job_ids, now, limit)
 
@@ -1281,11 +1346,12 @@ class SQLiteBackend(Backend):
         now: float,
         names: Collection[str] | None = None,
         rate_limit: RateLimit | None = None,
+        caps: Mapping[str, int] | None = None,
     ) -> ClaimResult:
         # Arm the queue's wake-up before looking: work committed while this claim is on the connection's
         # thread then makes the worker's next wait_for_work return at once instead of being missed.
         self._hub.arm(queue)
-        return await self._write(_Store.claim, queue, worker, limit, lease, now, names, rate_limit)
+        return await self._write(_Store.claim, queue, worker, limit, lease, now, names, rate_limit, caps)
 
     async def renew(self, queue: str, worker: str, job_ids: Sequence[str], lease: float, now: float) -> dict[str, bool]:
         if not job_ids:

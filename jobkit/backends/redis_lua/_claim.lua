@@ -1,9 +1,12 @@
--- claim_jobs(now_s, lease, worker, limit, rate, per, names): due delayed jobs become waiting, then up to `limit`
--- waiting jobs (only those named in the set `names`, if given) move to ACTIVE for `worker`. `rate` ('' = none)
--- and `per` are the queue's rate limit. Returns retry_in ('' = none, or seconds as text), the claimed jobs'
--- JSON, and whether the queue ran dry: fewer jobs than allowed were ready, so nothing more is claimable before
--- retry_in or an event that wakes workers. retry_in is '' when a job was claimed and the queue did not run dry.
-local function claim_jobs(now_s, lease, worker, limit, rate, per, names)
+-- claim_jobs(now_s, lease, worker, limit, rate, per, names, caps): due delayed jobs become waiting, then up to
+-- `limit` waiting jobs (only those named in the set `names`, if given; at most caps[name] of a name in the table
+-- `caps`, if given) move to ACTIVE for `worker`. `rate` ('' = none) and `per` are the queue's rate limit; meta
+-- field gc, the queue's global concurrency, bounds its active jobs. Returns retry_in ('' = none, or seconds as
+-- text), the claimed jobs' JSON, and whether the queue ran dry: fewer jobs than allowed were ready, so nothing more
+-- is claimable before retry_in or an event that wakes workers. retry_in is '' when a job was claimed and the queue
+-- did not run dry.
+local CONCURRENCY_RECHECK = '0.050000' -- base.CONCURRENCY_RECHECK: no event says a slot freed
+local function claim_jobs(now_s, lease, worker, limit, rate, per, names, caps)
   local now = tonumber(now_s)
   -- Due delayed jobs become waiting; their seq keeps their FIFO place among equal priorities.
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', SET.delayed, '-inf', now_s, 'LIMIT', 0, 10000)) do
@@ -19,7 +22,13 @@ local function claim_jobs(now_s, lease, worker, limit, rate, per, names)
   local retry_in = ''
   local nxt = redis.call('ZRANGE', SET.delayed, 0, 0, 'WITHSCORES')
   if nxt[2] then retry_in = string.format('%.6f', math.max(0, tonumber(nxt[2]) - now)) end
-  if limit <= 0 or redis.call('HGET', K_META, 'paused') == '1' then return '', {}, false end
+  local qm = redis.call('HMGET', K_META, 'paused', 'gc')
+  if limit <= 0 or qm[1] == '1' then return '', {}, false end
+  if qm[2] then
+    local room = tonumber(qm[2]) - redis.call('ZCARD', SET.active)
+    if room <= 0 then return CONCURRENCY_RECHECK, {}, true end
+    limit = math.min(limit, room)
+  end
 
   -- Fixed window, the arithmetic of jobkit/limiter.py: window start `ws`, starts used `wu`.
   local ws, wu
@@ -35,13 +44,20 @@ local function claim_jobs(now_s, lease, worker, limit, rate, per, names)
   end
 
   local ids, scanned = {}, true
-  if names then
+  if names or caps then
     local start = 0
     scanned = false -- every waiting job was looked at
     while #ids < limit and start < 10000 do
       local chunk = redis.call('ZRANGE', SET.waiting, start, start + 199)
       for _, id in ipairs(chunk) do
-        if #ids < limit and names[redis.call('HGET', JP .. id, 'name')] then ids[#ids + 1] = id end
+        if #ids < limit then
+          local name = redis.call('HGET', JP .. id, 'name')
+          local room = caps and caps[name]
+          if (not names or names[name]) and (not room or room > 0) then
+            ids[#ids + 1] = id
+            if room then caps[name] = room - 1 end
+          end
+        end
       end
       if #chunk < 200 then scanned = true; break end
       start = start + 200
@@ -73,4 +89,19 @@ local function claim_jobs(now_s, lease, worker, limit, rate, per, names)
   local dry = scanned and #ids < limit
   if #out > 0 and not dry then retry_in = '' end
   return retry_in, out, dry
+end
+
+-- The name filter and caps of a claim from ARGV[first]: the number of names ('-1': any name), the names, then
+-- (name, cap) pairs to the end.
+local function claim_filter(first)
+  local n, names, caps = tonumber(ARGV[first]), nil, nil
+  if n >= 0 then
+    names = {}
+    for i = first + 1, first + n do names[ARGV[i]] = true end
+  end
+  for i = first + 1 + math.max(n, 0), #ARGV, 2 do
+    caps = caps or {}
+    caps[ARGV[i]] = tonumber(ARGV[i + 1])
+  end
+  return names, caps
 end
