@@ -82,8 +82,10 @@ def cluster(session: nox.Session) -> None:
 
 @nox.session
 def browser(session: nox.Session) -> None:
-    """Open notebooks/quickstart.ipynb in JupyterLab in headless Chromium, run it, read the bar at 100 %."""
+    """In headless Chromium: open notebooks/quickstart.ipynb in JupyterLab, run it, read the bar at 100 %; then drive
+    the /ui dashboard (a live bar, a cancel, hostile markup inert, read-only without actions)."""
     if not os.path.exists("/usr/bin/chromium"):
         session.run("apt-get", "update", "-q", external=True)
         session.run("apt-get", "install", "-y", "-q", "chromium", external=True)
     session.run(PY, "tests/browser/check_quickstart.py")
+    session.run(PY, "tests/browser/check_ui.py")

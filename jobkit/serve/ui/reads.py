@@ -1,0 +1,113 @@
+"""What the dashboard shows, read through the public Queue API: queue summaries and job searches."""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass, field
+
+from ...backends import Backend
+from ...models import Job, JobState, QueueCounts
+from ...queue import Queue
+from .session import Viewer
+from .spark import per_minute
+
+__all__ = ["MAX_LIMIT", "QueueSummary", "Search", "find_job", "find_jobs", "queue_summaries", "sees_jobs"]
+
+MAX_LIMIT = 200
+SPARK_MINUTES = 30
+SPARK_SAMPLE = 500  # finished jobs read per queue for its sparkline
+_FINISHED = (JobState.COMPLETED, JobState.FAILED)
+
+
+@dataclass
+class QueueSummary:
+    name: str
+    counts: QueueCounts
+    throughput: list[int]  # finished jobs per minute, oldest minute first
+
+    @property
+    def per_minute(self) -> float:
+        """Mean finished jobs per minute over the sparkline's window."""
+        return sum(self.throughput) / len(self.throughput)
+
+
+@dataclass
+class Search:
+    """A job search from the page's query string; `problem` says what was wrong with it, if anything."""
+
+    id: str = ""
+    queue: str = ""
+    state: JobState | None = None
+    task: str = ""
+    offset: int = 0
+    limit: int = 50
+    problem: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, query: dict[str, str]) -> Search:
+        given = {k: v.strip() for k, v in query.items() if k in {"id", "queue", "state", "task", "offset", "limit"}}
+        search = cls(id=given.get("id", ""), queue=given.get("queue", ""), task=given.get("task", ""),
+                     params={k: v for k, v in given.items() if v and k != "offset"})
+        state = given.get("state", "")
+        if state:
+            try:
+                search.state = JobState(state)
+            except ValueError:
+                names = ", ".join(s.value for s in JobState)
+                search.problem = f"unknown state {state!r}: choose one of {names}"
+        try:
+            search.offset = max(0, int(given.get("offset") or 0))
+            search.limit = min(MAX_LIMIT, max(1, int(given.get("limit") or 50)))
+        except ValueError:
+            search.problem = "offset and limit are whole numbers"
+        return search
+
+
+async def queue_summaries(backend: Backend, now: float | None = None) -> list[QueueSummary]:
+    """Every queue's counts and its throughput over the last half hour, by name."""
+    now = time.time() if now is None else now
+    summaries = []
+    for name in await backend.queues():
+        queue = Queue(name, backend=backend)
+        finished = await queue.jobs(_FINISHED, limit=SPARK_SAMPLE)
+        series = per_minute((j.finished_at for j in finished), now, SPARK_MINUTES)
+        summaries.append(QueueSummary(name, await queue.counts(), series))
+    return summaries
+
+
+def sees_jobs(viewer: Viewer) -> bool:
+    """Until jobs carry an owner to filter by in the backend, only admins may read jobs (an owner would see all)."""
+    return viewer.admin
+
+
+async def find_job(backend: Backend, viewer: Viewer, queue: str, job_id: str) -> Job | None:
+    """The job, or None when there is none (or the viewer may not see it)."""
+    if not queue or not job_id or not sees_jobs(viewer):
+        return None
+    return await Queue(queue, backend=backend).get(job_id)
+
+
+async def find_jobs(backend: Backend, viewer: Viewer, search: Search) -> list[Job]:
+    """The page of jobs matching `search`, newest first, across every queue unless it names one."""
+    if search.problem or not sees_jobs(viewer):
+        return []
+    names = [search.queue] if search.queue else await backend.queues()
+    if search.id:
+        found = [await find_job(backend, viewer, name, search.id) for name in names]
+        return [j for j in found if j is not None and _matches(j, search)]
+    if len(names) == 1:
+        return await _page(backend, names[0], search, search.offset, search.limit)
+    pages = [await _page(backend, name, search, 0, search.offset + search.limit) for name in names]
+    merged = heapq.merge(*pages, key=lambda j: (j.created_at, j.seq), reverse=True)
+    return list(merged)[search.offset:search.offset + search.limit]
+
+
+async def _page(backend: Backend, queue: str, search: Search, offset: int, limit: int) -> list[Job]:
+    return await Queue(queue, backend=backend).jobs(search.state, name=search.task or None, offset=offset,
+                                                    limit=limit)
+
+
+def _matches(job: Job, search: Search) -> bool:
+    return (search.state is None or job.state is search.state) and (not search.task or job.name == search.task)
