@@ -5,6 +5,7 @@ from .config import connect
 from .context import Context
 from .errors import (
     BackendError,
+    BackendUnavailable,
     ConfigError,
     JobCancelled,
     JobFailed,
@@ -40,6 +41,7 @@ from .models import (
 from .notebook import dashboard, progress_group
 from .queue import Queue
 from .run import run, run_sync, submit
+from .spool import flush_spool, spool_size
 from .task import Task, task
 from .worker import Worker
 
@@ -48,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "BackendError",
+    "BackendUnavailable",
     "Backoff",
     "Child",
     "ConfigError",
@@ -86,10 +89,12 @@ __all__ = [
     "connect",
     "dashboard",
     "flow",
+    "flush_spool",
     "health",
     "progress_group",
     "run",
     "run_sync",
+    "spool_size",
     "submit",
     "task",
 ]

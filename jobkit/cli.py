@@ -15,7 +15,7 @@ from typing import Any
 from . import __version__, schedules
 from .backends import Backend
 from .cli_logging import LEVELS, configure_logging, log_all_from_env
-from .config import connect, mask_url
+from .config import connect, mask_url, resolve_url
 from .errors import ConfigError, JobkitError, JobNotFound
 from .health import health
 from .models import JobState
@@ -148,6 +148,26 @@ async def _schedules(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _spool(args: argparse.Namespace) -> int:
+    from . import spool
+
+    if args.action == "status":
+        waiting = spool.targets()
+        for target, count in waiting.items():
+            print(f"{count} job(s) for {target}")
+        print(f"{sum(waiting.values())} job(s) in {spool.spool_path()}")
+        return 0
+    backend = await connect(args.url or resolve_url()[0])  # the URL itself: no fallback to SQLite here
+    try:
+        done = await spool.forward(backend)
+    finally:
+        await backend.close()
+    print(f"forwarded {done} job(s) to {mask_url(backend.url)}")
+    for target, count in spool.targets().items():
+        print(f"{count} job(s) left for {target}: flush with --url for that backend")
+    return 0
+
+
 def _logging_options(parser: argparse.ArgumentParser, top: bool) -> None:
     """--log-level and --log-all, before or after the subcommand: the subcommands' copies default to SUPPRESS,
     so they override the top-level value only when given."""
@@ -234,9 +254,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--next", type=int, default=5, help="how many next fire times to show (default 5)")
     c.add_argument("--json", action="store_true", help=json_help)
 
+    sp = sub.add_parser("spool", help="jobs kept while their Redis did not answer (submit(..., degrade='spool'))")
+    sp.add_argument("action", choices=["status", "flush"], help="status: count them; flush: forward them now")
+    sp.add_argument("--url", help="flush: the Redis to forward to (default: JOBKIT_URL, then REDIS_URL)")
+
     d = sub.add_parser("demo", help="run a few demo jobs with live progress in the terminal")
     d.add_argument("--url", help=url_help)
-    for command in (w, s, j, c, d, *_serve_parsers(sub, url_help)):
+    for command in (w, s, j, c, sp, d, *_serve_parsers(sub, url_help)):
         _logging_options(command, top=False)
     return p
 
@@ -268,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_command(args)
         if args.command == "jobs" and args.action in ("show", "cancel") and not args.job_id:
             raise ConfigError(f"`jobkit jobs {args.action}` needs a job id")
-        runner = {"worker": _worker, "status": _status, "jobs": _jobs, "schedules": _schedules}[args.command]
+        runner = {"worker": _worker, "status": _status, "jobs": _jobs, "schedules": _schedules,
+                  "spool": _spool}[args.command]
         return _run_on_loop(runner(args), getattr(args, "loop", "asyncio"))
     except JobkitError as exc:
         print(f"jobkit: {exc}", file=sys.stderr)

@@ -11,7 +11,7 @@ from .backends import Backend, from_url
 from .errors import ConfigError
 from .urls import mask_url
 
-__all__ = ["BackendLike", "DEFAULT_URL", "connect", "get_backend", "mask_url", "resolve_url"]
+__all__ = ["BackendLike", "DEFAULT_URL", "connect", "get_backend", "mask_url", "resolve_url", "shared_backend"]
 
 DEFAULT_URL = "sqlite:///.jobkit/jobs.db"
 BackendLike = Backend | str | None
@@ -80,7 +80,18 @@ async def get_backend(backend: BackendLike = None) -> Backend:
             await backend.close()
         else:
             cache[key] = backend
-    return cache[key]
+    backend = cache[key]
+    await backend.open()  # one `shared_backend` made, and that may not have answered yet
+    return backend
+
+
+def shared_backend(url: str) -> Backend:
+    """The process's backend for `url` on this loop, made (not opened) if there is none yet: `degrade=` keeps one
+    for a Redis that may not answer, so its handles and forwarder reach it once it does."""
+    cache = _by_loop.setdefault(asyncio.get_running_loop(), {})
+    if url not in cache:
+        cache[url] = from_url(url)
+    return cache[url]
 
 
 async def close_all() -> None:

@@ -119,9 +119,11 @@ async def awaiting(backend: Backend, queue: str) -> AsyncIterator[None]:
 
 async def shutdown(grace: float | None = None) -> None:
     """Stop this loop's embedded workers (running jobs finish, within `grace` seconds if given, or are handed
-    back) and close its backends."""
+    back) and spool forwarders (their jobs stay spooled), and close its backends."""
     from .config import close_all
+    from .spool import stop_forwarders
 
+    await stop_forwarders()
     state = _state()
     for w in list(state.workers.values()):
         if grace is not None:

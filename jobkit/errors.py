@@ -9,7 +9,8 @@
     ├── JobFailed              awaited job ended failed (carries the Job)
     ├── JobCancelled           awaited job was cancelled (carries the Job)
     ├── JobTimeout             waiting for a result took longer than asked (also a TimeoutError)
-    └── BackendError           the storage refused or lost a transition
+    ├── BackendError           the storage refused or lost a transition
+    └── BackendUnavailable     the backend does not answer (also a ConfigError and a BackendError)
 Raised by task code (not errors of jobkit itself):
     Unrecoverable              fail the job now, skipping remaining retries
 """
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackendError",
+    "BackendUnavailable",
     "ConfigError",
     "JobCancelled",
     "JobFailed",
@@ -62,6 +64,14 @@ class ScheduleNotFound(JobkitError, LookupError):
 
 class BackendError(JobkitError):
     """The storage refused a transition or went away."""
+
+
+class BackendUnavailable(ConfigError, BackendError):
+    """The backend does not answer (down, or out of reach): at open time, or a connection lost mid-call.
+
+    A ConfigError for `connect()`'s callers and a BackendError for a transition's: existing handlers keep working.
+    `submit(..., degrade="inline" | "spool")` catches it to run the job here or spool it until the backend is back.
+    """
 
 
 class _JobEnded(JobkitError):

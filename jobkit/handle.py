@@ -53,6 +53,7 @@ class JobHandle(Generic[R]):
 
     async def job(self) -> Job:
         """The job as it is now in the backend."""
+        await self.backend.open()  # a spooled job's handle: its Redis may not have answered yet
         job = await self.backend.get(self.queue, self.id)
         if job is None:
             raise JobNotFound(f"job {self.id} is no longer in queue {self.queue!r} (removed by retention or clean)")
@@ -100,6 +101,7 @@ class JobHandle(Generic[R]):
             return await self._watch_finished(full)
 
     async def _watch_finished(self, full: bool) -> Job | tuple[Any]:
+        await self.backend.open()
         events, job = await self.backend.watch(self.queue, self.id, self.last)
         pending: asyncio.Future[JobEvent] | None = None
         check_workers_at = time.monotonic() + NO_WORKER_WARN_AFTER

@@ -17,6 +17,7 @@ from .backends import Backend
 from .config import BackendLike, get_backend
 from .errors import JobkitError
 from .models import JobState, QueueCounts
+from .spool import spool_size
 
 __all__ = ["HealthReport", "HealthThresholds", "QueueHealth", "health"]
 
@@ -119,11 +120,20 @@ def _judge(report: HealthReport, t: HealthThresholds) -> None:
                 report.status = verdict
 
 
+async def _spooled() -> tuple[Verdict, str] | None:
+    """Jobs kept in the local spool while their Redis did not answer (`submit(..., degrade="spool")`)."""
+    count = await asyncio.to_thread(spool_size)
+    if not count:
+        return None
+    return "degraded", f"{count} job(s) in the local spool wait for their Redis (`jobkit spool flush`)"
+
+
 async def health(
     backend: BackendLike = None, *, thresholds: HealthThresholds | None = None, queues: list[str] | None = None,
     extra: Sequence[ExtraCheck] = (),
 ) -> HealthReport:
-    """Check `backend` (default: the process's) and its queues (default: every queue), and judge them.
+    """Check `backend` (default: the process's) and its queues (default: every queue), and judge them; jobs
+    waiting in the local spool (`jobkit.spool_size()`) make it degraded at least.
 
     An unreachable backend is `unhealthy`, never an exception."""
     t = thresholds or HealthThresholds()
@@ -145,7 +155,7 @@ async def health(
     report = HealthReport(status="healthy", backend_reachable=True, latency=latency, workers=len(workers),
                           queues=dict(zip(names, per_queue, strict=True)))
     _judge(report, t)
-    for check in extra:
+    for check in (_spooled, *extra):
         found = await check()
         if found is not None:
             report.problems.append(f"{found[0]}: {found[1]}")

@@ -47,7 +47,7 @@ from redis import exceptions as rexc
 from redis.asyncio.connection import AbstractConnection, Connection, parse_url
 from redis.crc import key_slot
 
-from ..errors import BackendError, ConfigError, JobNotFound, PayloadError
+from ..errors import BackendError, BackendUnavailable, ConfigError, JobNotFound, PayloadError
 from ..models import (
     DEFAULT_KEEP_FAILED,
     HISTORY_LIMIT,
@@ -483,11 +483,13 @@ class RedisBackend(Backend):
                             raise res
             except (rexc.RedisError, OSError) as exc:
                 await servers.close()
+                error: type[ConfigError] = ConfigError
                 if isinstance(exc, (rexc.AuthenticationError, rexc.AuthorizationError, rexc.NoPermissionError)):
                     problem, fix = "refuses the URL's credentials or permissions", "fix the user and password"
                 else:
                     problem, fix = "does not answer", "start Redis there, or fix the host, port and db"
-                raise ConfigError(
+                    error = BackendUnavailable
+                raise error(
                     f"Redis at {_mask(self.url)} {problem} ({exc}): {fix} in the URL"
                     " (redis://[user:password@]host:6379/0, rediss:// for TLS, redis+cluster://host:port,host:port"
                     " for a cluster; from JOBKIT_URL or REDIS_URL)"
@@ -555,8 +557,8 @@ class RedisBackend(Backend):
             return BackendError(f"Redis at {where} is a read-only replica and refused to {what}; point the URL at"
                                 " the primary")
         if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError)):
-            return BackendError(f"lost Redis at {where} while trying to {what} ({exc}); check that the server is up"
-                                " and reachable, then retry")
+            return BackendUnavailable(f"lost Redis at {where} while trying to {what} ({exc}); check that the server is"
+                                      " up and reachable, then retry")
         return BackendError(f"Redis at {where} refused to {what}: {exc}")
 
     def _q(self, queue: str) -> _Queue:
