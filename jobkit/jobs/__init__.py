@@ -6,6 +6,14 @@ the worker's code registered, and paths inside the worker's file roots (`configu
 
 from ._paths import configure, file_roots
 from .ai import AIBatch, AIGenerate, BatchReport, GenerateResult, ai_batch, ai_generate
+from .analytics import (
+    Aggregate,
+    AggregateReport,
+    AggregateSetupError,
+    aggregate,
+    aggregate_flow,
+    aggregate_partition,
+)
 from .cache import (
     CacheSink,
     CacheWarm,
@@ -48,6 +56,9 @@ from .mail import (
 __all__ = [
     "AIBatch",
     "AIGenerate",
+    "Aggregate",
+    "AggregateReport",
+    "AggregateSetupError",
     "Attachment",
     "BatchReport",
     "CacheSink",
@@ -77,6 +88,9 @@ __all__ = [
     "SendEmail",
     "Upsert",
     "WorkbookError",
+    "aggregate",
+    "aggregate_flow",
+    "aggregate_partition",
     "ai_batch",
     "ai_generate",
     "cache_warm",

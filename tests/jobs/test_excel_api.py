@@ -18,17 +18,20 @@ from .excel_helpers import customer_rows, write_book
 
 def test_public_names() -> None:
     assert jobkit.jobs.__all__ == [
-        "AIBatch", "AIGenerate", "BatchReport", "CacheSink", "CacheWarm", "CacheWarmReport", "CacheWarmSetupError",
-        "DbInsert", "Destination", "DestinationFactory", "ExcelImport", "Export", "ExportResult", "ExportSetupError",
-        "GenerateResult", "ImportReport", "ImportSetupError", "InsertRejected", "InsertReport", "InsertSetupError",
-        "Limits", "RowError", "RowsRejected", "Upsert", "WorkbookError", "ai_batch", "ai_generate", "cache_warm",
-        "configure", "db_insert", "excel_import", "export", "file_roots", "register_cache", "register_cache_warmer",
-        "register_database", "register_destination", "register_python_destination", "register_query",
-        "register_row_model",
+        "AIBatch", "AIGenerate", "Aggregate", "AggregateReport", "AggregateSetupError", "Attachment", "BatchReport",
+        "CacheSink", "CacheWarm", "CacheWarmReport", "CacheWarmSetupError", "DbInsert", "Destination",
+        "DestinationFactory", "EmailReport", "EmailSetupError", "ExcelImport", "Export", "ExportResult",
+        "ExportSetupError", "GenerateResult", "ImportReport", "ImportSetupError", "InsertRejected", "InsertReport",
+        "InsertSetupError", "Limits", "Recipient", "RecipientOutcome", "RowError", "RowsRejected", "SendEmail",
+        "Upsert", "WorkbookError", "aggregate", "aggregate_flow", "aggregate_partition", "ai_batch", "ai_generate",
+        "cache_warm", "configure", "db_insert", "excel_import", "export", "file_roots", "register_cache",
+        "register_cache_warmer", "register_database", "register_destination", "register_email_templates",
+        "register_python_destination", "register_query", "register_row_model", "register_smtp_server", "send_email",
     ]
     assert all(hasattr(jobkit.jobs, name) for name in jobkit.jobs.__all__)
     assert issubclass(jobkit.jobs.WorkbookError, jobkit.Unrecoverable)
-    for error in ("InsertRejected", "InsertSetupError", "ExportSetupError", "CacheWarmSetupError"):
+    for error in ("InsertRejected", "InsertSetupError", "ExportSetupError", "CacheWarmSetupError",
+                  "AggregateSetupError"):
         assert issubclass(getattr(jobkit.jobs, error), jobkit.Unrecoverable)
     assert jobkit.jobs.__all__ == sorted(jobkit.jobs.__all__)
 
@@ -36,7 +39,7 @@ def test_public_names() -> None:
 def test_built_in_jobs_retry_as_production_does() -> None:
     """3 attempts, 5 s then 15 s apart, for every built-in job that commits or spends (the AI jobs wait 10 s)."""
     jobs = [jobkit.jobs.excel_import, jobkit.jobs.db_insert, jobkit.jobs.export, jobkit.jobs.cache_warm,
-            jobkit.jobs.send_email]
+            jobkit.jobs.send_email, jobkit.jobs.aggregate, jobkit.jobs.aggregate_partition]
     for t in jobs:
         assert t.options.attempts == 3, t.name
         assert [t.options.backoff.seconds(n) for n in (1, 2)] == [5.0, 15.0], t.name

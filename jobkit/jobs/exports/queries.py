@@ -19,7 +19,7 @@ from ..db.writer import check_identifier, split_table
 from .errors import ExportSetupError
 from .models import Export, Filter
 
-__all__ = ["Plan", "RegisteredQuery", "bind", "register_query", "registered_query"]
+__all__ = ["Plan", "RegisteredQuery", "bind", "condition", "register_query", "registered_query"]
 
 _TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|\$([A-Za-z_]\w*)?\$.*?\$\1\$|::"""
                      r"""|:([A-Za-z_]\w*)""", re.S)
@@ -125,7 +125,7 @@ def table_sql(p: Export, db: Database, have: list[str], owner: str | None, quote
         params.append(value)
         return placeholder(len(params))
 
-    conds = [_condition(f, column(f.column, "filter column"), param) for f in p.where]
+    conds = [condition(f, column(f.column, "filter column"), param) for f in p.where]
     if owner is not None:
         if not db.owner_column or db.owner_column not in known:
             raise ExportSetupError(f"table {p.table!r} cannot be exported for an owner: the worker registered no"
@@ -143,16 +143,17 @@ def table_sql(p: Export, db: Database, have: list[str], owner: str | None, quote
     return Plan(sql, params, f"table {p.table!r} of {db.name}", name)
 
 
-def _condition(f: Filter, col: str, param: Callable[[Any], str]) -> str:
+def condition(f: Filter, col: str, param: Callable[[Any], str], error: type[Exception] = ExportSetupError) -> str:
+    """The SQL of filter `f` on the quoted column `col`, its values as parameters (`param(value)` -> placeholder)."""
     if f.op in ("is null", "is not null"):
         return f"{col} {f.op.upper()}"
     if f.op in ("in", "not in"):
         if not isinstance(f.value, list) or not f.value:
-            raise ExportSetupError(f"filter {f.column!r} {f.op}: give a non-empty list of values")
+            raise error(f"filter {f.column!r} {f.op}: give a non-empty list of values")
         listed = ", ".join(param(v) for v in f.value)
         return f"{col} {f.op.upper()} ({listed})"
     if f.value is None:
-        raise ExportSetupError(f"filter {f.column!r} {f.op} null matches nothing: use op 'is null' or 'is not null'")
+        raise error(f"filter {f.column!r} {f.op} null matches nothing: use op 'is null' or 'is not null'")
     return f"{col} {_OPS[f.op]} {param(f.value)}"
 
 
