@@ -7,21 +7,24 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..backends import Backend
 from ..config import connect
 from ..errors import BackendError, ConfigError, PayloadError
+from ..models import Job
 from . import _events, _health, _jobs, _openapi, _queues, _uploads
 from ._auth import TokenStore
-from ._config import ServeConfig
+from ._config import ServeConfig, TokenEntry
 from ._state import ServeState
+from .ui import ui_app
 
 __all__ = ["app", "routes"]
 
@@ -90,6 +93,26 @@ class _Holder:
         self.state = None
 
 
+def _dashboard(holder: _Holder) -> Mount:
+    """The /ui web dashboard (jobkit.serve.ui) on this app's backend and API tokens."""
+
+    def ready() -> ServeState:
+        assert holder.state is not None, "_Opener readies the app before any request reaches /ui"
+        return holder.state
+
+    async def backend() -> Backend:
+        return ready().backend
+
+    async def viewer(token: str) -> TokenEntry | None:
+        return await ready().tokens.lookup(token)
+
+    def events_url(request: Request, job: Job) -> str:
+        api = str(request.scope.get("root_path", "")).removesuffix("/ui")
+        return f"{api}/jobs/{quote(job.id, safe='')}/events?{urlencode({'queue': job.queue})}"
+
+    return Mount("/ui", app=ui_app(backend, authenticate=viewer, events_url=events_url))
+
+
 def app(config: ServeConfig | None = None, *, backend: Backend | None = None, **settings: Any) -> Starlette:
     """The HTTP API as an ASGI app: `config` (or its fields as keyword arguments, e.g. `tasks={"report"}`), and
     optionally a backend you opened yourself (else it connects to `config.url` and closes it at shutdown)."""
@@ -107,7 +130,7 @@ def app(config: ServeConfig | None = None, *, backend: Backend | None = None, **
         finally:
             await holder.close()
 
-    application = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={
+    application = Starlette(routes=[*routes(), _dashboard(holder)], lifespan=lifespan, exception_handlers={
         HTTPException: _http_error, ConfigError: _bad_input, PayloadError: _bad_input, BackendError: _backend_down,
     })
     application.add_middleware(_Opener, holder=holder)

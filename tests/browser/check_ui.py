@@ -1,9 +1,9 @@
 """Drive the /ui dashboard in headless Chromium: log in, watch a running job's bar move live, cancel a job, check
 that hostile markup in a job stays text and that a read-only token sees no actions; screenshots as artefacts.
 
-Starts, on 127.0.0.1 with a throwaway SQLite file, a `jobkit worker` for tests/browser/ui_tasks.py and the
-server, then drives Debian's /usr/bin/chromium with Playwright. Saves .ci/artifacts/ui-home.png and
-ui-job.png. Exits non-zero, saying why, on any failure.
+Starts, on 127.0.0.1 with a throwaway SQLite file, a `jobkit worker` for tests/browser/ui_tasks.py and
+`jobkit serve` with a tokens file (an admin token and an owner's), then drives Debian's /usr/bin/chromium with
+Playwright. Saves .ci/artifacts/ui-home.png and ui-job.png. Exits non-zero, saying why, on any failure.
 
     .venv/bin/python tests/browser/check_ui.py [--keep]
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import secrets
@@ -133,7 +134,6 @@ def drive(base: str, tokens: dict[str, str], ids: dict[str, str]) -> dict[str, A
 
             reader = browser.new_page()
             log_in(reader, base, tokens["reader"])
-            reader.goto(f"{base}/ui/job?queue={QUEUE}&id={ids['watch']}")
             seen["reader_buttons"] = reader.locator("[data-action]").count()
             if seen["reader_buttons"]:
                 raise CheckFailed("a read-only token sees action buttons")
@@ -154,15 +154,17 @@ def main(argv: list[str] | None = None) -> int:
     url, port = f"sqlite:///{workdir / 'jobs.db'}", free_port()
     base = f"http://127.0.0.1:{port}"
     tokens = {"admin": secrets.token_urlsafe(24), "reader": secrets.token_urlsafe(24)}
-    token_map = {tokens["admin"]: {"admin": True}, tokens["reader"]: {"owner": "reader"}}
+    (workdir / "tokens.json").write_text(json.dumps({"tokens": [
+        {"sha256": hashlib.sha256(tokens["admin"].encode()).hexdigest(), "admin": True},
+        {"sha256": hashlib.sha256(tokens["reader"].encode()).hexdigest(), "owner": "reader"}]}))
     started = time.monotonic()
     procs: list[subprocess.Popen[bytes]] = []
     logs = [workdir / "worker.log", workdir / "server.log"]
     try:
         worker = [sys.executable, "-m", "jobkit", "worker", "--url", url, "-c", "4", "--grace", "1", "ui_tasks"]
         procs.append(start(worker, logs[0]))
-        procs.append(start([sys.executable, str(HERE / "ui_server.py"), url, str(port), json.dumps(token_map)],
-                           logs[1]))
+        procs.append(start([sys.executable, "-m", "jobkit", "serve", "--url", url, "--host", "127.0.0.1", "--port",
+                            str(port), "--tokens", str(workdir / "tokens.json"), "ui_tasks"], logs[1]))
         wait_until("the server to answer", lambda: answers(f"{base}/ui/login"), 30)
         ids = asyncio.run(seed(url))
         seen = drive(base, tokens, ids)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
@@ -24,6 +24,7 @@ from .session import Authenticate, Viewer, csrf_ok, forget, remember, token_of
 __all__ = ["ui_app"]
 
 EventsUrl = Callable[[Request, Job], str]
+BackendSource = BackendLike | Callable[[], Awaitable[Backend]]
 # Sent with every response: no script or style but the dashboard's own files, no framing, no referrer.
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
@@ -54,15 +55,18 @@ class _Headers:
 class Dashboard:
     """The endpoints, sharing one backend and the token check of the app that mounts them."""
 
-    def __init__(self, backend: BackendLike, authenticate: Authenticate, events_url: EventsUrl | None) -> None:
-        self._backend_arg = backend
+    def __init__(self, backend: BackendSource, authenticate: Authenticate, events_url: EventsUrl | None) -> None:
+        self._source = backend
         self._backend = backend if isinstance(backend, Backend) else None
         self.authenticate = authenticate
         self.events_url = events_url
 
     async def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = await get_backend(self._backend_arg)
+        if self._backend is not None:
+            return self._backend
+        if callable(self._source):
+            return await self._source()
+        self._backend = await get_backend(self._source)
         return self._backend
 
     async def viewer(self, request: Request) -> tuple[str, Viewer] | None:
@@ -200,10 +204,11 @@ def _back(request: Request, form: dict[str, str], notice: str, count: int = 0) -
     return RedirectResponse(f"{back}{joiner}{urlencode({'notice': notice, 'n': count})}", status_code=303)
 
 
-def ui_app(backend: BackendLike = None, *, authenticate: Authenticate, events_url: EventsUrl | None = None
+def ui_app(backend: BackendSource = None, *, authenticate: Authenticate, events_url: EventsUrl | None = None
            ) -> Starlette:
-    """The dashboard as an ASGI app to mount (at /ui): `authenticate` maps an API token to a viewer (its owner and
-    whether it is an admin) or None; `events_url` gives a job's Server-Sent Events URL for its live progress."""
+    """The dashboard as an ASGI app to mount (`jobkit.serve.app()` mounts it at /ui): `backend` a backend, its URL,
+    or an async function returning the backend; `authenticate` maps an API token to a viewer (its owner and whether
+    it is an admin) or None; `events_url` gives a job's Server-Sent Events URL, for its live progress."""
     ui = Dashboard(backend, authenticate, events_url)
     routes = [
         Route("/", ui.home, name="home"),
