@@ -23,6 +23,7 @@ from ..models import Job
 from . import _events, _health, _jobs, _openapi, _queues, _uploads
 from ._auth import TokenStore
 from ._config import ServeConfig, TokenEntry
+from ._scope import QueueNames
 from ._state import ServeState
 from .ui import ui_app
 
@@ -76,7 +77,7 @@ class _Holder:
                 if self.state is None:
                     backend = self.given or await connect(self.config.url)
                     await backend.open()
-                    self.state = ServeState(self.config, backend, TokenStore(self.config, backend))
+                    self.state = ServeState(self.config, backend, TokenStore(self.config, backend), QueueNames(backend))
                     app.state.jobkit = self.state
                     if self.config.upload_root is not None:
                         self.tasks.append(asyncio.ensure_future(_uploads.sweep_forever(

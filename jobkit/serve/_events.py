@@ -70,7 +70,7 @@ async def _stream(backend: Backend, job: Job, feed: AsyncIterator[JobEvent], res
 async def job_events(request: Request) -> Response:
     p = await principal(request, query_ok=True)
     s = state(request)
-    job = await find(s.backend, p, request.path_params["job_id"], request.query_params.get("queue"))
+    job = await find(request, p)
     since = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or None
     raw = request.query_params.get("timeout")
     try:

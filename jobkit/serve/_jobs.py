@@ -105,7 +105,7 @@ async def submit(request: Request) -> Response:
 
 async def get_job(request: Request) -> Response:
     p = await principal(request)
-    job = await find(state(request).backend, p, request.path_params["job_id"], request.query_params.get("queue"))
+    job = await find(request, p)
     return JSONResponse(job_view(job))
 
 
@@ -137,7 +137,7 @@ async def list_jobs(request: Request) -> Response:
 async def cancel_job(request: Request) -> Response:
     p = await principal(request)
     s = state(request)
-    job = await find(s.backend, p, request.path_params["job_id"], request.query_params.get("queue"))
+    job = await find(request, p)
     after = await s.backend.cancel(job.queue, job.id, time.time())
     if after is None:  # removed between the read and the cancel
         raise HTTPException(404, f"no job {job.id!r}")
@@ -148,7 +148,7 @@ async def cancel_job(request: Request) -> Response:
 async def retry_job(request: Request) -> Response:
     p = await principal(request)
     s = state(request)
-    job = await find(s.backend, p, request.path_params["job_id"], request.query_params.get("queue"))
+    job = await find(request, p)
     if not await s.backend.retry(job.queue, [job.id], time.time()):  # workers run it: the API never starts one
         raise HTTPException(409, f"job {job.id!r} is {job.state.value}: only failed or cancelled jobs can be retried")
     return JSONResponse({"id": job.id, "queue": job.queue, "state": JobState.WAITING.value})

@@ -11,15 +11,21 @@ import binascii
 import heapq
 import itertools
 import json
+import time
 from collections.abc import AsyncIterator, Collection
+from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 
 from ..backends import Backend
 from ..models import Job, JobEvent, JobState
 from ._auth import TOKENS_QUEUE, Principal
 
-__all__ = ["decode_cursor", "encode_cursor", "find", "page", "queue_names", "wait_finished"]
+if TYPE_CHECKING:
+    from ._state import ServeState
+
+__all__ = ["QueueNames", "decode_cursor", "encode_cursor", "find", "page", "queue_names", "wait_finished"]
 
 RECHECK_EVERY = 2.0  # seconds without an event before a waiting request reads its job again
 
@@ -35,14 +41,48 @@ async def queue_names(backend: Backend) -> list[str]:
     return [q for q in await backend.queues() if q != TOKENS_QUEUE]
 
 
-async def find(backend: Backend, p: Principal, job_id: str, queue: str | None = None) -> Job:
-    """The job with this id in `queue` (default: any queue) if the caller may see it; else 404."""
-    _scoped(p)
-    for name in [queue] if queue else await queue_names(backend):
+class QueueNames:
+    """The backend's queue names, read again at most every `ttl` seconds (a job id is looked up in each)."""
+
+    def __init__(self, backend: Backend, ttl: float = 2.0) -> None:
+        self.backend, self.ttl = backend, ttl
+        self._names: list[str] = []
+        self._until = 0.0
+
+    async def get(self, fresh: bool = False) -> tuple[list[str], bool]:
+        """(names, read just now)."""
+        now = time.monotonic()
+        if fresh or now >= self._until:
+            self._names, self._until = await queue_names(self.backend), now + self.ttl
+            return self._names, True
+        return self._names, False
+
+
+async def _first(backend: Backend, names: list[str], job_id: str) -> Job | None:
+    for name in names:
         job = await backend.get(name, job_id)
         if job is not None:
             return job
-    raise HTTPException(404, f"no job {job_id!r}" + (f" in queue {queue!r}" if queue else ""))
+    return None
+
+
+async def find(request: HTTPConnection, p: Principal) -> Job:
+    """The job named by the request's path (and `?queue=`, else looked up in every queue) if the caller may see
+    it; else 404."""
+    _scoped(p)
+    s: ServeState = request.app.state.jobkit
+    backend, job_id, queue = s.backend, request.path_params["job_id"], request.query_params.get("queue")
+    if queue:
+        job = await _first(backend, [queue], job_id)
+    else:
+        known = s.names
+        listed, fresh = await known.get()
+        job = await _first(backend, listed, job_id)
+        if job is None and not fresh:  # a queue made since the names were read
+            job = await _first(backend, [q for q in (await known.get(fresh=True))[0] if q not in listed], job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r}" + (f" in queue {queue!r}" if queue else ""))
+    return job
 
 
 def encode_cursor(offsets: dict[str, int]) -> str:

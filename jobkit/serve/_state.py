@@ -11,6 +11,7 @@ from ..backends import Backend
 from ..models import Job
 from ._auth import TokenStore
 from ._config import ServeConfig
+from ._scope import QueueNames
 
 __all__ = ["ServeState", "job_view", "state"]
 
@@ -22,6 +23,7 @@ class ServeState:
     config: ServeConfig
     backend: Backend
     tokens: TokenStore
+    names: QueueNames
 
 
 def state(conn: HTTPConnection) -> ServeState:
