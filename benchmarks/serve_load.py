@@ -7,13 +7,14 @@ For each backend: a fresh SQLite file or Redis database holding 1,000 jobs (some
 two servers in turn, each a uvicorn subprocess on a free loopback port:
 
 - `jobkit serve`: the real API (token check, owner-scoped lookup of the id in every queue, the job as JSON);
-- `bare`: the endpoint users write by hand today, a Starlette route calling `Backend.get(queue, id)` with no
-  auth, on the same uvicorn and backend — the floor the API's own work adds to.
+- `bare`: the endpoint users write by hand today, a Starlette route calling `Queue(name).get(id)` with no auth,
+  on the same uvicorn and backend — the floor the API's own work adds to.
 
-The client (this process, httpx) runs 50 tasks that read random ids of those jobs, 500 warm-up reads first, then
-10,000 timed ones; latency is request sent -> body read, per request. Prints a Markdown table (p50/p95/p99, reads
-per second, the API-to-bare ratio) and writes results/serve-load-<UTC stamp>.md. The machine has 2 cores: the
-server and the client share them, so the figures include the client's own CPU time.
+The client (this process: 50 keep-alive connections spoken on asyncio streams, far lighter than an HTTP library)
+reads random ids of those jobs, 500 warm-up reads first, then 10,000 timed ones; latency is request sent -> body
+read. Prints a Markdown table (p50/p95/p99, reads per second, the API-to-bare ratio) and writes
+results/serve-load-<UTC stamp>.md. The machine has 2 cores: server and client share them (and the load average
+before the run is recorded, since other work skews every figure).
 """
 
 from __future__ import annotations
@@ -33,11 +34,6 @@ from pathlib import Path
 import jobkit
 from jobkit.models import JobState, Outcome
 from jobkit.serve import hash_token
-
-try:
-    import httpx2 as httpx
-except ImportError:
-    import httpx  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 QUEUE = "bench"
@@ -75,13 +71,8 @@ def bare_app(url: str) -> object:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    backend = jobkit.connect(url)
-    opened: list[jobkit.Backend] = []
-
     async def get(request: Request) -> Response:
-        if not opened:
-            opened.append(await backend)
-        job = await opened[0].get(QUEUE, request.path_params["job_id"])
+        job = await jobkit.Queue(QUEUE, backend=url).get(request.path_params["job_id"])
         if job is None:
             return JSONResponse({"detail": "not found"}, status_code=404)
         return JSONResponse(job.model_dump(mode="json"))
@@ -100,51 +91,72 @@ def _server(kind: str, url: str, port: int, tmp: Path) -> subprocess.Popen[bytes
     return subprocess.Popen(cmd, stderr=subprocess.PIPE)
 
 
-async def _ready(client: httpx.AsyncClient, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(300):  # the server process starts up: ask until it answers (bounded, 30 s)
+class _Connection:
+    """One keep-alive HTTP/1.1 connection, spoken on asyncio streams: a load client far lighter than an HTTP
+    library, so the figures are the server's and not the client's CPU (the two share the machine's cores)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        return status, await self.reader.readexactly(length)
+
+
+async def _connect(port: int, proc: subprocess.Popen[bytes]) -> _Connection:
+    for _ in range(300):  # the server process starts up: try until it accepts (bounded, 30 s)
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
         try:
-            await client.get("/jobs/none")
-            return
-        except httpx.TransportError:
+            return _Connection(*await asyncio.open_connection("127.0.0.1", port))
+        except OSError:
             await asyncio.sleep(0.1)
     raise RuntimeError("server did not answer in 30 s")
 
 
-async def _load(base: str, ids: list[str], n: int, proc: subprocess.Popen[bytes]) -> tuple[list[float], float]:
-    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers, timeout=30) as client:
-        await _ready(client, proc)
-        latencies: list[float] = []
-        left = [n]
-        rng = random.Random(42)
+async def _load(port: int, ids: list[str], n: int, proc: subprocess.Popen[bytes]) -> tuple[list[float], float]:
+    connections = [await _connect(port, proc) for _ in range(CLIENTS)]
+    latencies: list[float] = []
+    left = [n]
+    rng = random.Random(42)
 
-        async def one_client() -> None:
-            while left[0] > 0:
-                left[0] -= 1
-                started = time.perf_counter()
-                r = await client.get(f"/jobs/{rng.choice(ids)}")
-                latencies.append(time.perf_counter() - started)
-                if r.status_code != 200:
-                    raise RuntimeError(f"{r.status_code}: {r.text}")
+    async def one_client(conn: _Connection) -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            started = time.perf_counter()
+            status, body = await conn.get(f"/jobs/{rng.choice(ids)}")
+            latencies.append(time.perf_counter() - started)
+            if status != 200:
+                raise RuntimeError(f"{status}: {body.decode()}")
 
+    try:
         wall = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(CLIENTS)))
+        await asyncio.gather(*(one_client(c) for c in connections))
         return latencies, time.perf_counter() - wall
+    finally:
+        for c in connections:
+            c.writer.close()
 
 
 async def measure(kind: str, url: str, ids: list[str], tmp: Path) -> dict[str, float]:
     port = _free_port()
     proc = _server(kind, url, port, tmp)
     try:
-        base = f"http://127.0.0.1:{port}"
-        await _load(base, ids, WARMUP, proc)
-        latencies, wall = await _load(base, ids, READS, proc)
+        await _load(port, ids, WARMUP, proc)
+        latencies, wall = await _load(port, ids, READS, proc)
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
     return {"p50": _pct(latencies, 50), "p95": _pct(latencies, 95), "p99": _pct(latencies, 99),
             "rps": READS / wall}
 
@@ -164,6 +176,7 @@ async def main() -> None:
     parser.add_argument("--backends", default="sqlite,redis")
     parser.add_argument("--redis-url", help="a Redis database to empty and use (default: a private redis-server)")
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     rows = ["| backend | server | p50 ms | p95 ms | p99 ms | reads/s | p95 vs bare |",
             "|---|---|---:|---:|---:|---:|---:|"]
     print("\n".join(rows), flush=True)
@@ -190,9 +203,9 @@ async def main() -> None:
             if server is not None:
                 server.stop()  # type: ignore[attr-defined]
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    load = os.getloadavg()[0]
     out = HERE / "results" / f"serve-load-{stamp}.md"
-    out.write_text(f"# jobkit serve: {READS:,} status reads, {CLIENTS} concurrent clients (load {load:.1f})\n\n"
+    out.write_text(f"# jobkit serve: {READS:,} status reads, {CLIENTS} concurrent clients"
+                   f" (load average {load:.1f} before)\n\n"
                    + "\n".join(rows) + "\n")
     print(f"\nwritten to {out.relative_to(HERE.parent)}")
 
