@@ -20,7 +20,7 @@ import jobkit
 from jobkit.backends import from_url
 from jobkit.backends.redis import RedisBackend
 from jobkit.errors import BackendError, ConfigError
-from jobkit.models import Job, JobOptions, JobState, Outcome, Progress, RateLimit, Retention, WorkerInfo
+from jobkit.models import Job, JobEvent, JobOptions, JobState, Outcome, Progress, RateLimit, Retention, WorkerInfo
 
 REDIS_URL = os.environ.get("JOBKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PASSWORD = "s3cret-pw"
@@ -187,17 +187,99 @@ async def _finish(backend: RedisBackend, queue: str, result: object) -> Job:
     return claimed
 
 
-@pytest.mark.parametrize("kept", [1000, 2])
+async def _end_of(events: AsyncIterator[JobEvent], job_id: str) -> JobEvent:
+    """The first event of `job_id` that says it ended (bounded by the caller)."""
+    async for ev in events:
+        if ev.job_id == job_id and ev.state.finished:
+            return ev
+    raise AssertionError("the watch ended before the job did")
+
+
 async def test_watching_a_job_it_added_needs_no_round_trip(
+    backend: RedisBackend, raw: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job added alone (submit, run) is added with this instance's inbox registered: the watch sends nothing,
+    and the job's end, with its small result, arrives through the inbox, not the event stream."""
+    [added] = await backend.add([job("q")])
+    sends = _CountingSends(backend, monkeypatch)
+    events, seen = await backend.watch("q", added.id, added)
+    try:
+        assert seen is added and sends.n == 0
+        assert not backend._feeds  # no subscription to the queue's event stream
+        monkeypatch.undo()
+        await _finish(backend, "q", 42)
+        ev = await asyncio.wait_for(_end_of(events, added.id), 5)
+        assert (ev.event, ev.state, ev.carried_result) == ("completed", JobState.COMPLETED, (42,))
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    # Only the first watch of a job skips the read: later ones read it, and an ended job is answered at once.
+    again, job_now = await backend.watch("q", added.id, added)
+    await again.aclose()  # type: ignore[attr-defined]
+    assert job_now is not None and job_now.state is JobState.COMPLETED and job_now.result == 42
+    inbox = f"jobkit:{{q}}:done:{backend._token}"
+    assert await raw.llen(inbox) == 0  # read, not left behind
+
+
+async def test_a_waiter_in_another_process_hears_the_end_of_a_job_it_did_not_add(
+    backend: RedisBackend, raw: aioredis.Redis
+) -> None:
+    """The watch registers its inbox on the job (one round trip); an end by cancel or a failure arrives too,
+    without its result: the waiter reads the job then."""
+    other = from_url(REDIS_URL)
+    await other.open()
+    try:
+        first, second = await other.add([job("q"), job("q")])
+        watches = [await backend.watch("q", j.id, j) for j in (first, second)]
+        assert [seen.state if seen else None for _, seen in watches] == [JobState.WAITING, JobState.WAITING]
+        await other.cancel("q", first.id, time.time())
+        [c] = (await other.claim("q", "w2", limit=1, lease=30, now=time.time())).jobs
+        assert c.id == second.id
+        now = time.time()
+        await other.finish("q", "w2", [Outcome(job_id=c.id, state=JobState.FAILED, error="boom", run_at=now)], now)
+        ends = [await asyncio.wait_for(_end_of(events, j.id), 5)
+                for (events, _), j in zip(watches, (first, second), strict=True)]
+        assert [(e.event, e.state, e.carried_result) for e in ends] == [
+            ("cancelled", JobState.CANCELLED, None), ("failed", JobState.FAILED, None)]
+        for events, _ in watches:
+            await events.aclose()  # type: ignore[attr-defined]
+        # A second waiter on the same job registers beside the first; an ended job needs no inbox.
+        [third] = await other.add([job("q")])
+        w1, _ = await backend.watch("q", third.id)
+        w2, _ = await other.watch("q", third.id)
+        assert sorted((await raw.hget(f"jobkit:{{q}}:j:{third.id}", "wt")).split()) == sorted(
+            [backend._token, other._token])
+        await _finish(other, "q", "both")
+        for events in (w1, w2):
+            assert (await asyncio.wait_for(_end_of(events, third.id), 5)).carried_result == ("both",)
+            await events.aclose()  # type: ignore[attr-defined]
+    finally:
+        await other.close()
+
+
+async def test_an_inbox_nobody_reads_is_bounded_and_expires(backend: RedisBackend, raw: aioredis.Redis) -> None:
+    """Jobs added alone register their adder's inbox whether or not anyone waits: an unread inbox keeps the
+    newest 1,000 ends and expires a minute after the last push."""
+    jobs = [(await backend.add([job("q")]))[0] for _ in range(1003)]
+    for j in jobs:
+        await _finish(backend, "q", j.id)
+    inbox = f"jobkit:{{q}}:done:{backend._token}"
+    assert await raw.llen(inbox) == 1000
+    assert (await raw.lindex(inbox, 0)).split("\0")[1] == jobs[-1].id  # the newest first
+    assert 0 < await raw.pttl(inbox) <= 60_000
+
+
+@pytest.mark.parametrize("kept", [1000, 2])
+async def test_a_subscription_from_a_recent_id_replays_the_kept_events(
     backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, kept: int
 ) -> None:
-    """A handle on a job this instance added listens from just before the job's first event. The feed's kept
-    entries replay what it already read; once they no longer reach back that far, XRANGE does."""
-    monkeypatch.setattr("jobkit.backends.redis.RECENT_EVENTS", kept)
-    await backend.subscribe("q")  # a live feed, as with a worker in this process
+    """A subscription starting a little in the past gets the feed's kept entries; once they no longer reach back
+    that far, XRANGE reads them."""
+    monkeypatch.setattr("jobkit.backends._redis_readers.RECENT_EVENTS", kept)
+    live = await backend.subscribe("q")  # a live feed, as with a progress bar in this process
     [added] = await backend.add([job("q")])
+    since = (await asyncio.wait_for(live.__anext__(), 5)).id
     await _finish(backend, "q", 42)
-    for _ in range(3):  # events of other jobs, read by the feed before the watch starts
+    for _ in range(3):  # events of other jobs, read by the feed before the replay starts
         await backend.add([job("q")])
     feed = backend._feeds["q"]
     deadline = time.monotonic() + 5  # until the feed has read them all (it keeps no condition to wait on)
@@ -205,28 +287,21 @@ async def test_watching_a_job_it_added_needs_no_round_trip(
         await asyncio.sleep(0.01)
     assert feed.recent and feed.recent[-1][0] == await _last_event_id(backend, "q")
     sends = _CountingSends(backend, monkeypatch)
-    events, seen = await backend.watch("q", added.id, added)
-    assert seen is added and sends.n == 0
+    replay = await backend.subscribe("q", since=since)
     kinds = []
-    async for ev in events:
-        if ev.job_id == added.id:
-            kinds.append(ev.event)
-            if ev.state.finished:
-                assert ev.carried_result == (42,)
-                break
-    await events.aclose()  # type: ignore[attr-defined]
-    assert kinds == ["added", "active", "completed"]
-    assert sends.n == (0 if kept == 1000 else 1)  # the XRANGE when the kept entries fell short
-    # Only the first watch of a job skips the read: later ones read it.
-    again, job_now = await backend.watch("q", added.id, added)
-    await again.aclose()  # type: ignore[attr-defined]
-    assert job_now is not None and job_now.state is JobState.COMPLETED
+    for _ in range(5):
+        ev = await asyncio.wait_for(replay.__anext__(), 5)
+        kinds.append((ev.job_id == added.id, ev.event))
+    assert kinds == [(True, "active"), (True, "completed"), (False, "added"), (False, "added"), (False, "added")]
+    assert sends.n == (1 if kept == 1000 else 2)  # the stream's last id; then XRANGE when the kept entries fell short
+    await replay.aclose()  # type: ignore[attr-defined]
+    await live.aclose()  # type: ignore[attr-defined]
 
 
 async def _last_event_id(backend: RedisBackend, queue: str) -> tuple[int, int]:
-    from jobkit.backends.redis import _id
+    from jobkit.backends._redis_readers import event_id
 
-    return _id(await backend._last_event(queue))
+    return event_id(await backend._last_event(queue))
 
 
 async def test_a_result_from_another_process_still_needs_a_read(backend: RedisBackend, raw: aioredis.Redis) -> None:

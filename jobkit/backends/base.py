@@ -325,9 +325,10 @@ class Backend(abc.ABC):
     ) -> tuple[AsyncIterator[JobEvent], Job | None]:
         """A live subscription to `queue`, then the job as read after it went live (None if unknown), for a
         caller that waits on one job: no event after that read is missed (a backend may also yield a few
-        earlier ones, and may do both steps in one round trip). `known` is the job as the caller last saw
-        it: a backend that can replay every event of the job since then (it added the job itself) may return
-        `known` instead of reading the job."""
+        earlier ones, and may do both steps in one round trip). A backend may yield only the job's end (Redis:
+        pushed to the caller's inbox by the script that ends it), never missing it. `known` is the job as the
+        caller last saw it: a backend that can replay every event of the job since then (or that registered the
+        caller for the job's end when it added it) may return `known` instead of reading the job."""
         events = await self.subscribe(queue)
         try:
             return events, await self.get(queue, job_id)

@@ -11,8 +11,11 @@ A queue's keys all start with `jobkit:{<queue>}:`, so they share one Redis Clust
                                                            zset "<seq>:<id>" by finished_at
     exp:<state>     zset "<seq>:<id>" by expires_at, for the finished states
     ix:<state>      zset "<created_at>:<seq>:<id>" (scores 0): newest-first paging for `list`
-    events          stream of JobEvents, trimmed to about 10,000 entries; "added", "retrying", "waiting"
-                    and the job-less "resumed" entries also wake workers blocked on the stream
+    events          stream of JobEvents, trimmed to about 10,000 entries
+    wake            stream, about 100 entries: one per script whose "added", "retrying", "waiting" or job-less
+                    "resumed" event made work claimable (field f: that event's id); workers wait on it
+    done:<token>    list: the ends of the jobs that a backend instance's handles watch (field wt of the job,
+                    see `watch`), pushed by the script that ends them; expires a minute after the last push
 
 Global keys, never in a script with a queue's keys: `jobkit:queues` (set of queue names) and
 `jobkit:{workers}:info` / `jobkit:{workers}:seen` (heartbeats).
@@ -22,29 +25,30 @@ Quotas, per queue too: `w:<key>` (zset of a sliding-window counter's grants by w
 budget's spent and reserved).
 
 Hot-path commands are packed here and sent on raw redis-py connections (one write, one read). Per queue,
-one XREAD BLOCK loop on a connection of its own feeds both event subscriptions and `wait_for_work`.
+blocking loops on connections of their own read the event stream for subscriptions, the wake stream for
+`wait_for_work`, and this instance's inbox for the ends of watched jobs (see _redis_readers.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import collections
 import hashlib
 import inspect
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from importlib import resources
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 from redis import exceptions as rexc
-from redis.asyncio.connection import AbstractConnection, Connection, parse_url
+from redis.asyncio.connection import Connection, parse_url
 from redis.crc import key_slot
 
 from ..errors import BackendError, BackendUnavailable, ConfigError, JobNotFound, PayloadError
@@ -67,6 +71,13 @@ from ..models import (
     trusted,
 )
 from ..urls import mask_url as _mask
+from ._redis_readers import Ending, Feed, Inbox, Item, Reader, Waker, pump
+from ._redis_readers import EventId as _EventId
+from ._redis_readers import Segment as _Segment
+from ._redis_readers import command as _command
+from ._redis_readers import event_id as _id
+from ._redis_readers import event_of as _event
+from ._redis_readers import pack as _pack
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
 from ._transitions import assign, copy, unreadable_error
 from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Record, Spend, check_asks, check_record_add
@@ -92,7 +103,7 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before giving up
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
                  "retry", "clean", "recover", "get", "list", "counts", "record_add", "quarantine", "flow_add",
-                 "flow_seal", "flow_deliver", "children", "concurrency")
+                 "flow_seal", "flow_deliver", "children", "concurrency", "watch")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
 SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_flow", "_finish", "_remove"),
                 "finish_claim": ("_flow", "_finish", "_remove", "_claim"), "clean": ("_remove",),
@@ -103,17 +114,12 @@ SCRIPT_TAILS = {"record_add": "add"}
 GLOBAL_SCRIPTS = ("heartbeat", "workers", "record", "take", "restrict", "budget")  # none needs _lib.lua
 STATES = ("waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children")
 
-FEED_BLOCK_MS = 5000  # a feed's XREAD BLOCK
-RECENT_EVENTS = 1000  # entries a feed keeps for subscriptions that start a little in the past
 ADD_FIELDS = 13  # arguments per job of add.lua
 OUTCOME_FIELDS = 8  # arguments per outcome of _finish.lua
 FLOW_FIELDS = 20  # arguments per node of flow_add.lua
 NOTICE_GRACE = 1.0  # seconds a notice waits in its outbox before maintenance delivers it (its writer usually has)
 OVERLAP_ADDS = 64  # adds of this many jobs build their answers while Redis runs the script
-BORN_KEPT = 1000  # jobs added by this instance whose first event position it remembers (see watch)
-FEED_LINGER = 5.0  # seconds a feed keeps reading without subscribers or waiters, for the next one
-FEED_SOCKET_TIMEOUT = 15.0  # longer than the BLOCK, so only a dead server times out
-WAKING = frozenset({"added", "retrying", "waiting", "resumed"})  # events that make work claimable
+BORN_KEPT = 1000  # jobs added by this instance that it remembers as likely to be watched (see watch)
 LIST_BUDGET = 5000  # jobs one `list` script call examines before handing back a cursor
 FORGET_WORKERS_AFTER = 3600.0  # heartbeats expired this long ago are deleted
 
@@ -121,15 +127,8 @@ _PLAIN_FIELDS = frozenset(
     {"id", "name", "queue", "data", "options", "created_at", "run_at", "state", "seq", "attempts", "parent", "flow"}
 )
 _SINCE = re.compile(r"^(\d+)(?:-(\d+))?$")
+_R = TypeVar("_R", bound=Reader)
 _RECORD_ID = re.compile(r'^\{"id":("(?:[^"\\]|\\.)*")')  # a job's JSON starts with its id (see _lib.lua compose)
-_EventId = tuple[int, int]
-_Segment = tuple[int, bytes]  # (number of arguments, their RESP encoding)
-
-
-def _pack(args: Iterable[Any]) -> _Segment:
-    """RESP bulk strings for str, bytes and int arguments (floats are passed as repr text)."""
-    parts = [a if isinstance(a, bytes) else (a if isinstance(a, str) else str(a)).encode() for a in args]
-    return len(parts), b"".join([b"$%d\r\n%b\r\n" % (len(p), p) for p in parts])
 
 
 def _claim_filter(names: Collection[str] | None, caps: Mapping[str, int] | None) -> list[Any]:
@@ -140,15 +139,6 @@ def _claim_filter(names: Collection[str] | None, caps: Mapping[str, int] | None)
     return out
 
 
-def _command(*segments: _Segment) -> bytes:
-    return b"*%d\r\n" % sum(s[0] for s in segments) + b"".join(s[1] for s in segments)
-
-
-def _settle(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 def _as_added(job: Job) -> Job:
     """`job` as add.lua stores it (state and first history entry), less the `seq` the script assigns."""
     state = JobState.DELAYED if job.run_at > job.created_at else JobState.WAITING
@@ -157,11 +147,6 @@ def _as_added(job: Job) -> Job:
     added = copy(job, [*job.history[-(HISTORY_LIMIT - 1):], note])
     assign(added, state=state)
     return added
-
-
-def _id(eid: str) -> _EventId:
-    ms, _, seq = eid.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _since(since: str) -> _EventId:
@@ -229,23 +214,6 @@ def _flow_nodes(specs: Sequence[FlowSpec]) -> list[_Node]:
     return nodes
 
 
-def _event(queue: str, eid: str, flat: Sequence[str]) -> JobEvent:
-    """A JobEvent from a stream entry's fields: e = kind, v = NUL-separated id, name, state, at, attempt[, k, JSON].
-
-    k is p (progress), x (error) or r (the result of a completed job, when small: `carried_result`)."""
-    v = flat[3].split("\0", 6)
-    kind, extra = (v[5], v[6]) if len(v) > 6 else ("", "")
-    # Plain construction: with pydantic 2.14, model_construct is the slower of the two for these models.
-    ev = JobEvent(
-        id=eid, queue=queue, job_id=v[0], name=v[1], event=flat[1], state=JobState(v[2]), at=float(v[3]),
-        attempt=int(v[4]), progress=Progress.model_validate_json(extra) if kind == "p" else None,
-        error=json.loads(extra) if kind == "x" else None,
-    )
-    if kind == "r":
-        ev.carry_result(json.loads(extra))
-    return ev
-
-
 def _accepted_options(cls: type) -> set[str]:
     names = {"max_connections"}
     for klass in cls.__mro__:
@@ -277,81 +245,25 @@ def _scripts() -> dict[str, tuple[str, str]]:
 class _Queue:
     """A queue's key names, with the fixed ones already packed for EVALSHA, and their cluster hash slot."""
 
-    __slots__ = ("dp", "events", "jp", "keys", "outbox", "packed", "slot")
+    __slots__ = ("dp", "events", "jp", "keys", "outbox", "packed", "prefix", "slot", "wake")
 
     def __init__(self, name: str) -> None:
-        prefix = f"jobkit:{{{name}}}:"
+        self.prefix = prefix = f"jobkit:{{{name}}}:"
         self.keys = [prefix + k for k in QUEUE_KEYS]
+        self.wake = prefix + "wake"  # not in KEYS: scripts name it from the queue's prefix (see _lib.lua)
         self.events, self.jp, self.dp, self.outbox = self.keys[1], self.keys[17], self.keys[18], self.keys[21]
         self.packed = _pack(self.keys)
         self.slot = key_slot(self.keys[0].encode())
 
-
-_Item = tuple[_EventId, JobEvent] | None
-
-
-class _Feed:
-    """One XREAD BLOCK loop over a queue's event stream: it fans events out to this process's subscriptions
-    and wakes its `wait_for_work` callers on events written by others (this instance wakes itself). It keeps
-    the last RECENT_EVENTS entries, so a subscription starting a little in the past needs no XRANGE."""
-
-    __slots__ = ("idle_since", "key", "own", "pos", "queue", "recent", "recent_from", "subs", "task", "waited_at",
-                 "waiters", "wakes", "woken")
-
-    def __init__(self, queue: str, key: str, pos: str) -> None:
-        self.queue, self.key, self.pos = queue, key, pos
-        self.recent: collections.deque[tuple[_EventId, str, Sequence[str]]] = collections.deque()
-        self.recent_from = _id(pos)  # `recent` holds every entry after this id
-        self.subs: set[asyncio.Queue[_Item]] = set()
-        self.task: asyncio.Task[None] | None = None
-        self.idle_since: float | None = None  # when it was last left without subscriptions
-        self.wakes = False  # someone waits for work here
-        self.waited_at = 0.0  # when wait_for_work was last called
-        self.woken = False  # a wake arrived while nobody was waiting
-        self.waiters: set[asyncio.Future[None]] = set()
-        self.own: list[tuple[_EventId, _EventId]] = []  # spans of event ids this instance wrote
-
-    def wake(self) -> None:
-        if self.waiters:
-            for fut in self.waiters:
-                _settle(fut)
-            self.waiters.clear()
-        else:
-            self.woken = True
-
-    def busy(self, now: float) -> bool:
-        """Someone subscribes or has waited for work lately: keep reading."""
-        return bool(self.subs or self.waiters) or (self.wakes and now - self.waited_at < FEED_LINGER)
-
-    def keep(self, key: _EventId, eid: str, flat: Sequence[str]) -> None:
-        if len(self.recent) >= RECENT_EVENTS:
-            self.recent_from = self.recent.popleft()[0]
-        self.recent.append((key, eid, flat))
-
-    def replay(self, after: _EventId) -> builtins.list[tuple[_EventId, JobEvent]] | None:
-        """The kept events after `after`, or None if some of them are no longer kept."""
-        if after < self.recent_from:
-            return None
-        out = []
-        for key, eid, flat in reversed(self.recent):  # the newest first: a replay is usually a few entries
-            if key <= after:
-                break
-            if flat[1] != "resumed":
-                out.append((key, _event(self.queue, eid, flat)))
-        out.reverse()
-        return out
-
-    def is_own(self, eid: _EventId) -> bool:
-        while self.own and self.own[0][1] < eid:
-            del self.own[0]
-        return bool(self.own) and self.own[0][0] <= eid
+    def inbox(self, token: str) -> str:
+        return f"{self.prefix}done:{token}"
 
 
 class _Subscription(AsyncIterator[JobEvent]):
     """Events after `start`: the retained ones up to `upto` from XRANGE, then the feed's live ones. Given a
     `backlog` (the feed's kept entries up to `upto`), it starts at `upto` and yields that backlog first."""
 
-    def __init__(self, backend: RedisBackend, feed: _Feed, inbox: asyncio.Queue[_Item], start: _EventId,
+    def __init__(self, backend: RedisBackend, feed: Feed, inbox: asyncio.Queue[Item], start: _EventId,
                  upto: _EventId, backlog: list[tuple[_EventId, JobEvent]] | None = None) -> None:
         self._backend, self._feed, self._inbox = backend, feed, inbox
         self._seen, self._upto = start, upto
@@ -452,8 +364,11 @@ class RedisBackend(Backend):
         self._opened = False
         self._lock = asyncio.Lock()
         self._queues: dict[str, _Queue] = {}
-        self._feeds: dict[str, _Feed] = {}
-        self._born: dict[tuple[str, str], str] = {}  # (queue, job id) -> event id just before its first event
+        self._feeds: dict[str, Feed] = {}
+        self._wakers: dict[str, Waker] = {}
+        self._inboxes: dict[str, Inbox] = {}
+        self._token = os.urandom(8).hex()  # names this instance's inboxes
+        self._born: dict[tuple[str, str], bool] = {}  # (queue, job id) -> added with this instance's inbox registered
         self._options: dict[int, tuple[JobOptions, bytes]] = {}
         self._scripts = _scripts()
         self._by_sha = {sha: src for sha, src in self._scripts.values()}
@@ -527,14 +442,15 @@ class RedisBackend(Backend):
             return
         self._servers = None
         tasks: list[asyncio.Task[None]] = []
-        for feed in self._feeds.values():
-            feed.wake()
-            for inbox in feed.subs:
-                inbox.put_nowait(None)
-            if feed.task is not None:
-                feed.task.cancel()
-                tasks.append(feed.task)
+        readers: list[Reader] = [*self._feeds.values(), *self._wakers.values(), *self._inboxes.values()]
+        for reader in readers:
+            reader.close()
+            if reader.task is not None:
+                reader.task.cancel()
+                tasks.append(reader.task)
         self._feeds.clear()
+        self._wakers.clear()
+        self._inboxes.clear()
         await asyncio.gather(*tasks, return_exceptions=True)
         await servers.close()
 
@@ -639,14 +555,12 @@ class RedisBackend(Backend):
         return (await self._send(q.slot, [self._evalsha(name, q.packed, extra, args, packed)], what))[0]
 
     def _woke(self, queue: str, span: str | None) -> None:
-        """This instance made work claimable: wake its own waiters now; its feed skips these events."""
-        feed = self._feeds.get(queue)
-        if feed is None or span is None or not feed.wakes:
+        """This instance made work claimable: wake its own waiters now (see Waker.mine)."""
+        waker = self._wakers.get(queue)
+        if waker is None or span is None:
             return
         first, _, last = span.partition(" ")
-        if _id(last) > _id(feed.pos):  # else the feed read these events first and has woken the waiters
-            feed.own.append((_id(first), _id(last)))
-            feed.wake()
+        waker.mine(_id(first), _id(last))
 
     def _options_json(self, options: JobOptions) -> bytes:
         hit = self._options.get(id(options))
@@ -659,11 +573,12 @@ class RedisBackend(Backend):
         return text
 
     @staticmethod
-    def _extra(job: Job) -> bytes:
-        """Hash fields for a new job's non-default dynamic fields (rare: Queue builds fresh jobs)."""
+    def _extra(job: Job, watcher: str | None = None) -> bytes:
+        """Hash fields for a new job's non-default dynamic fields (rare: Queue builds fresh jobs), and the inbox
+        token `watcher` (see watch)."""
         if not (job.model_fields_set - _PLAIN_FIELDS):
-            return b""
-        out: dict[str, str] = {}
+            return b'{"wt":"%b"}' % watcher.encode() if watcher else b""
+        out: dict[str, str] = {"wt": watcher} if watcher else {}
         if job.result is not None:
             out["result"] = _to_json(job.result, f"result of job {job.id}").decode()
         if job.progress != Progress():
@@ -687,13 +602,13 @@ class RedisBackend(Backend):
                 out[key] = repr(float(value))
         return json.dumps(out).encode() if out else b""
 
-    def _records(self, jobs: Iterable[Job]) -> bytes:
+    def _records(self, jobs: Iterable[Job], watcher: str | None = None) -> bytes:
         """The jobs for add.lua, ADD_FIELDS arguments each, RESP-encoded. What a run of alike jobs shares (all
         but id and data: a bulk add's jobs) is encoded once."""
-        return b"".join(self._record_parts(jobs))
+        return b"".join(self._record_parts(jobs, watcher))
 
-    def _record_parts(self, jobs: Iterable[Job]) -> builtins.list[bytes]:
-        """`_records`, one job's arguments at a time."""
+    def _record_parts(self, jobs: Iterable[Job], watcher: str | None = None) -> builtins.list[bytes]:
+        """`_records`, one job's arguments at a time; `watcher` is an inbox token to register on each job."""
         parts: list[bytes] = []
         shared: tuple[Any, ...] = ()  # what the last job's shared fields were computed from, if reusable
         options_json = entries = tail = b""
@@ -701,7 +616,7 @@ class RedisBackend(Backend):
             name, created_at = job.name, job.created_at
             key = (job.options, name, job.run_at, created_at, job.attempts, job.flow is None)
             if not (shared and key[0] is shared[0] and key[1:] == shared[1:]):
-                options_json, entries, tail = self._shared_fields(job)
+                options_json, entries, tail = self._shared_fields(job, watcher)
                 shared = key if not job.history and not (job.model_fields_set - _PLAIN_FIELDS) else ()
             job_id = job.id.encode()
             if b"\0" in job_id:
@@ -717,7 +632,7 @@ class RedisBackend(Backend):
                 len(job_id), job_id, len(data), data, len(sl), sl, tail))
         return parts
 
-    def _shared_fields(self, job: Job) -> tuple[bytes, bytes, bytes]:
+    def _shared_fields(self, job: Job, watcher: str | None = None) -> tuple[bytes, bytes, bytes]:
         """For `_records`: the job's options JSON, its history entries (after the data string's static part)
         and its fields after the first three, RESP-encoded."""
         if b"\0" in job.name.encode():
@@ -734,7 +649,7 @@ class RedisBackend(Backend):
         kfa = options.keep_failed.age
         _, tail = _pack((
             state, options.priority, repr(job.run_at), b"%017.6f" % job.created_at, job.name, job.attempts,
-            options.max_stalls, b"" if kfa is None else repr(kfa), len(kept) + 1, self._extra(job),
+            options.max_stalls, b"" if kfa is None else repr(kfa), len(kept) + 1, self._extra(job, watcher),
         ))
         return self._options_json(options), b',"history":[' + entries, tail
 
@@ -748,7 +663,9 @@ class RedisBackend(Backend):
             groups.setdefault(job.queue, []).append(i)
         sends: list[tuple[int, Sequence[bytes]]] = [(QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, *groups)))])]
         for queue, idx in groups.items():
-            records = self._records([jobs[i] for i in idx])
+            # One job alone (submit, run) is added with this instance's inbox registered: its waiter needs no
+            # round trip of its own (see watch).
+            records = self._records([jobs[i] for i in idx], self._token if len(jobs) == 1 else None)
             q = self._q(queue)
             sends.append((q.slot, [self._evalsha("add", q.packed, (), (now,), (ADD_FIELDS * len(idx), records))]))
         if len(jobs) < OVERLAP_ADDS:
@@ -764,9 +681,9 @@ class RedisBackend(Backend):
                 sending.cancel()
         for (queue, idx), (res,) in zip(groups.items(), replies[1:], strict=True):
             self._woke(queue, res[0])
-            if res[0] and len(idx) <= BORN_KEPT // 10:  # a few jobs, likely watched next: see watch()
+            if len(idx) <= BORN_KEPT // 10:  # a few jobs, likely watched next: see watch()
                 new = [jobs[i].id for i, item in zip(idx, res[1:], strict=True) if isinstance(item, int)]
-                self._remember_born(queue, new, res[0].partition(" ")[0])
+                self._remember_born(queue, new, len(jobs) == 1)
             for i, item in zip(idx, res[1:], strict=True):
                 if isinstance(item, int):
                     assign(out[i], seq=item)
@@ -1184,79 +1101,60 @@ class RedisBackend(Backend):
     async def wait_for_work(self, queue: str, timeout: float) -> None:
         if self._servers is None:
             return
-        feed = self._feeds.get(queue)
-        if feed is None or not feed.wakes:
+        waker = self._wakers.get(queue)
+        if waker is None:
             # The first call only starts watching and returns at once, so a wake just before it is not lost.
-            feed = feed or await self._feed(queue)
-            feed.wakes, feed.waited_at = True, time.monotonic()
+            q = self._q(queue)
+            [last] = await self._send(q.slot, [self._last_command(q.wake)], "read the wake stream")
+            self._live()
+            if queue not in self._wakers:
+                self._start(self._wakers, Waker(queue, q.wake, self._last_id(last)))
             return
-        feed.waited_at = time.monotonic()
-        if feed.woken or timeout <= 0:
-            feed.woken = False
-            return
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        feed.waiters.add(fut)
-        timer = loop.call_later(timeout, _settle, fut)
-        try:
-            await fut
-        finally:
-            timer.cancel()
-            feed.waiters.discard(fut)
+        await waker.wait(timeout)
 
     # -- events ------------------------------------------------------------------------------------
     async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:
         last = await self._last_event(queue)
         self._live()  # still open after the await
-        feed = self._feeds.get(queue) or self._start_feed(queue, last)
+        feed = self._feeds.get(queue) or self._start(self._feeds, Feed(queue, self._q(queue).events, last))
         return self._listen(feed, last, None if since is None else _since(since))
 
-    def _remember_born(self, queue: str, job_ids: Sequence[str], first_event: str) -> None:
-        """These jobs were added by this instance; every event of theirs comes after the one before
-        `first_event` (the earliest of the adding script's events)."""
-        ms, seq = _id(first_event)
-        before = f"{ms}-{seq - 1}" if seq else f"{ms - 1}-{2**64 - 1}"
+    def _remember_born(self, queue: str, job_ids: Sequence[str], registered: bool) -> None:
+        """These jobs were added by this instance (`registered`: with its inbox token in their field wt)."""
         born = self._born
         for job_id in job_ids:
-            born[queue, job_id] = before
+            born[queue, job_id] = registered
         while len(born) > BORN_KEPT:
             del born[next(iter(born))]
 
     async def watch(
         self, queue: str, job_id: str, known: Job | None = None
     ) -> tuple[AsyncIterator[JobEvent], Job | None]:
-        # A job this instance added and has not watched yet: listen from just before its first event, which
-        # the feed usually still keeps: no round trip at all.
+        # Not the queue's event stream: watch.lua registers this instance's inbox on the job, and the script that
+        # ends the job pushes its end there. A job this instance added needs no read unless it has ended already.
+        self._live()
+        inbox = self._inboxes.get(queue) or self._start(self._inboxes, Inbox(queue, self._q(queue).inbox(self._token)))
+        ending = Ending(inbox, job_id)
         born = self._born.pop((queue, job_id), None)
-        if known is not None and born is not None and not known.finished:
-            self._live()
-            mine = self._feeds.get(queue) or self._start_feed(queue, born)
-            return self._listen(mine, born), known
-        # With a live feed, listen from where it has read (maybe a few events early) and only read the job;
-        # else read the stream's last id and the job in one round trip.
+        mine = born is not None and known is not None and not known.finished
+        if mine and born:
+            return ending, known  # registered when added: its end will be pushed to the inbox
         q = self._q(queue)
-        get = self._evalsha("get", q.packed, (q.jp + job_id, q.dp + job_id), ())
-        feed = self._feeds.get(queue)
-        if feed is not None:
-            sub = self._listen(feed, feed.pos)
-            try:
-                [res] = await self._send(q.slot, [get], "read a job")
-            except BaseException:
-                sub.close()
-                raise
-        else:
-            [last, res] = await self._send(q.slot, [self._last_command(q), get], "read a job")
-            self._live()
-            pos = self._last_id(last)
-            feed = self._feeds.get(queue) or self._start_feed(queue, pos)
-            sub = self._listen(feed, pos)
-        return sub, None if res[0] is None else _job(res[0])
+        try:
+            [res] = await self._send(q.slot, [self._evalsha("watch", q.packed, (q.jp + job_id, q.dp + job_id),
+                                                            (self._token, "1" if mine else ""))], "watch a job")
+        except BaseException:
+            ending.close()
+            raise
+        if res == 1:
+            return ending, known
+        return ending, None if res is None else _job(res)
 
-    def _listen(self, feed: _Feed, pos: str, start: _EventId | None = None) -> _Subscription:
+    def _listen(self, feed: Feed, pos: str, start: _EventId | None = None) -> _Subscription:
         """A subscription to events after `start` (default `pos`, an id the stream had reached): the feed
         delivers those after feed.pos; those up to max(pos, feed.pos) come from the feed's kept entries, else
         from XRANGE."""
-        inbox: asyncio.Queue[_Item] = asyncio.Queue()
+        inbox: asyncio.Queue[Item] = asyncio.Queue()
         feed.subs.add(inbox)
         start = _id(pos) if start is None else start
         upto = max(_id(pos), _id(feed.pos))
@@ -1266,8 +1164,8 @@ class RedisBackend(Backend):
         return _Subscription(self, feed, inbox, upto, upto, kept)
 
     @staticmethod
-    def _last_command(q: _Queue) -> bytes:
-        return _command(_pack(("XREVRANGE", q.events, "+", "-", "COUNT", 1)))
+    def _last_command(stream: str) -> bytes:
+        return _command(_pack(("XREVRANGE", stream, "+", "-", "COUNT", 1)))
 
     @staticmethod
     def _last_id(reply: Any) -> str:
@@ -1275,79 +1173,18 @@ class RedisBackend(Backend):
 
     async def _last_event(self, queue: str) -> str:
         q = self._q(queue)
-        [last] = await self._send(q.slot, [self._last_command(q)], "read the event stream")
+        [last] = await self._send(q.slot, [self._last_command(q.events)], "read the event stream")
         return self._last_id(last)
 
-    async def _feed(self, queue: str) -> _Feed:
-        last = await self._last_event(queue)
-        self._live()
-        return self._feeds.get(queue) or self._start_feed(queue, last)
-
-    def _start_feed(self, queue: str, pos: str) -> _Feed:
-        feed = self._feeds[queue] = _Feed(queue, self._q(queue).events, pos)
-        feed.task = asyncio.get_running_loop().create_task(self._pump(feed))
-        return feed
-
-    async def _pump(self, feed: _Feed) -> None:
-        slot = self._q(feed.queue).slot
-        conn: AbstractConnection | None = None
-        try:
-            while (servers := self._servers) is not None:
-                now = time.monotonic()
-                if feed.busy(now):
-                    feed.idle_since = None
-                elif feed.idle_since is None:
-                    feed.idle_since = now
-                elif now - feed.idle_since > FEED_LINGER:
-                    break
-                try:
-                    if conn is None:
-                        await servers.fresh()
-                        conn = servers.blocking_connection(slot)
-                    await conn.send_packed_command(_command(_pack(
-                        ("XREAD", "COUNT", 1000, "BLOCK", FEED_BLOCK_MS, "STREAMS", feed.key, feed.pos))))
-                    started = time.monotonic()
-                    resp = await conn.read_response(timeout=FEED_SOCKET_TIMEOUT)
-                    if resp is None and time.monotonic() - started >= FEED_SOCKET_TIMEOUT:
-                        await conn.disconnect()  # no reply at all: the server or the network is gone
-                        raise rexc.TimeoutError(f"no reply from Redis in {FEED_SOCKET_TIMEOUT}s")
-                except (rexc.RedisError, BackendError) as exc:
-                    log.warning("event feed of queue %s: %s; retrying", feed.queue, exc)
-                    moved = isinstance(exc, rexc.MovedError) or not isinstance(exc, rexc.ResponseError)
-                    if servers.cluster and moved:
-                        servers.mark_stale()  # the slot may have moved to another node: read from there
-                        if conn is not None:
-                            await conn.disconnect()
-                        conn = None
-                    await asyncio.sleep(0.5)
-                    continue
-                if resp:
-                    self._deliver(feed, resp[0][1])
-        finally:
-            if self._feeds.get(feed.queue) is feed:
-                del self._feeds[feed.queue]
-            if conn is not None:
-                await conn.disconnect()
-
-    @staticmethod
-    def _deliver(feed: _Feed, entries: Sequence[Any]) -> None:
-        feed.pos = entries[-1][0]
-        woke = False
-        for eid, flat in entries:
-            kind = flat[1]  # fields: e (kind), v
-            key = _id(eid)
-            feed.keep(key, eid, flat)
-            if kind in WAKING and feed.wakes and not feed.is_own(key):
-                woke = True
-            if feed.subs and kind != "resumed":
-                item = (key, _event(feed.queue, eid, flat))
-                for inbox in feed.subs:
-                    inbox.put_nowait(item)
-        if woke:
-            feed.wake()
+    def _start(self, registry: dict[str, _R], reader: _R) -> _R:
+        """Register `reader` (a Feed, Waker or Inbox) for its queue and start its loop."""
+        registry[reader.queue] = reader
+        slot = self._q(reader.queue).slot
+        reader.task = asyncio.get_running_loop().create_task(pump(reader, slot, lambda: self._servers, registry))
+        return reader
 
     async def _range(
-        self, feed: _Feed, after: _EventId, upto: _EventId
+        self, feed: Feed, after: _EventId, upto: _EventId
     ) -> tuple[builtins.list[tuple[_EventId, JobEvent]], _EventId]:
         """Retained events in (after, upto], at most 500 at a time, and the id read up to."""
         [entries] = await self._send(self._q(feed.queue).slot, [_command(_pack(

@@ -20,9 +20,9 @@ EVENTS_MAX = 10_000  # _lib.lua
 # XTRIM MAXLEN ~ keeps whole stream nodes (100 entries each), and a script trims before its first event and every
 # 1000th, so one script call (an add_bulk of 1000 jobs) may overshoot by up to 1000 entries.
 STREAM_BOUND = EVENTS_MAX + 1000 + 100
-# Keys besides the two of each retained job: meta, events, completed, ix:completed, exp:completed, jobkit:queues
-# and the worker heartbeat hash and zset.
-FIXED_KEYS = 8
+# Keys besides the two of each retained job: meta, events, wake, completed, ix:completed, exp:completed,
+# jobkit:queues and the worker heartbeat hash and zset.
+FIXED_KEYS = 9
 CHECKPOINTS = [2_000, 10_000, 50_000, 100_000]
 # Hash tables resize lazily and jemalloc keeps freed pages a while: what used_memory may gain after the 10,000th
 # job, when the retained set is already full. 90,000 more jobs of ~1 KB would add ~90 MB if anything stayed.

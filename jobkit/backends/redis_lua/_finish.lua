@@ -7,7 +7,7 @@ local EV = {completed = 'completed', failed = 'failed', cancelled = 'cancelled',
             waiting = 'retrying', delayed = 'retrying'}
 -- What finishing reads when it need not hand the whole job back.
 local RESULT_IN_EVENT = 1024 -- bytes of result JSON a "completed" event carries (kind r), so waiters need no read
-local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh', 'name', 'fw'}
+local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh', 'name', 'fw', 'wt'}
 
 local function finish_outcomes(worker, now_s, first, last, want)
   local now = tonumber(now_s)

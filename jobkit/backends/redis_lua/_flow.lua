@@ -214,7 +214,7 @@ local function decide(pid, v, fl, now_s, blame)
 end
 
 local FLOW_FIELDS = {'state', 'fl', 'us', 'seq', 'ck', 'pri', 'run_at', 'att', 'name', 'kfa', 'up', 'dn', 'hd', 'nh',
-                     'sl'}
+                     'sl', 'wt'}
 
 -- Notice k='e': child n.c of queue n.cq ended in state n.s (end number n.f); parent n.w counts it.
 local function deliver_end(n, now_s)

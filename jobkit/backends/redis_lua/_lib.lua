@@ -37,9 +37,26 @@ local function reseq(ck, seq, id)
   return string.sub(ck, 1, string.find(ck, ':', 1, true) - 1) .. string.format(':%012d:', seq) .. id
 end
 
+-- The end of a job that waiters registered on (watch.lua: field wt, their inbox tokens) is pushed to each inbox
+-- "done:<token>" as "<state>\0<the fields of an event entry>" (a small result included). An inbox nobody reads keeps
+-- its newest INBOX_MAX ends and expires a minute after the last.
+local INBOX, INBOX_TTL_MS, INBOX_MAX, INBOX_RESULT_MAX = string.sub(JP, 1, -3) .. 'done:', 60000, 1000, 1024
+
+local function notify_end(state, id, v, at)
+  local packed = state .. '\0' .. id .. '\0' .. v.name .. '\0' .. state .. '\0' .. at .. '\0' .. (v.att or '0')
+  if state == 'completed' and v.result and #v.result <= INBOX_RESULT_MAX then
+    packed = packed .. '\0r\0' .. v.result
+  end
+  for token in string.gmatch(v.wt, '%S+') do
+    if redis.call('LPUSH', INBOX .. token, packed) > INBOX_MAX then redis.call('RPOP', INBOX .. token) end
+    redis.call('PEXPIRE', INBOX .. token, INBOX_TTL_MS)
+  end
+end
+
 -- A finished job held by a parent (field hd) sorts past every other in its state's set, out of retention's reach
 -- (the meta counter held:<state> says how many), and has no expiry entry until it is released (see _flow.lua).
 local function enter_finished(state, id, v, at, exp)
+  if v.wt then notify_end(state, id, v, at) end
   if v.hd then
     redis.call('ZADD', SET[state], tonumber(at) + HELD, fkey(v.seq, id))
     redis.call('HINCRBY', K_META, 'held:' .. state, 1)
@@ -83,8 +100,11 @@ end
 -- Event entries are {e = kind, v = "<job id>\0<name>\0<state>\0<at>\0<attempt>[\0p|x\0<JSON>]"}; kinds "added",
 -- "retrying", "waiting" and the job-less "resumed" also wake workers. The stream is trimmed before a script's
 -- first event and every 1000th, not on each XADD. A script's events are contiguous in the stream; `span()`
--- tells the caller which ids were its own.
-local first_event, last_event, n_events = false, false, 0
+-- tells the caller which ids were its own. The first waking event of a script also goes, by its id (field f), to
+-- the short stream "wake", which is all that workers waiting for work read.
+local first_event, last_event, n_events, woke_stream = false, false, 0, false
+local K_WAKE, WAKE_MAX = string.sub(JP, 1, -3) .. 'wake', 100
+local WAKING = {added = true, retrying = true, waiting = true, resumed = true}
 
 local function event(id, name, ev, state, at, attempt, k, v)
   if n_events % 1000 == 0 then redis.call('XTRIM', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX) end
@@ -94,6 +114,10 @@ local function event(id, name, ev, state, at, attempt, k, v)
   local eid = redis.call('XADD', K_EVENTS, '*', 'e', ev, 'v', packed)
   if not first_event then first_event = eid end
   last_event = eid
+  if not woke_stream and WAKING[ev] then
+    woke_stream = true
+    redis.call('XADD', K_WAKE, 'MAXLEN', '~', WAKE_MAX, '*', 'f', eid)
+  end
 end
 
 local function span()
@@ -104,7 +128,7 @@ end
 -- Every hash field a script may need; load() returns them by name (absent ones are false, as Redis gives them).
 local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'worker', 'lease', 'started', 'finished',
            'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o',
-           'fw'}
+           'fw', 'wt'}
 local OPTIONAL = {{'lease', 'lease_until'}, {'started', 'started_at'}, {'finished', 'finished_at'},
                   {'expires', 'expires_at'}, {'result', 'result'}, {'checkpoint', 'checkpoint'}, {'err', 'error'},
                   {'tb', 'traceback'}}
