@@ -230,6 +230,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish on SIGTERM")
     w.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",
                    help="event loop: uvloop (the `uvloop` extra) is faster; auto uses it when installed")
+    w.add_argument("--processes", "-p", default="1", metavar="N",
+                   help="worker processes under one supervisor that restarts a crashed one and passes SIGTERM/SIGINT"
+                        " on (default 1: this process is the worker; auto: one per CPU core)")
 
     s = sub.add_parser("status", help="queues, their counts, and live workers")
     s.add_argument("--url", help=url_help)
@@ -279,7 +282,17 @@ def _run_on_loop(main: Coroutine[Any, Any, int], loop: str) -> int:
     return asyncio.run(main)
 
 
+async def _supervise(args: argparse.Namespace, argv: Sequence[str], processes: int) -> int:
+    from .supervisor import Supervisor, child_command
+
+    _import_modules(args.modules)  # a module that cannot be imported fails here, once, not in every child
+    if not registered():
+        raise ConfigError(f"no tasks found in {', '.join(args.modules)}; decorate async functions with @jobkit.task")
+    return await Supervisor(child_command(argv), processes, args.grace).run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     configure_logging(args.log_level, everything=args.log_all, own=getattr(args, "modules", ()))
     try:
@@ -292,6 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_command(args)
         if args.command == "jobs" and args.action in ("show", "cancel") and not args.job_id:
             raise ConfigError(f"`jobkit jobs {args.action}` needs a job id")
+        if args.command == "worker":
+            from .supervisor import parse_processes
+
+            processes = parse_processes(args.processes)
+            if processes > 1:
+                return asyncio.run(_supervise(args, argv, processes))
         runner = {"worker": _worker, "status": _status, "jobs": _jobs, "schedules": _schedules,
                   "spool": _spool}[args.command]
         return _run_on_loop(runner(args), getattr(args, "loop", "asyncio"))
