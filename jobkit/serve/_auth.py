@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from ..backends import Backend
+from ..errors import ConfigError
 from ._config import ServeConfig, TokenEntry
 
 __all__ = ["Principal", "TokenStore", "add_token", "hash_token", "new_token", "principal", "remove_token"]
@@ -110,7 +111,10 @@ async def principal(conn: HTTPConnection, *, admin: bool = False, query_ok: bool
         raise HTTPException(401, "no API token: send `Authorization: Bearer <token>`",
                             headers={"WWW-Authenticate": "Bearer"})
     store: TokenStore = conn.app.state.jobkit.tokens
-    entry = await store.lookup(token)
+    try:
+        entry = await store.lookup(token)
+    except ConfigError as exc:  # the server's own setup is broken, not the request
+        raise HTTPException(503, f"{exc}") from None
     if entry is None:
         raise HTTPException(401, "unknown API token: ask an admin for one (`jobkit serve token add --owner NAME`)",
                             headers={"WWW-Authenticate": "Bearer"})

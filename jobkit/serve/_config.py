@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -28,6 +29,13 @@ class TokenEntry(BaseModel):
         if self.owner is None and not self.admin:
             raise ValueError("a token needs an owner (whose jobs it sees) or admin: true")
         return self
+
+
+@functools.lru_cache(maxsize=8)
+def _read_tokens(path: Path, mtime_ns: int, size: int) -> tuple[TokenEntry, ...]:
+    """The file's tokens, read once per version of it (its modification time and size)."""
+    data = json.loads(path.read_text())
+    return tuple(TokenEntry.model_validate(t) for t in data["tokens"])
 
 
 class ServeConfig(BaseModel):
@@ -63,12 +71,12 @@ class ServeConfig(BaseModel):
             raise invalid(f"serve config {path}", exc) from None
 
     def file_tokens(self) -> tuple[TokenEntry, ...]:
-        """The tokens of `tokens_file`, read now (so edits apply without a restart)."""
+        """The tokens of `tokens_file`, read again whenever the file changed (edits apply without a restart)."""
         if self.tokens_file is None:
             return ()
         try:
-            data = json.loads(self.tokens_file.read_text())
-            return tuple(TokenEntry.model_validate(t) for t in data["tokens"])
+            st = self.tokens_file.stat()
+            return _read_tokens(self.tokens_file, st.st_mtime_ns, st.st_size)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"cannot read tokens file {self.tokens_file}: {exc}; it holds"
                               ' {"tokens": [{"sha256": "<hex>", "owner": "alice"}, {"sha256": "<hex>", "admin": true}]}'

@@ -29,7 +29,7 @@ def _json(schema: Obj, description: str) -> Obj:
 def _errors(*codes: int) -> Obj:
     why = {400: "bad parameter", 401: "no or unknown token", 403: "not allowed for this token", 404: "no such job",
            409: "conflicts with the job's state", 413: "upload too large", 422: "invalid body or payload",
-           503: "unhealthy"}
+           503: "the backend failed, or the server's own setup is broken"}
     return {str(c): _json(_ref("Error"), why[c]) for c in codes}
 
 
@@ -48,7 +48,7 @@ STATES = [s.value for s in JobState]
 
 
 def _op(summary: str, ok: Obj, *codes: int, params: Sequence[Obj] = (), **extra: Any) -> Obj:
-    return {"summary": summary, "parameters": list(params), "responses": {**ok, **_errors(401, *codes)}, **extra}
+    return {"summary": summary, "parameters": list(params), "responses": {**ok, **_errors(401, 503, *codes)}, **extra}
 
 
 def schema() -> Obj:

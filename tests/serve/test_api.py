@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
+
 import jobkit
 from tests.serve import tasks
 from tests.serve.conftest import Served, auth
@@ -153,3 +158,23 @@ async def test_health_and_metrics(served: Served) -> None:
     assert r.status_code == 200
     assert f'jobkit_jobs{{queue="{tasks.QUEUE}",state="waiting"}} 1.0' in r.text
     assert 'jobkit_health{status="degraded"} 1.0' in r.text
+
+
+async def test_a_tokens_file_is_read_again_when_it_changes(served: Served, tmp_path: Path) -> None:
+    from jobkit.serve import ServeConfig, app, hash_token
+    from tests.serve.conftest import httpx
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"sha256": hash_token("first"), "admin": True}]}))
+    application = app(ServeConfig(tokens_file=tokens), backend=served.backend)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://t") as client:
+        assert (await client.get("/queues", headers={"Authorization": "Bearer first"})).status_code == 200
+        tokens.write_text(json.dumps({"tokens": [{"sha256": hash_token("second"), "owner": "carol"}]}))
+        os.utime(tokens, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a new mtime even on coarse clocks
+        assert (await client.get("/queues", headers={"Authorization": "Bearer first"})).status_code == 401
+        assert (await client.get("/queues", headers={"Authorization": "Bearer second"})).status_code == 200
+        tokens.write_text("{not json")
+        os.utime(tokens, ns=(time.time_ns() + 2 * 10**9,) * 2)
+        broken = await client.get("/queues", headers={"Authorization": "Bearer second"})
+        assert broken.status_code == 503 and "tokens file" in broken.json()["detail"]
+    await application.state.jobkit_holder.close()
