@@ -96,7 +96,8 @@ async def _job_action(args: argparse.Namespace, q: Queue) -> int:
     from .cli_views import console, job_card, jobs_table, print_json
 
     if args.action == "list":
-        jobs = await q.jobs(state=args.state, name=args.name, limit=args.limit, offset=args.offset)
+        jobs = await q.jobs(state=args.state, name=args.name, worker=args.worker, owner=args.owner, tag=args.tag,
+                            limit=args.limit, offset=args.offset)
         if args.json:
             print_json([j.model_dump(mode="json") for j in jobs])
         else:
@@ -246,6 +247,9 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("--state", choices=[s.value for s in JobState], metavar="STATE",
                    help="only jobs in this state: " + ", ".join(s.value for s in JobState))
     j.add_argument("--name", help="only jobs of this task")
+    j.add_argument("--worker", help="only jobs whose lease this worker holds (running on it)")
+    j.add_argument("--owner", help="only jobs of this owner (the user they are for)")
+    j.add_argument("--tag", metavar="KEY=VALUE", help="only jobs with this tag")
     j.add_argument("--limit", type=int, default=50)
     j.add_argument("--offset", type=int, default=0)
     j.add_argument("--older-than", type=float, default=0.0, help="clean: seconds since the job finished")

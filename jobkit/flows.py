@@ -25,7 +25,7 @@ __all__ = ["ChildLike", "FlowNode", "flow", "flow_specs"]
 
 PolicyLike = FailFast | WaitAll | ContinuePartial | str | None
 _OPTIONS = frozenset({"job_id", "queue", "delay", "priority", "attempts", "timeout", "backoff", "keep_completed",
-                      "keep_failed"})
+                      "keep_failed", "owner", "tags"})
 
 
 @dataclass
@@ -41,7 +41,8 @@ class FlowNode:
     policy: PolicyLike = None
     job_id: str | None = None
     queue: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # delay, priority, attempts, timeout, backoff, keep_*
+    # delay, priority, attempts, timeout, backoff, keep_*, owner (by default its parent's), tags
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 ChildLike = FlowNode | tuple[Task[Any] | str, Any] | tuple[Task[Any] | str, Any, dict[str, Any]] | Task[Any]
@@ -77,14 +78,16 @@ def flow_specs(root: FlowNode, now: float) -> list[FlowSpec]:
     specs: list[FlowSpec] = []
     seen: set[tuple[str, str]] = set()
 
-    def visit(node: FlowNode, parent: JobRef | None, parent_queue: str | None, job_id: str) -> JobRef:
+    def visit(node: FlowNode, parent: JobRef | None, parent_queue: str | None, job_id: str,
+              parent_owner: str | None = None) -> JobRef:
         queue = _queue_of(node, parent_queue)
         unknown = set(node.options) - _OPTIONS
         if unknown:
             raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} of flow job {job_id}")
         opts = dict(node.options)
-        delay = opts.pop("delay", None)
-        job: Job = Queue(queue)._prepare(node.task, [node.payload], job_ids=[job_id], delay=delay, now=now, **opts)[0]
+        delay, owner = opts.pop("delay", None), opts.pop("owner", parent_owner)
+        job: Job = Queue(queue)._prepare(node.task, [node.payload], job_ids=[job_id], delay=delay, now=now,
+                                         owner=owner, **opts)[0]
         ref = JobRef(queue=queue, id=job.id)
         if (queue, job.id) in seen:
             raise ConfigError(f"job id {job.id!r} is given twice in queue {queue!r} of one flow: give each job its"
@@ -99,7 +102,7 @@ def flow_specs(root: FlowNode, now: float) -> list[FlowSpec]:
             raise ConfigError(f"flow job {job.id} has a policy but no children: a policy says when a parent runs")
         at = len(specs)
         specs.append(FlowSpec(job))
-        refs = [visit(k, ref, queue, k.job_id or new_job_id()) for k in kids]
+        refs = [visit(k, ref, queue, k.job_id or new_job_id(), job.owner) for k in kids]
         if refs:
             specs[at] = FlowSpec(job, tuple((r, True) for r in refs))
         return ref
@@ -119,7 +122,8 @@ async def flow(
     cancels the children not yet started), "wait_all" (it runs with the failures), or
     `jobkit.ContinuePartial(max_failed=0.05)` (it runs if at most that share failed). With job ids, adding the same
     flow again re-runs only the children that did not complete, and then the parent. `options`: delay, priority,
-    attempts, timeout, backoff, keep_completed, keep_failed of the parent."""
+    attempts, timeout, backoff, keep_completed, keep_failed, owner (children get it too unless theirs say
+    otherwise) and tags of the parent."""
     kids = list(children)
     if not kids:
         raise ConfigError("a flow needs at least one child: for a single job use jobkit.submit()")

@@ -6,6 +6,7 @@ import enum
 import json
 import os
 import random
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal, TypeVar
@@ -35,12 +36,15 @@ __all__ = [
     "Schedule",
     "WaitAll",
     "WorkerInfo",
+    "check_owner",
+    "check_tags",
     "dump_json",
     "flow_policy",
     "invalid",
     "new_job",
     "new_job_id",
     "new_job_ids",
+    "tag_filter",
     "trusted",
 ]
 
@@ -98,6 +102,57 @@ def invalid(what: str, exc: ValidationError) -> ConfigError:
         for e in exc.errors(include_url=False)
     )
     return ConfigError(f"invalid {what}: {problems}")
+
+
+OWNER_MAX = 200  # characters of an owner
+TAGS_MAX = 20  # tags per job
+TAG_KEY_MAX = 64  # characters of a tag's key
+TAG_VALUE_MAX = 200  # characters of a tag's value
+_TAG_KEY = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
+
+def _plain(text: str) -> bool:
+    return text.isprintable() and text == text.strip()
+
+
+def check_owner(owner: Any) -> str | None:
+    """`owner` if it is a usable owner (None: no owner), else a ConfigError saying what one may be."""
+    if owner is None:
+        return None
+    if not isinstance(owner, str) or not owner or len(owner) > OWNER_MAX or not _plain(owner):
+        raise ConfigError(f"invalid owner {owner!r}: use a non-empty string of at most {OWNER_MAX} printable"
+                          " characters, without leading or trailing spaces (a user id, say)")
+    return owner
+
+
+def check_tags(tags: Any) -> dict[str, str]:
+    """`tags` as a dict if usable ({} for None), else a ConfigError saying what tags may be."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict):
+        raise ConfigError(f"tags are a dict of strings, like {{'doc': 'd-1'}}, not {type(tags).__name__}")
+    if len(tags) > TAGS_MAX:
+        raise ConfigError(f"a job takes at most {TAGS_MAX} tags, not {len(tags)}: put the rest in its payload")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not _TAG_KEY.match(key) or len(key) > TAG_KEY_MAX:
+            raise ConfigError(f"invalid tag key {key!r}: use 1 to {TAG_KEY_MAX} letters, digits or _ . : -")
+        if not isinstance(value, str) or not value or len(value) > TAG_VALUE_MAX or not _plain(value):
+            raise ConfigError(f"invalid value {value!r} of tag {key!r}: use a non-empty string of at most"
+                              f" {TAG_VALUE_MAX} printable characters, without leading or trailing spaces")
+    return dict(tags)
+
+
+def tag_filter(tag: tuple[str, str] | str) -> tuple[str, str]:
+    """A tag to filter by, from ("doc", "d-1") or "doc=d-1"; ConfigError otherwise."""
+    if isinstance(tag, str):
+        key, sep, value = tag.partition("=")
+        if not sep:
+            raise ConfigError(f"a tag filter is 'key=value' or (key, value), not {tag!r}")
+        tag = (key, value)
+    if not (isinstance(tag, tuple) and len(tag) == 2):
+        raise ConfigError(f"a tag filter is 'key=value' or (key, value), not {tag!r}")
+    check_tags({tag[0]: tag[1]})
+    return tag[0], tag[1]
 
 
 class JobState(str, enum.Enum):
@@ -360,6 +415,10 @@ class Job(BaseModel):
     parent: JobRef | None = Field(default=None, exclude_if=lambda v: v is None)
     dependents: tuple[JobRef, ...] = Field(default=(), exclude_if=lambda v: not v)
     flow: FlowStatus | None = Field(default=None, exclude_if=lambda v: v is None)
+    # Whom the job is for (a user id: reads scoped by owner never show another's jobs), and small labels to find it
+    # by; both indexed by the backends, set when it is added and never changed.
+    owner: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    tags: dict[str, str] = Field(default_factory=dict, exclude_if=lambda v: not v)
 
     @property
     def priority(self) -> int:
@@ -382,16 +441,22 @@ class Job(BaseModel):
 _NEW_JOB_FIELDS = frozenset({"id", "name", "queue", "data", "options", "created_at", "run_at"})
 
 
-def new_job(id: str, name: str, queue: str, data: Json, options: JobOptions, created_at: float, run_at: float) -> Job:
+def new_job(id: str, name: str, queue: str, data: Json, options: JobOptions, created_at: float, run_at: float,
+            owner: str | None = None, tags: dict[str, str] | None = None) -> Job:
     """A fresh job, as `Job(id=..., ..., run_at=...)` builds it, from values already validated (bulk adds)."""
+    fields_set = set(_NEW_JOB_FIELDS)
+    if owner is not None:
+        fields_set.add("owner")
+    if tags:
+        fields_set.add("tags")
     return trusted(Job, {
         "id": id, "name": name, "queue": queue, "state": JobState.WAITING, "data": data, "result": None,
         "options": options, "progress": trusted(Progress, {"percent": 0.0, "message": "", "extra": {}}, set()),
         "checkpoint": None, "attempts": 0, "stalls": 0, "error": None, "traceback": None, "worker": None,
         "lease_until": None, "cancel_requested": False, "created_at": created_at, "run_at": run_at,
         "started_at": None, "finished_at": None, "expires_at": None, "history": [], "seq": 0,
-        "parent": None, "dependents": (), "flow": None,
-    }, set(_NEW_JOB_FIELDS))
+        "parent": None, "dependents": (), "flow": None, "owner": owner, "tags": dict(tags) if tags else {},
+    }, fields_set)
 
 
 class Outcome(BaseModel):
@@ -431,6 +496,7 @@ class JobEvent(BaseModel):
     attempt: int = 0
     progress: Progress | None = None
     error: str | None = None
+    owner: str | None = None  # the job's owner, so a feed can be scoped to one
     # (result,) when a "completed" event carries its job's result (a backend may, for small results), else None.
     _result: tuple[Any] | None = PrivateAttr(default=None)
 

@@ -30,11 +30,14 @@ from .models import (
     Retention,
     Schedule,
     WaitAll,
+    check_owner,
+    check_tags,
     dump_json,
     flow_policy,
     invalid,
     new_job,
     new_job_ids,
+    tag_filter,
 )
 from .task import Task, _registry
 
@@ -80,6 +83,11 @@ def dependency_refs(queue: str, job_id: str, depends_on: Sequence[Dependency]) -
     return tuple(refs)
 
 
+def _visible(job: Job, owner: str | None) -> bool:
+    """Whether a read scoped to `owner` (None: unscoped) may see `job`."""
+    return owner is None or job.owner == owner
+
+
 class Queue:
     """A named queue: add jobs, inspect them, and administer the queue (pause, retry, clean)."""
 
@@ -102,7 +110,7 @@ class Queue:
 
     def _prepare(
         self, task: Task[Any] | str, payloads: list[Any], *, job_ids: Sequence[str | None] | None,
-        delay: float | None, now: float, **opts: Any,
+        delay: float | None, now: float, owner: str | None = None, tags: dict[str, str] | None = None, **opts: Any,
     ) -> list[Job]:
         """Validated new jobs of one task, one per payload; PayloadError/ConfigError before anything is queued."""
         t = task if isinstance(task, Task) else _registry.get(task)
@@ -115,6 +123,7 @@ class Queue:
             dump_json(payloads, f"payload for task {name!r}")
             data, base = payloads, JobOptions()
         options = job_options(base, **opts)
+        owner, tags = check_owner(owner), check_tags(tags)
         fresh = new_job_ids(len(data))
         if job_ids is not None:
             for i, given in enumerate(job_ids):
@@ -124,7 +133,8 @@ class Queue:
                     fresh[i] = given
         run_at = now + (delay or 0.0)
         queue = self.name
-        return [new_job(job_id, name, queue, d, options, now, run_at) for job_id, d in zip(fresh, data, strict=True)]
+        return [new_job(job_id, name, queue, d, options, now, run_at, owner, tags)
+                for job_id, d in zip(fresh, data, strict=True)]
 
     async def add(
         self, task: Task[Any] | str, data: Any = None, *, job_id: str | None = None, delay: float | None = None,
@@ -132,14 +142,17 @@ class Queue:
         backoff: Backoff | None = None, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
         depends_on: Sequence[Dependency] | None = None,
         policy: FailFast | WaitAll | ContinuePartial | str | None = None,
+        owner: str | None = None, tags: dict[str, str] | None = None,
     ) -> Job:
         """Add one job, validated against its task if registered here; an existing job_id returns that job.
 
         `depends_on`: jobs it waits for (in WAITING_CHILDREN) before it runs; by default (`policy="fail_fast"`) one
-        of them failing or being cancelled fails it at once. Each must exist: JobNotFound, and nothing is queued."""
+        of them failing or being cancelled fails it at once. Each must exist: JobNotFound, and nothing is queued.
+        `owner`: the user the job is for (reads with `owner=` see only that user's jobs); `tags`: small labels to
+        find it by, such as {"doc": "d-1"} (see `jobs(tag=...)`)."""
         jobs = self._prepare(task, [data], job_ids=[job_id], delay=delay, now=time.time(), priority=priority,
                              attempts=attempts, timeout=timeout, backoff=backoff, keep_completed=keep_completed,
-                             keep_failed=keep_failed)
+                             keep_failed=keep_failed, owner=owner, tags=tags)
         if not depends_on:
             if policy is not None:
                 raise ConfigError("policy= applies to a job that waits for others: give depends_on=[...] too")
@@ -154,31 +167,40 @@ class Queue:
     async def add_bulk(
         self, task: Task[Any] | str, payloads: Iterable[Any], *, delay: float | None = None,
         priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
-        job_ids: Sequence[str] | None = None,
+        job_ids: Sequence[str] | None = None, owner: str | None = None, tags: dict[str, str] | None = None,
     ) -> list[Job]:
-        """Add many jobs of one task in one transaction; all are validated first, so a bad one queues none."""
+        """Add many jobs of one task in one transaction; all are validated first, so a bad one queues none.
+        `owner` and `tags` (as in `add`) go to every job."""
         items = list(payloads)
         if job_ids is not None and len(job_ids) != len(items):
             raise ConfigError(f"job_ids has {len(job_ids)} ids for {len(items)} payloads; give one id per payload")
         if not items:
             return []
         jobs = self._prepare(task, items, job_ids=job_ids, delay=delay, now=time.time(), priority=priority,
-                             attempts=attempts, timeout=timeout)
+                             attempts=attempts, timeout=timeout, owner=owner, tags=tags)
         return await (await self.backend()).add(jobs)
 
-    async def get(self, job_id: str) -> Job | None:
-        return await (await self.backend()).get(self.name, job_id)
+    async def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
+        """The job, or None if there is none; with `owner`, None also when it is another owner's (never shown)."""
+        job = await (await self.backend()).get(self.name, job_id)
+        return job if job is not None and _visible(job, owner) else None
 
-    async def handle(self, job_id: str) -> JobHandle[Any]:
-        """A handle on an existing job, to await or watch it."""
+    async def handle(self, job_id: str, *, owner: str | None = None) -> JobHandle[Any]:
+        """A handle on an existing job, to await or watch it; JobNotFound if there is none (or, with `owner`, it is
+        another owner's)."""
         backend = await self.backend()
         job = await backend.get(self.name, job_id)
-        if job is None:
+        if job is None or not _visible(job, owner):
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
         return JobHandle(job, backend, _registry.get(job.name))
 
-    async def cancel(self, job_id: str) -> Job:
-        job = await (await self.backend()).cancel(self.name, job_id, time.time())
+    async def cancel(self, job_id: str, *, owner: str | None = None) -> Job:
+        """Cancel a job (see Backend.cancel); JobNotFound if there is none, or, with `owner`, it is another owner's
+        (then it is left alone)."""
+        backend = await self.backend()
+        if owner is not None and await self.get(job_id, owner=owner) is None:  # an owner never changes: no race
+            raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
+        job = await backend.cancel(self.name, job_id, time.time())
         if job is None:
             raise JobNotFound(f"no job {job_id!r} in queue {self.name!r}")
         return job
@@ -188,14 +210,17 @@ class Queue:
 
     async def jobs(
         self, state: JobState | str | Sequence[JobState | str] | None = None, *, name: str | None = None,
-        worker: str | None = None, offset: int = 0, limit: int = 100,
+        worker: str | None = None, owner: str | None = None, tag: tuple[str, str] | str | None = None,
+        offset: int = 0, limit: int = 100,
     ) -> list[Job]:
-        """Jobs newest first, filtered by state(s), task name and the worker holding them, paged with offset/limit."""
+        """Jobs newest first, filtered by state(s), task name, the worker holding their lease, their owner and a tag
+        (("doc", "d-1") or "doc=d-1"), paged with offset/limit. Owner and tag filters use the backend's indexes."""
         states = None
         if state is not None:
             states = {JobState(s) for s in ([state] if isinstance(state, str | JobState) else state)}
-        return await (await self.backend()).list(self.name, states=states, name=name, worker=worker,
-                                                 offset=offset, limit=limit)
+        return await (await self.backend()).list(
+            self.name, states=states, name=name, worker=worker, owner=check_owner(owner),
+            tag=None if tag is None else tag_filter(tag), offset=offset, limit=limit)
 
     async def pause(self) -> None:
         """Stop workers from starting this queue's jobs; waiting jobs keep waiting."""
@@ -248,12 +273,14 @@ class Queue:
             raise ConfigError(f"clean removes finished jobs only (completed, failed, cancelled), not {st.value}")
         return await (await self.backend()).clean(self.name, st, finished_before=time.time() - older_than, limit=limit)
 
-    async def events(self, since: str | None = None) -> AsyncIterator[JobEvent]:
-        """Every event of this queue's jobs, live; `since` (an event id, or "0") replays retained ones first."""
+    async def events(self, since: str | None = None, *, owner: str | None = None) -> AsyncIterator[JobEvent]:
+        """Every event of this queue's jobs, live; `since` (an event id, or "0") replays retained ones first.
+        With `owner`, only the events of that owner's jobs (each event carries its job's owner)."""
         events = await (await self.backend()).subscribe(self.name, since=since)
         try:
             async for ev in events:
-                yield ev
+                if owner is None or ev.owner == owner:
+                    yield ev
         finally:
             await events.aclose()  # type: ignore[attr-defined]
 

@@ -44,10 +44,12 @@ async def submit(
     delay: float | None = None, priority: int | None = None, attempts: int | None = None,
     timeout: float | None = None, backoff: Backoff | None = None, depends_on: Sequence[Dependency] | None = None,
     policy: FailFast | WaitAll | ContinuePartial | str | None = None, degrade: Degrade | None = None,
+    owner: str | None = None, tags: dict[str, str] | None = None,
 ) -> JobHandle[R]:
     """Enqueue `task` with `payload` and return a handle; runs it in-process if no worker serves its queue.
 
-    `depends_on`: jobs it waits for first (see `Queue.add`). `degrade`: when the job's Redis does not answer,
+    `depends_on`: jobs it waits for first; `owner`, `tags`: whom it is for and labels to find it by (see
+    `Queue.add`). `degrade`: when the job's Redis does not answer,
     "inline" runs the job in this process now, "spool" keeps it in the local spool until Redis answers again
     (see docs/degrade.md); without it, BackendUnavailable."""
     t: Task[R] = task if isinstance(task, Task) else lookup(task)
@@ -60,11 +62,12 @@ async def submit(
         target = _degradable(backend)
         if target is not None:
             return await _submit_or_degrade(t, payload, target, degrade, job_id=job_id, delay=delay,
-                                            priority=priority, attempts=attempts, timeout=timeout, backoff=backoff)
+                                            priority=priority, attempts=attempts, timeout=timeout, backoff=backoff,
+                                            owner=owner, tags=tags)
     b = await get_backend(backend)
     job = await Queue(t.queue, backend=b).add(t, payload, job_id=job_id, delay=delay, priority=priority,
                                               attempts=attempts, timeout=timeout, backoff=backoff,
-                                              depends_on=depends_on, policy=policy)
+                                              depends_on=depends_on, policy=policy, owner=owner, tags=tags)
     if not job.finished:
         await ensure_worker(b, t.queue)
     return JobHandle(job, b, t)
@@ -106,7 +109,7 @@ async def _submit_or_degrade(t: Task[R], payload: Any, b: Backend, degrade: Degr
 async def run(
     task: Task[R] | str, payload: Any = None, *, backend: BackendLike = None, timeout: float | None = None,
     job_id: str | None = None, priority: int | None = None, attempts: int | None = None,
-    degrade: Literal["inline"] | None = None,
+    degrade: Literal["inline"] | None = None, owner: str | None = None, tags: dict[str, str] | None = None,
 ) -> R:
     """Enqueue `task` and wait for its result (JobFailed, JobCancelled or JobTimeout otherwise).
 
@@ -115,7 +118,7 @@ async def run(
         raise ConfigError(f"run() waits for the result, so degrade can only be 'inline', not {degrade!r}: use"
                           " submit(..., degrade='spool') to keep a job until Redis answers")
     handle = await submit(task, payload, backend=backend, job_id=job_id, priority=priority, attempts=attempts,
-                          degrade=degrade)
+                          degrade=degrade, owner=owner, tags=tags)
     return await handle.result(timeout)
 
 
@@ -127,11 +130,11 @@ log = logging.getLogger("jobkit")
 def run_sync(
     task: Task[R] | str, payload: Any = None, *, backend: BackendLike = None, timeout: float | None = None,
     job_id: str | None = None, priority: int | None = None, attempts: int | None = None,
-    degrade: Literal["inline"] | None = None,
+    degrade: Literal["inline"] | None = None, owner: str | None = None, tags: dict[str, str] | None = None,
 ) -> R:
     """`run` for code that cannot await: plain scripts, and notebook cells (re-entering the running loop)."""
     return _block_on(run(task, payload, backend=backend, timeout=timeout, job_id=job_id, priority=priority,
-                         attempts=attempts, degrade=degrade))
+                         attempts=attempts, degrade=degrade, owner=owner, tags=tags))
 
 
 def _block_on(coro: Coroutine[Any, Any, R]) -> R:

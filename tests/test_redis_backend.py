@@ -71,7 +71,8 @@ def _queue_keys(keys: list[str], queue: str) -> list[str]:
 
 async def test_every_queue_key_shares_the_queue_hash_slot(backend: RedisBackend, raw: aioredis.Redis) -> None:
     q = "q"
-    a, b, c, d = await backend.add([job(q), job(q), job(q), job(q, run_at=time.time() + 60)])
+    a, b, c, d = await backend.add([job(q, owner="u-1", tags={"doc": "d-1"}), job(q), job(q),
+                                    job(q, run_at=time.time() + 60)])
     claimed = await backend.claim(q, "w1", limit=3, lease=30, now=time.time(), rate_limit=RateLimit(10, per=1))
     assert [j.id for j in claimed.jobs] == [a.id, b.id, c.id]
     await backend.set_progress(q, "w1", a.id, Progress(percent=50))
@@ -334,12 +335,14 @@ async def test_subscription_is_live_when_returned_and_ends_on_close(raw: aioredi
 
 
 async def test_clean_deletes_the_job_data(backend: RedisBackend, raw: aioredis.Redis) -> None:
-    [a] = await backend.add([job("q")])
+    [a] = await backend.add([job("q", owner="u-1", tags={"doc": "d-1", "k": "v"})])
+    assert {k async for k in raw.scan_iter("*:owner:*")} == {"jobkit:{q}:meta:owner:u-1"}
+    assert len({k async for k in raw.scan_iter("*:tag:*")}) == 2
     await backend.claim("q", "w", limit=1, lease=30, now=time.time())
     await backend.finish("q", "w", [Outcome(job_id=a.id, state=JobState.COMPLETED)], time.time())
     assert await backend.clean("q", JobState.COMPLETED, finished_before=time.time() + 1) == 1
     keys = [k async for k in raw.scan_iter("*")]
-    assert not [k for k in keys if a.id in k]
+    assert not [k for k in keys if a.id in k or ":owner:" in k or ":tag:" in k], "the owner and tag indexes too"
     for key in keys:
         if await raw.type(key) == "zset":
             assert not [m for m in await raw.zrange(key, 0, -1) if a.id in m], key

@@ -403,8 +403,17 @@ async def test_reopening_keeps_jobs_and_event_ids_grow(tmp_path: Path) -> None:
     assert int(second.id) > int(first.id)
 
 
+def _as_schema_7(conn: sqlite3.Connection) -> None:
+    """Make a file of this jobkit look as schema 7 wrote it: no owners and tags."""
+    conn.execute("DROP TABLE job_tags")
+    conn.execute("DROP INDEX jobs_owner")
+    conn.execute("ALTER TABLE jobs DROP COLUMN owner")
+    conn.execute("PRAGMA user_version = 7")
+
+
 def _as_schema_6(conn: sqlite3.Connection) -> None:
     """Make a file of this jobkit look as schema 6 wrote it: no global concurrency column."""
+    _as_schema_7(conn)
     conn.execute("ALTER TABLE queues DROP COLUMN concurrency")
     conn.execute("PRAGMA user_version = 6")
 
@@ -424,7 +433,7 @@ async def test_schema_6_database_gains_global_concurrency(tmp_path: Path) -> Non
         await b.set_global_concurrency(Q, 2)
         assert len((await b.claim(Q, "w", limit=5, lease=30, now=time.time())).jobs) == 1  # one was active
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         assert conn.execute("SELECT concurrency FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -472,7 +481,7 @@ async def test_schema_3_database_names_the_lease_holder_worker(tmp_path: Path) -
         [done] = await b.finish(Q, "w1", [Outcome(job_id="j1", state=JobState.COMPLETED)], now + 1)
         assert done.state is JobState.COMPLETED and done.worker is None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         assert conn.execute("SELECT worker FROM jobs WHERE id = 'j2'").fetchone()[0] == "w1"
         assert '"owner"' not in conn.execute("SELECT body FROM jobs WHERE id = 'j2'").fetchone()[0].split("history")[0]
     conn.close()
@@ -499,7 +508,7 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
         kept = await b.list(Q, states=[JobState.COMPLETED])
         assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -519,7 +528,7 @@ async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_
         assert await b.get(Q, "j1") is not None
         assert await b.write_record(Q, "schedule", "nightly", "{}", version=0) == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     conn.close()
 
 
@@ -540,7 +549,7 @@ async def test_schema_4_database_gains_the_quota_tables(tmp_path: Path) -> None:
         assert await b.take(Q, [Ask("rpm", 1, 1, 60)], time.time()) == 0.0
         assert await b.reserve(Q, "cost", 1.5, 2.0) == (True, Spend(0.0, 1.5))
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     conn.close()
 
 
@@ -573,9 +582,36 @@ async def test_schema_5_database_gains_flows_and_keeps_its_retention(tmp_path: P
         assert ready is not None and ready.state is JobState.WAITING and ready.flow is not None
         assert ready.flow.completed == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
         assert conn.execute("SELECT held FROM jobs WHERE id = 'c'").fetchone()[0] == 1
         assert conn.execute("SELECT SUM(held) FROM jobs WHERE id != 'c'").fetchone()[0] == 0
+    conn.close()
+
+
+@pytest.mark.asyncio
+async def test_schema_7_database_gains_owners_and_tags(tmp_path: Path) -> None:
+    """Schema 8 adds owners (a column) and tags (a table), indexed: a schema 7 file keeps its jobs (no owner, no
+    tags), and then holds owned and tagged jobs, listed and removed as on any file."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job("old")])
+    with sqlite3.connect(path) as conn:
+        _as_schema_7(conn)
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        old = await b.get(Q, "old")
+        assert old is not None and old.owner is None and old.tags == {}
+        await b.add([job("new").model_copy(update={"owner": "u-1", "tags": {"doc": "d-1"}})])
+        assert [j.id for j in await b.list(Q, owner="u-1")] == ["new"]
+        assert [j.id for j in await b.list(Q, tag=("doc", "d-1"))] == ["new"]
+        assert [j.id for j in await b.list(Q)] == ["new", "old"]
+        now = time.time()
+        for claimed in (await b.claim(Q, "w", limit=2, lease=30, now=now)).jobs:
+            await b.finish(Q, "w", [Outcome(job_id=claimed.id, state=JobState.COMPLETED)], now)
+        assert await b.clean(Q, JobState.COMPLETED, finished_before=now + 1) == 2
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("SELECT COUNT(*) FROM job_tags").fetchone()[0] == 0, "tags go with their job"
     conn.close()
 
 
@@ -828,8 +864,8 @@ async def test_finish_keeps_what_changed_since_the_claim_and_not_the_workers_edi
 
 
 def test_event_json_is_the_models_json() -> None:
-    for progress in (None, Progress(percent=5, message="m", extra={"a": [1, 2.5]})):
-        row = (42, Q, "j", "t", "progress", "active", time.time(), 3, progress, None)
+    for progress, owner in ((None, None), (Progress(percent=5, message="m", extra={"a": [1, 2.5]}), "u-1")):
+        row = (42, Q, "j", "t", "progress", "active", time.time(), 3, progress, None, owner)
         ev = to_event(row)
         assert set(ev.__dict__) == set(JobEvent.model_fields) and ev == JobEvent.model_validate(ev.__dict__)
         assert sqlite_backend._event_json(row) == ev.model_dump_json()

@@ -19,8 +19,8 @@ STATES = {s.value: s for s in JobState}  # faster than JobState(value)
 # An event as a plain tuple: cheap to make, and once the GC has seen it (plain values only: the state
 # as its string value) it leaves the GC's lists, so thousands retained for `since=` cost nothing. A
 # JobEvent is made from it only when someone reads it. Fields: id (an int), queue, job_id, name, event,
-# state, at, attempt, progress, error.
-Row = tuple[int, str, str, str, str, str, float, int, Progress | None, str | None]
+# state, at, attempt, progress, error, owner.
+Row = tuple[int, str, str, str, str, str, float, int, Progress | None, str | None, str | None]
 Event = JobEvent | Row
 
 
@@ -30,7 +30,7 @@ def to_event(ev: Event) -> JobEvent:
         return ev
     return trusted(JobEvent, {
         "id": str(ev[0]), "queue": ev[1], "job_id": ev[2], "name": ev[3], "event": ev[4], "state": STATES[ev[5]],
-        "at": ev[6], "attempt": ev[7], "progress": ev[8], "error": ev[9],
+        "at": ev[6], "attempt": ev[7], "progress": ev[8], "error": ev[9], "owner": ev[10],
     })
 
 

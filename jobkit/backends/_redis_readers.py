@@ -57,7 +57,8 @@ def event_id(eid: str) -> EventId:
 
 
 def event_of(queue: str, eid: str, flat: Sequence[str]) -> JobEvent:
-    """A JobEvent from a stream entry's fields: e = kind, v = NUL-separated id, name, state, at, attempt[, k, JSON].
+    """A JobEvent from a stream entry's fields: e = kind, v = NUL-separated id, name, state, at, attempt[, k, JSON],
+    and o = the job's owner when it has one.
 
     k is p (progress), x (error) or r (the result of a completed job, when small: `carried_result`)."""
     v = flat[3].split("\0", 6)
@@ -66,7 +67,7 @@ def event_of(queue: str, eid: str, flat: Sequence[str]) -> JobEvent:
     ev = JobEvent(
         id=eid, queue=queue, job_id=v[0], name=v[1], event=flat[1], state=JobState(v[2]), at=float(v[3]),
         attempt=int(v[4]), progress=Progress.model_validate_json(extra) if kind == "p" else None,
-        error=json.loads(extra) if kind == "x" else None,
+        error=json.loads(extra) if kind == "x" else None, owner=flat[5] if len(flat) > 5 else None,
     )
     if kind == "r":
         ev.carry_result(json.loads(extra))

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 # An event row (see _local.Row) before the backend numbers it: (id, *draft) is the row.
-Draft = tuple[str, str, str, str, str, float, int, Progress | None, str | None]
+Draft = tuple[str, str, str, str, str, float, int, Progress | None, str | None, str | None]
 # A HistoryEntry as a tuple (at, state value, attempt, worker, note). Unlike models, tuples of plain
 # values drop out of the cyclic GC's lists, so thousands of stored jobs' histories cost it nothing.
 Note = tuple[float, str, int, str | None, str]
@@ -84,7 +84,7 @@ def assign(job: Job, **fields: Any) -> None:
 
 def draft(job: Job, name: str, at: float, progress: Progress | None = None, error: str | None = None) -> Draft:
     """The event `name` for `job` as it is now. (`_value_` is `.value` without the enum property's cost.)"""
-    return (job.queue, job.id, job.name, name, job.state._value_, at, job.attempts, progress, error)
+    return (job.queue, job.id, job.name, name, job.state._value_, at, job.attempts, progress, error, job.owner)
 
 
 def _expiry(job: Job, now: float) -> float | None:
@@ -175,7 +175,10 @@ def unreadable(queue: str, job_id: str, name: str, created_at: float, seq: int, 
         found = None
     salvage = found if isinstance(found, dict) else {}
     attempts = salvage.get("attempts")
+    owner, tags = salvage.get("owner"), salvage.get("tags")
     job = Job(id=job_id, name=name, queue=queue, state=JobState.FAILED, data=salvage.get("data"), seq=seq,
+              owner=owner if isinstance(owner, str) else None,
+              tags=tags if isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values()) else {},
               attempts=(attempts if isinstance(attempts, int) else 0) + 1, created_at=created_at,
               started_at=now, finished_at=now, expires_at=now + (DEFAULT_KEEP_FAILED.age or 0.0),
               error=unreadable_error(exc), traceback=f"the stored record, as read:\n{record}")

@@ -174,10 +174,14 @@ class Backend(abc.ABC):
         states: Collection[JobState] | None = None,
         name: str | None = None,
         worker: str | None = None,
+        owner: str | None = None,
+        tag: tuple[str, str] | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> builtins.list[Job]:
-        """Jobs matching every filter given, newest first (by created_at, then seq), paged."""
+        """Jobs matching every filter given, newest first (by created_at, then seq), paged. `worker`: the worker
+        holding the lease; `owner`: the user the job is for; `tag`: a (key, value) among its tags. Owner and tag
+        filters use the backend's indexes, so a page costs the same however many jobs others own."""
 
     @abc.abstractmethod
     async def counts(self, queue: str) -> QueueCounts:

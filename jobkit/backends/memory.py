@@ -324,6 +324,8 @@ class MemoryBackend(Backend):
         states: Collection[JobState] | None = None,
         name: str | None = None,
         worker: str | None = None,
+        owner: str | None = None,
+        tag: tuple[str, str] | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> builtins.list[Job]:
@@ -331,7 +333,8 @@ class MemoryBackend(Backend):
         found = [
             j for j in q.jobs.values()
             if (states is None or j.state in states) and (name is None or j.name == name)
-            and (worker is None or j.worker == worker)
+            and (worker is None or j.worker == worker) and (owner is None or j.owner == owner)
+            and (tag is None or j.tags.get(tag[0]) == tag[1])
         ]
         found.sort(key=lambda j: (j.created_at, j.seq), reverse=True)
         return [q.copy(j) for j in found[offset : offset + limit]]

@@ -124,7 +124,8 @@ LIST_BUDGET = 5000  # jobs one `list` script call examines before handing back a
 FORGET_WORKERS_AFTER = 3600.0  # heartbeats expired this long ago are deleted
 
 _PLAIN_FIELDS = frozenset(
-    {"id", "name", "queue", "data", "options", "created_at", "run_at", "state", "seq", "attempts", "parent", "flow"}
+    {"id", "name", "queue", "data", "options", "created_at", "run_at", "state", "seq", "attempts", "parent", "flow",
+     "owner", "tags"}
 )
 _SINCE = re.compile(r"^(\d+)(?:-(\d+))?$")
 _R = TypeVar("_R", bound=Reader)
@@ -147,6 +148,16 @@ def _as_added(job: Job) -> Job:
     added = copy(job, [*job.history[-(HISTORY_LIMIT - 1):], note])
     assign(added, state=state)
     return added
+
+
+def _indexed_fields(job: Job) -> dict[str, str]:
+    """The hash fields of a new job that index_job (_lib.lua) indexes: ow, its owner; tg, its tags as "key=value"."""
+    out: dict[str, str] = {}
+    if job.owner is not None:
+        out["ow"] = job.owner
+    if job.tags:
+        out["tg"] = json.dumps([f"{k}={v}" for k, v in job.tags.items()])
+    return out
 
 
 def _since(since: str) -> _EventId:
@@ -574,11 +585,13 @@ class RedisBackend(Backend):
 
     @staticmethod
     def _extra(job: Job, watcher: str | None = None) -> bytes:
-        """Hash fields for a new job's non-default dynamic fields (rare: Queue builds fresh jobs), and the inbox
-        token `watcher` (see watch)."""
+        """Hash fields for a new job's owner and tags (ow, tg: see index_job in _lib.lua), its non-default dynamic
+        fields (rare: Queue builds fresh jobs), and the inbox token `watcher` (see watch)."""
+        out = _indexed_fields(job)
+        if watcher:
+            out["wt"] = watcher
         if not (job.model_fields_set - _PLAIN_FIELDS):
-            return b'{"wt":"%b"}' % watcher.encode() if watcher else b""
-        out: dict[str, str] = {"wt": watcher} if watcher else {}
+            return json.dumps(out).encode() if out else b""
         if job.result is not None:
             out["result"] = _to_json(job.result, f"result of job {job.id}").decode()
         if job.progress != Progress():
@@ -614,7 +627,7 @@ class RedisBackend(Backend):
         options_json = entries = tail = b""
         for job in jobs:
             name, created_at = job.name, job.created_at
-            key = (job.options, name, job.run_at, created_at, job.attempts, job.flow is None)
+            key = (job.options, name, job.run_at, created_at, job.attempts, job.flow is None, job.owner, job.tags)
             if not (shared and key[0] is shared[0] and key[1:] == shared[1:]):
                 options_json, entries, tail = self._shared_fields(job, watcher)
                 shared = key if not job.history and not (job.model_fields_set - _PLAIN_FIELDS) else ()
@@ -624,6 +637,10 @@ class RedisBackend(Backend):
             fields = {"id": job.id, "name": name, "queue": job.queue, "data": job.data, "created_at": created_at}
             if job.parent is not None:
                 fields["parent"] = {"queue": job.parent.queue, "id": job.parent.id}
+            if job.owner is not None:
+                fields["owner"] = job.owner
+            if job.tags:
+                fields["tags"] = job.tags
             static = _to_json(fields, f"payload of job {job.id} ({name})")[1:-1]
             static += b',"options":' + options_json
             data = static + entries
@@ -875,6 +892,8 @@ class RedisBackend(Backend):
         states: Collection[JobState] | None = None,
         name: str | None = None,
         worker: str | None = None,
+        owner: str | None = None,
+        tag: tuple[str, str] | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> builtins.list[Job]:
@@ -886,7 +905,7 @@ class RedisBackend(Backend):
         while wanted and len(out) < limit:
             res = await self._eval("list", queue, (
                 skip, limit - len(out), "0" if name is None else "1", name or "", "0" if worker is None else "1",
-                worker or "", cursor, LIST_BUDGET, *wanted,
+                worker or "", cursor, LIST_BUDGET, owner or "", "" if tag is None else f"{tag[0]}={tag[1]}", *wanted,
             ), "list jobs")
             out.extend(_job(s) for s in res[2:])
             cursor, skip = res[0], int(res[1])

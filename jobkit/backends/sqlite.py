@@ -60,7 +60,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 7  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 8  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -74,7 +74,7 @@ _SCHEMA = (
         queue TEXT NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, name TEXT NOT NULL,
         priority INTEGER NOT NULL, seq INTEGER NOT NULL, run_at REAL NOT NULL, lease_until REAL, worker TEXT,
         cancel_requested INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, finished_at REAL, expires_at REAL,
-        body TEXT NOT NULL, held INTEGER NOT NULL DEFAULT 0,
+        body TEXT NOT NULL, held INTEGER NOT NULL DEFAULT 0, owner TEXT,
         PRIMARY KEY (queue, id))""",
     # Partial indexes: a job sits only in the one its state needs, so a transition touches few of them.
     "CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority, seq) WHERE state = 'waiting'",
@@ -86,6 +86,12 @@ _SCHEMA = (
     " WHERE expires_at IS NOT NULL AND held = 0",
     "CREATE INDEX IF NOT EXISTS jobs_state ON jobs (queue, state, created_at, seq)",
     "CREATE INDEX IF NOT EXISTS jobs_recent ON jobs (queue, created_at, seq)",
+    # Owners and tags (set when a job is added, never changed), for reads scoped to an owner or a tag.
+    "CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (queue, owner, created_at, seq) WHERE owner IS NOT NULL",
+    """CREATE TABLE IF NOT EXISTS job_tags (
+        queue TEXT NOT NULL, id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (queue, key, value, id))""",
+    "CREATE INDEX IF NOT EXISTS job_tags_job ON job_tags (queue, id)",
     """CREATE TABLE IF NOT EXISTS queues (
         name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0,
         window_start REAL NOT NULL DEFAULT 0, window_used INTEGER NOT NULL DEFAULT 0,
@@ -117,7 +123,7 @@ _SCHEMA = (
 
 _INSERT = (
     "INSERT INTO jobs (queue, id, state, name, priority, seq, run_at, lease_until, worker, cancel_requested,"
-    " created_at, finished_at, expires_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " created_at, finished_at, expires_at, body, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (queue, id) DO NOTHING"
 )
 _UPDATE = (
@@ -125,6 +131,10 @@ _UPDATE = (
     " finished_at = ?, expires_at = ?, body = ? WHERE rowid = ?"
 )
 _SELECT = "SELECT rowid, state, lease_until, body FROM jobs"
+# What removing a finished job needs of it: rowid, id, name, attempts, the JSON type of its flow (a parent's ledger
+# goes too), owner, and the JSON type of its tags.
+_REMOVED = ("rowid, id, name, json_extract(body, '$.attempts'), json_type(body, '$.flow'), owner,"
+            " json_type(body, '$.tags')")
 
 _WORK_STATES = (JobState.WAITING, JobState.DELAYED)  # an event in one of these may mean claimable work
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)  # UPDATE ... RETURNING
@@ -167,6 +177,8 @@ def _migrate(c: sqlite3.Connection, version: int) -> None:
         c.execute("DROP INDEX IF EXISTS jobs_expiry")
     if version < 7:  # schema 7: a queue's global concurrency (NULL: none)
         c.execute("ALTER TABLE queues ADD COLUMN concurrency INTEGER")
+    if version < 8:  # schema 8: owners (a column) and tags (the job_tags table), indexed
+        c.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
 
 
 def _load(state: str, lease_until: float | None, body: str) -> Job:
@@ -188,7 +200,7 @@ def _event_json(row: Row) -> str:
     """`to_event(row).model_dump_json()`, three times faster: the same JSON, without making the model."""
     return to_json({
         "id": str(row[0]), "queue": row[1], "job_id": row[2], "name": row[3], "event": row[4], "state": row[5],
-        "at": row[6], "attempt": row[7], "progress": row[8], "error": row[9],
+        "at": row[6], "attempt": row[7], "progress": row[8], "error": row[9], "owner": row[10],
     }).decode()
 
 
@@ -261,8 +273,10 @@ class _Step:
         job.note(job.state, job.created_at, "added")
         cur = self.conn.execute(_INSERT, (
             job.queue, job.id, job.state.value, job.name, job.priority, job.seq, job.run_at, None, None, 0,
-            job.created_at, None, None, job.model_dump_json(),
+            job.created_at, None, None, job.model_dump_json(), job.owner,
         ))
+        if job.tags:
+            self.store.tag([job])
         self.rows[(job.queue, job.id)] = (cur.lastrowid or 0, job)
         self.rehold((job.queue, job.id))  # its parent's ledger, written first, holds it
         self.tx.drafts.append(transitions.draft(job, "added", now))
@@ -492,6 +506,7 @@ class _Store:
         c = self.conn
         seq = self._next_seq(len(jobs))
         out: list[Job] = []
+        tagged: list[Job] = []
         now = time.time()
         for i, job in enumerate(jobs):
             stored = transitions.copy(job)
@@ -501,15 +516,19 @@ class _Store:
             cur = c.execute(_INSERT, (
                 stored.queue, stored.id, stored.state.value, stored.name, stored.priority, stored.seq, stored.run_at,
                 stored.lease_until, stored.worker, int(stored.cancel_requested), stored.created_at,
-                stored.finished_at, stored.expires_at, stored.model_dump_json(),
+                stored.finished_at, stored.expires_at, stored.model_dump_json(), stored.owner,
             ))
             if cur.rowcount == 1:
                 tx.drafts.append(transitions.draft(stored, "added", now))
                 out.append(stored)
+                if stored.tags:
+                    tagged.append(stored)
             else:
                 found = self._get(job.queue, job.id)
                 assert found is not None
                 out.append(found[1])
+        if tagged:
+            self.tag(tagged)
         new_in = {d[0] for d in tx.drafts}
         rowless = new_in - self.queues  # queue rows are never deleted: one known to exist needs no insert
         if rowless:
@@ -517,6 +536,11 @@ class _Store:
             tx.queues.update(rowless)
         tx.wake.update(new_in)
         return out
+
+    def tag(self, jobs: Iterable[Job]) -> None:
+        """Index the tags of jobs just inserted."""
+        self.conn.executemany("INSERT INTO job_tags (queue, id, key, value) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                              [(j.queue, j.id, k, v) for j in jobs for k, v in j.tags.items()])
 
     def cancel(self, tx: _Tx, queue: str, job_id: str, now: float) -> Job | None:
         found = self._get(queue, job_id)
@@ -601,27 +625,29 @@ class _Store:
         if not doomed or limit <= 0:
             return 0
         rows = c.execute(
-            f"SELECT rowid, id, name, json_extract(body, '$.attempts'), json_type(body, '$.flow') FROM jobs"
-            f" WHERE {where}"
+            f"SELECT {_REMOVED} FROM jobs WHERE {where}"
             f" AND ({' OR '.join(doomed)}) ORDER BY finished_at, seq LIMIT ?", (*params, limit),
         ).fetchall()
         self._remove(tx, queue, state, rows[::-1], time.time())
         return len(rows)
 
     def _remove(self, tx: _Tx, queue: str, state: JobState, rows: Sequence[tuple[Any, ...]], now: float) -> None:
-        """Delete finished jobs given as (rowid, id, name, attempts, flow JSON type) rows, and the ledgers of the
-        parents among them; event "removed" for each, in order."""
+        """Delete finished jobs given as rows of _REMOVED, their tags, and the ledgers of the parents among them;
+        event "removed" for each, in order."""
         if not rows:
             return
         self.conn.executemany("DELETE FROM jobs WHERE rowid = ?", [(r[0],) for r in rows])
         parents = [(queue, r[1]) for r in rows if r[4] is not None]
         if parents:
             self.conn.executemany("DELETE FROM flow_links WHERE wq = ? AND wid = ?", parents)
+        tagged = [(queue, r[1]) for r in rows if r[6] is not None]
+        if tagged:
+            self.conn.executemany("DELETE FROM job_tags WHERE queue = ? AND id = ?", tagged)
         if state is JobState.COMPLETED:
             self.conn.execute("UPDATE queues SET completed = completed - ? WHERE name = ?", (len(rows), queue))
         tx.drafts.extend(
-            (queue, job_id, name, "removed", state.value, now, attempts, None, None)
-            for _, job_id, name, attempts, _ in rows
+            (queue, job_id, name, "removed", state.value, now, attempts, None, None, owner)
+            for _, job_id, name, attempts, _, owner, _ in rows
         )
 
     def _keep_completed(self, tx: _Tx, queue: str, keep: int, now: float) -> None:
@@ -631,7 +657,7 @@ class _Store:
         if over <= 0:
             return
         rows = self.conn.execute(
-            "SELECT rowid, id, name, json_extract(body, '$.attempts'), json_type(body, '$.flow') FROM jobs"
+            f"SELECT {_REMOVED} FROM jobs"
             " WHERE queue = ? AND state = 'completed' AND finished_at IS NOT NULL AND held = 0"
             " ORDER BY finished_at, seq LIMIT ?", (queue, over),
         ).fetchall()
@@ -839,17 +865,17 @@ class _Store:
 
     def set_progress(self, tx: _Tx, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
         row = self.conn.execute(
-            "SELECT rowid, name, json_extract(body, '$.attempts') FROM jobs WHERE queue = ? AND id = ?"
+            "SELECT rowid, name, json_extract(body, '$.attempts'), owner FROM jobs WHERE queue = ? AND id = ?"
             " AND state = 'active' AND worker = ?", (queue, job_id, worker),
         ).fetchone()
         if row is None:
             return False
-        rowid, name, attempts = row
+        rowid, name, attempts, owner = row
         self.conn.execute(
             "UPDATE jobs SET body = json_set(body, '$.progress', json(?)) WHERE rowid = ?",
             (progress.model_dump_json(), rowid),
         )
-        tx.drafts.append((queue, job_id, name, "progress", "active", time.time(), attempts, progress, None))
+        tx.drafts.append((queue, job_id, name, "progress", "active", time.time(), attempts, progress, None, owner))
         return True
 
     def set_checkpoint(self, tx: _Tx, queue: str, worker: str, job_id: str, checkpoint: str) -> bool:
@@ -1269,10 +1295,18 @@ class SQLiteBackend(Backend):
         states: Collection[JobState] | None = None,
         name: str | None = None,
         worker: str | None = None,
+        owner: str | None = None,
+        tag: tuple[str, str] | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> list[Job]:
         where, params = ["queue = ?"], [queue]
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if tag is not None:
+            where.append("id IN (SELECT id FROM job_tags WHERE queue = ? AND key = ? AND value = ?)")
+            params.extend((queue, *tag))
         if states is not None:
             if not states:
                 return []

@@ -4,6 +4,7 @@ commands that never create a database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -85,3 +86,23 @@ def test_admin_commands_on_a_missing_database_create_nothing(
         ran = cli(*argv, *(["--url", url] if url else []))
         assert ran.code == 2 and "no SQLite database at" in ran.err and "Traceback" not in ran.err, (url, ran)
     assert list(tmp_path.iterdir()) == []  # neither nonexistent/, x.db nor .jobkit/jobs.db
+
+
+def test_jobs_list_by_owner_and_tag(cli: Cli, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'owned.db'}"
+
+    async def fill() -> None:
+        q = jobkit.Queue(QUEUE, backend=url)
+        await q.add("t", 1, job_id="a-1", owner="alice", tags={"doc": "d-1"})
+        await q.add("t", 2, job_id="a-2", owner="alice", tags={"doc": "d-2"})
+        await q.add("t", 3, job_id="b-1", owner="bob", tags={"doc": "d-1"})
+        await (await q.backend()).close()
+
+    asyncio.run(fill())
+    listed = cli("jobs", "list", QUEUE, "--owner", "alice", "--json", "--url", url)
+    assert listed.code == 0, listed.err
+    assert [j["id"] for j in json.loads(listed.out)] == ["a-2", "a-1"]
+    tagged = cli("jobs", "list", QUEUE, "--tag", "doc=d-1", "--json", "--url", url)
+    assert [j["id"] for j in json.loads(tagged.out)] == ["b-1", "a-1"]
+    bad = cli("jobs", "list", QUEUE, "--tag", "doc", "--url", url)
+    assert bad.code == 2 and "key=value" in bad.err and "Traceback" not in bad.err

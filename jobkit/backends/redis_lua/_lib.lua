@@ -53,6 +53,20 @@ local function notify_end(state, id, v, at)
   end
 end
 
+-- Owner and tag indexes: a job with an owner (hash field ow) is in the sorted set K_META:owner:<owner>, and one with
+-- tags (field tg, a JSON list of "key=value") in K_META:tag:<key=value> for each, from its add to its removal. Score
+-- 0, member "<created_at>:<first seq (field o)>:<id>": newest first by ZREVRANGEBYLEX, like the state indexes.
+local function owner_key(owner) return K_META .. ':owner:' .. owner end
+local function tag_key(tag) return K_META .. ':tag:' .. tag end
+
+local function index_job(id, ow, tg, ck, o, add)
+  if not ow and not tg then return end
+  local m = reseq(ck, o, id)
+  local function put(key) if add then redis.call('ZADD', key, 0, m) else redis.call('ZREM', key, m) end end
+  if ow then put(owner_key(ow)) end
+  if tg then for _, t in ipairs(cjson.decode(tg)) do put(tag_key(t)) end end
+end
+
 -- A finished job held by a parent (field hd) sorts past every other in its state's set, out of retention's reach
 -- (the meta counter held:<state> says how many), and has no expiry entry until it is released (see _flow.lua).
 local function enter_finished(state, id, v, at, exp)
@@ -106,12 +120,19 @@ local first_event, last_event, n_events, woke_stream = false, false, 0, false
 local K_WAKE, WAKE_MAX = string.sub(JP, 1, -3) .. 'wake', 100
 local WAKING = {added = true, retrying = true, waiting = true, resumed = true}
 
+-- An event of a job with an owner (hash field ow) carries it in a third field, o, so a feed can be scoped to it.
 local function event(id, name, ev, state, at, attempt, k, v)
   if n_events % 1000 == 0 then redis.call('XTRIM', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX) end
   n_events = n_events + 1
   local packed = id .. '\0' .. name .. '\0' .. state .. '\0' .. at .. '\0' .. attempt
   if k then packed = packed .. '\0' .. k .. '\0' .. v end
-  local eid = redis.call('XADD', K_EVENTS, '*', 'e', ev, 'v', packed)
+  local ow = id ~= '' and redis.call('HGET', JP .. id, 'ow')
+  local eid
+  if ow then
+    eid = redis.call('XADD', K_EVENTS, '*', 'e', ev, 'v', packed, 'o', ow)
+  else
+    eid = redis.call('XADD', K_EVENTS, '*', 'e', ev, 'v', packed)
+  end
   if not first_event then first_event = eid end
   last_event = eid
   if not woke_stream and WAKING[ev] then

@@ -1,16 +1,19 @@
 -- remove_finished(state, members, now_s): deletes finished jobs (members of SET[state], "<seq>:<id>") with both
--- of their keys and every index entry, and publishes "removed" for each.
+-- of their keys and every index entry (owner and tags too), and publishes "removed" for each.
 local function remove_finished(state, members, now_s)
   local S, E, I = SET[state], EXP[state], IX[state]
   for _, m in ipairs(members) do
     local id = after_colon(m)
     local jk = JP .. id
-    local v = redis.call('HMGET', jk, 'att', 'name', 'ck')
+    local v = redis.call('HMGET', jk, 'att', 'name', 'ck', 'o', 'ow', 'tg')
+    event(id, v[2] or '', 'removed', state, now_s, v[1] or 0)  -- first: it reads the owner from the hash
     redis.call('DEL', jk, DP .. id, FL .. id, FO .. id)
     redis.call('ZREM', S, m)
     redis.call('ZREM', E, m)
-    if v[3] then redis.call('ZREM', I, v[3]) end
-    event(id, v[2] or '', 'removed', state, now_s, v[1] or 0)
+    if v[3] then
+      redis.call('ZREM', I, v[3])
+      index_job(id, v[5], v[6], v[3], v[4], false)
+    end
   end
 end
 

@@ -1,7 +1,7 @@
 -- add: ARGV[1] = now; then 13 arguments per job (ADD_FIELDS in redis.py): id, data string (see _lib.lua),
 -- its length before the history entries, state, priority, run_at, created_at (fixed width, for the index),
 -- name, attempts, max_stalls, keep_failed age ('' = none), history length, extra hash fields as a JSON object
--- of strings ('' = none; rare). Absent attempts, stalls and cancel_requested fields read as 0; `o` keeps the
+-- of strings ('' = none; rare but for owner and tags, ow and tg, which index_job indexes). Absent attempts, stalls and cancel_requested fields read as 0; `o` keeps the
 -- first seq, the order jobs were added in.
 -- Returns {own event span or false, then per job: its new seq, or the stored job's JSON when the id exists}.
 local now = ARGV[1]
@@ -22,10 +22,12 @@ if #new > 0 then
                'ms', f[10], 'ck', ck, 'nh', f[12]}
     if f[9] ~= '0' then h[#h + 1] = 'att'; h[#h + 1] = f[9] end
     if f[11] ~= '' then h[#h + 1] = 'kfa'; h[#h + 1] = f[11] end
-    if f[13] ~= '' then
-      for name, value in pairs(cjson.decode(f[13])) do h[#h + 1] = name; h[#h + 1] = value end
+    local x = f[13] ~= '' and cjson.decode(f[13])
+    if x then
+      for name, value in pairs(x) do h[#h + 1] = name; h[#h + 1] = value end
     end
     redis.call('HSET', JP .. id, unpack(h))
+    if x then index_job(id, x.ow, x.tg, ck, seq, true) end
     if f[4] == 'delayed' then
       enter('delayed', id, f[6], seq, ck)
     else

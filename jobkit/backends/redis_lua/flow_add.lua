@@ -25,8 +25,9 @@ local function add_new(f, state, up, epoch, fe)
              'ms', f[10], 'ck', ck, 'nh', f[12]}
   if f[9] ~= '0' then h[#h + 1] = 'att'; h[#h + 1] = f[9] end
   if f[11] ~= '' then h[#h + 1] = 'kfa'; h[#h + 1] = f[11] end
-  if f[13] ~= '' then
-    for name, value in pairs(cjson.decode(f[13])) do h[#h + 1] = name; h[#h + 1] = value end
+  local x = f[13] ~= '' and cjson.decode(f[13])
+  if x then
+    for name, value in pairs(x) do h[#h + 1] = name; h[#h + 1] = value end
   end
   if up ~= '' then
     h[#h + 1] = 'up'; h[#h + 1] = up
@@ -35,6 +36,7 @@ local function add_new(f, state, up, epoch, fe)
   h[#h + 1] = 'fw'; h[#h + 1] = 1
   if fe > 0 then h[#h + 1] = 'fe'; h[#h + 1] = fe end
   redis.call('HSET', JP .. id, unpack(h))
+  if x then index_job(id, x.ow, x.tg, ck, seq, true) end
   if state == 'delayed' then
     enter('delayed', id, f[6], seq, ck)
   elseif state == 'waiting' then

@@ -1,16 +1,26 @@
--- list: ARGV = offset, limit, has_name, name, has_owner, worker, cursor ('' = newest), budget, states...
--- Walks the states' index sets newest first (members sort by created_at, then seq). Examines at most
--- `budget` jobs, so a caller pages on with the returned cursor.
+-- list: ARGV = offset, limit, has_name, name, has_worker, worker, cursor ('' = newest), budget, owner ('' = any),
+-- tag ("key=value", '' = any), states...
+-- Walks index sets newest first (members sort by created_at, then seq): the owner's set (or else the tag's) when
+-- one is given, the states then a filter; else the states' index sets. Examines at most `budget` jobs, so a caller
+-- pages on with the returned cursor.
 -- Returns {cursor to go on from ('' = done), offset still to skip, job JSON...}.
 local offset, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local has_name, name, has_owner, worker = ARGV[3] == '1', ARGV[4], ARGV[5] == '1', ARGV[6]
-local cursor, budget = ARGV[7], tonumber(ARGV[8])
-local idx = {}
-for i = 9, #ARGV do if IX[ARGV[i]] then idx[#idx + 1] = IX[ARGV[i]] end end
+local has_name, name, has_worker, worker = ARGV[3] == '1', ARGV[4], ARGV[5] == '1', ARGV[6]
+local cursor, budget, owner, tag = ARGV[7], tonumber(ARGV[8]), ARGV[9], ARGV[10]
+local idx, want = {}, {}
+for i = 11, #ARGV do
+  if IX[ARGV[i]] then idx[#idx + 1] = IX[ARGV[i]]; want[ARGV[i]] = true end
+end
 local out = {'', 0}
 if #idx == 0 or limit <= 0 then return out end
+local by_state, also_tag = true, false
+if owner ~= '' then
+  idx, by_state, also_tag = {owner_key(owner)}, false, tag ~= ''
+elseif tag ~= '' then
+  idx, by_state = {tag_key(tag)}, false
+end
 
-if #idx == 1 and cursor == '' and not has_name and not has_owner then
+if #idx == 1 and by_state and cursor == '' and not has_name and not has_worker then
   for _, m in ipairs(redis.call('ZREVRANGE', idx[1], offset, offset + limit - 1)) do
     local id = after_colon(after_colon(m))
     out[#out + 1] = job_json(JP .. id, DP .. id)
@@ -18,7 +28,7 @@ if #idx == 1 and cursor == '' and not has_name and not has_owner then
   return out
 end
 
-local filtered = has_name or has_owner
+local filtered = has_name or has_worker or not by_state
 local chunk = filtered and 200 or math.min(math.max(offset + limit, 50), 1000)
 local examined = 0
 while true do
@@ -38,8 +48,9 @@ while true do
     local jk = JP .. id
     local ok = true
     if filtered then
-      local v = redis.call('HMGET', jk, 'name', 'worker')
-      ok = (not has_name or v[1] == name) and (not has_owner or v[2] == worker)
+      local v = redis.call('HMGET', jk, 'name', 'worker', 'state')
+      ok = (not has_name or v[1] == name) and (not has_worker or v[2] == worker) and (by_state or want[v[3]] == true)
+      if ok and also_tag then ok = redis.call('ZSCORE', tag_key(tag), m) ~= false end
     end
     if ok then
       if offset > 0 then
