@@ -94,7 +94,8 @@ def main() -> None:
         order = variants if r % 2 == 0 else variants[::-1]
         for label, url, n in targets:
             for name, owned, tree in order:
-                seconds = measure(url.replace("bench.db", f"bench-{r}-{name[:5]}.db"), n, owned, tree)
+                fresh = url.replace("bench.db", f"bench-{r}-{variants.index((name, owned, tree))}.db")
+                seconds = measure(fresh, n, owned, tree)
                 results.setdefault((label, name), []).append(n / seconds)
     lines = ["| backend | variant | jobs/s (median) | range | vs plain |", "|---|---|---|---|---|"]
     for label, _, _ in targets:
