@@ -58,8 +58,6 @@ async def _stream(backend: Backend, job: Job, feed: AsyncIterator[JobEvent], res
                 if now.finished:  # a resumed stream of a finished job: its last events were trimmed away
                     yield ServerSentEvent(json.dumps(job_view(now)), event="snapshot")
                 return
-            if ev.job_id != job.id:
-                continue
             yield _message(ev)
             if ev.state.finished and ev.event != "progress":
                 return
@@ -79,7 +77,7 @@ async def job_events(request: Request) -> Response:
         timeout = -1.0
     if timeout is not None and not 0 < timeout <= 86400:
         raise HTTPException(400, f"?timeout= takes seconds from 0 to 86400, not {raw!r}")
-    feed = await events(s.backend, p, job.queue, since)
+    feed = await events(s.backend, job, since)
     return EventSourceResponse(_stream(s.backend, job, feed, since is not None, timeout), ping=s.config.ping_every)
 
 

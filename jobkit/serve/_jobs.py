@@ -16,7 +16,7 @@ from ..errors import ConfigError, PayloadError
 from ..models import Job, JobState
 from ..queue import Queue
 from . import _uploads
-from ._auth import principal
+from ._auth import Principal, principal
 from ._scope import find, page, queue_names, wait_finished
 from ._state import job_view, state
 
@@ -35,6 +35,8 @@ class SubmitBody(BaseModel):
     job_id: str | None = Field(default=None, pattern=ID_PATTERN)
     priority: int | None = Field(default=None, ge=0, le=1000)
     delay: float | None = Field(default=None, ge=0, le=365 * 86400)
+    tags: dict[str, str] | None = Field(default=None, description="small labels to find the job by: {'doc': 'd-1'}")
+    owner: str | None = Field(default=None, description="admin tokens: whom the job is for (else the token's owner)")
 
 
 def _float_param(request: Request, name: str, upper: float) -> float | None:
@@ -63,16 +65,30 @@ async def _json_body(request: Request) -> SubmitBody:
         raise HTTPException(422, f"invalid body: {problems}") from None
 
 
-async def _add(request: Request, queue: str, body: SubmitBody) -> Job:
+def _owner_for(p: Principal, body: SubmitBody) -> str | None:
+    """Whom a submitted job is for: an owner token's owner (it may not name another), or whom an admin names."""
+    if p.admin:
+        return body.owner if body.owner is not None else p.owner
+    if body.owner is not None and body.owner != p.owner:
+        raise HTTPException(403, "an owner token submits jobs for its own owner only: leave `owner` out")
+    return p.owner
+
+
+async def _add(request: Request, p: Principal, queue: str, body: SubmitBody) -> Job:
     s = state(request)
     if body.task not in s.config.tasks:
         raise HTTPException(403, f"task {body.task!r} is not one this server lets clients submit (its allow-list:"
                                  f" {', '.join(sorted(s.config.tasks)) or 'empty'})")
+    owner = _owner_for(p, body)
     try:
-        return await Queue(queue, backend=s.backend).add(body.task, body.payload, job_id=body.job_id,
-                                                         priority=body.priority, delay=body.delay)
+        job = await Queue(queue, backend=s.backend).add(body.task, body.payload, job_id=body.job_id,
+                                                        priority=body.priority, delay=body.delay, owner=owner,
+                                                        tags=body.tags)
     except (ConfigError, PayloadError) as exc:
         raise HTTPException(422, str(exc)) from None
+    if job.owner != owner:  # the id was taken by a job of someone else's: never show it, never hand it over
+        raise HTTPException(409, f"job id {job.id!r} is taken in queue {queue!r}: choose another")
+    return job
 
 
 async def _answer(request: Request, job: Job, wait: float | None) -> Response:
@@ -84,15 +100,13 @@ async def _answer(request: Request, job: Job, wait: float | None) -> Response:
 
 async def submit(request: Request) -> Response:
     p = await principal(request)
-    if p.scope is not None:
-        raise HTTPException(403, "owner tokens need jobkit with Job.owner; use an admin token for now")
     queue = request.path_params["queue"]
     wait = _float_param(request, "wait", state(request).config.wait_max)
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         upload = await _uploads.receive(request, queue)
         try:
             body = SubmitBody.model_validate({"task": upload.task, "payload": upload.payload})
-            job = await _add(request, queue, body.model_copy(update={"job_id": upload.job_id}))
+            job = await _add(request, p, queue, body.model_copy(update={"job_id": upload.job_id}))
         except BaseException:
             upload.discard()
             raise
@@ -100,7 +114,7 @@ async def submit(request: Request) -> Response:
         if wait is None and not _flag(request, "async") and upload.size <= config.upload_inline_max_bytes:
             wait = config.wait_inline  # a small upload runs at once: the request waits for its result
         return await _answer(request, job, wait)
-    return await _answer(request, await _add(request, queue, await _json_body(request)), wait)
+    return await _answer(request, await _add(request, p, queue, await _json_body(request)), wait)
 
 
 async def get_job(request: Request) -> Response:
@@ -129,8 +143,12 @@ async def list_jobs(request: Request) -> Response:
     s = state(request)
     queue = request.query_params.get("queue")
     queues = [queue] if queue else await queue_names(s.backend)
-    jobs, cursor = await page(s.backend, p, queues, states=_states(request), task=request.query_params.get("task"),
-                              limit=_limit(request), cursor=request.query_params.get("cursor"))
+    try:
+        jobs, cursor = await page(s.backend, p, queues, states=_states(request), task=request.query_params.get("task"),
+                                  tag=request.query_params.get("tag"), limit=_limit(request),
+                                  cursor=request.query_params.get("cursor"))
+    except ConfigError as exc:
+        raise HTTPException(400, str(exc)) from None
     return JSONResponse({"jobs": [job_view(j) for j in jobs], "next": cursor})
 
 

@@ -72,6 +72,7 @@ def schema() -> Obj:
             400, params=[_query("queue", {"type": "string", "minLength": 1}, "only this queue"),
                          _query("state", {"type": "string", "enum": STATES}, "only this state"),
                          _query("task", {"type": "string"}, "only this task"),
+                         _query("tag", {"type": "string", "pattern": "^[^=]+=.+$"}, "only this tag: key=value"),
                          _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size"),
                          _query("cursor", {"type": "string"}, "the `next` of the previous page")])},
         "/jobs/{job_id}": {

@@ -20,20 +20,17 @@ from starlette.requests import HTTPConnection
 
 from ..backends import Backend
 from ..models import Job, JobEvent, JobState
+from ..queue import Queue
 from ._auth import TOKENS_QUEUE, Principal
 
 if TYPE_CHECKING:
     from ._state import ServeState
 
-__all__ = ["QueueNames", "decode_cursor", "encode_cursor", "find", "page", "queue_names", "wait_finished"]
+__all__ = [
+    "QueueNames", "decode_cursor", "encode_cursor", "events", "find", "page", "queue_names", "wait_finished",
+]
 
 RECHECK_EVERY = 2.0  # seconds without an event before a waiting request reads its job again
-
-
-def _scoped(p: Principal) -> None:
-    """Until jobs carry an owner, only admins may read or touch jobs (an owner token would see everyone's)."""
-    if p.scope is not None:
-        raise HTTPException(403, "owner tokens need jobkit with Job.owner; use an admin token for now")
 
 
 async def queue_names(backend: Backend) -> list[str]:
@@ -58,9 +55,10 @@ class QueueNames:
         return self._names, False
 
 
-async def _first(backend: Backend, names: list[str], job_id: str) -> Job | None:
+async def _first(backend: Backend, names: list[str], job_id: str, owner: str | None) -> Job | None:
+    """The job in the first of `names` that holds it, as `owner` may see it (another owner's job is none)."""
     for name in names:
-        job = await backend.get(name, job_id)
+        job = await Queue(name, backend=backend).get(job_id, owner=owner)
         if job is not None:
             return job
     return None
@@ -68,18 +66,18 @@ async def _first(backend: Backend, names: list[str], job_id: str) -> Job | None:
 
 async def find(request: HTTPConnection, p: Principal) -> Job:
     """The job named by the request's path (and `?queue=`, else looked up in every queue) if the caller may see
-    it; else 404."""
-    _scoped(p)
+    it; else 404 (also for another owner's job: its existence is never shown)."""
     s: ServeState = request.app.state.jobkit
     backend, job_id, queue = s.backend, request.path_params["job_id"], request.query_params.get("queue")
     if queue:
-        job = await _first(backend, [queue], job_id)
+        job = await _first(backend, [queue], job_id, p.scope)
     else:
         known = s.names
         listed, fresh = await known.get()
-        job = await _first(backend, listed, job_id)
+        job = await _first(backend, listed, job_id, p.scope)
         if job is None and not fresh:  # a queue made since the names were read
-            job = await _first(backend, [q for q in (await known.get(fresh=True))[0] if q not in listed], job_id)
+            job = await _first(backend, [q for q in (await known.get(fresh=True))[0] if q not in listed], job_id,
+                               p.scope)
     if job is None:
         raise HTTPException(404, f"no job {job_id!r}" + (f" in queue {queue!r}" if queue else ""))
     return job
@@ -104,12 +102,14 @@ def decode_cursor(cursor: str | None) -> dict[str, int]:
 
 async def page(
     backend: Backend, p: Principal, queues: list[str], *, states: Collection[JobState] | None, task: str | None,
-    limit: int, cursor: str | None,
+    tag: str | None, limit: int, cursor: str | None,
 ) -> tuple[list[Job], str | None]:
-    """Up to `limit` jobs of `queues`, newest first, from `cursor` on; and the cursor of the next page (or None)."""
-    _scoped(p)
+    """Up to `limit` jobs of `queues` the caller may see (filtered by owner in the backend), newest first, from
+    `cursor` on; and the cursor of the next page (or None)."""
     offsets = decode_cursor(cursor)
-    found = await asyncio.gather(*(backend.list(q, states=states, name=task, offset=offsets.get(q, 0), limit=limit)
+    wanted = list(states) if states else None
+    found = await asyncio.gather(*(Queue(q, backend=backend).jobs(wanted, name=task, owner=p.scope, tag=tag,
+                                                                  offset=offsets.get(q, 0), limit=limit)
                                    for q in queues))
     merged = heapq.merge(*found, key=lambda j: (-j.created_at, -j.seq))
     jobs = list(itertools.islice(merged, limit))
@@ -119,10 +119,21 @@ async def page(
     return jobs, encode_cursor(offsets) if more else None
 
 
-async def events(backend: Backend, p: Principal, queue: str, since: str | None) -> AsyncIterator[JobEvent]:
-    """A live feed of `queue`'s events the caller may see, from after event `since` when given."""
-    _scoped(p)
-    return await backend.subscribe(queue, since=since)
+async def events(backend: Backend, job: Job, since: str | None) -> AsyncIterator[JobEvent]:
+    """A live feed of the events of `job` (one the caller may see: `find` said so), after event `since` if given.
+
+    Live when it returns, so a read of the job made after it misses nothing."""
+    feed = await backend.subscribe(job.queue, since=since)
+
+    async def of_job() -> AsyncIterator[JobEvent]:
+        try:
+            async for ev in feed:
+                if ev.job_id == job.id and ev.owner == job.owner:
+                    yield ev
+        finally:
+            await feed.aclose()  # type: ignore[attr-defined]
+
+    return of_job()
 
 
 async def wait_finished(backend: Backend, job: Job, timeout: float) -> Job:

@@ -32,5 +32,5 @@ def state(conn: HTTPConnection) -> ServeState:
 
 
 def job_view(job: Job) -> dict[str, Any]:
-    """A job as the API shows it (JSON)."""
-    return job.model_dump(mode="json", exclude=HIDDEN)
+    """A job as the API shows it (JSON), `owner` and `tags` always present."""
+    return {"owner": None, "tags": {}, **job.model_dump(mode="json", exclude=HIDDEN)}
