@@ -57,6 +57,7 @@ async def seed(url: str) -> dict[str, str]:
         q = jobkit.Queue(QUEUE, backend=backend)
         quick = await q.add_bulk("ui_quick", [{"n": i} for i in range(5)])
         bad = await q.add("ui_fail", {"why": XSS, "note": XSS}, job_id="hostile")
+        quick.append(await q.add("ui_quick", {"n": "mine"}, job_id="readers-own", owner="reader"))
         watch = await q.add("ui_crawl", {"steps": 600, "pause": 0.25}, job_id="watch-me")
         victim = await q.add("ui_crawl", {"steps": 600, "pause": 0.25}, job_id="cancel-me")
         for job in [*quick, bad]:
@@ -99,8 +100,8 @@ def drive(base: str, tokens: dict[str, str], ids: dict[str, str]) -> dict[str, A
             log_in(page, base, tokens["admin"])
             row = page.locator(f"tr[data-queue='{QUEUE}']")
             seen["completed"] = int(row.locator("td.num a").nth(4).inner_text())
-            if seen["completed"] < 5:
-                raise CheckFailed(f"the queue row shows {seen['completed']} completed jobs, not 5")
+            if seen["completed"] != 6:
+                raise CheckFailed(f"the queue row shows {seen['completed']} completed jobs, not 6")
             page.evaluate("window.__same_page = true")
             listed = f"tr[data-job='{ids['watch']}'] progress"
             in_list = float(page.eval_on_selector(listed, "p => p.value"))
@@ -137,6 +138,9 @@ def drive(base: str, tokens: dict[str, str], ids: dict[str, str]) -> dict[str, A
             seen["reader_buttons"] = reader.locator("[data-action]").count()
             if seen["reader_buttons"]:
                 raise CheckFailed("a read-only token sees action buttons")
+            rows = reader.eval_on_selector_all("tr[data-job]", "rows => rows.map(r => r.dataset.job)")
+            if rows != ["readers-own"]:
+                raise CheckFailed(f"an owner token sees jobs {rows}, not only its own ['readers-own']")
             return seen
         finally:
             browser.close()
@@ -185,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check_ui: ok in {time.monotonic() - started:.1f}s: list refreshed {seen['list'][0]:.1f} ->"
           f" {seen['list'][1]:.1f} %, bar moved {seen['bar'][0]:.1f} -> {seen['bar'][1]:.1f} %"
           f" live, cancel -> {seen['cancelled']}, hostile markup inert, read-only sees {seen['reader_buttons']}"
-          f" buttons; screenshots .ci/artifacts/ui-home.png, ui-job.png")
+          f" buttons and its own job only; screenshots .ci/artifacts/ui-home.png, ui-job.png")
     return 0
 
 

@@ -126,12 +126,45 @@ def test_per_minute_buckets_and_points() -> None:
     assert points([0, 0], width=10, height=12) == "0.0,11.0 10.0,11.0"
 
 
-async def test_owner_tokens_read_no_jobs_until_jobs_carry_owners(
+async def test_an_owner_token_reads_only_its_owners_jobs(
     store: Backend, browse: Callable[[str | None], Browser]
 ) -> None:
-    job = await Queue("ui-a", backend=store).add("ui_echo", {"say": "a"})
+    q = Queue("ui-a", backend=store)
+    mine = await q.add("ui_echo", {"say": "a"}, job_id="alice-1", owner="alice", tags={"doc": "d-1"})
+    theirs = await q.add("ui_echo", {"say": "b"}, job_id="bob-1", owner="bob", tags={"doc": "d-1"})
+    await Queue("ui-b", backend=store).add("ui_echo", {"say": "c"}, job_id="alice-1", owner="bob")
     alice = browse("alice-token")
-    home = await alice.page("/")
-    assert 'data-queue="ui-a"' in home.text and "data-job" not in home.text
-    assert "log in with an admin token" in home.text
-    assert (await alice.page("/job", queue="ui-a", id=job.id)).status_code == 404
+
+    def listed(text: str) -> list[str]:
+        return re.findall(r'data-job="([^"]+)"', text)
+
+    assert listed((await alice.page("/")).text) == ["alice-1"]
+    assert listed((await alice.page("/", id="alice-1")).text) == ["alice-1"]  # not ui-b's, which is bob's
+    assert listed((await alice.page("/", tag="doc=d-1")).text) == ["alice-1"]
+    assert listed((await alice.page("/", owner="bob")).text) == ["alice-1"]  # an owner token reads its own only
+    page = await alice.page("/job", queue="ui-a", id=mine.id)
+    assert page.status_code == 200 and "<dt>owner</dt><dd>alice</dd>" in page.text
+    assert (await alice.page("/job", queue="ui-a", id=theirs.id)).status_code == 404
+    assert 'name="owner"' not in (await alice.page("/")).text
+
+
+async def test_admins_search_by_owner_and_tag(store: Backend, browse: Callable[[str | None], Browser]) -> None:
+    q = Queue("ui-a", backend=store)
+    await q.add("ui_echo", {"say": "a"}, job_id="a-1", owner="alice", tags={"doc": "d-1", "team": "x"})
+    await q.add("ui_echo", {"say": "b"}, job_id="b-1", owner="bob", tags={"doc": "d-2"})
+    await q.add("ui_echo", {"say": "c"}, job_id="none-1")
+    admin = browse("admin-token")
+
+    def listed(text: str) -> list[str]:
+        return re.findall(r'data-job="([^"]+)"', text)
+
+    assert listed((await admin.page("/")).text) == ["none-1", "b-1", "a-1"]
+    assert listed((await admin.page("/", owner="bob")).text) == ["b-1"]
+    assert listed((await admin.page("/", tag="doc=d-1")).text) == ["a-1"]
+    assert listed((await admin.page("/", tag="doc=d-1", owner="bob")).text) == []
+    assert listed((await admin.page("/", id="a-1", tag="team=x")).text) == ["a-1"]
+    assert listed((await admin.page("/", id="a-1", owner="bob")).text) == []
+    page = (await admin.page("/")).text
+    assert '<a class="tag" href="/?tag=doc%3Dd-1">doc=d-1</a>' in page and "<td>alice</td>" in page
+    bad = await admin.page("/", tag="no-equals-sign")
+    assert bad.status_code == 400 and "a tag filter is &#39;key=value&#39;" in bad.text

@@ -18,7 +18,7 @@ from ...errors import ConfigError, JobNotFound
 from ...models import Job, JobState
 from ...queue import Queue
 from . import render
-from .reads import Search, find_job, find_jobs, queue_summaries, sees_jobs
+from .reads import Search, find_job, find_jobs, queue_summaries
 from .session import Authenticate, Viewer, csrf_ok, forget, remember, token_of
 
 __all__ = ["ui_app"]
@@ -80,12 +80,11 @@ class Dashboard:
         if session is None:
             return _to_login(request)
         backend = await self.backend()
-        search = Search.parse(dict(request.query_params))
+        search = Search.parse(dict(request.query_params), session[1])
         summaries = await queue_summaries(backend)
         jobs = await find_jobs(backend, session[1], search)
         return render.page(request, "home.html", session, summaries=summaries, search=search, jobs=jobs,
-                           states=list(JobState), sees_jobs=sees_jobs(session[1]),
-                           status_code=400 if search.problem else 200)
+                           states=list(JobState), status_code=400 if search.problem else 200)
 
     async def job(self, request: Request) -> Response:
         session = await self.viewer(request)

@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass, field
 
 from ...backends import Backend
-from ...models import Job, JobState, QueueCounts
+from ...errors import ConfigError
+from ...models import Job, JobState, QueueCounts, check_owner, tag_filter
 from ...queue import Queue
 from .session import Viewer
 from .spark import per_minute
 
-__all__ = ["MAX_LIMIT", "QueueSummary", "Search", "find_job", "find_jobs", "queue_summaries", "sees_jobs"]
+__all__ = ["MAX_LIMIT", "QueueSummary", "Search", "find_job", "find_jobs", "queue_summaries", "scope"]
 
 MAX_LIMIT = 200
 SPARK_MINUTES = 30
@@ -32,6 +33,11 @@ class QueueSummary:
         return sum(self.throughput) / len(self.throughput)
 
 
+def scope(viewer: Viewer) -> str | None:
+    """The owner every job read of `viewer` is filtered by, in the backend: None for an admin (every job)."""
+    return None if viewer.admin else viewer.owner
+
+
 @dataclass
 class Search:
     """A job search from the page's query string; `problem` says what was wrong with it, if anything."""
@@ -40,29 +46,38 @@ class Search:
     queue: str = ""
     state: JobState | None = None
     task: str = ""
+    owner: str | None = None  # an admin's search by owner; an owner token always reads its own
+    tag: tuple[str, str] | None = None
     offset: int = 0
     limit: int = 50
     problem: str = ""
     params: dict[str, str] = field(default_factory=dict)
 
+    FIELDS = ("id", "queue", "state", "task", "owner", "tag", "offset", "limit")
+
     @classmethod
-    def parse(cls, query: dict[str, str]) -> Search:
-        given = {k: v.strip() for k, v in query.items() if k in {"id", "queue", "state", "task", "offset", "limit"}}
+    def parse(cls, query: dict[str, str], viewer: Viewer) -> Search:
+        given = {k: v.strip() for k, v in query.items() if k in cls.FIELDS}
         search = cls(id=given.get("id", ""), queue=given.get("queue", ""), task=given.get("task", ""),
                      params={k: v for k, v in given.items() if v and k != "offset"})
-        state = given.get("state", "")
-        if state:
-            try:
-                search.state = JobState(state)
-            except ValueError:
-                names = ", ".join(s.value for s in JobState)
-                search.problem = f"unknown state {state!r}: choose one of {names}"
         try:
+            search.owner = check_owner(given.get("owner") or None) if viewer.admin else scope(viewer)
+            search.tag = tag_filter(given["tag"]) if given.get("tag") else None
+            search.state = _state(given.get("state", ""))
             search.offset = max(0, int(given.get("offset") or 0))
             search.limit = min(MAX_LIMIT, max(1, int(given.get("limit") or 50)))
+        except ConfigError as exc:
+            search.problem = str(exc)
         except ValueError:
             search.problem = "offset and limit are whole numbers"
         return search
+
+
+def _state(name: str) -> JobState | None:
+    try:
+        return JobState(name) if name else None
+    except ValueError:
+        raise ConfigError(f"unknown state {name!r}: choose one of {', '.join(s.value for s in JobState)}") from None
 
 
 async def queue_summaries(backend: Backend, now: float | None = None) -> list[QueueSummary]:
@@ -77,21 +92,16 @@ async def queue_summaries(backend: Backend, now: float | None = None) -> list[Qu
     return summaries
 
 
-def sees_jobs(viewer: Viewer) -> bool:
-    """Until jobs carry an owner to filter by in the backend, only admins may read jobs (an owner would see all)."""
-    return viewer.admin
-
-
 async def find_job(backend: Backend, viewer: Viewer, queue: str, job_id: str) -> Job | None:
-    """The job, or None when there is none (or the viewer may not see it)."""
-    if not queue or not job_id or not sees_jobs(viewer):
+    """The job, or None when there is none or it is another owner's (never shown)."""
+    if not queue or not job_id:
         return None
-    return await Queue(queue, backend=backend).get(job_id)
+    return await Queue(queue, backend=backend).get(job_id, owner=scope(viewer))
 
 
 async def find_jobs(backend: Backend, viewer: Viewer, search: Search) -> list[Job]:
     """The page of jobs matching `search`, newest first, across every queue unless it names one."""
-    if search.problem or not sees_jobs(viewer):
+    if search.problem:
         return []
     names = [search.queue] if search.queue else await backend.queues()
     if search.id:
@@ -105,9 +115,12 @@ async def find_jobs(backend: Backend, viewer: Viewer, search: Search) -> list[Jo
 
 
 async def _page(backend: Backend, queue: str, search: Search, offset: int, limit: int) -> list[Job]:
-    return await Queue(queue, backend=backend).jobs(search.state, name=search.task or None, offset=offset,
-                                                    limit=limit)
+    return await Queue(queue, backend=backend).jobs(search.state, name=search.task or None, owner=search.owner,
+                                                    tag=search.tag, offset=offset, limit=limit)
 
 
 def _matches(job: Job, search: Search) -> bool:
-    return (search.state is None or job.state is search.state) and (not search.task or job.name == search.task)
+    """Whether a job found by id also passes the search's other filters (it was read scoped to the viewer)."""
+    return ((search.state is None or job.state is search.state) and (not search.task or job.name == search.task)
+            and (search.owner is None or job.owner == search.owner)
+            and (search.tag is None or job.tags.get(search.tag[0]) == search.tag[1]))
