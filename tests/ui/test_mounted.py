@@ -42,3 +42,20 @@ async def test_read_only_tokens_of_the_api_get_no_actions(served: Served) -> Non
     await Queue("ui-mounted", backend=served.backend).add("anything", {})
     r = await client.post("/ui/queue/pause", data={"queue": "ui-mounted", "csrf": csrf.group(1)})
     assert r.status_code == 403 and not (await Queue("ui-mounted", backend=served.backend).counts()).paused
+
+
+async def test_an_owner_follows_its_own_job_and_not_anothers(served: Served) -> None:  # noqa: F811
+    client = served.client
+    q = Queue("ui-mounted", backend=served.backend)
+    mine = await q.add("anything", {}, job_id="mine", owner="alice")
+    await q.add("anything", {}, job_id="theirs", owner="bob")
+    await client.post("/ui/login", data={"token": TOKENS["alice"]})
+    assert re.findall(r'data-job="([^"]+)"', (await client.get("/ui/")).text) == ["mine"]
+    assert (await client.get("/ui/job", params={"queue": q.name, "id": "theirs"})).status_code == 404
+    page = (await client.get("/ui/job", params={"queue": q.name, "id": mine.id})).text
+    events = re.search(r'data-events="([^"]+)"', page)
+    assert events is not None
+    await q.cancel(mine.id)
+    stream = await client.get(events.group(1).replace("&amp;", "&"))
+    assert stream.status_code == 200 and '"state": "cancelled"' in stream.text
+    assert (await client.get("/jobs/theirs/events", params={"queue": q.name})).status_code == 404
