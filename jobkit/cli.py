@@ -12,7 +12,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from . import __version__, schedules
+from . import __version__, cli_webhooks, schedules
 from .backends import Backend
 from .cli_logging import LEVELS, configure_logging, log_all_from_env
 from .config import connect, mask_url, resolve_url
@@ -267,7 +267,8 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run a few demo jobs with live progress in the terminal")
     d.add_argument("--url", help=url_help)
-    for command in (w, s, j, c, sp, d, *_serve_parsers(sub, url_help)):
+    h = cli_webhooks.add_parser(sub, url_help, json_help)
+    for command in (w, s, j, c, sp, d, h, *_serve_parsers(sub, url_help)):
         _logging_options(command, top=False)
     return p
 
@@ -316,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if processes > 1:
                 return asyncio.run(_supervise(args, argv, processes))
         runner = {"worker": _worker, "status": _status, "jobs": _jobs, "schedules": _schedules,
-                  "spool": _spool}[args.command]
+                  "spool": _spool, "webhooks": cli_webhooks.run}[args.command]
         return _run_on_loop(runner(args), getattr(args, "loop", "asyncio"))
     except JobkitError as exc:
         print(f"jobkit: {exc}", file=sys.stderr)

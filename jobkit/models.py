@@ -46,6 +46,7 @@ __all__ = [
     "new_job_ids",
     "tag_filter",
     "trusted",
+    "webhook_url",
 ]
 
 Json = Any  # what json.dumps accepts; checked by `dump_json`
@@ -255,6 +256,21 @@ class JobOptions(BaseModel):
     max_stalls: int = Field(default=1, ge=0, description="lost leases tolerated before failing")
     keep_completed: Retention = DEFAULT_KEEP_COMPLETED
     keep_failed: Retention = DEFAULT_KEEP_FAILED
+    webhook: str | None = Field(default=None, description="URL POSTed when the job completes or fails for good")
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, url: str | None) -> str | None:
+        return None if url is None else webhook_url(url)
+
+
+def webhook_url(url: str) -> str:
+    """`url` if it can be a webhook target (http or https, a host, no spaces or quotes), else ValueError."""
+    scheme, sep, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    if not sep or scheme.lower() not in ("http", "https") or not host or any(c in url for c in ' "<>\\\n\r\t'):
+        raise ValueError(f"webhook {url!r}: give an http:// or https:// URL with a host, e.g. https://example.com/hook")
+    return url
 
 
 class Progress(BaseModel):

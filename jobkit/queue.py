@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from . import schedules
 from .backends import Backend, FlowSpec
 from .config import BackendLike, get_backend
+from .deliveries import DeliveryState, WebhookDelivery
 from .embedded import wanted
 from .errors import ConfigError, JobNotFound
 from .handle import JobHandle
@@ -38,6 +39,7 @@ from .models import (
     new_job,
     new_job_ids,
     tag_filter,
+    webhook_url,
 )
 from .task import Task, _registry
 
@@ -49,11 +51,12 @@ Dependency = str | JobRef | Job | JobHandle[Any]  # a job id of the same queue, 
 def job_options(
     base: JobOptions, *, priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
     backoff: Backoff | None = None, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
+    webhook: str | None = None,
 ) -> JobOptions:
     """The task's options with the call's overrides; ConfigError for values out of range."""
     changes = {k: v for k, v in {
         "priority": priority, "attempts": attempts, "timeout": timeout, "backoff": backoff,
-        "keep_completed": keep_completed, "keep_failed": keep_failed,
+        "keep_completed": keep_completed, "keep_failed": keep_failed, "webhook": webhook,
     }.items() if v is not None}
     if not changes:
         return base
@@ -141,7 +144,7 @@ class Queue:
         priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
         backoff: Backoff | None = None, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
         depends_on: Sequence[Dependency] | None = None,
-        policy: FailFast | WaitAll | ContinuePartial | str | None = None,
+        policy: FailFast | WaitAll | ContinuePartial | str | None = None, webhook: str | None = None,
         owner: str | None = None, tags: dict[str, str] | None = None,
     ) -> Job:
         """Add one job, validated against its task if registered here; an existing job_id returns that job.
@@ -149,10 +152,11 @@ class Queue:
         `depends_on`: jobs it waits for (in WAITING_CHILDREN) before it runs; by default (`policy="fail_fast"`) one
         of them failing or being cancelled fails it at once. Each must exist: JobNotFound, and nothing is queued.
         `owner`: the user the job is for (reads with `owner=` see only that user's jobs); `tags`: small labels to
-        find it by, such as {"doc": "d-1"} (see `jobs(tag=...)`)."""
+        find it by, such as {"doc": "d-1"} (see `jobs(tag=...)`).
+        `webhook`: a URL POSTed when the job completes or fails for good (see docs/webhooks.md)."""
         jobs = self._prepare(task, [data], job_ids=[job_id], delay=delay, now=time.time(), priority=priority,
                              attempts=attempts, timeout=timeout, backoff=backoff, keep_completed=keep_completed,
-                             keep_failed=keep_failed, owner=owner, tags=tags)
+                             keep_failed=keep_failed, owner=owner, tags=tags, webhook=webhook)
         if not depends_on:
             if policy is not None:
                 raise ConfigError("policy= applies to a job that waits for others: give depends_on=[...] too")
@@ -168,6 +172,7 @@ class Queue:
         self, task: Task[Any] | str, payloads: Iterable[Any], *, delay: float | None = None,
         priority: int | None = None, attempts: int | None = None, timeout: float | None = None,
         job_ids: Sequence[str] | None = None, owner: str | None = None, tags: dict[str, str] | None = None,
+        webhook: str | None = None,
     ) -> list[Job]:
         """Add many jobs of one task in one transaction; all are validated first, so a bad one queues none.
         `owner` and `tags` (as in `add`) go to every job."""
@@ -177,7 +182,7 @@ class Queue:
         if not items:
             return []
         jobs = self._prepare(task, items, job_ids=job_ids, delay=delay, now=time.time(), priority=priority,
-                             attempts=attempts, timeout=timeout, owner=owner, tags=tags)
+                             attempts=attempts, timeout=timeout, owner=owner, tags=tags, webhook=webhook)
         return await (await self.backend()).add(jobs)
 
     async def get(self, job_id: str, *, owner: str | None = None) -> Job | None:
@@ -283,6 +288,35 @@ class Queue:
                     yield ev
         finally:
             await events.aclose()  # type: ignore[attr-defined]
+
+    # -- webhooks ----------------------------------------------------------------------------------
+    async def set_webhook(self, url: str | None) -> None:
+        """POST to `url` when a job of this queue completes or fails for good, unless the job has its own webhook
+        (None: no queue webhook). Deliveries are written with the job's end, and sent by `jobkit webhooks run`."""
+        if url is not None:
+            try:
+                webhook_url(url)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        await (await self.backend()).write_record(self.name, "webhook", "url", url)
+
+    async def webhook(self) -> str | None:
+        """The queue's own webhook URL, if set."""
+        record = await (await self.backend()).read_record(self.name, "webhook", "url")
+        return None if record is None else record.value
+
+    async def webhook_deliveries(self, *, state: DeliveryState | None = None, job_id: str | None = None,
+                                 limit: int = 100) -> list[WebhookDelivery]:
+        """This queue's webhook deliveries, newest first: pending, delivered or dead, with every attempt."""
+        return await (await self.backend()).webhook_deliveries(self.name, state=state, job_id=job_id, limit=limit)
+
+    async def replay_webhook(self, delivery_id: str) -> WebhookDelivery:
+        """Send a delivery again now (same webhook-id, fresh retry schedule); JobNotFound if there is none."""
+        found = await (await self.backend()).replay_webhook(self.name, delivery_id, time.time())
+        if found is None:
+            raise JobNotFound(f"no webhook delivery {delivery_id!r} in queue {self.name!r}: list them with"
+                              f" `jobkit webhooks list --queue {self.name}`")
+        return found
 
     # -- schedules ---------------------------------------------------------------------------------
     async def schedule(

@@ -44,7 +44,7 @@ async def submit(
     delay: float | None = None, priority: int | None = None, attempts: int | None = None,
     timeout: float | None = None, backoff: Backoff | None = None, depends_on: Sequence[Dependency] | None = None,
     policy: FailFast | WaitAll | ContinuePartial | str | None = None, degrade: Degrade | None = None,
-    owner: str | None = None, tags: dict[str, str] | None = None,
+    owner: str | None = None, tags: dict[str, str] | None = None, webhook: str | None = None,
 ) -> JobHandle[R]:
     """Enqueue `task` with `payload` and return a handle; runs it in-process if no worker serves its queue.
 
@@ -63,11 +63,12 @@ async def submit(
         if target is not None:
             return await _submit_or_degrade(t, payload, target, degrade, job_id=job_id, delay=delay,
                                             priority=priority, attempts=attempts, timeout=timeout, backoff=backoff,
-                                            owner=owner, tags=tags)
+                                            owner=owner, tags=tags, webhook=webhook)
     b = await get_backend(backend)
     job = await Queue(t.queue, backend=b).add(t, payload, job_id=job_id, delay=delay, priority=priority,
                                               attempts=attempts, timeout=timeout, backoff=backoff,
-                                              depends_on=depends_on, policy=policy, owner=owner, tags=tags)
+                                              depends_on=depends_on, policy=policy, owner=owner, tags=tags,
+                                              webhook=webhook)
     if not job.finished:
         await ensure_worker(b, t.queue)
     return JobHandle(job, b, t)

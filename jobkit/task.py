@@ -156,7 +156,7 @@ def _result_adapter(result_type: Any) -> TypeAdapter[Any]:
 
 def _options(
     attempts: int, backoff: Backoff | float | None, timeout: float | None, priority: int, max_stalls: int,
-    keep_completed: Retention | None, keep_failed: Retention | None,
+    keep_completed: Retention | None, keep_failed: Retention | None, webhook: str | None = None,
 ) -> JobOptions:
     if isinstance(backoff, int | float):
         backoff = Backoff.fixed(float(backoff))
@@ -167,6 +167,8 @@ def _options(
         fields["keep_completed"] = keep_completed
     if keep_failed is not None:
         fields["keep_failed"] = keep_failed
+    if webhook is not None:
+        fields["webhook"] = webhook
     try:
         return JobOptions(**fields)
     except ValidationError as exc:
@@ -180,20 +182,22 @@ def task(
     *, name: str | None = None, queue: str = "default", attempts: int = 1, backoff: Backoff | float | None = None,
     timeout: float | None = None, priority: int = 3, max_stalls: int = 1, keep_completed: Retention | None = None,
     keep_failed: Retention | None = None, cron: str | None = None, every: float | timedelta | None = None,
-    tz: str = "UTC", concurrency: int | None = None,
+    tz: str = "UTC", concurrency: int | None = None, webhook: str | None = None,
 ) -> Callable[[Callable[..., Awaitable[R]]], Task[R]]: ...
 def task(
     fn: Callable[..., Awaitable[R]] | None = None, /, *, name: str | None = None, queue: str = "default",
     attempts: int = 1, backoff: Backoff | float | None = None, timeout: float | None = None, priority: int = 3,
     max_stalls: int = 1, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
     cron: str | None = None, every: float | timedelta | None = None, tz: str = "UTC", concurrency: int | None = None,
+    webhook: str | None = None,
 ) -> Task[R] | Callable[[Callable[..., Awaitable[R]]], Task[R]]:
     """Declare an async function `(ctx, payload)` as a task; the payload's annotation validates at enqueue.
 
     With `cron=` (in time zone `tz`) or `every=`, every worker serving the task declares a schedule named after
     it, which adds one job per tick (see `Queue.schedule`). With `concurrency=n`, a worker runs at most n of its
-    jobs at once, whatever the worker's own concurrency (its other tasks' jobs go ahead meanwhile)."""
-    options = _options(attempts, backoff, timeout, priority, max_stalls, keep_completed, keep_failed)
+    jobs at once, whatever the worker's own concurrency (its other tasks' jobs go ahead meanwhile). With
+    `webhook=`, each job POSTs there when it completes or fails for good (see docs/webhooks.md)."""
+    options = _options(attempts, backoff, timeout, priority, max_stalls, keep_completed, keep_failed, webhook)
     schedule = None
     if cron is not None or every is not None:
         schedule = TaskSchedule(*timing(cron, every, tz), tz)

@@ -17,6 +17,7 @@ import builtins
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from ..deliveries import DeliveryAttempt, DeliveryState, WebhookDelivery
 from ..models import Job, JobEvent, JobRef, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
 
 __all__ = [
@@ -339,6 +340,31 @@ class Backend(abc.ABC):
         except BaseException:
             await events.aclose()  # type: ignore[attr-defined]
             raise
+
+    # -- webhooks' outbox: a delivery is written by the step that ends its job (finish, recover) ---------------
+    # A job that completes or fails for good, with `options.webhook` or else the queue's record ("webhook", "url"),
+    # gets a pending delivery due at once (see backends/_outbox.py), in the same atomic step. Policy (the retry
+    # schedule, what counts as delivered) lives above, in the sender.
+    @abc.abstractmethod
+    async def claim_webhooks(self, queue: str, sender: str, *, limit: int, lease: float, now: float
+                             ) -> builtins.list[WebhookDelivery]:
+        """Lease up to `limit` due pending deliveries (oldest due first) to `sender` until now + `lease`, atomically:
+        no other sender gets them while the lease lasts."""
+
+    @abc.abstractmethod
+    async def settle_webhook(self, queue: str, sender: str, delivery_id: str, attempt: DeliveryAttempt,
+                             next_at: float | None, now: float) -> bool:
+        """Record `attempt` of a delivery `sender` still holds: delivered if it succeeded, else pending at `next_at`,
+        or dead when that is None. Keeps the newest DELIVERIES_KEPT delivered and dead ones. False if not held."""
+
+    @abc.abstractmethod
+    async def webhook_deliveries(self, queue: str, *, state: DeliveryState | None = None, job_id: str | None = None,
+                                 limit: int = 100) -> builtins.list[WebhookDelivery]:
+        """Deliveries of `queue`, newest first, optionally only in `state` or of one job."""
+
+    @abc.abstractmethod
+    async def replay_webhook(self, queue: str, delivery_id: str, now: float) -> WebhookDelivery | None:
+        """Make a delivery pending and due now, with a fresh schedule and the same id; None if unknown."""
 
     # -- workers ---------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import limiter
+from ..deliveries import DELIVERIES_KEPT, DeliveryAttempt, DeliveryState, WebhookDelivery
 from ..models import (
     TERMINAL_STATES,
     HistoryEntry,
@@ -25,6 +26,7 @@ from ..models import (
     WorkerInfo,
 )
 from . import _flows as flows
+from . import _outbox as outbox
 from . import _transitions as transitions
 from ._local import EventHub, Row, Subscription
 from ._windows import over_by, wait_until_fits
@@ -248,6 +250,8 @@ class MemoryBackend(Backend):
         self._budgets: dict[tuple[str, str], Spend] = {}
         self._links: dict[flows.Key, dict[flows.Key, flows.Link]] = {}  # parents' ledgers, in order
         self._holders: dict[flows.Key, set[flows.Key]] = {}  # job -> the parents holding it back from retention
+        self._outbox: dict[str, dict[str, WebhookDelivery]] = {}  # per queue, by id, oldest first
+        self._outbox_seq = itertools.count(1)
         self._hub = EventHub()
 
     def _q(self, name: str) -> _Queue:
@@ -516,6 +520,7 @@ class MemoryBackend(Backend):
                 continue
             events.append(transitions.apply_outcome(job, oc, now, q.notes[job.id]))
             q.noted(job)
+            self._deliver(job, now)
             if job.state is JobState.COMPLETED:
                 if job.id not in q.held:
                     q.completed[job.id] = None
@@ -568,6 +573,7 @@ class MemoryBackend(Backend):
             if job.state is not JobState.ACTIVE or (job.lease_until or 0) >= now:
                 continue
             events.extend(transitions.stall(job, now, q.notes[job.id]))
+            self._deliver(job, now)
             if not job.finished:  # back to waiting
                 job.seq = next(self._seq)
                 self._enqueue(q, job, now)
@@ -580,6 +586,52 @@ class MemoryBackend(Backend):
 
     async def wait_for_work(self, queue: str, timeout: float) -> None:
         await self._hub.wait(queue, timeout)
+
+    # -- webhooks' outbox ----------------------------------------------------------------------------
+    def _deliver(self, job: Job, now: float) -> None:
+        """Write the delivery of a job that just ended, if it has a webhook (in the caller's critical section)."""
+        if not outbox.wants_delivery(job):
+            return
+        record = self._records.get((job.queue, outbox.RECORD_KIND), {}).get(outbox.RECORD_KEY)
+        url = job.options.webhook or (record.value if record else None)
+        if url:
+            d = outbox.entry(job, url, str(next(self._outbox_seq)), now)
+            self._outbox.setdefault(job.queue, {})[d.id] = d
+
+    async def claim_webhooks(self, queue: str, sender: str, *, limit: int, lease: float, now: float
+                             ) -> builtins.list[WebhookDelivery]:
+        due = [d for d in self._outbox.get(queue, {}).values() if outbox.claimable(d, now)]
+        due.sort(key=lambda d: (d.next_at, int(d.id)))
+        for d in due[:limit]:
+            outbox.claim(d, sender, now + lease)
+        return [d.model_copy(deep=True) for d in due[:limit]]
+
+    async def settle_webhook(self, queue: str, sender: str, delivery_id: str, attempt: DeliveryAttempt,
+                             next_at: float | None, now: float) -> bool:
+        box = self._outbox.get(queue, {})
+        d = box.get(delivery_id)
+        if d is None or not outbox.settle(d, sender, attempt, next_at):
+            return False
+        if d.state != "pending":
+            box[d.id] = box.pop(d.id)  # newest ended last
+            ended = [k for k, v in box.items() if v.state != "pending"]
+            for k in ended[: max(0, len(ended) - DELIVERIES_KEPT)]:
+                del box[k]
+        return True
+
+    async def webhook_deliveries(self, queue: str, *, state: DeliveryState | None = None, job_id: str | None = None,
+                                 limit: int = 100) -> builtins.list[WebhookDelivery]:
+        found = [d for d in self._outbox.get(queue, {}).values()
+                 if (state is None or d.state == state) and (job_id is None or d.job_id == job_id)]
+        found.sort(key=lambda d: int(d.id), reverse=True)
+        return [d.model_copy(deep=True) for d in found[:limit]]
+
+    async def replay_webhook(self, queue: str, delivery_id: str, now: float) -> WebhookDelivery | None:
+        d = self._outbox.get(queue, {}).get(delivery_id)
+        if d is None:
+            return None
+        outbox.replay(d, now)
+        return d.model_copy(deep=True)
 
     async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:
         sub = self._hub.subscribe(queue)  # live first: nothing published from here on is missed

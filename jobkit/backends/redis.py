@@ -51,6 +51,7 @@ from redis import exceptions as rexc
 from redis.asyncio.connection import Connection, parse_url
 from redis.crc import key_slot
 
+from ..deliveries import DeliveryAttempt, DeliveryState, WebhookDelivery
 from ..errors import BackendError, BackendUnavailable, ConfigError, JobNotFound, PayloadError
 from ..models import (
     DEFAULT_KEEP_FAILED,
@@ -94,6 +95,7 @@ QUEUE_KEYS = (
     "j:", "d:",  # prefixes of the job keys, not keys themselves
     "waiting-children", "ix:waiting-children", "outbox", "unsealed",
     "fl:", "fo:",  # prefixes of each parent's ledger keys (see redis_lua/_flow.lua)
+    "wh", "wh:status", "wh:due", "wh:ended", "rec:webhook",  # webhooks' outbox (see redis_lua/_outbox.lua)
 )
 QUEUES_KEY = "jobkit:queues"
 WORKER_KEYS = ("jobkit:{workers}:info", "jobkit:{workers}:seen")
@@ -103,11 +105,13 @@ CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before giving up
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
                  "retry", "clean", "recover", "get", "list", "counts", "record_add", "quarantine", "flow_add",
-                 "flow_seal", "flow_deliver", "children", "concurrency", "watch")
+                 "flow_seal", "flow_deliver", "children", "concurrency", "watch", "webhook_claim", "webhook_settle",
+                 "webhook_replay")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
-SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_flow", "_finish", "_remove"),
-                "finish_claim": ("_flow", "_finish", "_remove", "_claim"), "clean": ("_remove",),
-                "cancel": ("_flow",), "recover": ("_flow",), "quarantine": ("_flow",), "flow_add": ("_flow",),
+SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_flow", "_outbox", "_finish", "_remove"),
+                "finish_claim": ("_flow", "_outbox", "_finish", "_remove", "_claim"), "clean": ("_remove",),
+                "cancel": ("_flow",), "recover": ("_flow", "_outbox"), "webhook_settle": ("_outbox",),
+                "quarantine": ("_flow",), "flow_add": ("_flow",),
                 "flow_seal": ("_flow",), "flow_deliver": ("_flow",), "children": ("_flow",)}
 # Queue scripts that end with another's body: record_add checks and writes a record, then adds jobs as add does.
 SCRIPT_TAILS = {"record_add": "add"}
@@ -586,10 +590,13 @@ class RedisBackend(Backend):
     @staticmethod
     def _extra(job: Job, watcher: str | None = None) -> bytes:
         """Hash fields for a new job's owner and tags (ow, tg: see index_job in _lib.lua), its non-default dynamic
-        fields (rare: Queue builds fresh jobs), and the inbox token `watcher` (see watch)."""
+        fields (rare: Queue builds fresh jobs), the inbox token `watcher` (see watch), and its webhook (wh: finish
+        reads it, see _outbox.lua)."""
         out = _indexed_fields(job)
         if watcher:
             out["wt"] = watcher
+        if job.options.webhook is not None:
+            out["wh"] = job.options.webhook
         if not (job.model_fields_set - _PLAIN_FIELDS):
             return json.dumps(out).encode() if out else b""
         if job.result is not None:
@@ -1227,6 +1234,45 @@ class RedisBackend(Backend):
                                  "list workers")
         infos = [WorkerInfo.model_validate_json(s) for s in res]
         return [w for w in infos if queue is None or queue in w.queues]
+
+    # -- webhooks' outbox ----------------------------------------------------------------------------
+    @staticmethod
+    def _delivery(queue: str, delivery_id: Any, fixed: Any, status: Any) -> WebhookDelivery:
+        """A delivery from its two stored parts (see redis_lua/_outbox.lua)."""
+        found = {**json.loads(fixed), **json.loads(status)}
+        history = found.get("history")  # attempts as JSON texts; cjson writes an empty array as {}
+        found["history"] = [json.loads(h) for h in history] if isinstance(history, list) else []
+        found["job"]["queue"] = queue
+        ident = delivery_id.decode() if isinstance(delivery_id, bytes) else str(delivery_id)
+        return WebhookDelivery.model_validate({**found, "id": ident, "queue": queue})
+
+    async def claim_webhooks(self, queue: str, sender: str, *, limit: int, lease: float, now: float
+                             ) -> builtins.list[WebhookDelivery]:
+        res = await self._eval("webhook_claim", queue, (sender, repr(now), repr(now + lease), limit),
+                               "claim webhook deliveries")
+        return [self._delivery(queue, n, fixed, status) for n, fixed, status in res]
+
+    async def settle_webhook(self, queue: str, sender: str, delivery_id: str, attempt: DeliveryAttempt,
+                             next_at: float | None, now: float) -> bool:
+        args = (sender, delivery_id, attempt.model_dump_json(), "1" if attempt.ok else "0",
+                "" if next_at is None else repr(next_at), repr(now))
+        return bool(await self._eval("webhook_settle", queue, args, "record a webhook attempt"))
+
+    async def webhook_deliveries(self, queue: str, *, state: DeliveryState | None = None, job_id: str | None = None,
+                                 limit: int = 100) -> builtins.list[WebhookDelivery]:
+        q = self._q(queue)
+        fixed, status = await self._send(q.slot, [_command(_pack(("HGETALL", q.keys[25]))),
+                                                  _command(_pack(("HGETALL", q.keys[26])))], "list webhook deliveries")
+        fixed, status = (dict(zip(x[::2], x[1::2], strict=True)) if isinstance(x, list) else dict(x)
+                         for x in (fixed, status))
+        found = [self._delivery(queue, n, fixed[n], status[n]) for n in sorted(fixed, key=int, reverse=True)
+                 if n in status]
+        return [d for d in found if (state is None or d.state == state) and (job_id is None or d.job_id == job_id)
+                ][:limit]
+
+    async def replay_webhook(self, queue: str, delivery_id: str, now: float) -> WebhookDelivery | None:
+        res = await self._eval("webhook_replay", queue, (delivery_id, repr(now)), "replay a webhook delivery")
+        return None if not res else self._delivery(queue, delivery_id, res[0], res[1])
 
     # -- records -----------------------------------------------------------------------------------
     def _record_key(self, queue: str, kind: str) -> tuple[str, int]:

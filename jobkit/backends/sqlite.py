@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from pydantic_core import to_json
 
 from .. import limiter
+from ..deliveries import DELIVERIES_KEPT, DeliveryAttempt, DeliveryState, WebhookDelivery
 from ..errors import BackendError, ConfigError
 from ..models import (
     TERMINAL_STATES,
@@ -37,6 +38,7 @@ from ..models import (
 )
 from ..urls import mask_url
 from . import _flows as flows
+from . import _outbox as outbox
 from . import _transitions as transitions
 from ._local import Event, EventHub, Row, Subscription, event_id
 from ._windows import over_by, wait_until_fits
@@ -60,7 +62,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 8  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 9  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -118,7 +120,14 @@ _SCHEMA = (
         PRIMARY KEY (wq, wid, cq, cid))""",
     "CREATE INDEX IF NOT EXISTS flow_links_order ON flow_links (wq, wid, pos)",
     "CREATE INDEX IF NOT EXISTS flow_links_held ON flow_links (cq, cid) WHERE held = 1",
-    "INSERT INTO counters (name, value) VALUES ('job_seq', 0), ('event_id', 0) ON CONFLICT (name) DO NOTHING",
+    # Webhooks' outbox (see backends/_outbox.py): each delivery's model in `body`; the columns index what is due.
+    """CREATE TABLE IF NOT EXISTS webhooks (
+        queue TEXT NOT NULL, id INTEGER NOT NULL, job_id TEXT NOT NULL, state TEXT NOT NULL, next_at REAL,
+        lease_until REAL, ended_at REAL, body TEXT NOT NULL, PRIMARY KEY (queue, id))""",
+    "CREATE INDEX IF NOT EXISTS webhooks_due ON webhooks (queue, next_at) WHERE state = 'pending'",
+    "CREATE INDEX IF NOT EXISTS webhooks_ended ON webhooks (queue, ended_at) WHERE state != 'pending'",
+    "INSERT INTO counters (name, value) VALUES ('job_seq', 0), ('event_id', 0), ('webhook_id', 0)"
+    " ON CONFLICT (name) DO NOTHING",
 )
 
 _INSERT = (
@@ -179,6 +188,8 @@ def _migrate(c: sqlite3.Connection, version: int) -> None:
         c.execute("ALTER TABLE queues ADD COLUMN concurrency INTEGER")
     if version < 8:  # schema 8: owners (a column) and tags (the job_tags table), indexed
         c.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+    if version < 9:  # schema 9 adds the webhooks table (webhooks' outbox, made by _SCHEMA) and its counter
+        c.execute("INSERT INTO counters (name, value) VALUES ('webhook_id', 0) ON CONFLICT (name) DO NOTHING")
 
 
 def _load(state: str, lease_until: float | None, body: str) -> Job:
@@ -832,6 +843,7 @@ class _Store:
             held_back = rowid < 0
             rowid = abs(rowid)
             tx.drafts.append(transitions.apply_outcome(job, oc, now))
+            self._deliver(job, now)
             if job.state is JobState.COMPLETED:
                 result = to_json(job.result).decode()
                 if len(result) <= RESULT_IN_EVENT:
@@ -895,6 +907,7 @@ class _Store:
         for rowid, state, lease_until, body in rows:
             job = _load(state, lease_until, body)
             tx.drafts.extend(transitions.stall(job, now))
+            self._deliver(job, now)
             if job.state is JobState.WAITING:
                 job.seq, seq = seq, seq + 1
             updates.append(_values(job, rowid))
@@ -909,6 +922,67 @@ class _Store:
             for _, job in linked:
                 flows.ended(step, job, now)
         return moved
+
+    # -- webhooks' outbox ----------------------------------------------------------------------------
+    def _deliver(self, job: Job, now: float) -> None:
+        """Write the delivery of a job that just ended, if it has a webhook (in the caller's transaction)."""
+        if not outbox.wants_delivery(job):
+            return
+        url = job.options.webhook
+        if not url:
+            row = self.conn.execute("SELECT value FROM records WHERE queue = ? AND kind = ? AND key = ?",
+                                    (job.queue, outbox.RECORD_KIND, outbox.RECORD_KEY)).fetchone()
+            url = row[0] if row else None
+        if url:
+            d = outbox.entry(job, url, str(self._counter("webhook_id", 1)), now)
+            self.conn.execute("INSERT INTO webhooks (queue, id, job_id, state, next_at, body)"
+                              " VALUES (?, ?, ?, ?, ?, ?)",
+                              (d.queue, int(d.id), d.job_id, d.state, d.next_at, d.model_dump_json()))
+
+    def _save_delivery(self, d: WebhookDelivery, now: float) -> None:
+        self.conn.execute("UPDATE webhooks SET state = ?, next_at = ?, lease_until = ?, ended_at = ?, body = ?"
+                          " WHERE queue = ? AND id = ?", (d.state, d.next_at, d.lease_until,
+                                                          None if d.state == "pending" else now, d.model_dump_json(),
+                                                          d.queue, int(d.id)))
+
+    def _delivery(self, queue: str, delivery_id: str) -> WebhookDelivery | None:
+        if not delivery_id.isdigit():
+            return None
+        row = self.conn.execute("SELECT body FROM webhooks WHERE queue = ? AND id = ?",
+                                (queue, int(delivery_id))).fetchone()
+        return None if row is None else WebhookDelivery.model_validate_json(row[0])
+
+    def claim_webhooks(self, tx: _Tx, queue: str, sender: str, limit: int, lease: float, now: float
+                       ) -> list[WebhookDelivery]:
+        rows = self.conn.execute(
+            "SELECT body FROM webhooks WHERE queue = ? AND state = 'pending' AND next_at <= ?"
+            " AND (lease_until IS NULL OR lease_until <= ?) ORDER BY next_at, id LIMIT ?", (queue, now, now, limit),
+        ).fetchall()
+        out = [WebhookDelivery.model_validate_json(body) for (body,) in rows]
+        for d in out:
+            outbox.claim(d, sender, now + lease)
+            self._save_delivery(d, now)
+        return out
+
+    def settle_webhook(self, tx: _Tx, queue: str, sender: str, delivery_id: str, attempt: DeliveryAttempt,
+                       next_at: float | None, now: float) -> bool:
+        d = self._delivery(queue, delivery_id)
+        if d is None or not outbox.settle(d, sender, attempt, next_at):
+            return False
+        self._save_delivery(d, now)
+        if d.state != "pending":
+            self.conn.execute(
+                "DELETE FROM webhooks WHERE queue = ? AND state != 'pending' AND id NOT IN (SELECT id FROM webhooks"
+                " WHERE queue = ? AND state != 'pending' ORDER BY ended_at DESC, id DESC LIMIT ?)",
+                (queue, queue, DELIVERIES_KEPT))
+        return True
+
+    def replay_webhook(self, tx: _Tx, queue: str, delivery_id: str, now: float) -> WebhookDelivery | None:
+        d = self._delivery(queue, delivery_id)
+        if d is not None:
+            outbox.replay(d, now)
+            self._save_delivery(d, now)
+        return d
 
     # -- flows -------------------------------------------------------------------------------------
     def add_flow(self, tx: _Tx, specs: Sequence[FlowSpec]) -> list[Job | None]:
@@ -1452,6 +1526,28 @@ class SQLiteBackend(Backend):
         rows = await self._read("SELECT body FROM workers WHERE expires_at >= ? ORDER BY id", (now,))
         found = [WorkerInfo.model_validate_json(body) for (body,) in rows]
         return [w for w in found if queue is None or queue in w.queues]
+
+    # -- webhooks' outbox ----------------------------------------------------------------------------
+    async def claim_webhooks(self, queue: str, sender: str, *, limit: int, lease: float, now: float
+                             ) -> builtins.list[WebhookDelivery]:
+        return await self._write(_Store.claim_webhooks, queue, sender, limit, lease, now)
+
+    async def settle_webhook(self, queue: str, sender: str, delivery_id: str, attempt: DeliveryAttempt,
+                             next_at: float | None, now: float) -> bool:
+        return await self._write(_Store.settle_webhook, queue, sender, delivery_id, attempt, next_at, now)
+
+    async def webhook_deliveries(self, queue: str, *, state: DeliveryState | None = None, job_id: str | None = None,
+                                 limit: int = 100) -> builtins.list[WebhookDelivery]:
+        where, params = "queue = ?", [queue]
+        if state is not None:
+            where, params = where + " AND state = ?", [*params, state]
+        if job_id is not None:
+            where, params = where + " AND job_id = ?", [*params, job_id]
+        rows = await self._read(f"SELECT body FROM webhooks WHERE {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+        return [WebhookDelivery.model_validate_json(body) for (body,) in rows]
+
+    async def replay_webhook(self, queue: str, delivery_id: str, now: float) -> WebhookDelivery | None:
+        return await self._write(_Store.replay_webhook, queue, delivery_id, now)
 
     # -- records -----------------------------------------------------------------------------------
     async def read_record(self, queue: str, kind: str, key: str) -> Record | None:

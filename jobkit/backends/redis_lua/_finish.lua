@@ -7,7 +7,7 @@ local EV = {completed = 'completed', failed = 'failed', cancelled = 'cancelled',
             waiting = 'retrying', delayed = 'retrying'}
 -- What finishing reads when it need not hand the whole job back.
 local RESULT_IN_EVENT = 1024 -- bytes of result JSON a "completed" event carries (kind r), so waiters need no read
-local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh', 'name', 'fw', 'wt'}
+local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh', 'name', 'fw', 'wt', 'started', 'wh'}
 
 local function finish_outcomes(worker, now_s, first, last, want)
   local now = tonumber(now_s)
@@ -49,6 +49,11 @@ local function finish_outcomes(worker, now_s, first, last, want)
         end
         v.seq, v.ck = seq, ck
         enter_finished(state, id, v, now_s, exp)
+        if wanted == 'completed' then
+          outbox_add(id, v, wanted, now_s, o[3])
+        elseif wanted == 'failed' then
+          outbox_add(id, v, wanted, now_s, err)
+        end
       else
         local run_at = o[6]
         seq = redis.call('HINCRBY', K_META, 'seq', 1)

@@ -16,7 +16,9 @@ local EXP = {completed = KEYS[15], failed = KEYS[16], cancelled = KEYS[17]}
 local JP, DP = KEYS[18], KEYS[19]
 -- Flows (see _flow.lua): notices for other queues, parents not yet sealed, and each parent's ledger (prefixes).
 local K_OUTBOX, K_UNSEALED, FL, FO = KEYS[22], KEYS[23], KEYS[24], KEYS[25]
-local NQ = 25
+-- Webhooks' outbox (see _outbox.lua) and the queue's own webhook (the record hash of kind "webhook").
+local WH = {fixed = KEYS[26], status = KEYS[27], due = KEYS[28], ended = KEYS[29], url = KEYS[30]}
+local NQ = 30
 local HELD = 10000000000000 -- added to a finished job's score while a parent holds it: out of retention's reach
 local PRI = 1099511627776 -- 2^40: waiting score = priority * 2^40 + seq, exact FIFO within a priority
 local FINISHED = {completed = true, failed = true, cancelled = true}
@@ -149,7 +151,7 @@ end
 -- Every hash field a script may need; load() returns them by name (absent ones are false, as Redis gives them).
 local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'worker', 'lease', 'started', 'finished',
            'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o',
-           'fw', 'wt'}
+           'fw', 'wt', 'wh'}
 local OPTIONAL = {{'lease', 'lease_until'}, {'started', 'started_at'}, {'finished', 'finished_at'},
                   {'expires', 'expires_at'}, {'result', 'result'}, {'checkpoint', 'checkpoint'}, {'err', 'error'},
                   {'tb', 'traceback'}}

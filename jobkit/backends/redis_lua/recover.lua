@@ -33,6 +33,7 @@ for _, v in ipairs(lost) do
       f[#f + 1] = 'finished'; f[#f + 1] = now_s; f[#f + 1] = 'err'; f[#f + 1] = err
       if exp then f[#f + 1] = 'expires'; f[#f + 1] = exp else redis.call('HDEL', jk, 'expires') end
       enter_finished('failed', id, v, now_s, exp)
+      outbox_add(id, v, 'failed', now_s, err)
       event(id, v.name, 'failed', 'failed', now_s, att, 'x', err)
       if v.up or v.dn or v.fl then flow_ended(id, v, err, now_s) end
     else
