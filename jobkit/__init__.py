@@ -17,6 +17,7 @@ from .errors import (
     TaskNotFound,
     Unrecoverable,
 )
+from .deliveries import DeliveryAttempt, WebhookDelivery
 from .flows import FlowNode, flow
 from .handle import JobHandle
 from .health import HealthReport, HealthThresholds, health
@@ -56,6 +57,7 @@ __all__ = [
     "ConfigError",
     "Context",
     "ContinuePartial",
+    "DeliveryAttempt",
     "FailFast",
     "FlowNode",
     "FlowStatus",
@@ -84,6 +86,7 @@ __all__ = [
     "TaskNotFound",
     "Unrecoverable",
     "WaitAll",
+    "WebhookDelivery",
     "Worker",
     "__version__",
     "connect",

@@ -403,8 +403,36 @@ async def test_reopening_keeps_jobs_and_event_ids_grow(tmp_path: Path) -> None:
     assert int(second.id) > int(first.id)
 
 
+def _as_schema_8(conn: sqlite3.Connection) -> None:
+    """Make a file of this jobkit look as schema 8 wrote it: no webhooks' outbox."""
+    conn.execute("DROP TABLE webhooks")
+    conn.execute("DELETE FROM counters WHERE name = 'webhook_id'")
+    conn.execute("PRAGMA user_version = 8")
+
+
+@pytest.mark.asyncio
+async def test_schema_8_database_gains_the_webhooks_outbox(tmp_path: Path) -> None:
+    """Schema 9 adds the webhooks' outbox; a schema 8 file opens, and a job that completes in it gets its delivery."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job("j1", options=jobkit.JobOptions(webhook="https://hooks.example.com/h"))])
+        now = time.time()
+        await b.claim(Q, "w", limit=1, lease=30, now=now)
+    with sqlite3.connect(path) as conn:
+        _as_schema_8(conn)
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        await b.finish(Q, "w", [Outcome(job_id="j1", state=JobState.COMPLETED, result=1)], now)
+        [d] = await b.webhook_deliveries(Q)
+        assert (d.id, d.job_id, d.state, d.url) == ("1", "j1", "pending", "https://hooks.example.com/h")
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+    conn.close()
+
+
 def _as_schema_7(conn: sqlite3.Connection) -> None:
     """Make a file of this jobkit look as schema 7 wrote it: no owners and tags."""
+    _as_schema_8(conn)
     conn.execute("DROP TABLE job_tags")
     conn.execute("DROP INDEX jobs_owner")
     conn.execute("ALTER TABLE jobs DROP COLUMN owner")
@@ -433,7 +461,7 @@ async def test_schema_6_database_gains_global_concurrency(tmp_path: Path) -> Non
         await b.set_global_concurrency(Q, 2)
         assert len((await b.claim(Q, "w", limit=5, lease=30, now=time.time())).jobs) == 1  # one was active
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         assert conn.execute("SELECT concurrency FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -481,7 +509,7 @@ async def test_schema_3_database_names_the_lease_holder_worker(tmp_path: Path) -
         [done] = await b.finish(Q, "w1", [Outcome(job_id="j1", state=JobState.COMPLETED)], now + 1)
         assert done.state is JobState.COMPLETED and done.worker is None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         assert conn.execute("SELECT worker FROM jobs WHERE id = 'j2'").fetchone()[0] == "w1"
         assert '"owner"' not in conn.execute("SELECT body FROM jobs WHERE id = 'j2'").fetchone()[0].split("history")[0]
     conn.close()
@@ -508,7 +536,7 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
         kept = await b.list(Q, states=[JobState.COMPLETED])
         assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -528,7 +556,7 @@ async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_
         assert await b.get(Q, "j1") is not None
         assert await b.write_record(Q, "schedule", "nightly", "{}", version=0) == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     conn.close()
 
 
@@ -549,7 +577,7 @@ async def test_schema_4_database_gains_the_quota_tables(tmp_path: Path) -> None:
         assert await b.take(Q, [Ask("rpm", 1, 1, 60)], time.time()) == 0.0
         assert await b.reserve(Q, "cost", 1.5, 2.0) == (True, Spend(0.0, 1.5))
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     conn.close()
 
 
@@ -582,7 +610,7 @@ async def test_schema_5_database_gains_flows_and_keeps_its_retention(tmp_path: P
         assert ready is not None and ready.state is JobState.WAITING and ready.flow is not None
         assert ready.flow.completed == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         assert conn.execute("SELECT held FROM jobs WHERE id = 'c'").fetchone()[0] == 1
         assert conn.execute("SELECT SUM(held) FROM jobs WHERE id != 'c'").fetchone()[0] == 0
     conn.close()
@@ -610,7 +638,7 @@ async def test_schema_7_database_gains_owners_and_tags(tmp_path: Path) -> None:
             await b.finish(Q, "w", [Outcome(job_id=claimed.id, state=JobState.COMPLETED)], now)
         assert await b.clean(Q, JobState.COMPLETED, finished_before=now + 1) == 2
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         assert conn.execute("SELECT COUNT(*) FROM job_tags").fetchone()[0] == 0, "tags go with their job"
     conn.close()
 

@@ -23,6 +23,8 @@ def snapshot(job: Job) -> dict[str, object]:
         "id": job.id, "queue": job.queue, "task": job.name, "state": job.state.value, "attempts": job.attempts,
         "created_at": job.created_at, "started_at": job.started_at, "finished_at": job.finished_at,
     }
+    if job.owner is not None:
+        out["owner"] = job.owner
     if job.state is JobState.COMPLETED:
         out["result"] = job.result
     else:

@@ -13,9 +13,10 @@ from jobkit.models import Job, JobOptions, JobState, Outcome, new_job
 HOOK = "https://hooks.example.com/jobs"
 
 
-def _job(qname: str, job_id: str, webhook: str | None = HOOK, **options: object) -> Job:
+def _job(qname: str, job_id: str, webhook: str | None = HOOK, owner: str | None = None, **options: object) -> Job:
     now = time.time()
-    return new_job(job_id, "work", qname, {"n": 1}, JobOptions(webhook=webhook, **options), now, now)  # type: ignore[arg-type]
+    return new_job(job_id, "work", qname, {"n": 1}, JobOptions(webhook=webhook, **options), now, now,  # type: ignore[arg-type]
+                   owner=owner)
 
 
 async def _run(backend: Backend, qname: str, outcomes: list[Outcome]) -> None:
@@ -27,7 +28,7 @@ async def _run(backend: Backend, qname: str, outcomes: list[Outcome]) -> None:
 
 async def test_completed_and_failed_jobs_get_deliveries_retries_and_cancels_do_not(backend: Backend,
                                                                                     qname: str) -> None:
-    await backend.add([_job(qname, "ok"), _job(qname, "bad"), _job(qname, "again", attempts=2),
+    await backend.add([_job(qname, "ok", owner="ann"), _job(qname, "bad"), _job(qname, "again", attempts=2),
                        _job(qname, "silent", webhook=None)])
     now = time.time()
     await _run(backend, qname, [
@@ -44,6 +45,7 @@ async def test_completed_and_failed_jobs_get_deliveries_retries_and_cancels_do_n
     assert job is not None
     assert ok.job["result"] == {"rows": 3, "ratio": 0.1} and ok.job["task"] == "work" and ok.job["queue"] == qname
     assert ok.job["state"] == "completed" and ok.job["attempts"] == 1 and "error" not in ok.job
+    assert ok.job["owner"] == "ann" and "owner" not in next(d for d in found if d.job_id == "bad").job
     assert abs(ok.job["created_at"] - job.created_at) < 1e-5 and ok.job["finished_at"] == job.finished_at
     assert ok.job["started_at"] == job.started_at
     bad = next(d for d in found if d.job_id == "bad")

@@ -19,11 +19,14 @@ local function outbox_add(id, v, state, now_s, outcome)
   local created = string.format('%.17g', tonumber(string.sub(v.ck, 1, string.find(v.ck, ':', 1, true) - 1)))
   local event, key = 'job.completed', 'result'
   if state == 'failed' then event, key = 'job.failed', 'error' end
+  local ow = redis.call('HGET', JP .. id, 'ow')
+  local owner = ''
+  if ow then owner = ',"owner":' .. cjson.encode(ow) end
   redis.call('HSET', WH.fixed, n, table.concat({
     '{"job_id":', cjson.encode(id), ',"url":', cjson.encode(url), ',"event":"', event, '","created_at":', now_s,
     ',"job":{"id":', cjson.encode(id), ',"task":', cjson.encode(v.name), ',"state":"', state, '","attempts":',
     v.att or '0', ',"created_at":', created, ',"started_at":', v.started or 'null', ',"finished_at":', now_s,
-    ',"', key, '":', outcome, '}}'}))
+    owner, ',"', key, '":', outcome, '}}'}))
   redis.call('HSET', WH.status, n, cjson.encode({state = 'pending', attempts = 0, next_at = now_s}))
   redis.call('ZADD', WH.due, now_s, n)
 end
