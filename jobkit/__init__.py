@@ -3,6 +3,7 @@
 from .backends import Backend
 from .config import connect
 from .context import Context
+from .deliveries import DeliveryAttempt, WebhookDelivery
 from .errors import (
     BackendError,
     BackendUnavailable,
@@ -17,7 +18,6 @@ from .errors import (
     TaskNotFound,
     Unrecoverable,
 )
-from .deliveries import DeliveryAttempt, WebhookDelivery
 from .flows import FlowNode, flow
 from .handle import JobHandle
 from .health import HealthReport, HealthThresholds, health

@@ -164,6 +164,15 @@ def _indexed_fields(job: Job) -> dict[str, str]:
     return out
 
 
+def _end_fields(job: Job, watcher: str | None) -> dict[str, str]:
+    """The hash fields the finish scripts read when a new job ends: wt, its watcher's inbox token (see watch); wh,
+    its webhook (see _outbox.lua)."""
+    out = {"wt": watcher} if watcher else {}
+    if job.options.webhook is not None:
+        out["wh"] = job.options.webhook
+    return out
+
+
 def _since(since: str) -> _EventId:
     m = _SINCE.match(since.strip())
     return (int(m.group(1)), int(m.group(2) or 0)) if m else (0, 0)
@@ -592,11 +601,7 @@ class RedisBackend(Backend):
         """Hash fields for a new job's owner and tags (ow, tg: see index_job in _lib.lua), its non-default dynamic
         fields (rare: Queue builds fresh jobs), the inbox token `watcher` (see watch), and its webhook (wh: finish
         reads it, see _outbox.lua)."""
-        out = _indexed_fields(job)
-        if watcher:
-            out["wt"] = watcher
-        if job.options.webhook is not None:
-            out["wh"] = job.options.webhook
+        out = {**_indexed_fields(job), **_end_fields(job, watcher)}
         if not (job.model_fields_set - _PLAIN_FIELDS):
             return json.dumps(out).encode() if out else b""
         if job.result is not None:
