@@ -143,7 +143,7 @@ async def test_attachments_inside_the_roots_only(any_backend: jobkit.Backend, sm
     assert job.state is jobkit.JobState.COMPLETED, job.error
     (part,) = list(smtp.delivered[0].message.iter_attachments())
     assert part.get_filename() == "March.csv" and part.get_content_type() == "text/csv"
-    assert part.get_content().replace("\r\n", "\n") == "a,b\n1,2\n"
+    assert part.get_content() == "a,b\n1,2\n"
 
     outside = tmp_path_factory.mktemp("elsewhere") / "secret.txt"
     outside.write_text("do not send")
@@ -195,3 +195,21 @@ def smtp_client_context(smtp: MailCatcher) -> object:
     from jobkit.jobs.mail.servers import get_server
 
     return get_server("default").tls_context
+
+
+async def test_tls_from_the_start(any_backend: jobkit.Backend, tmp_path: Path) -> None:
+    tls, certs = server_tls(tmp_path)
+    with MailCatcher(tls=tls, implicit_tls=True, users={"app": "pw"}) as smtp:
+        register_smtp_server("implicit", host="127.0.0.1", port=smtp.port, security="tls", username="app",
+                             password="pw", sender=SENDER, tls_context=certs.client_context())
+        job = await run_email(any_backend, {"recipients": people(2), "subject": "s", "text": "t",
+                                            "server": "implicit"})
+        assert job.state is jobkit.JobState.COMPLETED, job.error
+        assert [d.user for d in smtp.delivered] == ["app", "app"]
+        register_smtp_server("untrusted", host="127.0.0.1", port=smtp.port, security="tls", username="app",
+                             password="pw", sender=SENDER)  # the system's CAs: the test CA is not among them
+        refused = await run_email(any_backend, {"recipients": people(1), "subject": "s", "text": "t",
+                                                "server": "untrusted", "retries": 0})
+        assert refused.state is jobkit.JobState.FAILED and refused.attempts == 1
+        assert "is not trusted" in (refused.error or "") and "tls_context=" in (refused.error or "")
+        assert len(smtp.delivered) == 2

@@ -10,6 +10,7 @@ be opened fails the attempt, and the job's retry goes on from the checkpoint.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from typing import Any
 
@@ -25,6 +26,7 @@ __all__ = ["LIMITS_QUEUE", "Send"]
 
 LIMITS_QUEUE = "jobkit-email"  # where the shared rate counters live: every worker on the backend shares them
 RECONNECTS = 3  # connections lost in one attempt before it gives up (the job's retry goes on later)
+PROGRESS_EVERY = 0.5  # seconds between progress reports: a fast batch would otherwise write one per message
 _STATUS = {"s": "sent", "f": "failed", "k": "skipped"}
 
 
@@ -58,6 +60,7 @@ class Send:
         self.smtp: Any = None
         self.reconnects = 0
         self.started = time.monotonic()
+        self.reported = 0.0
         self.base_elapsed = self.state.elapsed_s
         self.sent_here = 0
 
@@ -144,9 +147,17 @@ class Send:
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise EmailSetupError(f"SMTP server {s.name!r} refused the login of {s.username!r} ({exc.code}"
                                   f" {exc.message}): fix the credentials given to register_smtp_server") from None
-        except aiosmtplib.SMTPNotSupported as exc:
+        except (ssl.SSLCertVerificationError, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
+                aiosmtplib.SMTPServerDisconnected) as exc:
+            bad = exc if isinstance(exc, ssl.SSLCertVerificationError) else exc.__cause__
+            if isinstance(bad, ssl.SSLCertVerificationError):
+                raise EmailSetupError(f"the certificate of SMTP server {s.name!r} at {s.host}:{s.port} is not"
+                                      f" trusted ({bad.verify_message}): register it with tls_context= holding its"
+                                      " CA") from None
+            raise  # the server may be back soon: the job's retry goes on from the checkpoint
+        except aiosmtplib.SMTPException as exc:  # no STARTTLS, no AUTH, ...: its registration does not fit it
             raise EmailSetupError(f"SMTP server {s.name!r} at {s.host}:{s.port} does not support what its"
-                                  f" registration asks ({exc}): check security= and the port") from None
+                                  f" registration asks ({exc}): check security=, the port and username=") from None
         self.smtp = smtp
         return smtp
 
@@ -169,9 +180,11 @@ class Send:
         s.elapsed_s = self.base_elapsed + time.monotonic() - self.started
         self.state = s
         await self.ctx.save_checkpoint(s.model_dump(mode="json"))
-        await self._progress()
+        if time.monotonic() - self.reported >= PROGRESS_EVERY:
+            await self._progress()
 
     async def _progress(self) -> None:
+        self.reported = time.monotonic()
         o = self.state.outcomes
         total, sent, failed, skipped = len(o), o.count("s"), o.count("f"), o.count("k")
         done = total - o.count(".")

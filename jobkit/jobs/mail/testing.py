@@ -48,7 +48,8 @@ class _Handler:
             queued = self.replies.get(to)
             if queued:
                 return queued.pop(0)
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        content = envelope.content.replace(b"\r\n", b"\n")  # as a mailbox would store it: Python line ends
+        msg = email.message_from_bytes(content, policy=email.policy.default)
         user = session.auth_data if isinstance(session.auth_data, str) else None
         with c.changed:
             c.delivered.append(Delivered(envelope.mail_from, list(envelope.rcpt_tos), msg, user))
@@ -97,7 +98,16 @@ class MailCatcher:
             kwargs.update(authenticator=check, auth_required=True, auth_require_tls=self.tls is not None)
         else:
             kwargs.update(auth_require_tls=False)
-        self._controller = Controller(self.handler, **kwargs)
+        implicit = self.tls is not None and self.implicit_tls
+
+        class _Controller(Controller):
+            def factory(self) -> Any:
+                smtp = super().factory()  # type: ignore[no-untyped-call]
+                if implicit:  # aiosmtpd knows TLS from STARTTLS only: this connection is TLS from its first byte
+                    smtp._auth_require_tls = False
+                return smtp
+
+        self._controller = _Controller(self.handler, **kwargs)
         self._controller.start()
         return self
 
