@@ -71,12 +71,12 @@ async def _send(args: argparse.Namespace) -> int:
     from .serve.webhooks import WebhookSender
 
     backend = await connect(args.url, create=False)
-    sender = WebhookSender(backend, queues=args.queue, allow=args.allow)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError):  # Windows
-            loop.add_signal_handler(sig, sender.stop)
     try:
+        sender = WebhookSender(backend, queues=args.queue, allow=args.allow)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):  # Windows
+                loop.add_signal_handler(sig, sender.stop)
         await sender.run()
     finally:
         await backend.close()

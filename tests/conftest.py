@@ -84,6 +84,15 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         await b.close()
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A backend URL that worker processes can share: a SQLite file, or the (emptied) test Redis db."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    await (await open_redis()).close()
+    return REDIS_TEST_URL
+
+
 @pytest.fixture
 async def memory() -> AsyncIterator[Backend]:
     """A fresh memory backend; embedded workers started on it are stopped afterwards."""
