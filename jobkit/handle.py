@@ -53,7 +53,7 @@ class JobHandle(Generic[R]):
 
     async def job(self) -> Job:
         """The job as it is now in the backend."""
-        await self.backend.open()  # a spooled job's handle: its Redis may not have answered yet
+        await self._reach()
         job = await self.backend.get(self.queue, self.id)
         if job is None:
             raise JobNotFound(f"job {self.id} is no longer in queue {self.queue!r} (removed by retention or clean)")
@@ -100,8 +100,14 @@ class JobHandle(Generic[R]):
         async with awaiting(self.backend, self.queue):
             return await self._watch_finished(full)
 
+    async def _reach(self) -> None:
+        """A spooled job's handle holds a Redis backend that may not have answered yet: connect it now (no-op when
+        connected; BackendUnavailable while Redis is down). A local backend is left as its owner set it."""
+        if not self.backend.is_local:
+            await self.backend.open()
+
     async def _watch_finished(self, full: bool) -> Job | tuple[Any]:
-        await self.backend.open()
+        await self._reach()
         events, job = await self.backend.watch(self.queue, self.id, self.last)
         pending: asyncio.Future[JobEvent] | None = None
         check_workers_at = time.monotonic() + NO_WORKER_WARN_AFTER

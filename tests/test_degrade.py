@@ -73,6 +73,8 @@ async def test_spooled_while_down_forwarded_once_when_back(redis: RedisServer, s
     assert spool.targets() == {url: 3}
     forwarder = spool.forwarder(handles[0].backend)
     assert forwarder is not None and not forwarder.done()
+    with pytest.raises(jobkit.BackendUnavailable):
+        await handles[0].result(timeout=10)  # said at once, not waited out
 
     redis.start()
     await redis.ready()
