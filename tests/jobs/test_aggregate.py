@@ -68,12 +68,13 @@ async def test_days_by_country_equal_a_direct_computation(memory: Backend, tmp_p
 async def test_postgresql_table_equals_a_direct_computation(memory: Backend, pg: Db) -> None:
     evs = events()
     await to_postgres(evs, pg.conn)
-    report = await aggregate(memory, source="pg", table="events", partition="day", group_by=["country"],
-                             metrics=METRICS)
-    rows, totals = direct(evs, START, END, "Europe/Paris")
-    close_to(report.rows or [], rows)
-    close_to(report.totals or [], totals)
-    assert report.engine == "postgresql" and report.partitions == 10
+    for partition, count in (("day", 10), ("week", 2)):  # one period per query, and days found by a CASE
+        report = await aggregate(memory, source="pg", table="events", partition=partition, bucket="day",
+                                 group_by=["country"], metrics=METRICS)
+        rows, totals = direct(evs, START, END, "Europe/Paris")
+        close_to(report.rows or [], rows)
+        close_to(report.totals or [], totals)
+        assert report.engine == "postgresql" and report.partitions == count
 
 
 async def test_a_day_of_a_dst_change_is_23_or_25_hours(memory: Backend, tmp_path: Path) -> None:
@@ -128,3 +129,22 @@ async def test_rows_upserted_into_a_destination_once_per_period_and_group(memory
     again = await aggregate(memory, **payload, totals=False)  # another payload: a new flow, the same rows
     assert again.rows_written == 40
     assert await dest.rows("SELECT count(*), min(count) FROM daily") == [(40, min(r["count"] for r in rows))]
+
+
+@pytest.mark.parametrize("form", ["epoch_s", "epoch_ms", "iso_offset", "iso_t_z"])
+async def test_sqlite_time_columns_in_every_form(memory: Backend, tmp_path: Path, form: str) -> None:
+    """Epoch numbers, ISO text with offsets (converted row by row) and ISO 'T...Z' text all count alike."""
+    evs = events(n=1500)
+    tokyo = dt.timezone(dt.timedelta(hours=9))
+    stored = {"epoch_s": lambda t: int(t.timestamp()), "epoch_ms": lambda t: int(t.timestamp() * 1000),
+              "iso_offset": lambda t: t.astimezone(tokyo).isoformat(),
+              "iso_t_z": lambda t: t.strftime("%Y-%m-%dT%H:%M:%SZ")}[form]
+    with sqlite3.connect(tmp_path / "events.db") as c:
+        c.execute("CREATE TABLE events (ts, country TEXT, user_id INTEGER, amount REAL)")
+        c.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", [(stored(t), a, b, d) for t, a, b, d in evs])
+    report = await aggregate(memory, source="sqlite:///events.db", table="events", partition="week", bucket="day",
+                             group_by=["country"], metrics=["count", "p90(amount)"],
+                             epoch="ms" if form == "epoch_ms" else "s")
+    rows, totals = direct(evs, START, END, "Europe/Paris")
+    close_to(report.rows or [], rows)
+    close_to(report.totals or [], totals)

@@ -162,6 +162,18 @@ def check_outputs(name: str, code: list[Any], views: list[dict[str, Any]]) -> No
                             " March.</p>\nHello <Bob & Co>,\n17 tickets in March.\n['march.csv'] True\n"), texts[3]
         assert texts[4] == "messages the server accepted: 3\n", texts[4]
         return
+    if name == "analytics.ipynb":  # a year by day and country, a bar per month, totals, a plot, the same flow again
+        assert texts[0] == "150,000 events in data/events.db\n", texts[0]
+        assert texts[1].count("100.0% completed") == 13 and "2,196 rows from 12 of 12 partitions" in texts[1], texts[1]
+        assert texts[2].startswith("2,196 rows from 12 of 12 partitions on sqlite, 2,196 upserted into"
+                                   " daily_by_country; missing: []\n{'period': '2024-01-01T00:00:00+01:00', 'country':"
+                                   " 'BR', 'count': "), texts[2]
+        assert texts[3].startswith("BR ") and len(texts[3].splitlines()) == 6, texts[3]
+        assert any("image/png" in o.get("data", {}) for o in code[4].outputs), "the plot is shown inline"
+        assert texts[5].startswith("True 2196\n") and "100.0% completed" in texts[5], texts[5]
+        assert [v["kind"] for v in views] == ["GroupView", "JobView"]
+        assert len(views[0]["lines"]) == 13, "the parent and its 12 partitions"
+        return
     if name != "quickstart.ipynb":
         return
     assert texts[1] == "55"  # await jobkit.run(crunch, 10)
