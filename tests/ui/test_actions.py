@@ -51,6 +51,21 @@ async def test_an_action_without_the_pages_csrf_token_is_refused(
     assert (await q.get(job.id)).state is JobState.WAITING  # type: ignore[union-attr]
 
 
+async def test_a_post_from_another_site_is_refused(store: Backend, browse: Callable[[str | None], Browser]) -> None:
+    q = Queue("ui-act", backend=store)
+    job = await q.add("ui_echo", {"say": "x"})
+    admin = browse("admin-token")
+    evil = {"origin": "https://evil.example"}
+    r = await admin.http.post("/job/cancel", data={"queue": q.name, "id": job.id, "csrf": admin.csrf()}, headers=evil)
+    assert r.status_code == 403 and "this site&#39;s own pages" in r.text
+    r = await browse(None).http.post("/login", data={"token": "admin-token"}, headers=evil)
+    assert r.status_code == 403 and "jobkit_token" not in r.cookies
+    assert (await q.get(job.id)).state is JobState.WAITING  # type: ignore[union-attr]
+    r = await admin.http.post("/job/cancel", data={"queue": q.name, "id": job.id, "csrf": admin.csrf()},
+                              headers={"origin": "http://ui.test"})
+    assert r.status_code == 303 and (await q.get(job.id)).state is JobState.CANCELLED  # type: ignore[union-attr]
+
+
 async def test_admin_cancels_and_retries_a_job(store: Backend, browse: Callable[[str | None], Browser]) -> None:
     q = Queue("ui-act", backend=store)
     job = await q.add("ui_echo", {"say": "x"})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,12 +25,13 @@ __all__ = ["ui_app"]
 
 EventsUrl = Callable[[Request, Job], str]
 BackendSource = BackendLike | Callable[[], Awaitable[Backend]]
-# Sent with every response: no script or style but the dashboard's own files, no framing, no referrer.
+# Sent with every response: no script or style but the dashboard's own files, no framing, no referrer to other sites
+# (not "no-referrer": with it, a browser sends its own forms with `Origin: null`).
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';"
      b" connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"cache-control", b"no-store"),
 ]
 QUEUE_ACTIONS = ("pause", "resume", "retry-failed", "clean")
@@ -101,6 +102,8 @@ class Dashboard:
         back = _local(request, request.query_params.get("next"))
         if request.method == "GET":
             return render.login(request, back)
+        if not _same_origin(request):
+            return render.refused(request, "Log in from this site's own login page.")
         form = await _form(request)
         token = form.get("token", "").strip()
         viewer = await self.authenticate(token) if token else None
@@ -161,6 +164,8 @@ class Dashboard:
     async def _admin_form(self, request: Request, actions: tuple[str, ...]) -> tuple[dict[str, str], Response | None]:
         """The POSTed form, or the refusal to send instead: no session 401, read-only 403, forged 403."""
         form = await _form(request)
+        if not _same_origin(request):
+            return form, render.refused(request, "Actions are taken from this site's own pages.")
         if request.path_params["action"] not in actions:
             return form, render.refused(request, f"Unknown action: use one of {', '.join(actions)}.", 404)
         session = await self.viewer(request)
@@ -182,6 +187,12 @@ class Dashboard:
 async def _form(request: Request) -> dict[str, str]:
     """An urlencoded form body (all the dashboard's forms are), without needing a multipart parser."""
     return dict(parse_qsl((await request.body()).decode("utf-8", "replace")))
+
+
+def _same_origin(request: Request) -> bool:
+    """False when the browser says the form came from another site (its Origin header), whatever the cookie."""
+    origin = request.headers.get("origin")
+    return origin is None or urlsplit(origin).netloc == request.url.netloc
 
 
 def _local(request: Request, target: str | None) -> str:
