@@ -21,12 +21,11 @@ MERGEABLE = frozenset({"count", "sum", "min", "max", "avg"})
 def merged_rows(p: Aggregate, parts: Sequence[PartitionResult]) -> list[dict[str, Any]]:
     """Every partition's rows, without the hidden columns, by period then group."""
     keep = 1 + len(p.group_by) + len(p.metrics)
-    out = []
-    for part in parts:
-        names = part.columns[:keep]
-        out += [dict(zip(names, row[:keep], strict=True)) for row in part.rows]
-    out.sort(key=lambda r: (dt.datetime.fromisoformat(r["period"]), *(_order(r[g]) for g in p.group_by)))
-    return out
+    rows = [row[:keep] for part in parts for row in part.rows]
+    instants = {label: dt.datetime.fromisoformat(label) for label in {row[0] for row in rows}}
+    rows.sort(key=lambda row: (instants[row[0]], *map(_order, row[1:1 + len(p.group_by)])))
+    names = parts[0].columns[:keep] if parts else []
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def _order(value: Any) -> tuple[int, str]:

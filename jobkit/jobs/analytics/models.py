@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import re
 from typing import Any, Literal
@@ -66,6 +67,12 @@ class Metric(BaseModel):
             assert self.q is not None
             return f"p{self.q * 100:g}".replace(".", "_") + f"_{self.column}"
         return self.fn if self.column is None else f"{self.fn}_{self.column}"
+
+
+@functools.lru_cache(maxsize=64)
+def _within(start: dt.datetime, end: dt.datetime, unit: Unit, timezone: str, limit: int) -> None:
+    """ValueError if [start, end) holds more than `limit` units (cached: every child validates its parent's range)."""
+    cuts(start, end, unit, ZoneInfo(timezone), limit)
 
 
 class Aggregate(BaseModel):
@@ -165,7 +172,7 @@ class Aggregate(BaseModel):
                 raise ValueError(f"{what} {t.isoformat()} is not the start of a {period} in {self.timezone}: periods"
                                  " are whole, so give a boundary (e.g. local midnight for days)")
         for unit, limit in ((self.partition, MAX_PARTITIONS), (period, MAX_BUCKETS)):
-            cuts(start, end, unit, tz, limit)
+            _within(start, end, unit, self.timezone, limit)
 
     def partitions(self) -> list[tuple[dt.datetime, dt.datetime]]:
         """[start, end) of each partition, in order (local aware datetimes)."""
