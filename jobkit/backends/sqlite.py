@@ -843,7 +843,6 @@ class _Store:
             held_back = rowid < 0
             rowid = abs(rowid)
             tx.drafts.append(transitions.apply_outcome(job, oc, now))
-            self._deliver(job, now)
             if job.state is JobState.COMPLETED:
                 result = to_json(job.result).decode()
                 if len(result) <= RESULT_IN_EVENT:
@@ -865,6 +864,7 @@ class _Store:
             " expires_at = ?, body = ? WHERE rowid = ?", ended,
         )
         self.conn.executemany(_UPDATE, retried)
+        self._write_deliveries(queue, moved, now)
         if completed:
             self.conn.execute("UPDATE queues SET completed = completed + ? WHERE name = ?", (completed, queue))
         if linked:
@@ -907,12 +907,12 @@ class _Store:
         for rowid, state, lease_until, body in rows:
             job = _load(state, lease_until, body)
             tx.drafts.extend(transitions.stall(job, now))
-            self._deliver(job, now)
             if job.state is JobState.WAITING:
                 job.seq, seq = seq, seq + 1
             updates.append(_values(job, rowid))
             moved.append(job)
         self.conn.executemany(_UPDATE, updates)
+        self._write_deliveries(queue, moved, now)
         if moved:
             tx.wake.add(queue)
         linked = [(u[-1], j) for u, j in zip(updates, moved, strict=True)
@@ -924,20 +924,27 @@ class _Store:
         return moved
 
     # -- webhooks' outbox ----------------------------------------------------------------------------
-    def _deliver(self, job: Job, now: float) -> None:
-        """Write the delivery of a job that just ended, if it has a webhook (in the caller's transaction)."""
-        if not outbox.wants_delivery(job):
+    def _write_deliveries(self, queue: str, jobs: Sequence[Job], now: float) -> None:
+        """Write the deliveries of the jobs of `queue` that just ended and have a webhook (in the caller's
+        transaction): one counter update and one batch of inserts."""
+        ended = [job for job in jobs if outbox.wants_delivery(job)]
+        if not ended:
             return
-        url = job.options.webhook
-        if not url:
+        fallback = None
+        if any(not job.options.webhook for job in ended):
             row = self.conn.execute("SELECT value FROM records WHERE queue = ? AND kind = ? AND key = ?",
-                                    (job.queue, outbox.RECORD_KIND, outbox.RECORD_KEY)).fetchone()
-            url = row[0] if row else None
-        if url:
-            d = outbox.entry(job, url, str(self._counter("webhook_id", 1)), now)
-            self.conn.execute("INSERT INTO webhooks (queue, id, job_id, state, next_at, body)"
-                              " VALUES (?, ?, ?, ?, ?, ?)",
-                              (d.queue, int(d.id), d.job_id, d.state, d.next_at, d.model_dump_json()))
+                                    (queue, outbox.RECORD_KIND, outbox.RECORD_KEY)).fetchone()
+            fallback = row[0] if row else None
+        hooked = [(job, url) for job in ended if (url := job.options.webhook or fallback)]
+        if not hooked:
+            return
+        first = self._counter("webhook_id", len(hooked))
+        rows = []
+        for i, (job, url) in enumerate(hooked):
+            d = outbox.entry(job, url, str(first + i), now)
+            rows.append((queue, first + i, d.job_id, d.state, d.next_at, d.model_dump_json()))
+        self.conn.executemany("INSERT INTO webhooks (queue, id, job_id, state, next_at, body)"
+                              " VALUES (?, ?, ?, ?, ?, ?)", rows)
 
     def _save_delivery(self, d: WebhookDelivery, now: float) -> None:
         self.conn.execute("UPDATE webhooks SET state = ?, next_at = ?, lease_until = ?, ended_at = ?, body = ?"

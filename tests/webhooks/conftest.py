@@ -12,6 +12,7 @@ import pytest
 
 from jobkit.backends import Backend
 from jobkit.models import JobOptions, JobState, Outcome, new_job
+from jobkit.serve import WebhookSender
 from tests.webhooks.receiver import Received, Receiver
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -45,3 +46,13 @@ async def end_jobs(backend: Backend, queue: str, url: str, n: int = 1, state: Jo
     await backend.finish(queue, "w", [
         Outcome(job_id=f"j{i}", state=state, result={"i": i}) if state is JobState.COMPLETED
         else Outcome(job_id=f"j{i}", state=state, error="boom") for i in range(n)], now)
+
+
+async def send_once(backend: Backend, allow: list[str] | None = None, **kw: object) -> int:
+    """One pass of a fresh sender (loopback allowed unless `allow` says otherwise); how many it attempted."""
+    sender = WebhookSender(backend, secret=SECRET, allow=["127.0.0.1"] if allow is None else allow,
+                           **kw)  # type: ignore[arg-type]
+    try:
+        return await sender.send_due()
+    finally:
+        await sender.aclose()

@@ -11,7 +11,7 @@ import jobkit
 from jobkit.backends import Backend
 from jobkit.models import JobState
 from jobkit.serve import RETRY_SCHEDULE, WebhookSender
-from tests.webhooks.conftest import SECRET, end_jobs, verify
+from tests.webhooks.conftest import SECRET, end_jobs, send_once, verify
 from tests.webhooks.receiver import Receiver
 
 LOOPBACK = ["127.0.0.1"]
@@ -36,11 +36,7 @@ async def test_a_worker_completing_a_job_posts_a_signed_body(backend: Backend, q
     assert job.options.webhook == receiver.url  # the call's webhook over the task's
     async with jobkit.Worker([hooked_sum], backend=backend, queues=[qname], handle_signals=False):
         assert await jobkit.JobHandle(job, backend, hooked_sum).result(timeout=20) == 5
-    s = sender(backend)
-    try:
-        assert await s.send_due() == 1
-    finally:
-        await s.aclose()
+    assert await send_once(backend) == 1
     [got] = receiver.wait_for(1)
     verify(got)
     body = json.loads(got.body)
@@ -67,11 +63,7 @@ async def test_500_then_200_is_retried_and_delivered_once(backend: Backend, qnam
         verify(g)
     [d] = await backend.webhook_deliveries(qname)
     assert d.state == "delivered" and d.attempts == 2 and [h.code for h in d.history] == [500, 200]
-    again = sender(backend)
-    try:
-        assert await again.send_due() == 0  # delivered once: nothing left to send
-    finally:
-        await again.aclose()
+    assert await send_once(backend) == 0  # delivered once: nothing left to send
     assert len(receiver.got) == 2
 
 
@@ -124,11 +116,7 @@ async def test_two_senders_never_send_one_delivery_at_once(backend: Backend, qna
 async def test_redirects_are_not_followed(backend: Backend, qname: str, receiver: Receiver) -> None:
     receiver.answers = [302]
     await end_jobs(backend, qname, receiver.url)
-    s = sender(backend)
-    try:
-        assert await s.send_due() == 1
-    finally:
-        await s.aclose()
+    assert await send_once(backend) == 1
     [d] = await backend.webhook_deliveries(qname)
     assert d.state == "pending" and d.history[0].code == 302 and "redirect" in (d.history[0].error or "")
     assert len(receiver.got) == 1  # /elsewhere was never called
@@ -137,20 +125,12 @@ async def test_redirects_are_not_followed(backend: Backend, qname: str, receiver
 async def test_a_refused_target_is_dead_at_once_and_replay_sends_it_again(backend: Backend, qname: str,
                                                                         receiver: Receiver) -> None:
     await end_jobs(backend, qname, receiver.url)
-    strict = WebhookSender(backend, secret=SECRET, allow=[])  # loopback not allowed
-    try:
-        assert await strict.send_due() == 1
-    finally:
-        await strict.aclose()
+    assert await send_once(backend, allow=[]) == 1  # loopback not allowed
     [d] = await backend.webhook_deliveries(qname)
     assert d.state == "dead" and "loopback" in (d.history[0].error or "") and not receiver.got
     replayed = await jobkit.Queue(qname, backend=backend).replay_webhook(d.id)
     assert replayed.state == "pending"
-    s = sender(backend)
-    try:
-        assert await s.send_due() == 1
-    finally:
-        await s.aclose()
+    assert await send_once(backend) == 1
     [got] = receiver.wait_for(1)
     assert got.headers["webhook-id"] == d.message_id
     [d] = await backend.webhook_deliveries(qname)

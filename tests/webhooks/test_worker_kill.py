@@ -18,8 +18,7 @@ import pytest
 
 import jobkit
 from jobkit.backends import from_url
-from jobkit.serve import WebhookSender
-from tests.webhooks.conftest import SECRET, verify
+from tests.webhooks.conftest import send_once, verify
 from tests.webhooks.receiver import Receiver
 
 from .tasks_for_hooks import hangs, quick
@@ -56,11 +55,7 @@ def spawn(shared_url: str) -> Iterator[Any]:
 
 
 async def _send_all(backend: jobkit.Backend, receiver: Receiver) -> dict[str, Any]:
-    sender = WebhookSender(backend, secret=SECRET, allow=["127.0.0.1"], queues=["hooks"])
-    try:
-        assert await sender.send_due() == 1
-    finally:
-        await sender.aclose()
+    assert await send_once(backend, queues=["hooks"]) == 1
     [got] = receiver.wait_for(1)
     verify(got)
     return json.loads(got.body)  # type: ignore[no-any-return]
