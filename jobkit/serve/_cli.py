@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 from pathlib import Path
 
 from ..config import connect
@@ -11,7 +13,9 @@ from ._app import app
 from ._auth import add_token, remove_token
 from ._config import ServeConfig
 
-__all__ = ["serve", "tokens"]
+__all__ = ["HideTokens", "serve", "tokens"]
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&]*")
 
 
 def _config(args: argparse.Namespace) -> ServeConfig:
@@ -31,10 +35,21 @@ def _config(args: argparse.Namespace) -> ServeConfig:
     return config
 
 
+class HideTokens(logging.Filter):
+    """Masks `token=...` in uvicorn's access log lines (the SSE route takes a token in its query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "token=" in args[2]:
+            record.args = (*args[:2], _TOKEN_IN_QUERY.sub(r"\1***", args[2]), *args[3:])
+        return True
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run the API until interrupted."""
     import uvicorn
 
+    logging.getLogger("uvicorn.access").addFilter(HideTokens())
     uvicorn.run(app(_config(args)), host=args.host, port=args.port, log_level=args.log_level.lower(),
                 proxy_headers=False)
     return 0

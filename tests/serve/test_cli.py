@@ -57,3 +57,14 @@ async def test_serve_process_with_a_backend_stored_token(tmp_path: Path) -> None
         await asyncio.wait_for(proc.wait(), 30)
     status = json.loads(await _jobkit("status", "--json", "--url", url))
     assert status["health"]["status"] == "degraded" == (await jobkit.health(url)).status
+
+
+def test_tokens_in_a_query_string_are_masked_in_the_access_log() -> None:
+    import logging
+
+    from jobkit.serve._cli import HideTokens
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/jobs/a/events?queue=q&token=jk_secret&x=1", "1.1", 200), None)
+    assert HideTokens().filter(record)
+    assert "jk_secret" not in record.getMessage() and "token=***&x=1" in record.getMessage()
