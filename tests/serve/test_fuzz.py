@@ -47,6 +47,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_api_keeps_to_its_schema(case: schemathesis.Case, base_url: str) -> None:
     case.call_and_validate(base_url=base_url, headers=auth("admin"), checks=CHECKS, timeout=10)
