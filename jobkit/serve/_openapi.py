@@ -48,7 +48,8 @@ STATES = [s.value for s in JobState]
 
 
 def _op(summary: str, ok: Obj, *codes: int, params: Sequence[Obj] = (), **extra: Any) -> Obj:
-    return {"summary": summary, "parameters": list(params), "responses": {**ok, **_errors(400, 401, 503, *codes)}, **extra}
+    responses = {**ok, **_errors(400, 401, 503, *codes)}
+    return {"summary": summary, "parameters": list(params), "responses": responses, **extra}
 
 
 def schema() -> Obj:
