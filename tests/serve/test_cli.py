@@ -68,3 +68,19 @@ def test_tokens_in_a_query_string_are_masked_in_the_access_log() -> None:
                                ("127.0.0.1:5", "GET", "/jobs/a/events?queue=q&token=jk_secret&x=1", "1.1", 200), None)
     assert HideTokens().filter(record)
     assert "jk_secret" not in record.getMessage() and "token=***&x=1" in record.getMessage()
+
+
+def test_a_bad_config_file_says_which_field(tmp_path: Path) -> None:
+    import pytest
+
+    from jobkit.serve import ServeConfig
+
+    path = tmp_path / "serve.json"
+    path.write_text(json.dumps({"tasks": ["report"], "wait_max": -1}))
+    with pytest.raises(jobkit.ConfigError, match=r"serve config .*wait_max"):
+        ServeConfig.load(path)
+    path.write_text(json.dumps({"tokens": [{"sha256": "0" * 64}]}))
+    with pytest.raises(jobkit.ConfigError, match="an owner .* or admin"):
+        ServeConfig.load(path)
+    path.write_text(json.dumps({"tasks": ["report"], "upload_root": str(tmp_path)}))
+    assert ServeConfig.load(path).tasks == {"report"}

@@ -77,3 +77,11 @@ async def test_uploads_go_with_their_jobs(served: Served, tmp_path: Path) -> Non
         os.utime(folder, (old, old))
     assert await sweep(served.backend, root) == 1
     assert Path(kept.json()["data"]["path"]).exists() and not Path(gone.json()["data"]["path"]).exists()
+
+
+async def test_an_upload_belongs_to_the_token_that_sent_it(served: Served) -> None:
+    r = await served.client.post(f"{JOBS}?async=1", data=form(), files={"file": ("a.csv", b"1,2")},
+                                 headers=auth("alice"))
+    assert r.status_code == 202 and r.json()["owner"] == "alice"
+    assert (await served.client.get(f"/jobs/{r.json()['id']}", headers=auth("bob"))).status_code == 404
+    assert (await served.client.get(f"/jobs/{r.json()['id']}", headers=auth("alice"))).status_code == 200
