@@ -79,6 +79,9 @@ class FlowStore(Protocol):
     def rehold(self, child: Key) -> None:
         """The job's holds changed: it is held back from retention while any link holds it."""
 
+    def failed(self, job: Job, now: float) -> None:
+        """The flow failed `job` for good: write its webhook delivery, if it has a webhook (see _outbox.py)."""
+
 
 def key_of(job: Job | JobRef) -> Key:
     return (job.queue, job.id)
@@ -293,6 +296,7 @@ def _fail(store: FlowStore, parent: Job, error: str, now: float) -> None:
                        expires_at=None if age is None else now + age)
     transitions.note(parent, store.notes(parent), JobState.FAILED, now, error[:200])
     store.save(parent, was, now)
+    store.failed(parent, now)
     store.emit(transitions.draft(parent, "failed", now, error=error))
     ended(store, parent, now)
 

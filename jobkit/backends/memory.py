@@ -198,6 +198,9 @@ class _Step:
             self.b._holders.get(link.child, set()).discard(waiter)
             self.rehold(link.child)
 
+    def failed(self, job: Job, now: float) -> None:
+        self.b._deliver(job, now)
+
     def rehold(self, child: flows.Key) -> None:
         q = self.b._q(child[0])
         held = bool(self.b._holders.get(child))

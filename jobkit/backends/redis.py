@@ -108,11 +108,11 @@ QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", 
                  "flow_seal", "flow_deliver", "children", "concurrency", "watch", "webhook_claim", "webhook_settle",
                  "webhook_replay")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
-SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_flow", "_outbox", "_finish", "_remove"),
-                "finish_claim": ("_flow", "_outbox", "_finish", "_remove", "_claim"), "clean": ("_remove",),
-                "cancel": ("_flow",), "recover": ("_flow", "_outbox"), "webhook_settle": ("_outbox",),
-                "quarantine": ("_flow",), "flow_add": ("_flow",),
-                "flow_seal": ("_flow",), "flow_deliver": ("_flow",), "children": ("_flow",)}
+SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_outbox", "_flow", "_finish", "_remove"),
+                "finish_claim": ("_outbox", "_flow", "_finish", "_remove", "_claim"), "clean": ("_remove",),
+                "cancel": ("_outbox", "_flow"), "recover": ("_outbox", "_flow"), "webhook_settle": ("_outbox",),
+                "quarantine": ("_outbox", "_flow"), "flow_add": ("_outbox", "_flow"), "flow_seal": ("_outbox", "_flow"),
+                "flow_deliver": ("_outbox", "_flow"), "children": ("_outbox", "_flow")}
 # Queue scripts that end with another's body: record_add checks and writes a record, then adds jobs as add does.
 SCRIPT_TAILS = {"record_add": "add"}
 GLOBAL_SCRIPTS = ("heartbeat", "workers", "record", "take", "restrict", "budget")  # none needs _lib.lua

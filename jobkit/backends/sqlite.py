@@ -339,6 +339,9 @@ class _Step:
     def clear(self, waiter: flows.Key) -> None:
         self.conn.execute("DELETE FROM flow_links WHERE wq = ? AND wid = ?", waiter)
 
+    def failed(self, job: Job, now: float) -> None:
+        self.store._write_deliveries(job.queue, [job], now)
+
     def rehold(self, child: flows.Key) -> None:
         (held,) = self.conn.execute(
             "SELECT EXISTS (SELECT 1 FROM flow_links WHERE cq = ? AND cid = ? AND held = 1)", child).fetchone()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import jobkit
 from jobkit.backends import Backend
 from jobkit.deliveries import DeliveryAttempt
 from jobkit.models import Job, JobOptions, JobState, Outcome, new_job
@@ -130,3 +131,16 @@ async def test_concurrent_claims_hand_each_delivery_out_once(backend: Backend, q
                                      for i in range(10)))
     ids = [d.id for batch in batches for d in batch]
     assert len(ids) == len(set(ids)) == 20
+
+
+async def test_a_job_failed_by_its_flow_gets_its_delivery(backend: Backend, qname: str) -> None:
+    """A job whose dependency failed (fail_fast) fails without running: that is its end, and it is reported."""
+    q = jobkit.Queue(qname, backend=backend)
+    dep = await q.add("work", {"n": 1}, job_id="dep")
+    waiter = await q.add("work", {"n": 2}, job_id="waiter", depends_on=[dep.id], webhook=HOOK)
+    assert waiter.state is JobState.WAITING_CHILDREN
+    await _run(backend, qname, [Outcome(job_id="dep", state=JobState.FAILED, error="boom")])
+    assert (await backend.get(qname, "waiter")).state is JobState.FAILED  # type: ignore[union-attr]
+    [d] = await backend.webhook_deliveries(qname)
+    assert (d.job_id, d.event) == ("waiter", "job.failed") and "dep" in d.job["error"]
+    assert d.job["started_at"] is None and d.job["attempts"] == 0

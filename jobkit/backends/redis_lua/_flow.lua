@@ -184,6 +184,8 @@ local function fail_parent(pid, v, text, now_s)
   redis.call('HSET', JP .. pid, unpack(f))
   redis.call('HDEL', JP .. pid, 'tb')
   enter_finished('failed', pid, v, now_s, exp)
+  if v.wh == nil then v.wh = redis.call('HGET', JP .. pid, 'wh') end -- FLOW_FIELDS leave it out
+  outbox_add(pid, v, 'failed', now_s, err)
   event(pid, v.name, 'failed', 'failed', now_s, v.att or '0', 'x', err)
   flow_ended(pid, v, err, now_s)
 end
