@@ -220,7 +220,8 @@ class Backoff(BaseModel):
 
 
 class Retention(BaseModel):
-    """How long finished jobs are kept: at most `age` seconds, and (completed only) the newest `count`."""
+    """How long finished jobs are kept: at most `age` seconds, and (completed and failed jobs) the newest `count` of
+    their state per queue."""
 
     model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 

@@ -107,9 +107,12 @@ class Worker:
                 raise ConfigError(f"{option} must be a finite number of seconds, zero or more, not {seconds}")
         self.tasks = {t.name: t for t in tasks}
         self._caps = {t.name: t.concurrency for t in tasks if t.concurrency is not None}  # tasks' own concurrency
-        # Completed jobs kept per queue: the most any of its tasks asks for. Finishing enforces it as jobs end.
+        # Completed (and failed) jobs kept per queue: the most any of its tasks asks for. Finishing enforces it as jobs
+        # end; a task that sets no count leaves it unbounded but by age.
         counts = [c for t in tasks if (c := t.options.keep_completed.count) is not None]
         self.keep_completed = max(counts) if counts else None
+        failed = [t.options.keep_failed.count for t in tasks]
+        self.keep_failed = max(c for c in failed if c is not None) if failed and None not in failed else None
         self.queues = list(queues or dict.fromkeys(t.queue for t in tasks)) or ["default"]
         self.concurrency = concurrency
         # Jobs asked for per claim: small claims keep one in flight while the last batch runs (instead of a
@@ -369,7 +372,8 @@ class Worker:
         try:
             return await backend.finish_and_claim(queue, self.id, outcomes, limit=limit, lease=self.lease, now=now,
                                                   names=names, rate_limit=self.rate_limit,
-                                                  keep_completed=self.keep_completed, caps=caps)
+                                                  keep_completed=self.keep_completed, caps=caps,
+                                                  keep_failed=self.keep_failed)
         except Exception as exc:
             self._lost(queue, len(outcomes), exc)
             if isinstance(exc, BackendError):
@@ -558,7 +562,8 @@ class Worker:
                 by_queue.setdefault(queue, []).append(outcome)
             for queue, outcomes in by_queue.items():
                 try:
-                    await backend.finish(queue, self.id, outcomes, time.time(), keep_completed=self.keep_completed)
+                    await backend.finish(queue, self.id, outcomes, time.time(), keep_completed=self.keep_completed,
+                                         keep_failed=self.keep_failed)
                 except Exception as exc:  # noqa: BLE001 - the lease will hand these jobs to another worker
                     self._lost(queue, len(outcomes), exc)
 
@@ -613,7 +618,7 @@ class Worker:
 
     async def _maintain(self, backend: Backend) -> None:
         """Deliver flows' notices left behind, recover expired leases and apply retention (age for every finished
-        state, count for completed)."""
+        state, count for completed and failed)."""
         now = time.time()
         for queue in self.queues:
             await backend.redeliver(queue, now)  # flows: what a worker that died owed parents on other queues
@@ -622,10 +627,11 @@ class Worker:
                             job.id, job.name, job.state.value, job.stalls)
             for state in TERMINAL_STATES:
                 await backend.clean(queue, state, expired_at=now, limit=10_000)
-            if self.keep_completed is not None:  # finishing keeps it; this catches what other workers left over
+            for state, keep in ((JobState.COMPLETED, self.keep_completed), (JobState.FAILED, self.keep_failed)):
+                if keep is None:  # finishing keeps it; this catches what other workers (or stalls) left over
+                    continue
                 for _ in range(10):  # bounded: a queue that grew past it before may need a few rounds
-                    if await backend.clean(queue, JobState.COMPLETED, keep_last=self.keep_completed,
-                                           limit=10_000) < 10_000:
+                    if await backend.clean(queue, state, keep_last=keep, limit=10_000) < 10_000:
                         break
 
     # -- schedules: fire each due tick once (see schedules.py), sleep until the next ------------------------

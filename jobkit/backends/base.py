@@ -267,14 +267,17 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def finish(
-        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None,
+        keep_failed: int | None = None,
     ) -> builtins.list[Job]:
         """End attempts in one transaction: each ACTIVE job `worker` still holds takes its
         outcome's state (COMPLETED with result, FAILED/CANCELLED with error and traceback, or
         WAITING/DELAYED at run_at for a retry, keeping error/traceback of the last attempt).
         Clears worker and lease; sets finished_at and expires_at for finished states.
         With `keep_completed`, the same transaction then removes the oldest completed jobs of the queue
-        beyond the newest `keep_completed` (as `clean(keep_last=...)` would), so that bound holds at every moment.
+        beyond the newest `keep_completed` (as `clean(keep_last=...)` would), so that bound holds at every moment;
+        `keep_failed` likewise for failed jobs (a backend may apply it only in steps that fail a job: under a fixed
+        bound, only those can break it).
         Events: completed / failed / cancelled / retrying (and removed). Returns the jobs that moved."""
 
     async def finish_and_claim(
@@ -290,11 +293,12 @@ class Backend(abc.ABC):
         rate_limit: RateLimit | None = None,
         keep_completed: int | None = None,
         caps: Mapping[str, int] | None = None,
+        keep_failed: int | None = None,
     ) -> ClaimResult:
         """`finish(outcomes)` then `claim(...)`: a worker's two steps, which a backend may do in one round trip
         (each step stays atomic; the jobs that finished are not returned)."""
         if outcomes:
-            await self.finish(queue, worker, outcomes, now, keep_completed=keep_completed)
+            await self.finish(queue, worker, outcomes, now, keep_completed=keep_completed, keep_failed=keep_failed)
         return await self.claim(queue, worker, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit,
                                 caps=caps)
 

@@ -59,7 +59,9 @@ class _Queue:
     shared: dict[transitions.Note, transitions.Note] = field(default_factory=dict)  # see `noted`
     ready: list[tuple[int, int, str]] = field(default_factory=list)  # heap of (priority, seq, id)
     delayed: list[tuple[float, int, str]] = field(default_factory=list)  # heap of (run_at, seq, id)
-    completed: dict[str, None] = field(default_factory=dict)  # ids of completed jobs, oldest finished first
+    # Ids of completed and of failed jobs no parent holds, oldest finished first: retention by count.
+    done: dict[JobState, dict[str, None]] = field(
+        default_factory=lambda: {JobState.COMPLETED: {}, JobState.FAILED: {}})
     held: set[str] = field(default_factory=set)  # ids of jobs a waiting parent holds back from retention
     paused: bool = False
     window: tuple[float, int] = (0.0, 0)
@@ -120,7 +122,8 @@ class _Queue:
     def remove(self, job_id: str) -> None:
         del self.jobs[job_id]
         del self.notes[job_id]
-        self.completed.pop(job_id, None)
+        for order in self.done.values():
+            order.pop(job_id, None)
 
     def enter(self, job: Job, was: JobState | None) -> None:
         """Index a job that moved from state `was` (None: new) into its state's heap or retention order."""
@@ -131,17 +134,18 @@ class _Queue:
             heapq.heappush(self.ready, (job.priority, job.seq, job.id))
         elif state is JobState.DELAYED:
             heapq.heappush(self.delayed, (job.run_at, job.seq, job.id))
-        elif state is JobState.COMPLETED and job.id not in self.held:
-            self.completed[job.id] = None
-        if was is JobState.COMPLETED:
-            self.completed.pop(job.id, None)
+        elif state in self.done and job.id not in self.held:
+            self.done[state][job.id] = None
+        if was in self.done:
+            self.done[was].pop(job.id, None)
 
-    def beyond(self, keep: int) -> builtins.list[Job]:
-        """The completed jobs older than the newest `keep`, oldest first."""
-        over = len(self.completed) - keep
+    def beyond(self, keep: int, state: JobState = JobState.COMPLETED) -> builtins.list[Job]:
+        """The completed (or failed) jobs older than the newest `keep`, oldest first."""
+        order = self.done[state]
+        over = len(order) - keep
         if over <= 0:
             return []
-        return [self.jobs[jid] for jid in itertools.islice(self.completed, over)]
+        return [self.jobs[jid] for jid in itertools.islice(order, over)]
 
 
 class _Step:
@@ -209,12 +213,13 @@ class _Step:
         job = q.jobs.get(child[1])
         if held:
             q.held.add(child[1])
-            q.completed.pop(child[1], None)
+            for order in q.done.values():
+                order.pop(child[1], None)
         else:
             q.held.discard(child[1])
             self.b._holders.pop(child, None)
-            if job is not None and job.state is JobState.COMPLETED:
-                q.completed[child[1]] = None
+            if job is not None and job.state in q.done:
+                q.done[job.state][child[1]] = None
 
     def done(self) -> None:
         """Publish the step's events and wake the queues that got work."""
@@ -392,6 +397,7 @@ class MemoryBackend(Backend):
             chosen = [j for i in job_ids if (j := q.jobs.get(i)) and j.state in (JobState.FAILED, JobState.CANCELLED)]
         events = []
         for job in chosen:
+            q.done[JobState.FAILED].pop(job.id, None)
             events.extend(transitions.reset(job, now, q.notes[job.id]))
             self._enqueue(q, job, now)
         self._emit(queue, events)
@@ -513,7 +519,8 @@ class MemoryBackend(Backend):
         return out
 
     async def finish(
-        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None,
+        keep_failed: int | None = None,
     ) -> builtins.list[Job]:
         q = self._q(queue)
         moved, events, poke, linked = [], [], False, []
@@ -524,9 +531,9 @@ class MemoryBackend(Backend):
             events.append(transitions.apply_outcome(job, oc, now, q.notes[job.id]))
             q.noted(job)
             self._deliver(job, now)
-            if job.state is JobState.COMPLETED:
+            if job.state in q.done:
                 if job.id not in q.held:
-                    q.completed[job.id] = None
+                    q.done[job.state][job.id] = None
             elif job.state not in TERMINAL_STATES:
                 job.seq = next(self._seq)
                 self._enqueue(q, job, now)
@@ -536,10 +543,11 @@ class MemoryBackend(Backend):
             moved.append(q.copy(job))
         if q.concurrency is not None and moved:  # slots freed: a worker held back by it may claim now
             poke = True
-        if keep_completed is not None:
-            for job in q.beyond(keep_completed):
-                q.remove(job.id)
-                events.append(transitions.draft(job, "removed", now))
+        for state, keep in ((JobState.COMPLETED, keep_completed), (JobState.FAILED, keep_failed)):
+            if keep is not None:
+                for job in q.beyond(keep, state):
+                    q.remove(job.id)
+                    events.append(transitions.draft(job, "removed", now))
         self._emit(queue, events)
         if poke:
             self._hub.poke(queue)
@@ -580,6 +588,8 @@ class MemoryBackend(Backend):
             if not job.finished:  # back to waiting
                 job.seq = next(self._seq)
                 self._enqueue(q, job, now)
+            else:
+                q.enter(job, JobState.ACTIVE)
             moved.append(q.copy(job))
         self._emit(queue, events)
         if moved:

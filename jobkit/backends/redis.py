@@ -188,9 +188,12 @@ def _to_json(value: Any, what: str) -> bytes:
         ) from None
 
 
-def _keep(keep_completed: int | None) -> str | int:
-    """The `keep` argument of the finish scripts: '' for no count limit on completed jobs."""
-    return "" if keep_completed is None else max(0, keep_completed)
+def _keep(keep_completed: int | None, keep_failed: int | None) -> str:
+    """The `keep` argument of the finish scripts: "<completed>,<failed>", each blank for no count limit ('' for
+    neither)."""
+    if keep_completed is None and keep_failed is None:
+        return ""
+    return ",".join("" if n is None else str(max(0, n)) for n in (keep_completed, keep_failed))
 
 
 def _job(text: str) -> Job:
@@ -1060,11 +1063,12 @@ class RedisBackend(Backend):
         rate_limit: RateLimit | None = None,
         keep_completed: int | None = None,
         caps: Mapping[str, int] | None = None,
+        keep_failed: int | None = None,
     ) -> ClaimResult:
         """One script, one round trip: finish `outcomes`, then claim up to `limit` jobs."""
         now_s = repr(now)
         args: list[Any] = [worker, now_s, repr(now + lease), limit, *self._rate(rate_limit), len(outcomes),
-                           _keep(keep_completed)]
+                           _keep(keep_completed, keep_failed)]
         packed = self._outcomes(outcomes)
         extra = _pack(_claim_filter(names, caps))
         packed = (packed[0] + extra[0], packed[1] + extra[1])
@@ -1103,11 +1107,12 @@ class RedisBackend(Backend):
         return {jid: code == 1 for jid, code in zip(job_ids, res, strict=True) if code >= 0}
 
     async def finish(
-        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None,
+        keep_failed: int | None = None,
     ) -> builtins.list[Job]:
         if not outcomes:
             return []
-        res = await self._eval("finish", queue, (worker, repr(now), _keep(keep_completed)), "finish jobs",
+        res = await self._eval("finish", queue, (worker, repr(now), _keep(keep_completed, keep_failed)), "finish jobs",
                                [oc.job_id for oc in outcomes],
                                data=True, packed=self._outcomes(outcomes))
         self._woke(queue, res[0])

@@ -68,6 +68,7 @@ POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
 TRIM_EVERY = 1_000  # events written between two trims of the events table
 CHUNK = 500  # ids per `IN (...)` list
+KEEP_ALL = 1 << 62  # no limit on what one retention step removes
 CLAIMED_KEPT = 10_000  # claimed jobs remembered for their finish (see _Store.claimed)
 RESULT_IN_EVENT = 1024  # bytes of result JSON a "completed" event carries to this process's waiters (as on Redis)
 
@@ -832,7 +833,8 @@ class _Store:
         return out
 
     def finish(
-        self, tx: _Tx, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, keep: int | None = None
+        self, tx: _Tx, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, keep: int | None = None,
+        keep_failed: int | None = None,
     ) -> list[Job]:
         held = self._held(queue, worker, [oc.job_id for oc in outcomes])
         todo = [(oc, found) for oc in outcomes if (found := held.pop(oc.job_id, None)) is not None]
@@ -876,6 +878,9 @@ class _Store:
                 flows.ended(step, job, now)
         if keep is not None:
             self._keep_completed(tx, queue, keep, now)
+        if keep_failed is not None and (linked or any(job.state is JobState.FAILED for job in moved)):
+            # No counter here (failures are rare): the index finds the newest `keep_failed`, O(keep_failed).
+            self.clean(tx, queue, JobState.FAILED, None, keep_failed, None, KEEP_ALL)
         return moved
 
     def set_progress(self, tx: _Tx, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
@@ -1477,11 +1482,12 @@ class SQLiteBackend(Backend):
         return await self._write(_Store.renew, queue, worker, job_ids, now + lease)
 
     async def finish(
-        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None,
+        keep_failed: int | None = None,
     ) -> builtins.list[Job]:
         if not outcomes:
             return []
-        return await self._write(_Store.finish, queue, worker, outcomes, now, keep_completed)
+        return await self._write(_Store.finish, queue, worker, outcomes, now, keep_completed, keep_failed)
 
     async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
         return await self._write(_Store.set_progress, queue, worker, job_id, progress)

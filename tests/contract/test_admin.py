@@ -121,6 +121,50 @@ async def test_finish_keeps_the_newest_completed_at_every_moment(backend: Backen
     assert await backend.clean(qname, JobState.COMPLETED, keep_last=1) == 0
 
 
+async def test_finish_keeps_the_newest_failed_at_every_moment(backend: Backend, qname: str, watch: Any) -> None:
+    """`finish(keep_failed=n)` (and `finish_and_claim`) remove the oldest failed jobs in the same step, completed
+    and cancelled ones untouched; a retried job leaves the count."""
+    q = jobkit.Queue(qname, backend=backend)
+    await q.add_bulk("t", list(range(8)))
+    now = time.time()
+    async with watch(backend, qname) as w:
+        ids = []
+        for i in range(4):
+            [job] = (await backend.claim(qname, "w", limit=1, lease=30, now=now + i)).jobs
+            await backend.finish(qname, "w", [Outcome(job_id=job.id, state=JobState.FAILED, error=str(i))], now + i,
+                                 keep_failed=2)
+            ids.append(job.id)
+            assert (await q.counts()).failed == min(i + 1, 2), "the bound holds after every finish"
+        assert await q.retry(ids[3])
+        [again, done] = (await backend.claim(qname, "w", limit=2, lease=30, now=now + 5)).jobs
+        assert again.id == ids[3]
+        await backend.finish(qname, "w", [Outcome(job_id=done.id, state=JobState.COMPLETED)], now + 5, keep_failed=2)
+        assert (await q.counts()).failed == 1, "the retried job left the failed ones"
+        outcomes = [Outcome(job_id=again.id, state=JobState.FAILED, error="again")]
+        await backend.finish_and_claim(qname, "w", outcomes, limit=1, lease=30, now=now + 6, keep_failed=1)
+        await w.until(lambda e: e.event == "removed", count=3)
+    assert [j.id for j in await q.jobs(state="failed")] == [ids[3]]
+    assert (await q.counts()).completed == 1
+    removed = [e.job_id for e in w.seen if e.event == "removed"]
+    assert sorted(removed) == sorted(ids[:3]), "the oldest failed go first, each an event"
+    assert await backend.clean(qname, JobState.FAILED, keep_last=1) == 0
+
+
+@jobkit.task(name="a.keep2failed", keep_failed=Retention(age=3600, count=2))
+async def keep2failed(ctx: jobkit.Context, n: int) -> int:
+    raise jobkit.Unrecoverable(f"no {n}")
+
+
+async def test_a_tasks_keep_failed_count_is_applied_by_its_workers(backend: Backend, qname: str, watch: Any) -> None:
+    q = jobkit.Queue(qname, backend=backend)
+    async with watch(backend, qname) as w, jobkit.Worker([keep2failed], backend=backend, queues=[qname],
+                                                          handle_signals=False, concurrency=1):
+        await q.add_bulk(keep2failed, [1, 2, 3, 4, 5])
+        await w.until(lambda e: e.event == "removed", count=3, timeout=15)
+    assert sorted(j.data for j in await q.jobs(state="failed")) == [4, 5]
+    assert (await q.counts()).failed == 2
+
+
 async def test_retry_failed(backend: Backend, qname: str) -> None:
     q = jobkit.Queue(qname, backend=backend)
     await q.add_bulk("t", [1, 2, 3])

@@ -17,10 +17,18 @@ local function remove_finished(state, members, now_s)
   end
 end
 
--- keep_completed(keep, now_s): removes the oldest completed jobs beyond the newest `keep` ('' = no limit), so the
--- count bound of retention holds at every moment, not only after a worker's maintenance pass.
-local function keep_completed(keep, now_s)
+-- keep_finished(keep, now_s): `keep` is "<completed>[,<failed>]" ('' or a blank part = no limit). Removes the oldest
+-- completed and failed jobs beyond the newest so many, so the count bounds of retention hold at every moment, not
+-- only after a worker's maintenance pass.
+local function keep_finished(keep, now_s)
   if keep == '' then return end
-  local over = redis.call('ZCARD', SET.completed) - held_count('completed') - tonumber(keep)
-  if over > 0 then remove_finished('completed', redis.call('ZRANGE', SET.completed, 0, over - 1), now_s) end
+  local parts = {}
+  parts.completed, parts.failed = string.match(keep, '^(%d*),?(%d*)$')
+  for _, state in ipairs({'completed', 'failed'}) do
+    local n = parts[state]
+    if n and n ~= '' then
+      local over = redis.call('ZCARD', SET[state]) - held_count(state) - tonumber(n)
+      if over > 0 then remove_finished(state, redis.call('ZRANGE', SET[state], 0, over - 1), now_s) end
+    end
+  end
 end
