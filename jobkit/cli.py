@@ -192,6 +192,10 @@ def _serve_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], url
     s.add_argument("--task", action="append", help="a task name clients may submit (repeatable)")
     s.add_argument("--tokens", help='a JSON file {"tokens": [{"sha256": ..., "owner": ...}]}')
     s.add_argument("--upload-root", help="folder for uploaded files (uploads are refused without one)")
+    s.add_argument("--webhooks", action="store_true",
+                   help="also send the webhooks' outbox in this process (as `jobkit webhooks run` does)")
+    s.add_argument("--webhook-allow", action="append", metavar="ADDRESS",
+                   help="a private address, network or host name webhooks may call (repeatable)")
     t = sub.add_parser("tokens", help="add or remove API tokens of `jobkit serve` (stored hashed in the backend)")
     t.add_argument("action", choices=["add", "remove"])
     t.add_argument("token", nargs="?", help="remove: the token, or its sha256")

@@ -24,8 +24,10 @@ from . import _events, _health, _jobs, _openapi, _queues, _uploads
 from ._auth import TokenStore
 from ._config import ServeConfig, TokenEntry
 from ._scope import QueueNames
+from ._signing import load_secret
 from ._state import ServeState
 from .ui import ui_app
+from .webhooks import WebhookSender
 
 __all__ = ["app", "routes"]
 
@@ -79,6 +81,9 @@ class _Holder:
                     await backend.open()
                     self.state = ServeState(self.config, backend, TokenStore(self.config, backend), QueueNames(backend))
                     app.state.jobkit = self.state
+                    if self.config.webhooks:
+                        sender = WebhookSender(backend, allow=self.config.webhook_allow or None)
+                        self.tasks.append(asyncio.ensure_future(sender.run()))
                     if self.config.upload_root is not None:
                         self.tasks.append(asyncio.ensure_future(_uploads.sweep_forever(
                             backend, self.config.upload_root, self.config.upload_sweep_every)))
@@ -121,6 +126,8 @@ def app(config: ServeConfig | None = None, *, backend: Backend | None = None, **
         config = ServeConfig(**settings)
     elif settings:
         raise ConfigError("give app() a ServeConfig or its fields as keyword arguments, not both")
+    if config.webhooks:
+        load_secret()  # refuse to start without a usable secret, rather than at the first request
     holder = _Holder(config, backend)
 
     @contextlib.asynccontextmanager

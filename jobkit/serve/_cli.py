@@ -29,6 +29,10 @@ def _config(args: argparse.Namespace) -> ServeConfig:
         changes["tokens_file"] = Path(args.tokens)
     if args.upload_root:
         changes["upload_root"] = Path(args.upload_root)
+    if args.webhooks:
+        changes["webhooks"] = True
+    if args.webhook_allow:
+        changes["webhook_allow"] = (*base.webhook_allow, *args.webhook_allow)
     config = ServeConfig.model_validate({**base.model_dump(), **changes})
     if not config.tasks:
         print("jobkit serve: no task may be submitted (give --task NAME, or `tasks` in --config); reads work")

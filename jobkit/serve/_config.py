@@ -57,6 +57,9 @@ class ServeConfig(BaseModel):
     wait_inline: float = Field(default=30.0, gt=0, description="how long a small upload's request waits")
     ping_every: float = Field(default=15.0, gt=0, description="seconds between SSE keep-alive pings")
     health: HealthThresholds = HealthThresholds()
+    webhooks: bool = Field(default=False, description="also send the webhooks' outbox (secret: JOBKIT_WEBHOOK_SECRET)")
+    webhook_allow: tuple[str, ...] = Field(default=(), description="private targets webhooks may call, e.g."
+                                           " 127.0.0.1 or 10.0.0.0/8 (default: JOBKIT_WEBHOOK_ALLOW)")
 
     @classmethod
     def load(cls, path: str | Path) -> ServeConfig:
