@@ -164,3 +164,37 @@ async def test_run_alone_the_parent_says_how_to_start_it(memory: Backend) -> Non
     with pytest.raises(jobkit.JobFailed) as info:
         await jobkit.run(jobkit.jobs.aggregate, DAY, backend=memory, timeout=30)
     assert "jobkit.jobs.aggregate_flow(payload)" in str(info.value.job.error)
+
+
+async def test_a_retried_partition_returns_its_checkpoint_without_reading_again(memory: Backend, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch
+                                                                              ) -> None:
+    """An attempt that dies after saving its rows (here: its last progress call fails) is retried (after the
+    built-in jobs' 5 s), and the retry returns the saved rows: the source is opened once."""
+    to_parquet(events(), tmp_path / "events.parquet")
+    opened: list[str] = []
+    real_open = partition.open_engine
+
+    def counting(p: Any) -> engines.Engine:
+        opened.append(p.time_column)
+        return real_open(p)
+
+    real_progress = jobkit.Context.progress
+    failed: list[int] = []
+
+    async def dies_once(self: jobkit.Context, percent: float, message: str = "", **extra: Any) -> None:
+        if percent == 100 and "rows" in extra and not failed:
+            failed.append(self.attempt)
+            raise ConnectionResetError("the worker's connection dropped")
+        await real_progress(self, percent, message, **extra)
+
+    monkeypatch.setattr(partition, "open_engine", counting)
+    monkeypatch.setattr(jobkit.Context, "progress", dies_once)
+    handle = await jobkit.jobs.aggregate_flow({**DAY, "end": "2024-03-27T00:00:00", "totals": False},
+                                              backend=memory)
+    report = await handle.result(timeout=30)
+    assert isinstance(report, AggregateReport) and failed == [1] and opened == ["ts"]
+    [child] = await handle.children()
+    assert (await jobkit.Queue("default", backend=memory).get(child.id)).attempts == 2  # type: ignore[union-attr]
+    rows, _ = direct(events(), START, START + dt.timedelta(days=1), "Europe/Paris")
+    close_to(report.rows or [], rows)
