@@ -257,6 +257,31 @@ async def test_a_waiter_in_another_process_hears_the_end_of_a_job_it_did_not_add
         await other.close()
 
 
+async def test_an_end_that_comes_before_the_watch_is_kept_for_it(backend: RedisBackend) -> None:
+    """A job added here (its adder's inbox registered) and ended by a worker in another process may end before its
+    handle here watches it, while the inbox is read for other waiters: the early end waits for that watch."""
+    other = from_url(REDIS_URL)
+    await other.open()
+    try:
+        [keeps_reading] = await backend.add([job("q", run_at=time.time() + 3600)])  # never claimed here
+        reading, _ = await backend.watch("q", keeps_reading.id, keeps_reading)
+        [early] = await backend.add([job("q")])
+        await _finish(other, "q", "early")
+        inbox = backend._inboxes["q"]
+        deadline = time.monotonic() + 5
+        while early.id not in inbox.unclaimed:  # the inbox keeps no condition to wait on
+            assert time.monotonic() < deadline, "the end never reached the inbox"
+            await asyncio.sleep(0.01)
+        events, seen = await backend.watch("q", early.id, early)
+        assert seen is early  # no read: the end itself is what the handle waits for
+        ev = await asyncio.wait_for(_end_of(events, early.id), 1)  # not the handle's 2 s re-read
+        assert ev.carried_result == ("early",) and early.id not in inbox.unclaimed
+        await events.aclose()  # type: ignore[attr-defined]
+        await reading.aclose()  # type: ignore[attr-defined]
+    finally:
+        await other.close()
+
+
 async def test_an_inbox_nobody_reads_is_bounded_and_expires(backend: RedisBackend, raw: aioredis.Redis) -> None:
     """Jobs added alone register their adder's inbox whether or not anyone waits: an unread inbox keeps the
     newest 1,000 ends and expires a minute after the last push."""

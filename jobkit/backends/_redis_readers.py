@@ -24,8 +24,8 @@ from ..errors import BackendError
 from ..models import JobEvent, JobState, Progress
 from ._redis_servers import Servers
 
-__all__ = ["Ending", "EventId", "Feed", "Inbox", "Reader", "Waker", "command", "event_of", "event_id", "pack",
-           "pump"]
+__all__ = ["Ending", "EventId", "Feed", "Inbox", "Reader", "StreamReader", "Waker", "command", "event_id", "event_of",
+           "pack", "pump"]
 
 log = logging.getLogger("jobkit.redis")
 
@@ -33,6 +33,7 @@ FEED_BLOCK_MS = 5000  # an XREAD's BLOCK
 INBOX_BLOCK = 5  # seconds an inbox's BLPOP blocks
 INBOX_BATCH = 100  # ends an inbox takes at once after the first (LPOP with a count, in the same round trip)
 RECENT_EVENTS = 1000  # entries a feed keeps for subscriptions that start a little in the past
+UNCLAIMED = 1000  # ends an inbox keeps that came before their waiter watched (see Inbox.deliver_one)
 LINGER = 5.0  # seconds a reader keeps reading without anyone to read for, for the next one
 SOCKET_TIMEOUT = 15.0  # longer than any BLOCK, so only a dead server times out
 
@@ -80,7 +81,7 @@ def _settle(fut: asyncio.Future[None]) -> None:
 
 
 class Reader:
-    """One blocking command at a time on a queue's key, while someone needs what it reads."""
+    """One blocking command at a time on a queue's key, while someone needs what it reads (see `pump`)."""
 
     replies = 1  # replies per `read()` command
 
@@ -101,13 +102,32 @@ class Reader:
         """The backend closes: let everyone waiting here go."""
 
 
-class Feed(Reader):
-    """The event stream, for this process's subscriptions. It keeps the last RECENT_EVENTS entries, so a
-    subscription starting a little in the past needs no XRANGE."""
+class StreamReader(Reader):
+    """XREAD BLOCK of a stream from `pos` on; `entries` gets what each read brought."""
 
     def __init__(self, queue: str, key: str, pos: str) -> None:
         super().__init__(queue, key)
         self.pos = pos
+
+    def read(self) -> bytes:
+        return command(pack(("XREAD", "COUNT", 1000, "BLOCK", FEED_BLOCK_MS, "STREAMS", self.key, self.pos)))
+
+    def deliver(self, replies: builtins.list[Any]) -> None:
+        if replies[0]:
+            entries = replies[0][0][1]
+            self.pos = entries[-1][0]
+            self.entries(entries)
+
+    def entries(self, entries: builtins.list[Any]) -> None:
+        raise NotImplementedError
+
+
+class Feed(StreamReader):
+    """The event stream, for this process's subscriptions. It keeps the last RECENT_EVENTS entries, so a
+    subscription starting a little in the past needs no XRANGE."""
+
+    def __init__(self, queue: str, key: str, pos: str) -> None:
+        super().__init__(queue, key, pos)
         self.recent: collections.deque[tuple[EventId, str, Sequence[str]]] = collections.deque()
         self.recent_from = event_id(pos)  # `recent` holds every entry after this id
         self.subs: set[asyncio.Queue[Item]] = set()
@@ -115,14 +135,7 @@ class Feed(Reader):
     def busy(self, now: float) -> bool:
         return bool(self.subs)
 
-    def read(self) -> bytes:
-        return command(pack(("XREAD", "COUNT", 1000, "BLOCK", FEED_BLOCK_MS, "STREAMS", self.key, self.pos)))
-
-    def deliver(self, replies: builtins.list[Any]) -> None:
-        if not replies[0]:
-            return
-        entries = replies[0][0][1]
-        self.pos = entries[-1][0]
+    def entries(self, entries: builtins.list[Any]) -> None:
         for eid, flat in entries:
             key = event_id(eid)
             self.keep(key, eid, flat)
@@ -154,14 +167,13 @@ class Feed(Reader):
         return out
 
 
-class Waker(Reader):
+class Waker(StreamReader):
     """The wake stream, for `wait_for_work`: each entry names (field f) the first waking event of the script
     that wrote it. Entries of scripts this instance ran (`own` spans of event ids) wake nobody: the instance
     has woken its waiters already."""
 
     def __init__(self, queue: str, key: str, pos: str) -> None:
-        super().__init__(queue, key)
-        self.pos = pos
+        super().__init__(queue, key, pos)
         self.seen: EventId = (0, 0)  # the newest waking event read
         self.waited_at = time.monotonic()  # when wait_for_work was last called
         self.woken = False  # a wake arrived while nobody was waiting
@@ -171,14 +183,7 @@ class Waker(Reader):
     def busy(self, now: float) -> bool:
         return bool(self.waiters) or now - self.waited_at < LINGER
 
-    def read(self) -> bytes:
-        return command(pack(("XREAD", "COUNT", 1000, "BLOCK", FEED_BLOCK_MS, "STREAMS", self.key, self.pos)))
-
-    def deliver(self, replies: builtins.list[Any]) -> None:
-        if not replies[0]:
-            return
-        entries = replies[0][0][1]
-        self.pos = entries[-1][0]
+    def entries(self, entries: builtins.list[Any]) -> None:
         woke = False
         for _, flat in entries:
             self.seen = first = event_id(flat[1])
@@ -235,6 +240,7 @@ class Inbox(Reader):
     def __init__(self, queue: str, key: str) -> None:
         super().__init__(queue, key)
         self.waiters: dict[str, set[asyncio.Queue[JobEvent | None]]] = {}
+        self.unclaimed: collections.OrderedDict[str, JobEvent] = collections.OrderedDict()
         self._read = command(pack(("BLPOP", key, INBOX_BLOCK))) + command(pack(("LPOP", key, INBOX_BATCH)))
 
     def busy(self, now: float) -> bool:
@@ -251,13 +257,20 @@ class Inbox(Reader):
             self.deliver_one(item)
 
     def deliver_one(self, item: str) -> None:
-        """One pushed end, "<event kind>\\0<the fields of an event entry>" (see notify_end in _lib.lua)."""
+        """One pushed end, "<event kind>\\0<the fields of an event entry>" (see notify_end in _lib.lua). An end
+        nobody waits for yet is kept a while: a job added here (its adder's inbox registered) may end in another
+        process before its handle here watches it."""
         kind, _, packed = item.partition("\0")
-        boxes = self.waiters.get(packed.partition("\0")[0])
+        job_id = packed.partition("\0")[0]
+        ev = event_of(self.queue, "", ("e", kind, "v", packed))
+        boxes = self.waiters.get(job_id)
         if boxes:
-            ev = event_of(self.queue, "", ("e", kind, "v", packed))
             for box in boxes:
                 box.put_nowait(ev)
+            return
+        self.unclaimed[job_id] = ev
+        if len(self.unclaimed) > UNCLAIMED:
+            self.unclaimed.popitem(last=False)
 
     def close(self) -> None:
         for boxes in self.waiters.values():
@@ -272,6 +285,9 @@ class Ending(AsyncIterator[JobEvent]):
         self._inbox, self._job_id = inbox, job_id
         self._box: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         inbox.waiters.setdefault(job_id, set()).add(self._box)
+        early = inbox.unclaimed.pop(job_id, None)
+        if early is not None:
+            self._box.put_nowait(early)
 
     def __aiter__(self) -> Ending:
         return self
