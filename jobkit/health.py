@@ -58,6 +58,7 @@ class HealthReport(BaseModel):
     workers: int = 0
     queues: dict[str, QueueHealth] = Field(default_factory=dict)
     problems: list[str] = Field(default_factory=list)
+    spooled: int = Field(default=0, description="jobs in the local spool waiting for their Redis (degrade='spool')")
     checked_at: float = Field(default_factory=time.time)
 
     @property
@@ -120,14 +121,6 @@ def _judge(report: HealthReport, t: HealthThresholds) -> None:
                 report.status = verdict
 
 
-async def _spooled() -> tuple[Verdict, str] | None:
-    """Jobs kept in the local spool while their Redis did not answer (`submit(..., degrade="spool")`)."""
-    count = await asyncio.to_thread(spool_size)
-    if not count:
-        return None
-    return "degraded", f"{count} job(s) in the local spool wait for their Redis (`jobkit spool flush`)"
-
-
 async def health(
     backend: BackendLike = None, *, thresholds: HealthThresholds | None = None, queues: list[str] | None = None,
     extra: Sequence[ExtraCheck] = (),
@@ -137,6 +130,7 @@ async def health(
 
     An unreachable backend is `unhealthy`, never an exception."""
     t = thresholds or HealthThresholds()
+    spooled = await asyncio.to_thread(spool_size)
     try:
         b = await get_backend(backend)
         now, started = time.time(), time.perf_counter()
@@ -151,11 +145,16 @@ async def health(
                 live[q] = live.get(q, 0) + 1
         per_queue = await asyncio.gather(*(_queue_health(b, q, live, now) for q in names))
     except (JobkitError, OSError) as exc:
-        return HealthReport(status="unhealthy", backend_reachable=False, problems=[f"unhealthy: backend: {exc}"])
+        return HealthReport(status="unhealthy", backend_reachable=False, spooled=spooled,
+                            problems=[f"unhealthy: backend: {exc}"])
     report = HealthReport(status="healthy", backend_reachable=True, latency=latency, workers=len(workers),
-                          queues=dict(zip(names, per_queue, strict=True)))
+                          queues=dict(zip(names, per_queue, strict=True)), spooled=spooled)
     _judge(report, t)
-    for check in (_spooled, *extra):
+    if spooled:
+        report.problems.append(f"degraded: {spooled} job(s) in the local spool wait for their Redis"
+                               " (`jobkit spool flush`)")
+        report.status = "unhealthy" if report.status == "unhealthy" else "degraded"
+    for check in extra:
         found = await check()
         if found is not None:
             report.problems.append(f"{found[0]}: {found[1]}")

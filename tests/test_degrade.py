@@ -180,7 +180,12 @@ async def test_health_is_degraded_while_the_spool_holds_jobs(redis: RedisServer,
     assert (await jobkit.health(url, queues=[])).status == "healthy"
     spool.put(handle.backend, [handle.last.model_copy(update={"id": "spooled-9"})])
     report = await jobkit.health(url, queues=[])
-    assert report.status == "degraded"
+    assert report.status == "degraded" and report.spooled == 1
     assert any("1 job(s) in the local spool" in p for p in report.problems)
+    redis.stop()
+    down = await jobkit.health(url, queues=[])
+    assert (down.status, down.backend_reachable, down.spooled) == ("unhealthy", False, 1)
+    redis.start()
+    await redis.ready()
     assert await jobkit.flush_spool(url) == 1
     assert (await jobkit.health(url, queues=[])).status == "healthy"
