@@ -158,6 +158,8 @@ async def test_parquet_without_duckdb_says_what_to_install(memory: Backend, tmp_
     to_parquet(events(n=50), tmp_path / "events.parquet")
     assert "install jobkit[analytics]" in await refused(memory, policy="fail_fast")
     assert "engine 'duckdb' is not installed" in await refused(memory, policy="fail_fast", engine="duckdb")
+    monkeypatch.undo()
+    assert "engine 'sqlite' reads CSV files only" in await refused(memory, policy="fail_fast", engine="sqlite")
 
 
 async def test_run_alone_the_parent_says_how_to_start_it(memory: Backend) -> None:

@@ -316,6 +316,8 @@ class CsvSQLiteEngine(Engine):
     def __init__(self, p: Aggregate) -> None:
         super().__init__(p)
         self.files, fmt = resolve_files(p)
+        if fmt != "csv" and p.engine == "sqlite":
+            raise AggregateSetupError("engine 'sqlite' reads CSV files only: use engine 'auto' or 'duckdb' for Parquet")
         if fmt != "csv":
             raise AggregateSetupError("reading Parquet files needs DuckDB: install jobkit[analytics] on the worker"
                                       " (pip install 'jobkit[analytics]'), or give CSV files")
