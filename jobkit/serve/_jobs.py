@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
@@ -56,9 +57,9 @@ def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in ("1", "true", "yes")
 
 
-async def _json_body(request: Request) -> SubmitBody:
+def _valid_body(raw: bytes | dict[str, Any]) -> SubmitBody:
     try:
-        return SubmitBody.model_validate_json(await request.body())
+        return SubmitBody.model_validate_json(raw) if isinstance(raw, bytes) else SubmitBody.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
                              for e in exc.errors(include_url=False))
@@ -86,7 +87,7 @@ async def _add(request: Request, p: Principal, queue: str, body: SubmitBody) -> 
                                                         tags=body.tags)
     except (ConfigError, PayloadError) as exc:
         raise HTTPException(422, str(exc)) from None
-    if job.owner != owner:  # the id was taken by a job of someone else's: never show it, never hand it over
+    if job.owner != owner and not p.admin:  # the id was someone else's: never show the job, never hand it over
         raise HTTPException(409, f"job id {job.id!r} is taken in queue {queue!r}: choose another")
     return job
 
@@ -95,7 +96,7 @@ async def _answer(request: Request, job: Job, wait: float | None) -> Response:
     if wait:
         job = await wait_finished(state(request).backend, job, wait)
     return JSONResponse(job_view(job), status_code=200 if job.finished else 202,
-                        headers={"Location": f"/jobs/{job.id}?queue={job.queue}"})
+                        headers={"Location": f"/jobs/{quote(job.id, safe='')}?{urlencode({'queue': job.queue})}"})
 
 
 async def submit(request: Request) -> Response:
@@ -105,8 +106,8 @@ async def submit(request: Request) -> Response:
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         upload = await _uploads.receive(request, queue)
         try:
-            body = SubmitBody.model_validate({"task": upload.task, "payload": upload.payload})
-            job = await _add(request, p, queue, body.model_copy(update={"job_id": upload.job_id}))
+            body = _valid_body({"task": upload.task, "payload": upload.payload, "job_id": upload.job_id})
+            job = await _add(request, p, queue, body)
         except BaseException:
             upload.discard()
             raise
@@ -114,7 +115,7 @@ async def submit(request: Request) -> Response:
         if wait is None and not _flag(request, "async") and upload.size <= config.upload_inline_max_bytes:
             wait = config.wait_inline  # a small upload runs at once: the request waits for its result
         return await _answer(request, job, wait)
-    return await _answer(request, await _add(request, p, queue, await _json_body(request)), wait)
+    return await _answer(request, await _add(request, p, queue, _valid_body(await request.body())), wait)
 
 
 async def get_job(request: Request) -> Response:

@@ -85,3 +85,11 @@ async def test_an_upload_belongs_to_the_token_that_sent_it(served: Served) -> No
     assert r.status_code == 202 and r.json()["owner"] == "alice"
     assert (await served.client.get(f"/jobs/{r.json()['id']}", headers=auth("bob"))).status_code == 404
     assert (await served.client.get(f"/jobs/{r.json()['id']}", headers=auth("alice"))).status_code == 200
+
+
+async def test_a_bad_form_is_422_and_leaves_no_file(served: Served, tmp_path: Path) -> None:
+    for data in ({"task": "t" * 500}, {"task": "serve_tests.echo", "payload": "[1]"},
+                 {"task": "serve_tests.echo", "payload": "{not json"}):
+        r = await served.client.post(JOBS, data=data, files={"file": ("a.txt", b"abc")}, headers=auth("admin"))
+        assert r.status_code == 422, (data, r.text)
+    assert not list((tmp_path / "uploads").glob("*/a.txt"))
