@@ -6,10 +6,13 @@ For each size, a JSONL file of N rows x 8 columns (int key, three texts, a float
 written once (benchmarks/.data/). Two phases run against a fresh table with a primary key:
 - load: every row new (on_conflict="upsert" all the same);
 - upsert: the same N keys again, every other row changed (so half are updated, half left as they are).
-Each (engine, database, phase) runs in its own subprocess; the table lists seconds, rows/s and peak RSS.
+Each (engine, database, phase) runs in its own subprocess, timed from after its imports (a worker imports
+once); the table lists seconds, rows/s and peak RSS. `--repeat N` runs N rounds, the engines interleaved in
+each (the machine is shared), and reports medians.
 
 - jobkit: `jobkit.run(jobkit.jobs.db_insert, {"path": ..., "on_conflict": "upsert", "batch_size": 5000})` on a
-  SQLite jobs database, so each batch also writes its checkpoint and progress, as in production;
+  SQLite jobs database, so each batch also writes its checkpoint and progress, as in production; lines parsed
+  by orjson (the `jobkit[fast]` extra); jobkit-json: the same with `json.loads`, as without the extra;
 - executemany: what people write by hand: read the file, `json.loads` each line, `executemany` an
   `INSERT ... ON CONFLICT (id) DO UPDATE` per batch of 5,000 rows and commit (sqlite3, or asyncpg on
   PostgreSQL), without counts, checkpoints or progress.
@@ -25,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,9 +72,13 @@ def data_file(rows: int, phase: str) -> Path:
 
 # -- the engines, each run in a subprocess ----------------------------------------------------------------------
 
-def run_jobkit(db: str, url: str, path: Path, workdir: Path) -> dict[str, Any]:
+def run_jobkit(db: str, url: str, path: Path, workdir: Path, stdlib_json: bool = False) -> dict[str, Any]:
     import jobkit
     import jobkit.jobs
+    import jobkit.jobs.insert.sources
+
+    if stdlib_json:  # as without the jobkit[fast] extra
+        jobkit.jobs.insert.sources.parse_json_line = json.loads
 
     jobkit.jobs.configure(file_roots=[path.parent, workdir])
     destination = "sqlite:///" + str(workdir / "bench.db") if db == "sqlite" else "bench"
@@ -191,6 +200,12 @@ def run_executemany_rows(db: str, url: str, records: list[dict[str, Any]], workd
 
 
 def child(engine: str, db: str, url: str, path: str, workdir: str) -> None:
+    import sqlite3  # noqa: F401 - imports are a worker's one-off cost: all of them before the clock starts
+
+    import asyncpg  # noqa: F401
+
+    import jobkit.jobs  # noqa: F401
+
     extra: dict[str, Any] = {}
     if engine.endswith("-rows"):
         with open(path) as f:
@@ -199,7 +214,10 @@ def child(engine: str, db: str, url: str, path: str, workdir: str) -> None:
         seconds = run(db, url, records, Path(workdir))
     else:
         started = time.perf_counter()
-        extra = (run_jobkit if engine == "jobkit" else run_executemany)(db, url, Path(path), Path(workdir))
+        if engine.startswith("jobkit"):
+            extra = run_jobkit(db, url, Path(path), Path(workdir), stdlib_json=engine == "jobkit-json")
+        else:
+            extra = run_executemany(db, url, Path(path), Path(workdir))
         seconds = time.perf_counter() - started
     status = Path("/proc/self/status").read_text().splitlines()
     rss = int(next(line.split()[1] for line in status if line.startswith("VmHWM")))
@@ -248,7 +266,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, action="append")
     ap.add_argument("--db", default="sqlite,postgresql")
-    ap.add_argument("--engines", default="jobkit,executemany,jobkit-rows,executemany-rows")
+    ap.add_argument("--engines", default="jobkit,jobkit-json,executemany,jobkit-rows,executemany-rows")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds, engines interleaved in each; medians reported")
     ap.add_argument("--child", nargs=5)
     args = ap.parse_args()
     if args.child:
@@ -263,18 +282,17 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             workdir = Path(tmp)
-            for n in sizes:
+            for n, _round, db in itertools.product(sizes, range(args.repeat), args.db.split(",")):
                 files = {phase: data_file(n, phase) for phase in ("load", "upsert")}
-                for db in args.db.split(","):
-                    for engine in args.engines.split(","):
-                        fresh_table(db, pg_url, workdir)
-                        (workdir / "jobs.db").unlink(missing_ok=True)
-                        for phase in ("load", "upsert"):
-                            r = measure(engine, db, pg_url, files[phase], workdir)
-                            r.update(rows=n, db=db, engine=engine, phase=phase, rows_per_s=n / r["seconds"])
-                            rows.append(r)
-                            print(f"{n:>9,} {db:<10} {phase:<6} {engine:<16} {r['seconds']:8.2f}s"
-                                  f" {r['rows_per_s']:>10,.0f} rows/s {r['rss_mb']:6.0f} MB", flush=True)
+                for engine in args.engines.split(","):
+                    fresh_table(db, pg_url, workdir)
+                    (workdir / "jobs.db").unlink(missing_ok=True)
+                    for phase in ("load", "upsert"):
+                        r = measure(engine, db, pg_url, files[phase], workdir)
+                        r.update(rows=n, db=db, engine=engine, phase=phase, rows_per_s=n / r["seconds"])
+                        rows.append(r)
+                        print(f"{n:>9,} {db:<10} {phase:<6} {engine:<16} {r['seconds']:8.2f}s"
+                              f" {r['rows_per_s']:>10,.0f} rows/s {r['rss_mb']:6.0f} MB", flush=True)
     finally:
         if "postgresql" in args.db:
             admin(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -282,17 +300,23 @@ def main() -> None:
 
 
 def report(rows: list[dict[str, Any]]) -> None:
+    """Medians over the rounds; each engine's ratio is its executemany peer's median time over its own."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    lines = [f"# db_insert benchmark {stamp}", "", f"load average before the end: {os.getloadavg()[0]:.2f}", "",
-             "| rows | database | phase | engine | seconds | rows/s | vs its executemany | peak RSS (MB) |",
-             "|---:|---|---|---|---:|---:|---:|---:|"]
+    runs: dict[tuple[int, str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        peer = "executemany-rows" if r["engine"].endswith("-rows") else "executemany"
-        base = next((b for b in rows if b["engine"] == peer and b["db"] == r["db"] and b["rows"] == r["rows"]
-                     and b["phase"] == r["phase"]), None)
-        ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base else ""
-        lines.append(f"| {r['rows']:,} | {r['db']} | {r['phase']} | {r['engine']} | {r['seconds']:.2f} |"
-                     f" {r['rows_per_s']:,.0f} | {ratio} | {r['rss_mb']:.0f} |")
+        runs.setdefault((r["rows"], r["db"], r["phase"], r["engine"]), []).append(r)
+    median = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
+    lines = [f"# db_insert benchmark {stamp}", "", f"load average before the end: {os.getloadavg()[0]:.2f};"
+             f" medians of {max(map(len, runs.values()))} interleaved rounds", "",
+             "| rows | database | phase | engine | seconds (median) | range | rows/s | vs its executemany |"
+             " peak RSS (MB) |", "|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    for (n, db, phase, engine), v in sorted(runs.items(), key=lambda kv: kv[0][:3]):
+        peer = median.get((n, db, phase, "executemany-rows" if engine.endswith("-rows") else "executemany"))
+        seconds = median[(n, db, phase, engine)]
+        ratio = f"{peer / seconds:.2f}x" if peer else ""
+        low, high = min(r["seconds"] for r in v), max(r["seconds"] for r in v)
+        lines.append(f"| {n:,} | {db} | {phase} | {engine} | {seconds:.2f} | {low:.2f}-{high:.2f} |"
+                     f" {n / seconds:,.0f} | {ratio} | {max(r['rss_mb'] for r in v):.0f} |")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"db-insert-{stamp}.md").write_text("\n".join(lines) + "\n")
     (RESULTS / f"db-insert-{stamp}.json").write_text(json.dumps(rows, indent=1) + "\n")

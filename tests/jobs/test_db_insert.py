@@ -301,3 +301,29 @@ async def test_no_password_in_any_message(memory: Backend, pg_run_database: str,
     assert "hunter2" not in (job.error or "") and "hunter2" not in (job.traceback or "")
     job = await failure(memory, Db("sqlite", "sqlite:///missing.db"), rows=rows((1, "a", 1)))
     assert "does not exist" in (job.error or "") and not (tmp_path / "missing.db").exists()
+
+
+@pytest.mark.parametrize("parser", ["orjson", "json"])
+def test_jsonl_lines_read_alike_with_or_without_orjson(parser: str, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobkit.jobs.insert import sources
+
+    if parser == "json":  # as without the jobkit[fast] extra
+        monkeypatch.setattr(sources, "parse_json_line", json.loads)
+    else:
+        pytest.importorskip("orjson")
+        assert sources.parse_json_line is not json.loads
+    big = 2 ** 70  # past 64 bits: orjson refuses it, json reads it
+    (tmp_path / "r.jsonl").write_bytes(b'{"id": 1, "x": NaN}\n{"id": %d, "x": "\\ud800"}\n{"id": 3,\n\n'
+                                       b'{"id": 4, "x": [1, {"a": null}]}\n' % big)
+    source = sources.JsonlSource(tmp_path / "r.jsonl", "r.jsonl")
+    try:
+        source.start(0, 0)
+        chunk = source.read(10)
+    finally:
+        source.close()
+    (row1, first), *rest = chunk.records
+    assert row1 == 1 and first["id"] == 1 and first["x"] != first["x"]  # NaN
+    assert [(r, obj) for r, obj in rest] == [(2, {"id": big, "x": "\ud800"}), (5, {"id": 4, "x": [1, {"a": None}]})]
+    assert [(e.row, e.message) for e in chunk.errors] == [
+        (3, "line 3 is not valid JSON: Expecting property name enclosed in double quotes: line 2 column 1 (char 10)")]
