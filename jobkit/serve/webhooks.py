@@ -33,6 +33,7 @@ log = logging.getLogger("jobkit.webhooks")
 # over 27 h 35 min, each delay stretched or shrunk by up to `jitter` so that retries of many deliveries spread out.
 RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 LEASE_MARGIN = 30.0  # seconds a lease outlasts the POST's timeout
+ANSWER_KEPT = 200  # bytes of a failed answer's body kept in its attempt
 
 
 def http_client(timeout: float) -> Any:
@@ -112,25 +113,37 @@ class WebhookSender:
             return DeliveryAttempt(at=started, ok=ok, code=code, error=error, seconds=round(time.time() - started, 4))
 
         try:
-            target = await self.guard.check(d.url)
+            target = await asyncio.wait_for(self.guard.check(d.url), self.timeout)
         except Refused as exc:
             return attempt(False, error=f"refused: {exc}"), False
-        except OSError as exc:
-            return attempt(False, error=f"the host did not resolve: {exc}"), True
+        except (OSError, asyncio.TimeoutError) as exc:
+            return attempt(False, error=f"the host did not resolve: {exc or 'timed out'}"), True
         body = d.body()
         sent = headers(self._key, d.message_id, int(started), body)
         sent["host"] = target.host if target.port is None else f"{target.host}:{target.port}"
         sent["user-agent"] = "jobkit-webhooks"
         try:
-            res = await self._client.post(target.url, content=body, headers=sent,
-                                          extensions={"sni_hostname": target.host})
+            code, said = await self._answer(target.url, body, sent, target.host)
         except Exception as exc:  # noqa: BLE001 - any transport failure is one failed attempt, retried
             return attempt(False, error=f"{type(exc).__name__}: {exc}"[:500]), True
-        if 200 <= res.status_code < 300:
-            return attempt(True, res.status_code), False
-        if 300 <= res.status_code < 400:
-            return attempt(False, res.status_code, "a redirect, not followed: point the webhook at the final URL"), True
-        return attempt(False, res.status_code, f"HTTP {res.status_code}: {res.text[:200]}"), True
+        if 200 <= code < 300:
+            return attempt(True, code), False
+        if 300 <= code < 400:
+            return attempt(False, code, "a redirect, not followed: point the webhook at the final URL"), True
+        return attempt(False, code, f"HTTP {code}: {said}"), True
+
+    async def _answer(self, url: str, body: bytes, sent: dict[str, str], host: str) -> tuple[int, str]:
+        """POST; the status code, and the first ANSWER_KEPT bytes of a failure's body (a receiver's answer is not
+        read whole: it may be any size)."""
+        async with self._client.stream("POST", url, content=body, headers=sent,
+                                       extensions={"sni_hostname": host}) as res:
+            said = b""
+            if not 200 <= res.status_code < 300:
+                async for chunk in res.aiter_bytes():
+                    said += chunk
+                    if len(said) >= ANSWER_KEPT:
+                        break
+            return int(res.status_code), said[:ANSWER_KEPT].decode(errors="replace")
 
     async def run(self) -> None:
         """Send until `stop()`: a pass, then (when it found nothing) a pause of `poll` seconds."""

@@ -63,6 +63,7 @@ async def test_500_then_200_is_retried_and_delivered_once(backend: Backend, qnam
         verify(g)
     [d] = await backend.webhook_deliveries(qname)
     assert d.state == "delivered" and d.attempts == 2 and [h.code for h in d.history] == [500, 200]
+    assert d.history[0].error == "HTTP 500: no" and d.history[1].error is None
     assert await send_once(backend) == 0  # delivered once: nothing left to send
     assert len(receiver.got) == 2
 
