@@ -350,6 +350,10 @@ class Backend(abc.ABC):
     # gets a pending delivery due at once (see backends/_outbox.py), in the same atomic step. Policy (the retry
     # schedule, what counts as delivered) lives above, in the sender.
     @abc.abstractmethod
+    async def webhook_queues(self) -> builtins.list[str]:
+        """Names of the queues whose outbox holds pending deliveries, sorted (their jobs may be gone already)."""
+
+    @abc.abstractmethod
     async def claim_webhooks(self, queue: str, sender: str, *, limit: int, lease: float, now: float
                              ) -> builtins.list[WebhookDelivery]:
         """Lease up to `limit` due pending deliveries (oldest due first) to `sender` until now + `lease`, atomically:

@@ -611,6 +611,9 @@ class MemoryBackend(Backend):
             d = outbox.entry(job, url, str(next(self._outbox_seq)), now)
             self._outbox.setdefault(job.queue, {})[d.id] = d
 
+    async def webhook_queues(self) -> builtins.list[str]:
+        return sorted(q for q, box in self._outbox.items() if any(d.state == "pending" for d in box.values()))
+
     async def claim_webhooks(self, queue: str, sender: str, *, limit: int, lease: float, now: float
                              ) -> builtins.list[WebhookDelivery]:
         due = [d for d in self._outbox.get(queue, {}).values() if outbox.claimable(d, now)]

@@ -1256,6 +1256,16 @@ class RedisBackend(Backend):
         ident = delivery_id.decode() if isinstance(delivery_id, bytes) else str(delivery_id)
         return WebhookDelivery.model_validate({**found, "id": ident, "queue": queue})
 
+    async def webhook_queues(self) -> builtins.list[str]:
+        # Every queue that ever had a job is in QUEUES_KEY (add puts it there), so every queue with an outbox is too.
+        [names] = await self._send(QUEUES_SLOT, [_command(_pack(("SMEMBERS", QUEUES_KEY)))], "list queues")
+        names = sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+        if not names:
+            return []
+        sizes = await self._send_spread([(self._q(n).slot, [_command(_pack(("ZCARD", self._q(n).keys[27])))])
+                                         for n in names], "count webhook deliveries")
+        return [n for n, [size] in zip(names, sizes, strict=True) if size]
+
     async def claim_webhooks(self, queue: str, sender: str, *, limit: int, lease: float, now: float
                              ) -> builtins.list[WebhookDelivery]:
         res = await self._eval("webhook_claim", queue, (sender, repr(now), repr(now + lease), limit),

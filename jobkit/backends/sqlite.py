@@ -1544,6 +1544,10 @@ class SQLiteBackend(Backend):
         return [w for w in found if queue is None or queue in w.queues]
 
     # -- webhooks' outbox ----------------------------------------------------------------------------
+    async def webhook_queues(self) -> builtins.list[str]:
+        rows = await self._read("SELECT DISTINCT queue FROM webhooks WHERE state = 'pending' ORDER BY queue")
+        return [name for (name,) in rows]
+
     async def claim_webhooks(self, queue: str, sender: str, *, limit: int, lease: float, now: float
                              ) -> builtins.list[WebhookDelivery]:
         return await self._write(_Store.claim_webhooks, queue, sender, limit, lease, now)

@@ -87,7 +87,7 @@ class WebhookSender:
         if self._client is None:
             self._client = http_client(self.timeout)
         sent = 0
-        for queue in self.queues if self.queues is not None else await backend.queues():
+        for queue in self.queues if self.queues is not None else await backend.webhook_queues():
             due = await backend.claim_webhooks(queue, self.id, limit=self.batch, lease=self.timeout + LEASE_MARGIN,
                                                now=time.time())
             await asyncio.gather(*(self._send(backend, d) for d in due))

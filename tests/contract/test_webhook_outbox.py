@@ -144,3 +144,19 @@ async def test_a_job_failed_by_its_flow_gets_its_delivery(backend: Backend, qnam
     [d] = await backend.webhook_deliveries(qname)
     assert (d.job_id, d.event) == ("waiter", "job.failed") and "dep" in d.job["error"]
     assert d.job["started_at"] is None and d.job["attempts"] == 0
+
+
+async def test_deliveries_outlive_their_jobs(backend: Backend, qname: str) -> None:
+    """A job removed by retention in the very step that completed it keeps its delivery, and its queue is listed
+    for senders though it holds no job any more."""
+    await backend.add([_job(qname, "gone")])
+    now = time.time()
+    await backend.claim(qname, "w1", limit=1, lease=30, now=now)
+    await backend.finish(qname, "w1", [Outcome(job_id="gone", state=JobState.COMPLETED, result=7)], now,
+                         keep_completed=0)
+    assert await backend.get(qname, "gone") is None and qname not in await backend.queues()
+    assert qname in await backend.webhook_queues()
+    [d] = await backend.claim_webhooks(qname, "s1", limit=1, lease=10, now=now + 1)
+    assert d.job["result"] == 7
+    assert await backend.settle_webhook(qname, "s1", d.id, DeliveryAttempt(at=now, ok=True, code=200), None, now)
+    assert qname not in await backend.webhook_queues()
