@@ -197,6 +197,24 @@ async def test_keys_outside_the_columns_are_rejected_not_dropped(memory: Backend
     assert await stored(db) == []  # the bad row was in the first batch: nothing of it was written
 
 
+
+async def test_a_missing_key_is_null_and_a_stranger_in_its_place_is_rejected(memory: Backend, db: Db) -> None:
+    await db.execute(TABLE)
+    report = await insert(memory, db, rows=[{"id": 1, "name": "a", "qty": 1}, {"id": 2, "name": "b"},
+                                            {"id": 3, "name": "c", "colour": "red"}, {"qty": 4, "name": "d", "id": 4}],
+                          on_error="skip")
+    assert counts(report) == (3, 0, 0, 0) and report.rejected == 1
+    assert [(e.row, e.message) for e in report.errors] == [
+        (3, "keys 'colour' are not among the columns written (id, name, qty)")]
+    assert await stored(db) == [(1, "a", 1), (2, "b", None), (4, "d", 4)]  # keys in any order
+
+
+async def test_a_single_column(memory: Backend, db: Db) -> None:
+    await db.execute(TABLE)
+    report = await insert(memory, db, rows=[{"id": 7}, {"id": 8}], columns=["id"])
+    assert counts(report) == (2, 0, 0, 0)
+    assert await stored(db) == [(7, None, None), (8, None, None)]
+
 class Item(BaseModel):
     id: int
     name: str

@@ -8,7 +8,9 @@ job's lease and progress keeps flowing.
 from __future__ import annotations
 
 import asyncio
+import operator
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +167,29 @@ class Inserter:
     # -- the batches ---------------------------------------------------------------------------------------------
     def _convert(self, chunk: Chunk, writer: TableWriter, model: type[BaseModel] | None
                  ) -> tuple[list[tuple[Any, ...]], list[RowError]]:
-        columns, known = self.columns, set(self.columns)
-        values: list[list[Any]] = []
+        values, numbers, errors = self._values(chunk, model)
+        rows, bad = writer.convert_many(values)
+        columns = self.columns
+        for i, refused in bad:
+            errors.append(RowError(row=numbers[i], column=refused.column, field=refused.column, message=str(refused),
+                                   value=_shown(values[i][columns.index(refused.column)])))
+        errors.sort(key=lambda e: e.row)
+        return rows, errors
+
+    def _values(self, chunk: Chunk, model: type[BaseModel] | None
+                ) -> tuple[list[Sequence[Any]], list[int], list[RowError]]:
+        """Each record's values in column order, with its row number; the records that cannot be rows as errors."""
+        columns = self.columns
+        records = [record for _, record in chunk.records]
+        if model is None and {len(columns)}.issuperset(map(len, records)):
+            try:  # every record has exactly the columns (the common case): picked in C
+                pick = operator.itemgetter(*columns)
+                picked = list(map(pick, records))
+                return ([(v,) for v in picked] if len(columns) == 1 else picked), [n for n, _ in chunk.records], []
+            except KeyError:
+                pass  # a record lacks a column and has another key instead: named below
+        known = set(columns)
+        values: list[Sequence[Any]] = []
         numbers: list[int] = []
         errors: list[RowError] = []
         for row_no, record in chunk.records:
@@ -186,12 +209,7 @@ class Inserter:
                     continue
             values.append(list(map(record.get, columns)))
             numbers.append(row_no)
-        rows, bad = writer.convert_many(values)
-        for i, refused in bad:
-            errors.append(RowError(row=numbers[i], column=refused.column, field=refused.column, message=str(refused),
-                                   value=_shown(values[i][columns.index(refused.column)])))
-        errors.sort(key=lambda e: e.row)
-        return rows, errors
+        return values, numbers, errors
 
     def _apply_policy(self, errors: list[RowError]) -> None:
         if not errors:
