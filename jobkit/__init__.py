@@ -21,6 +21,7 @@ from .errors import (
 from .flows import FlowNode, flow
 from .handle import JobHandle
 from .health import HealthReport, HealthThresholds, health
+from .metrics import Metrics, Percentiles, collect_metrics
 from .models import (
     Backoff,
     Child,
@@ -74,7 +75,9 @@ __all__ = [
     "JobState",
     "JobTimeout",
     "JobkitError",
+    "Metrics",
     "PayloadError",
+    "Percentiles",
     "Progress",
     "Queue",
     "QueueCounts",
@@ -89,6 +92,7 @@ __all__ = [
     "WebhookDelivery",
     "Worker",
     "__version__",
+    "collect_metrics",
     "connect",
     "dashboard",
     "flow",

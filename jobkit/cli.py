@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Coroutine, Sequence
+from datetime import timedelta
 from typing import Any
 
 from . import __version__, cli_webhooks, schedules
@@ -18,6 +19,7 @@ from .cli_logging import LEVELS, configure_logging, log_all_from_env
 from .config import connect, mask_url, resolve_url
 from .errors import ConfigError, JobkitError, JobNotFound
 from .health import health
+from .metrics import collect_metrics
 from .models import JobState
 from .queue import Queue
 from .run import shutdown
@@ -60,22 +62,25 @@ async def _admin_backend(args: argparse.Namespace) -> Backend:
 
 
 async def _status(args: argparse.Namespace) -> int:
-    from .cli_views import console, print_json, status_view  # rich only for the commands that print with it
+    from .cli_views import METRICS_SPAN, console, print_json, status_view  # rich only for commands that print
 
     backend = await _admin_backend(args)
     try:
         now = time.time()
         workers = await backend.workers(now)
         counts = {name: await backend.counts(name) for name in await backend.queues()}
+        metrics = {m.queue: m for m in await collect_metrics(
+            list(counts), since=timedelta(minutes=METRICS_SPAN), backend=backend) if m.task is None}
         report = await health(backend)
     finally:
         await backend.close()
     if args.json:
         print_json({"backend": mask_url(backend.url), "workers": [w.model_dump(mode="json") for w in workers],
                     "queues": {q: c.model_dump(mode="json", by_alias=True) for q, c in counts.items()},
+                    "metrics": {q: m.model_dump(mode="json") for q, m in metrics.items()},
                     "health": report.model_dump(mode="json", by_alias=True)})
     else:
-        console().print(status_view(mask_url(backend.url), workers, counts, now))
+        console().print(status_view(mask_url(backend.url), workers, counts, now, metrics))
         print(f"health: {report.status}" + "".join(f"\n  {p}" for p in report.problems))
     return 0
 

@@ -15,14 +15,17 @@ from rich.table import Table
 from rich.text import Text
 
 from . import schedules
+from .metrics import Metrics
 from .models import Job, JobState, QueueCounts, Schedule, WorkerInfo
-from .notebook.fmt import STATE_COLOURS, duration, error_summary
+from .notebook.fmt import STATE_COLOURS, duration, error_summary, latency
 
-__all__ = ["console", "job_card", "jobs_table", "print_json", "schedules_view", "status_view", "when"]
+__all__ = ["METRICS_SPAN", "console", "job_card", "jobs_table", "metrics_table", "print_json", "schedules_view",
+           "status_view", "when"]
 
 SHOWN_CHARS = 2000  # of a payload or result in `jobs show`; `--json` prints all of it
 _PLAIN: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "title_justify": "left"}
 COUNTED = ("waiting", "delayed", "active", "completed", "failed", "cancelled")
+METRICS_SPAN = 15  # minutes of metrics `jobkit status` shows
 
 
 def console() -> Console:
@@ -52,8 +55,22 @@ def _state(job: Job) -> Text:
     return Text(job.state.value, STATE_COLOURS[job.state])
 
 
-def status_view(url: str, workers: Sequence[WorkerInfo], counts: Mapping[str, QueueCounts], now: float) -> Group:
-    """The backend, its live workers and its queues' counts."""
+def metrics_table(metrics: Mapping[str, Metrics]) -> Table:
+    """Each queue's last minutes: jobs finished per minute, the share that completed, p95 wait and run times."""
+    table = Table(title=f"last {METRICS_SPAN} minutes", **_PLAIN)
+    table.add_column("queue", overflow="fold")
+    for name in ("rate/min", "success", "p95 wait", "p95 run"):
+        table.add_column(name, justify="right")
+    for queue, m in metrics.items():
+        rate = m.success_rate
+        table.add_row(queue, f"{m.per_minute(METRICS_SPAN):.1f}", "-" if rate is None else f"{rate:.0%}",
+                      latency(m.wait.p95), latency(m.run.p95))
+    return table
+
+
+def status_view(url: str, workers: Sequence[WorkerInfo], counts: Mapping[str, QueueCounts], now: float,
+                metrics: Mapping[str, Metrics] | None = None) -> Group:
+    """The backend, its live workers, its queues' counts and (when given) their recent metrics."""
     parts: list[RenderableType] = [Text.assemble(("backend ", "bold"), url)]
     if workers:
         wt = Table(title=f"{len(workers)} worker(s) alive", **_PLAIN)
@@ -75,6 +92,8 @@ def status_view(url: str, workers: Sequence[WorkerInfo], counts: Mapping[str, Qu
         for queue, c in counts.items():
             qt.add_row(queue, *(str(getattr(c, name)) for name in COUNTED), "paused" if c.paused else "")
         parts.append(qt)
+        if metrics:
+            parts.append(metrics_table(metrics))
     else:
         parts.append(Text("no queue yet", "dim"))
     return Group(*parts)

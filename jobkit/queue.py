@@ -17,6 +17,7 @@ from .deliveries import DeliveryState, WebhookDelivery
 from .embedded import wanted
 from .errors import ConfigError, JobNotFound
 from .handle import JobHandle
+from .metrics import Metrics, Since, since_time, summarize
 from .models import (
     Backoff,
     ContinuePartial,
@@ -247,6 +248,15 @@ class Queue:
             raise ConfigError(f"global concurrency must be a whole number of at least 1, or None to lift it; not"
                               f" {limit!r} (pause() stops a queue)")
         await (await self.backend()).set_global_concurrency(self.name, limit)
+
+    async def metrics(self, since: Since = None, *, task: str | Task[Any] | None = None) -> Metrics:
+        """Jobs completed and failed per minute since `since` (a datetime, a timedelta back from now, epoch seconds;
+        default an hour ago; at most 14 days are kept), the success rate, and wait and run time percentiles; of
+        every task, or of `task` only."""
+        name = task.name if isinstance(task, Task) else task
+        now = time.time()
+        start = since_time(since, now)
+        return summarize(self.name, await (await self.backend()).metrics(self.name, start), start, now, name)
 
     async def global_concurrency(self) -> int | None:
         """The limit `set_global_concurrency` set, or None."""

@@ -403,8 +403,36 @@ async def test_reopening_keeps_jobs_and_event_ids_grow(tmp_path: Path) -> None:
     assert int(second.id) > int(first.id)
 
 
+def _as_schema_9(conn: sqlite3.Connection) -> None:
+    """Make a file of this jobkit look as schema 9 wrote it: no metrics table."""
+    conn.execute("DROP TABLE metrics")
+    conn.execute("PRAGMA user_version = 9")
+
+
+@pytest.mark.asyncio
+async def test_schema_9_database_gains_the_metrics_table(tmp_path: Path) -> None:
+    """Schema 10 keeps metrics per minute; a schema 9 file opens, keeps its jobs, and counts the ones that end."""
+    url, path = url_of(tmp_path / "jobs.db"), tmp_path / "jobs.db"
+    async with SQLiteBackend(url) as b:
+        await b.add([job("j1")])
+        now = time.time()
+        await b.claim(Q, "w", limit=1, lease=30, now=now)
+    with sqlite3.connect(path) as conn:
+        _as_schema_9(conn)
+    conn.close()
+    async with SQLiteBackend(url) as b:
+        assert await b.metrics(Q, 0) == []
+        await b.finish(Q, "w", [Outcome(job_id="j1", state=JobState.COMPLETED)], now + 1)
+        [(minute, name, field, n)] = await b.metrics(Q, 0)
+        assert (minute, name, field[0], n) == (int((now + 1) // 60), "t", "c", 1)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
+    conn.close()
+
+
 def _as_schema_8(conn: sqlite3.Connection) -> None:
     """Make a file of this jobkit look as schema 8 wrote it: no webhooks' outbox."""
+    _as_schema_9(conn)
     conn.execute("DROP TABLE webhooks")
     conn.execute("DELETE FROM counters WHERE name = 'webhook_id'")
     conn.execute("PRAGMA user_version = 8")
@@ -426,7 +454,7 @@ async def test_schema_8_database_gains_the_webhooks_outbox(tmp_path: Path) -> No
         [d] = await b.webhook_deliveries(Q)
         assert (d.id, d.job_id, d.state, d.url) == ("1", "j1", "pending", "https://hooks.example.com/h")
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     conn.close()
 
 
@@ -461,7 +489,7 @@ async def test_schema_6_database_gains_global_concurrency(tmp_path: Path) -> Non
         await b.set_global_concurrency(Q, 2)
         assert len((await b.claim(Q, "w", limit=5, lease=30, now=time.time())).jobs) == 1  # one was active
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         assert conn.execute("SELECT concurrency FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -509,7 +537,7 @@ async def test_schema_3_database_names_the_lease_holder_worker(tmp_path: Path) -
         [done] = await b.finish(Q, "w1", [Outcome(job_id="j1", state=JobState.COMPLETED)], now + 1)
         assert done.state is JobState.COMPLETED and done.worker is None
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         assert conn.execute("SELECT worker FROM jobs WHERE id = 'j2'").fetchone()[0] == "w1"
         assert '"owner"' not in conn.execute("SELECT body FROM jobs WHERE id = 'j2'").fetchone()[0].split("history")[0]
     conn.close()
@@ -536,7 +564,7 @@ async def test_schema_1_database_is_upgraded_with_its_completed_counts(tmp_path:
         kept = await b.list(Q, states=[JobState.COMPLETED])
         assert sorted(j.id for j in kept) == ["j2", "j3"], "the upgraded counter saw the 3 completed before"
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         assert conn.execute("SELECT completed FROM queues WHERE name = ?", (Q,)).fetchone()[0] == 2
     conn.close()
 
@@ -556,7 +584,7 @@ async def test_schema_2_database_gains_the_records_table_and_keeps_its_jobs(tmp_
         assert await b.get(Q, "j1") is not None
         assert await b.write_record(Q, "schedule", "nightly", "{}", version=0) == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     conn.close()
 
 
@@ -577,7 +605,7 @@ async def test_schema_4_database_gains_the_quota_tables(tmp_path: Path) -> None:
         assert await b.take(Q, [Ask("rpm", 1, 1, 60)], time.time()) == 0.0
         assert await b.reserve(Q, "cost", 1.5, 2.0) == (True, Spend(0.0, 1.5))
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
     conn.close()
 
 
@@ -610,7 +638,7 @@ async def test_schema_5_database_gains_flows_and_keeps_its_retention(tmp_path: P
         assert ready is not None and ready.state is JobState.WAITING and ready.flow is not None
         assert ready.flow.completed == 1
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         assert conn.execute("SELECT held FROM jobs WHERE id = 'c'").fetchone()[0] == 1
         assert conn.execute("SELECT SUM(held) FROM jobs WHERE id != 'c'").fetchone()[0] == 0
     conn.close()
@@ -638,7 +666,7 @@ async def test_schema_7_database_gains_owners_and_tags(tmp_path: Path) -> None:
             await b.finish(Q, "w", [Outcome(job_id=claimed.id, state=JobState.COMPLETED)], now)
         assert await b.clean(Q, JobState.COMPLETED, finished_before=now + 1) == 2
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
         assert conn.execute("SELECT COUNT(*) FROM job_tags").fetchone()[0] == 0, "tags go with their job"
     conn.close()
 

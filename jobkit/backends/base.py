@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from ..deliveries import DeliveryAttempt, DeliveryState, WebhookDelivery
 from ..models import Job, JobEvent, JobRef, JobState, Outcome, Progress, QueueCounts, RateLimit, WorkerInfo
+from ._metrics import MetricRow
 
 __all__ = [
     "CONCURRENCY_RECHECK", "Ask", "Backend", "ChildLink", "ClaimResult", "FlowSpec", "Record", "Spend", "check_asks",
@@ -278,6 +279,7 @@ class Backend(abc.ABC):
         beyond the newest `keep_completed` (as `clean(keep_last=...)` would), so that bound holds at every moment;
         `keep_failed` likewise for failed jobs (a backend may apply it only in steps that fail a job: under a fixed
         bound, only those can break it).
+        Jobs that completed or failed are counted in the queue's metrics in the same transaction (see _metrics.py).
         Events: completed / failed / cancelled / retrying (and removed). Returns the jobs that moved."""
 
     async def finish_and_claim(
@@ -301,6 +303,11 @@ class Backend(abc.ABC):
             await self.finish(queue, worker, outcomes, now, keep_completed=keep_completed, keep_failed=keep_failed)
         return await self.claim(queue, worker, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit,
                                 caps=caps)
+
+    @abc.abstractmethod
+    async def metrics(self, queue: str, since: float) -> builtins.list[MetricRow]:
+        """The queue's metrics rows (see _metrics.py) of the minutes from the one holding `since` on, oldest first;
+        minutes past _metrics.KEPT_MINUTES are gone."""
 
     @abc.abstractmethod
     async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:

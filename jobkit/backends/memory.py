@@ -26,6 +26,7 @@ from ..models import (
     WorkerInfo,
 )
 from . import _flows as flows
+from . import _metrics
 from . import _outbox as outbox
 from . import _transitions as transitions
 from ._local import EventHub, Row, Subscription
@@ -256,6 +257,7 @@ class MemoryBackend(Backend):
         self._windows: dict[tuple[str, str], list[tuple[float, float]]] = {}  # grants (lapses_at, amount), in order
         self._used: dict[tuple[str, str], float] = {}  # the total of each counter's grants
         self._budgets: dict[tuple[str, str], Spend] = {}
+        self._metrics: dict[str, dict[int, _metrics.Tally]] = {}  # queue -> minute -> counts
         self._links: dict[flows.Key, dict[flows.Key, flows.Link]] = {}  # parents' ledgers, in order
         self._holders: dict[flows.Key, set[flows.Key]] = {}  # job -> the parents holding it back from retention
         self._outbox: dict[str, dict[str, WebhookDelivery]] = {}  # per queue, by id, oldest first
@@ -524,6 +526,7 @@ class MemoryBackend(Backend):
     ) -> builtins.list[Job]:
         q = self._q(queue)
         moved, events, poke, linked = [], [], False, []
+        tally: _metrics.Tally = {}
         for oc in outcomes:
             job = self._held(queue, worker, oc.job_id)
             if job is None:
@@ -540,7 +543,9 @@ class MemoryBackend(Backend):
                 poke = True
             if (job.parent is not None or job.dependents or job.flow is not None) and job.state in TERMINAL_STATES:
                 linked.append(job)
+            _metrics.count(tally, job, now)
             moved.append(q.copy(job))
+        self._count(queue, tally, now)
         if q.concurrency is not None and moved:  # slots freed: a worker held back by it may claim now
             poke = True
         for state, keep in ((JobState.COMPLETED, keep_completed), (JobState.FAILED, keep_failed)):
@@ -554,6 +559,26 @@ class MemoryBackend(Backend):
         if linked:
             self._ended(linked, now)
         return moved
+
+    def _count(self, queue: str, tally: _metrics.Tally, now: float) -> None:
+        """Add a finish's counts to the queue's minute; a new minute first drops those past KEPT_MINUTES."""
+        if not tally:
+            return
+        minutes = self._metrics.setdefault(queue, {})
+        minute = int(now // 60)
+        counts = minutes.get(minute)
+        if counts is None:
+            for old in [m for m in minutes if m <= minute - _metrics.KEPT_MINUTES]:
+                del minutes[old]
+            counts = minutes[minute] = {}
+        for key, n in tally.items():
+            counts[key] = counts.get(key, 0) + n
+
+    async def metrics(self, queue: str, since: float) -> builtins.list[_metrics.MetricRow]:
+        first = int(since // 60)
+        minutes = self._metrics.get(queue, {})
+        return [(m, name, field, n) for m in sorted(minutes) if m >= first
+                for (name, field), n in minutes[m].items()]
 
     def _ended(self, jobs: Iterable[Job], now: float) -> None:
         """Jobs of flows just finished: their parents count them (and a parent releases its children)."""

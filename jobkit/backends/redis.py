@@ -2,7 +2,7 @@
 
 A queue's keys all start with `jobkit:{<queue>}:`, so they share one Redis Cluster hash slot:
 
-    meta            hash: paused, seq counter, rate-limit window (ws, wu)
+    meta            hash: paused, seq counter, rate-limit window (ws, wu), global concurrency (gc)
     j:<id>          hash per job: the scalar fields scripts read and change (a compact listpack)
     d:<id>          string per job: its static JSON (id, name, queue, data, options, created_at), then
                     its history entries (appended)
@@ -16,6 +16,10 @@ A queue's keys all start with `jobkit:{<queue>}:`, so they share one Redis Clust
                     "resumed" event made work claimable (field f: that event's id); workers wait on it
     done:<token>    list: the ends of the jobs that a backend instance's handles watch (field wt of the job,
                     see `watch`), pushed by the script that ends them; expires a minute after the last push
+
+    m:<minute>      hash per minute of metrics (see _metrics.py; field "<task>" NUL "<field>", and "#": the
+                    minute's total), expiring after 14 days; metrics: zset of those minutes, trimmed as a new
+                    minute starts
 
 Global keys, never in a script with a queue's keys: `jobkit:queues` (set of queue names) and
 `jobkit:{workers}:info` / `jobkit:{workers}:seen` (heartbeats).
@@ -72,6 +76,7 @@ from ..models import (
     trusted,
 )
 from ..urls import mask_url as _mask
+from ._metrics import MetricRow
 from ._redis_readers import Ending, Feed, Inbox, Item, Reader, Waker, pump
 from ._redis_readers import EventId as _EventId
 from ._redis_readers import Segment as _Segment
@@ -96,6 +101,7 @@ QUEUE_KEYS = (
     "waiting-children", "ix:waiting-children", "outbox", "unsealed",
     "fl:", "fo:",  # prefixes of each parent's ledger keys (see redis_lua/_flow.lua)
     "wh", "wh:status", "wh:due", "wh:ended", "rec:webhook",  # webhooks' outbox (see redis_lua/_outbox.lua)
+    "m:", "metrics",  # the prefix of the metrics' minute keys, and their index (see redis_lua/_finish.lua)
 )
 QUEUES_KEY = "jobkit:queues"
 WORKER_KEYS = ("jobkit:{workers}:info", "jobkit:{workers}:seen")
@@ -106,7 +112,7 @@ REDIRECTS = 5  # MOVED / ASK / TRYAGAIN answers followed for one command before 
 QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", "checkpoint", "cancel", "pause",
                  "retry", "clean", "recover", "get", "list", "counts", "record_add", "quarantine", "flow_add",
                  "flow_seal", "flow_deliver", "children", "concurrency", "watch", "webhook_claim", "webhook_settle",
-                 "webhook_replay")
+                 "webhook_replay", "metrics")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
 SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_outbox", "_flow", "_finish", "_remove"),
                 "finish_claim": ("_outbox", "_flow", "_finish", "_remove", "_claim"), "clean": ("_remove",),
@@ -1118,6 +1124,16 @@ class RedisBackend(Backend):
         self._woke(queue, res[0])
         await self._deliver_notices(queue, res[1])
         return [_job(s) for s in res[2:]]
+
+    async def metrics(self, queue: str, since: float) -> builtins.list[MetricRow]:
+        res = await self._eval("metrics", queue, (int(since // 60),), "read metrics")
+        rows: builtins.list[MetricRow] = []
+        for minute, fields in zip(res[::2], res[1::2], strict=True):
+            for key, n in zip(fields[::2], fields[1::2], strict=True):
+                name, _, field = key.rpartition("\0")
+                if name:  # not the minute's total (field "#")
+                    rows.append((int(minute), name, field, int(n)))
+        return rows
 
     async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
         res = await self._eval("progress", queue, (worker, job_id, progress.model_dump_json(), repr(time.time())),

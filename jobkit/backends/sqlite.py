@@ -38,6 +38,7 @@ from ..models import (
 )
 from ..urls import mask_url
 from . import _flows as flows
+from . import _metrics
 from . import _outbox as outbox
 from . import _transitions as transitions
 from ._local import Event, EventHub, Row, Subscription, event_id
@@ -62,7 +63,7 @@ log = logging.getLogger("jobkit")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION = 9  # PRAGMA user_version; bump it and add a migration step when the schema changes
+SCHEMA_VERSION = 10  # PRAGMA user_version; bump it and add a migration step when the schema changes
 BUSY_TIMEOUT = 10.0  # seconds a transaction waits for another process's write lock
 POLL_EVERY = 0.02  # seconds between checks for commits made by other processes
 EVENTS_KEPT = 10_000  # newest events kept per queue, for `subscribe(since=...)`
@@ -121,6 +122,10 @@ _SCHEMA = (
         PRIMARY KEY (wq, wid, cq, cid))""",
     "CREATE INDEX IF NOT EXISTS flow_links_order ON flow_links (wq, wid, pos)",
     "CREATE INDEX IF NOT EXISTS flow_links_held ON flow_links (cq, cid) WHERE held = 1",
+    # Metrics (see backends/_metrics.py): counts per queue, minute, task and field, kept KEPT_MINUTES.
+    """CREATE TABLE IF NOT EXISTS metrics (
+        queue TEXT NOT NULL, minute INTEGER NOT NULL, name TEXT NOT NULL, field TEXT NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (queue, minute, name, field)) WITHOUT ROWID""",
     # Webhooks' outbox (see backends/_outbox.py): each delivery's model in `body`; the columns index what is due.
     """CREATE TABLE IF NOT EXISTS webhooks (
         queue TEXT NOT NULL, id INTEGER NOT NULL, job_id TEXT NOT NULL, state TEXT NOT NULL, next_at REAL,
@@ -191,6 +196,7 @@ def _migrate(c: sqlite3.Connection, version: int) -> None:
         c.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
     if version < 9:  # schema 9 adds the webhooks table (webhooks' outbox, made by _SCHEMA) and its counter
         c.execute("INSERT INTO counters (name, value) VALUES ('webhook_id', 0) ON CONFLICT (name) DO NOTHING")
+    # schema 10 adds the metrics table
 
 
 def _load(state: str, lease_until: float | None, body: str) -> Job:
@@ -370,6 +376,7 @@ class _Store:
         self.claimed: dict[tuple[str, str], tuple[str, Job]] = {}
         self._since_trim = 0
         self._trim_queues: set[str] = set()
+        self.counted: dict[str, int] = {}  # queue -> the minute metrics were last counted in here
 
     # -- plumbing ----------------------------------------------------------------------------------
     def setup(self, create: bool = True) -> None:
@@ -844,6 +851,7 @@ class _Store:
         retried: list[tuple[Any, ...]] = []
         completed = 0
         linked: list[tuple[int, Job]] = []
+        tally: _metrics.Tally = {}
         for oc, (rowid, job) in todo:
             held_back = rowid < 0
             rowid = abs(rowid)
@@ -860,6 +868,7 @@ class _Store:
                 if job.parent is not None or job.dependents or job.flow is not None:
                     linked.append((rowid, job))
                 completed += job.state is JobState.COMPLETED and not held_back
+                _metrics.count(tally, job, now)
             else:
                 retried.append(_values(job, rowid))
             moved.append(job)
@@ -872,6 +881,8 @@ class _Store:
         self._write_deliveries(queue, moved, now)
         if completed:
             self.conn.execute("UPDATE queues SET completed = completed + ? WHERE name = ?", (completed, queue))
+        if tally:
+            self._count(queue, tally, now)
         if linked:
             step = _Step(self, tx, linked)
             for _, job in linked:
@@ -882,6 +893,20 @@ class _Store:
             # No counter here (failures are rare): the index finds the newest `keep_failed`, O(keep_failed).
             self.clean(tx, queue, JobState.FAILED, None, keep_failed, None, KEEP_ALL)
         return moved
+
+    def _count(self, queue: str, tally: _metrics.Tally, now: float) -> None:
+        """Add a finish's counts to the queue's minute; the first finish of a minute here drops what is past
+        KEPT_MINUTES."""
+        minute = int(now // 60)
+        if self.counted.get(queue) != minute:
+            self.counted[queue] = minute
+            self.conn.execute("DELETE FROM metrics WHERE queue = ? AND minute <= ?",
+                              (queue, minute - _metrics.KEPT_MINUTES))
+        self.conn.executemany(
+            "INSERT INTO metrics (queue, minute, name, field, n) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (queue, minute, name, field) DO UPDATE SET n = n + excluded.n",
+            [(queue, minute, name, field, n) for (name, field), n in tally.items()],
+        )
 
     def set_progress(self, tx: _Tx, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
         row = self.conn.execute(
@@ -1488,6 +1513,10 @@ class SQLiteBackend(Backend):
         if not outcomes:
             return []
         return await self._write(_Store.finish, queue, worker, outcomes, now, keep_completed, keep_failed)
+
+    async def metrics(self, queue: str, since: float) -> builtins.list[_metrics.MetricRow]:
+        return await self._read("SELECT minute, name, field, n FROM metrics WHERE queue = ? AND minute >= ?"
+                                " ORDER BY minute", (queue, int(since // 60)))
 
     async def set_progress(self, queue: str, worker: str, job_id: str, progress: Progress) -> bool:
         return await self._write(_Store.set_progress, queue, worker, job_id, progress)

@@ -7,6 +7,7 @@ import contextlib
 import html
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import ipywidgets as widgets
@@ -14,17 +15,28 @@ import ipywidgets as widgets
 from .. import schedules
 from ..backends import Backend
 from ..config import BackendLike, get_backend, mask_url
+from ..metrics import Metrics
 from ..models import Job, JobState, QueueCounts, Schedule
 from ..queue import Queue
 from .background import Background
-from .fmt import STATE_COLOURS, duration, error_summary, short_id
+from .fmt import STATE_COLOURS, duration, error_summary, latency, short_id, sparkline
 from .job_view import close_tree, state_badge
 
 __all__ = ["Dashboard"]
 
 NEXT_TIMES = 5  # fire times shown per schedule
+SPARK_MINUTES = 30  # minutes of finished jobs in each queue's sparkline
 COUNTED = [JobState.WAITING, JobState.DELAYED, JobState.ACTIVE, JobState.COMPLETED, JobState.FAILED,
            JobState.CANCELLED]
+
+
+def activity_text(m: Metrics) -> str:
+    """A queue's finished jobs per minute as a sparkline, with rate, success and p95 run time; or that none ran."""
+    if not m.completed_total + m.failed_total:
+        return f"no job finished in {len(m.completed)} min"
+    rate = m.success_rate or 0.0
+    return (f"{sparkline([c + f for c, f in zip(m.completed, m.failed, strict=True)])} "
+            f"{m.per_minute(len(m.completed)):.1f}/min, {rate:.0%} ok, p95 run {latency(m.run.p95)}")
 
 
 class _QueueRow:
@@ -43,11 +55,13 @@ class _QueueRow:
         self.widget = widgets.HBox([self.label, self.pause, self.retry, self.clean],
                                    layout=widgets.Layout(align_items="center"))
 
-    def show(self, counts: QueueCounts) -> None:
+    def show(self, counts: QueueCounts, metrics: Metrics | None = None) -> None:
         self.paused = counts.paused
         parts = [f"{state_badge(s)} {getattr(counts, s.value)}" for s in COUNTED if getattr(counts, s.value)]
         paused = " <b style='color:#b45309'>paused</b>" if counts.paused else ""
-        self.label.value = f"<b>{html.escape(self.name)}</b>{paused} &nbsp; {' '.join(parts) or 'empty'}"
+        activity = "" if metrics is None else (
+            f" &nbsp; <span style='color:#6b7280;font-family:monospace'>{html.escape(activity_text(metrics))}</span>")
+        self.label.value = f"<b>{html.escape(self.name)}</b>{paused} &nbsp; {' '.join(parts) or 'empty'}{activity}"
         self.pause.description, self.pause.icon = ("Resume", "play") if counts.paused else ("Pause", "pause")
         self.retry.disabled = counts.failed == 0
         self.clean.disabled = counts.completed == 0
@@ -66,6 +80,7 @@ class Dashboard:
         self.only = list(queues) if queues is not None else None
         self.limit, self.interval, self.period = limit, interval, period
         self.counts: dict[str, QueueCounts] = {}
+        self.metrics: dict[str, Metrics] = {}  # each queue's last SPARK_MINUTES minutes
         self.recent: list[Job] = []
         self.schedules: list[Schedule] = []
         self.workers = 0
@@ -116,6 +131,8 @@ class Dashboard:
         backend = await self._backend()
         names = self.only if self.only is not None else await backend.queues()
         counts = {q: await backend.counts(q) for q in names}
+        span = timedelta(minutes=SPARK_MINUTES - 1)
+        self.metrics = {q: await Queue(q, backend=backend).metrics(since=span) for q in names}
         recent: list[Job] = []
         for q in names:
             recent.extend(await backend.list(q, limit=self.limit))
@@ -177,7 +194,7 @@ class Dashboard:
         for name, counts in self.counts.items():
             if name not in self._rows:
                 self._rows[name] = _QueueRow(self, name)
-            self._rows[name].show(counts)
+            self._rows[name].show(counts, self.metrics.get(name))
         shown = tuple(self._rows[n].widget for n in self.counts)
         if tuple(self.queue_box.children) != shown:
             self.queue_box.children = shown
@@ -192,7 +209,9 @@ class Dashboard:
         lines = [f"jobkit dashboard: {len(self.counts)} queue(s), {self.workers} worker(s) alive"]
         for name, c in self.counts.items():
             counts = ", ".join(f"{s.value} {getattr(c, s.value)}" for s in COUNTED if getattr(c, s.value))
-            lines.append(f"  {name}{' (paused)' if c.paused else ''}: {counts or 'empty'}")
+            m = self.metrics.get(name)
+            activity = "" if m is None else f"; {activity_text(m)}"
+            lines.append(f"  {name}{' (paused)' if c.paused else ''}: {counts or 'empty'}{activity}")
         now = time.time()
         for sc in self.schedules:
             nexts = ", ".join(schedules.when(sc, at) for at in schedules.upcoming(sc, NEXT_TIMES, now))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..models import Job, JobState
 
-__all__ = ["BAR_STYLES", "STATE_COLOURS", "attempt_text", "duration", "elapsed", "error_summary", "eta",
-           "retry_reason", "short_id", "timing_text"]
+__all__ = ["BAR_STYLES", "STATE_COLOURS", "attempt_text", "duration", "elapsed", "error_summary", "eta", "latency",
+           "retry_reason", "short_id", "sparkline", "timing_text"]
 
 STATE_COLOURS = {
     JobState.WAITING: "#6b7280",
@@ -34,6 +36,30 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def latency(seconds: float | None) -> str:
+    """A percentile of durations: <1ms, 3.7ms, 120ms, then as `duration`; '-' for none."""
+    if seconds is None:
+        return "-"
+    if seconds < 0.001:
+        return "<1ms"
+    if seconds < 0.01:
+        return f"{seconds * 1000:.1f}ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    return duration(seconds)
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[int]) -> str:
+    """One block character per value, scaled to the largest (a space for zero)."""
+    top = max(values, default=0)
+    if top <= 0:
+        return " " * len(values)
+    return "".join(" " if v <= 0 else _BARS[min(len(_BARS) - 1, (v * len(_BARS) - 1) // top)] for v in values)
 
 
 def elapsed(job: Job, now: float) -> float | None:

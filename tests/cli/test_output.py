@@ -33,6 +33,11 @@ def test_status_is_a_table_of_queues_that_fits(cli: Cli, db: str, width: int) ->
     assert header.split() == ["queue", "waiting", "delayed", "active", "completed", "failed", "cancelled", "paused"]
     row = next(line for line in lines if line.startswith(QUEUE + " "))
     assert row.split() == [QUEUE, "1", "0", "1", "1", "1", "0"]
+    # The last 15 minutes: one completed and one failed, which ran 1.5 s (their claim predates their add).
+    header = next(line for line in lines if line.startswith("queue ") and "rate/min" in line)
+    assert header.split() == ["queue", "rate/min", "success", "p95", "wait", "p95", "run"]
+    rows = [line.split() for line in lines if line.startswith(QUEUE + " ")]
+    assert rows[1] == [QUEUE, f"{2 / 15:.1f}", "50%", "<1ms", "1.6s"]
 
 
 def test_status_json_is_for_machines(cli: Cli, db: str) -> None:
@@ -40,6 +45,9 @@ def test_status_json_is_for_machines(cli: Cli, db: str) -> None:
     assert data["backend"] == db and data["workers"] == []
     assert data["queues"][QUEUE] == {"waiting": 1, "delayed": 0, "active": 1, "completed": 1, "failed": 1,
                                      "cancelled": 0, "waiting-children": 0, "paused": False}
+    metrics = data["metrics"][QUEUE]
+    assert (metrics["completed_total"], metrics["failed_total"], metrics["success_rate"]) == (1, 1, 0.5)
+    assert len(metrics["completed"]) == 16 and metrics["run"]["count"] == 2
 
 
 @pytest.mark.parametrize("width", [80, 120])

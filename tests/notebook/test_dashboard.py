@@ -42,7 +42,15 @@ async def test_refresh_shows_counts_and_recent_jobs(filled: Backend) -> None:
     assert len(dash.recent) == 5 and dash.recent[0].queue == "other"
     table = dash.table.value
     assert table.count("<tr>") == 6 and "ValueError: the spreadsheet has no header row" in table
-    assert "nb: completed 2, failed 1" in dash.text()
+    assert "nb: completed 2, failed 1; " in dash.text()
+    # The last 30 minutes: a sparkline of jobs finished per minute (all three in this one), rate, success, p95 run.
+    activity = dash.text().split("nb: completed 2, failed 1; ")[1].splitlines()[0]
+    spark, rest = activity[:30], activity[30:]
+    # All three finished this minute (or, across a minute's turn, the one before): the last bars, the tallest full.
+    assert spark[:28].strip() == "" and "█" in spark[28:], activity
+    assert rest.startswith(" 0.1/min, 67% ok, p95 run "), activity
+    assert "<span style='color:#6b7280;font-family:monospace'>" in dash._rows["nb"].label.value
+    assert "other: waiting 3; no job finished in 30 min" in dash.text()
     row = dash._rows["nb"]
     assert not row.retry.disabled and not row.clean.disabled
     assert dash._rows["other"].retry.disabled
