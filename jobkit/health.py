@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .backends import Backend
 from .config import BackendLike, get_backend
 from .errors import JobkitError
+from .metrics import summarize
 from .models import JobState, QueueCounts
 from .spool import spool_size
 
@@ -23,7 +24,7 @@ __all__ = ["HealthReport", "HealthThresholds", "QueueHealth", "health"]
 
 Verdict = Literal["healthy", "degraded", "unhealthy"]
 _RANK: dict[Verdict, int] = {"healthy": 0, "degraded": 1, "unhealthy": 2}
-FAILURES_SCANNED = 1000  # newest failed jobs read per queue to count the last minute's failures
+FAILURE_WINDOW = 300.0  # seconds of finish counts behind "failures per minute" (whole minutes: up to 6)
 
 
 class HealthThresholds(BaseModel):
@@ -88,17 +89,17 @@ async def _oldest_waiting_age(backend: Backend, queue: str, counts: QueueCounts,
     return max(0.0, now - oldest[0].created_at) if oldest else None
 
 
-async def _failures_last_minute(backend: Backend, queue: str, counts: QueueCounts, now: float) -> float:
-    if not counts.failed:
-        return 0.0
-    failed = await backend.list(queue, states={JobState.FAILED}, limit=FAILURES_SCANNED)
-    return float(sum(1 for j in failed if j.finished_at is not None and j.finished_at >= now - 60))
+async def _failures_per_minute(backend: Backend, queue: str, now: float) -> float:
+    """Jobs failed per minute over the last few minutes, from the counts the finish transition keeps."""
+    start = now - FAILURE_WINDOW
+    counted = summarize(queue, await backend.metrics(queue, start), start, now)
+    return counted.failed_total / max(1.0, (now - counted.start) / 60)
 
 
 async def _queue_health(backend: Backend, queue: str, live_queues: dict[str, int], now: float) -> QueueHealth:
     counts = await backend.counts(queue)
     age, failures = await asyncio.gather(_oldest_waiting_age(backend, queue, counts, now),
-                                         _failures_last_minute(backend, queue, counts, now))
+                                         _failures_per_minute(backend, queue, now))
     return QueueHealth(counts=counts, workers=live_queues.get(queue, 0), oldest_waiting_age=age,
                        failures_per_minute=failures)
 
@@ -111,7 +112,7 @@ def _judge(report: HealthReport, t: HealthThresholds) -> None:
         found.append((_grade(q.oldest_waiting_age, t.waiting_age_degraded, t.waiting_age_unhealthy),
                       f"queue {name!r}: oldest waiting job {q.oldest_waiting_age or 0:.0f} s old"))
         found.append((_grade(q.failures_per_minute, t.failures_per_minute_degraded, t.failures_per_minute_unhealthy),
-                      f"queue {name!r}: {q.failures_per_minute:g} failures in the last minute"))
+                      f"queue {name!r}: {q.failures_per_minute:.1f} failures per minute"))
         if q.counts.waiting and not q.workers and not q.counts.paused:
             found.append((t.no_worker, f"queue {name!r}: {q.counts.waiting} job(s) waiting and no worker alive"))
     for verdict, reason in found:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -14,11 +15,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..health import HealthReport, health
+from ..metrics import Metrics, collect_metrics
 from ._auth import principal
 from ._scope import queue_names
 from ._state import state
 
 __all__ = ["routes"]
+
+SPAN_MINUTES = 5  # minutes of finish counts behind /metrics' recent figures
 
 
 async def check(request: Request) -> HealthReport:
@@ -38,8 +42,8 @@ async def get_health(request: Request) -> Response:
 class _Snapshot(Collector):
     """The report's figures as Prometheus gauges, read once per scrape."""
 
-    def __init__(self, report: HealthReport) -> None:
-        self.report = report
+    def __init__(self, report: HealthReport, metrics: list[Metrics]) -> None:
+        self.report, self.metrics = report, metrics
 
     def collect(self) -> Iterator[Metric]:
         r = self.report
@@ -62,13 +66,35 @@ class _Snapshot(Collector):
             workers.add_metric([name], float(q.workers))
             age.add_metric([name], q.oldest_waiting_age or 0.0)
             failures.add_metric([name], q.failures_per_minute)
-        yield from (up, status, latency, jobs, paused, workers, age, failures)
+        yield from (up, status, latency, jobs, paused, workers, age, failures, *self._finished())
+
+    def _finished(self) -> Iterator[Metric]:
+        """Jobs finished in the last minutes, and their wait and run time percentiles, per queue and task (task ""
+        for the whole queue), from the counts the finish transition keeps."""
+        labels = ["queue", "task"]
+        done = GaugeMetricFamily("jobkit_finished_recent", f"jobs finished in the last {SPAN_MINUTES} minutes",
+                                 labels=[*labels, "state"])
+        times = {kind: GaugeMetricFamily(f"jobkit_{kind}_seconds", f"{kind} time of jobs finished in the last"
+                                         f" {SPAN_MINUTES} minutes", labels=[*labels, "quantile"])
+                 for kind in ("wait", "run")}
+        for m in self.metrics:
+            key = [m.queue, m.task or ""]
+            done.add_metric([*key, "completed"], float(m.completed_total))
+            done.add_metric([*key, "failed"], float(m.failed_total))
+            for kind, p in (("wait", m.wait), ("run", m.run)):
+                for quantile, value in (("0.5", p.p50), ("0.95", p.p95), ("0.99", p.p99)):
+                    if value is not None:
+                        times[kind].add_metric([*key, quantile], value)
+        yield from (done, *times.values())
 
 
 async def metrics(request: Request) -> Response:
     await principal(request, admin=True)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(await check(request)))
+    s = state(request)
+    report = await check(request)
+    recent = await collect_metrics(list(report.queues), since=timedelta(minutes=SPAN_MINUTES), backend=s.backend)
+    registry.register(_Snapshot(report, recent))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

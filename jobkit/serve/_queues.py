@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..backends import Backend
 from ..errors import ConfigError
 from ..models import JobState
 from ..queue import Queue
@@ -19,14 +22,23 @@ from ._state import state
 
 __all__ = ["routes"]
 
+METRICS_SPAN = timedelta(hours=1)  # the per-minute series GET /queues shows
+
+
+async def _queue_view(backend: Backend, name: str) -> dict[str, Any]:
+    counts, metrics = await asyncio.gather(backend.counts(name),
+                                           Queue(name, backend=backend).metrics(since=METRICS_SPAN))
+    return {"name": name, "counts": counts.model_dump(mode="json", by_alias=True),
+            "metrics": metrics.model_dump(mode="json")}
+
 
 async def list_queues(request: Request) -> Response:
+    """Every queue with its counts and the last hour's metrics (jobs completed and failed per minute, success
+    rate, wait and run time percentiles)."""
     await principal(request)
     backend = state(request).backend
-    names = await queue_names(backend)
-    counts = await asyncio.gather(*(backend.counts(q) for q in names))
-    return JSONResponse({"queues": [{"name": q, "counts": c.model_dump(mode="json", by_alias=True)}
-                                    for q, c in zip(names, counts, strict=True)]})
+    return JSONResponse({"queues": await asyncio.gather(*(_queue_view(backend, q)
+                                                          for q in await queue_names(backend)))})
 
 
 async def _queue(request: Request) -> Queue:

@@ -100,6 +100,11 @@ async def test_queue_operations(served: Served, worker: jobkit.Worker) -> None:
     r = await served.client.get("/queues", headers=auth("admin"))
     [mine] = [x for x in r.json()["queues"] if x["name"] == tasks.QUEUE]
     assert mine["counts"]["failed"] == 1 and mine["counts"]["paused"] is True
+    assert mine["metrics"]["failed_total"] == 1 and mine["metrics"]["success_rate"] == 0.0
+    assert sum(mine["metrics"]["failed"]) == 1 and len(mine["metrics"]["failed"]) >= 60  # a minute's series
+    report = await jobkit.health(served.backend, thresholds=jobkit.HealthThresholds(failures_per_minute_degraded=0.1))
+    assert report.status == "degraded" and report.queues[tasks.QUEUE].failures_per_minute > 0
+    assert any("failures per minute" in p for p in report.problems)
     r = await served.client.post(f"/queues/{tasks.QUEUE}/retry-failed", headers=auth("admin"))
     assert r.json()["retried"] == 1 and (await q.counts()).waiting == 1  # paused: it waits
     await served.client.post(f"/queues/{tasks.QUEUE}/resume", headers=auth("admin"))
@@ -158,6 +163,16 @@ async def test_health_and_metrics(served: Served) -> None:
     assert r.status_code == 200
     assert f'jobkit_jobs{{queue="{tasks.QUEUE}",state="waiting"}} 1.0' in r.text
     assert 'jobkit_health{status="degraded"} 1.0' in r.text
+
+
+async def test_metrics_count_finished_jobs_per_queue_and_task(served: Served, worker: jobkit.Worker) -> None:
+    r = await served.client.post(f"{JOBS}?wait=20", json={"task": "serve_tests.echo", "payload": {"text": "x"}},
+                                 headers=auth("admin"))
+    assert r.json()["state"] == "completed"
+    text = (await served.client.get("/metrics", headers=auth("admin"))).text
+    for task in ("", "serve_tests.echo"):
+        assert f'jobkit_finished_recent{{queue="{tasks.QUEUE}",state="completed",task="{task}"}} 1.0' in text
+        assert f'jobkit_run_seconds{{quantile="0.95",queue="{tasks.QUEUE}",task="{task}"}}' in text
 
 
 async def test_a_tokens_file_is_read_again_when_it_changes(served: Served, tmp_path: Path) -> None:
