@@ -1414,27 +1414,28 @@ class SQLiteBackend(Backend):
         offset: int = 0,
         limit: int = 100,
     ) -> list[Job]:
-        where, params = ["queue = ?"], [queue]
+        source, where, params = "jobs", ["jobs.queue = ?"], [queue]
+        if tag is not None:  # the tag's rows drive the read (CROSS JOIN keeps them first), then sort
+            source = "job_tags CROSS JOIN jobs ON jobs.queue = job_tags.queue AND jobs.id = job_tags.id"
+            where = ["job_tags.queue = ? AND job_tags.key = ? AND job_tags.value = ?"]
+            params = [queue, *tag]
         if owner is not None:
-            where.append("owner = ?")
+            where.append("jobs.owner = ?")
             params.append(owner)
-        if tag is not None:
-            where.append("id IN (SELECT id FROM job_tags WHERE queue = ? AND key = ? AND value = ?)")
-            params.extend((queue, *tag))
         if states is not None:
             if not states:
                 return []
-            where.append(f"state IN ({_marks(len(states))})")
+            where.append(f"jobs.state IN ({_marks(len(states))})")
             params.extend(JobState(s).value for s in states)
         if name is not None:
-            where.append("name = ?")
+            where.append("jobs.name = ?")
             params.append(name)
         if worker is not None:
-            where.append("worker = ?")
+            where.append("jobs.worker = ?")
             params.append(worker)
         rows = await self._read(
-            f"SELECT state, lease_until, body FROM jobs WHERE {' AND '.join(where)}"
-            " ORDER BY created_at DESC, seq DESC LIMIT ? OFFSET ?", (*params, max(0, limit), max(0, offset)),
+            f"SELECT jobs.state, jobs.lease_until, jobs.body FROM {source} WHERE {' AND '.join(where)}"
+            " ORDER BY jobs.created_at DESC, jobs.seq DESC LIMIT ? OFFSET ?", (*params, max(0, limit), max(0, offset)),
         )
         return [_load(*row) for row in rows]
 
