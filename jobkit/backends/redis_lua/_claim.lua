@@ -81,7 +81,7 @@ local function claim_jobs(now_s, lease, worker, limit, rate, per, names, caps)
         'cr', 0, 'nh', v.nh)
       redis.call('ZREM', IX.waiting, v.ck)
       enter('active', id, lease, nil, v.ck)
-      event(id, v.name, 'active', 'active', now_s, att)
+      event(id, v.name, 'active', 'active', now_s, att, nil, nil, v.ow)
       out[#out + 1] = compose(v, d)
     end
   end

@@ -8,7 +8,7 @@ local EV = {completed = 'completed', failed = 'failed', cancelled = 'cancelled',
 -- What finishing reads when it need not hand the whole job back.
 local RESULT_IN_EVENT = 1024 -- bytes of result JSON a "completed" event carries (kind r), so waiters need no read
 local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh', 'name', 'fw', 'wt', 'started',
-                       'wh', 'run_at'}
+                       'wh', 'run_at', 'ow'}
 
 -- Metrics, as backends/_metrics.py counts them: per minute hash MP..minute, field "<task>\0<s><w>,<r>" counts the
 -- jobs of a task that ended in state s (c, f) with wait and run times in buckets w and r; field "#" the minute's
@@ -126,11 +126,11 @@ local function finish_outcomes(worker, now_s, first, last, want)
       redis.call('HSET', jk, unpack(f))
       redis.call('HDEL', jk, unpack(del))
       if wanted == 'completed' and #o[3] <= RESULT_IN_EVENT then
-        event(id, v.name, EV[wanted], state, now_s, att, 'r', o[3])
+        event(id, v.name, EV[wanted], state, now_s, att, 'r', o[3], v.ow)
       elseif err ~= 'null' then
-        event(id, v.name, EV[wanted], state, now_s, att, 'x', err)
+        event(id, v.name, EV[wanted], state, now_s, att, 'x', err, v.ow)
       else
-        event(id, v.name, EV[wanted], state, now_s, att)
+        event(id, v.name, EV[wanted], state, now_s, att, nil, nil, v.ow)
       end
       if state == 'completed' or state == 'failed' then count_metrics(v, state, now) end
       if FINISHED[state] and (v.up or v.dn or v.fl) then flow_ended(id, v, err, now_s) end

@@ -125,12 +125,13 @@ local K_WAKE, WAKE_MAX = string.sub(JP, 1, -3) .. 'wake', 100
 local WAKING = {added = true, retrying = true, waiting = true, resumed = true}
 
 -- An event of a job with an owner (hash field ow) carries it in a third field, o, so a feed can be scoped to it.
-local function event(id, name, ev, state, at, attempt, k, v)
+-- `ow`: the owner when the caller read it (false: none); nil to read it here.
+local function event(id, name, ev, state, at, attempt, k, v, ow)
   if n_events % 1000 == 0 then redis.call('XTRIM', K_EVENTS, 'MAXLEN', '~', EVENTS_MAX) end
   n_events = n_events + 1
   local packed = id .. '\0' .. name .. '\0' .. state .. '\0' .. at .. '\0' .. attempt
   if k then packed = packed .. '\0' .. k .. '\0' .. v end
-  local ow = id ~= '' and redis.call('HGET', JP .. id, 'ow')
+  if ow == nil then ow = id ~= '' and redis.call('HGET', JP .. id, 'ow') end
   local eid
   if ow then
     eid = redis.call('XADD', K_EVENTS, '*', 'e', ev, 'v', packed, 'o', ow)
@@ -153,7 +154,7 @@ end
 -- Every hash field a script may need; load() returns them by name (absent ones are false, as Redis gives them).
 local F = {'sl', 'state', 'seq', 'run_at', 'att', 'stalls', 'cr', 'worker', 'lease', 'started', 'finished',
            'expires', 'result', 'progress', 'checkpoint', 'err', 'tb', 'pri', 'ck', 'nh', 'name', 'ms', 'kfa', 'o',
-           'fw', 'wt', 'wh'}
+           'fw', 'wt', 'wh', 'ow'}
 local OPTIONAL = {{'lease', 'lease_until'}, {'started', 'started_at'}, {'finished', 'finished_at'},
                   {'expires', 'expires_at'}, {'result', 'result'}, {'checkpoint', 'checkpoint'}, {'err', 'error'},
                   {'tb', 'traceback'}}

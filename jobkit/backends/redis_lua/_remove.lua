@@ -6,7 +6,7 @@ local function remove_finished(state, members, now_s)
     local id = after_colon(m)
     local jk = JP .. id
     local v = redis.call('HMGET', jk, 'att', 'name', 'ck', 'o', 'ow', 'tg')
-    event(id, v[2] or '', 'removed', state, now_s, v[1] or 0)  -- first: it reads the owner from the hash
+    event(id, v[2] or '', 'removed', state, now_s, v[1] or 0, nil, nil, v[5])
     redis.call('DEL', jk, DP .. id, FL .. id, FO .. id)
     redis.call('ZREM', S, m)
     redis.call('ZREM', E, m)

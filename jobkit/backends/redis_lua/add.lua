@@ -33,7 +33,7 @@ if #new > 0 then
     else
       enter('waiting', id, tonumber(f[5]) * PRI + seq, seq, ck)
     end
-    event(id, f[8], 'added', f[4], now, f[9])
+    event(id, f[8], 'added', f[4], now, f[9], nil, nil, x and x.ow or false)
     f.seq = seq
   end
   out[1] = span()
