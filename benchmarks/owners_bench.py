@@ -108,7 +108,8 @@ def main() -> None:
     targets.append(("sqlite", f"sqlite:///{tmp}/b.db", 2_000))
     if args.redis:
         targets.append(("redis", args.redis, 2_000))
-    lines = ["| backend | variant | client CPU µs/job | server CPU µs/job | total | vs plain |", "|---|---|---|---|---|---|"]
+    lines = ["| backend | variant | client CPU µs/job | server CPU µs/job | total | vs plain |",
+             "|---|---|---|---|---|---|"]
     for label, url, n in targets:
         rows: dict[str, list[list[float]]] = {}
         now = run_child(url, n, [False, True], args.rounds, None)
