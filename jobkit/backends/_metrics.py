@@ -3,7 +3,7 @@
 Each minute holds, per task, one count per field `<s><w>,<r>`: jobs that ended in state s (`c` completed, `f`
 failed) after waiting (from due, `run_at`, to started) a time in histogram bucket w and running (from started to
 finished) one in bucket r. One field per job keeps a finish to one increment per distinct field. Buckets grow by
-2^(1/4) from 1 ms, so a percentile read from them is within 9% of the true value. redis_lua/_finish.lua records
+2^(1/4) from 1 ms, so a percentile read from them is within 9% of the true value. redis_lua/_metrics.lua records
 the same fields with the same arithmetic.
 """
 

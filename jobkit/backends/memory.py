@@ -616,6 +616,10 @@ class MemoryBackend(Backend):
             else:
                 q.enter(job, JobState.ACTIVE)
             moved.append(q.copy(job))
+        tally: _metrics.Tally = {}
+        for job in moved:  # those failed past max_stalls
+            _metrics.count(tally, job, now)
+        self._count(queue, tally, now)
         self._emit(queue, events)
         if moved:
             self._hub.poke(queue)

@@ -101,7 +101,7 @@ QUEUE_KEYS = (
     "waiting-children", "ix:waiting-children", "outbox", "unsealed",
     "fl:", "fo:",  # prefixes of each parent's ledger keys (see redis_lua/_flow.lua)
     "wh", "wh:status", "wh:due", "wh:ended", "rec:webhook",  # webhooks' outbox (see redis_lua/_outbox.lua)
-    "m:", "metrics",  # the prefix of the metrics' minute keys, and their index (see redis_lua/_finish.lua)
+    "m:", "metrics",  # the prefix of the metrics' minute keys, and their index (see redis_lua/_metrics.lua)
 )
 QUEUES_KEY = "jobkit:queues"
 WORKER_KEYS = ("jobkit:{workers}:info", "jobkit:{workers}:seen")
@@ -114,9 +114,10 @@ QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", 
                  "flow_seal", "flow_deliver", "children", "concurrency", "watch", "webhook_claim", "webhook_settle",
                  "webhook_replay", "metrics")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
-SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_outbox", "_flow", "_finish", "_remove"),
-                "finish_claim": ("_outbox", "_flow", "_finish", "_remove", "_claim"), "clean": ("_remove",),
-                "cancel": ("_outbox", "_flow"), "recover": ("_outbox", "_flow"), "webhook_settle": ("_outbox",),
+SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_outbox", "_flow", "_metrics", "_finish", "_remove"),
+                "finish_claim": ("_outbox", "_flow", "_metrics", "_finish", "_remove", "_claim"), "clean": ("_remove",),
+                "cancel": ("_outbox", "_flow"), "recover": ("_outbox", "_flow", "_metrics"),
+                "webhook_settle": ("_outbox",),
                 "quarantine": ("_outbox", "_flow"), "flow_add": ("_outbox", "_flow"), "flow_seal": ("_outbox", "_flow"),
                 "flow_deliver": ("_outbox", "_flow"), "children": ("_outbox", "_flow")}
 # Queue scripts that end with another's body: record_add checks and writes a record, then adds jobs as add does.

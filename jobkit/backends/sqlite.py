@@ -946,6 +946,11 @@ class _Store:
             moved.append(job)
         self.conn.executemany(_UPDATE, updates)
         self._write_deliveries(queue, moved, now)
+        tally: _metrics.Tally = {}
+        for job in moved:  # those failed past max_stalls
+            _metrics.count(tally, job, now)
+        if tally:
+            self._count(queue, tally, now)
         if moved:
             tx.wake.add(queue)
         linked = [(u[-1], j) for u, j in zip(updates, moved, strict=True)

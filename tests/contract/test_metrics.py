@@ -72,6 +72,19 @@ async def test_metrics_older_than_fourteen_days_are_dropped(backend: Backend, qn
     assert [(field[0], n) for _, _, field, n in rows] == [("f", 1)]
 
 
+async def test_a_job_failed_by_its_stalls_counts_as_failed(backend: Backend, qname: str) -> None:
+    stalls_once = Job(id=new_job_id(), name="s", queue=qname, created_at=T0, run_at=T0,
+                      options=jobkit.JobOptions(max_stalls=0))
+    await backend.add([stalls_once, job(qname, "s", T0)])
+    claimed = await backend.claim(qname, "w", limit=2, lease=10, now=T0 + 1)
+    assert len(claimed.jobs) == 2
+    moved = await backend.recover(qname, T0 + 30)  # both leases ended: one fails (max_stalls 0), one runs again
+    assert sorted(j.state.value for j in moved) == ["failed", "waiting"]
+    m = summarize(qname, await backend.metrics(qname, T0), T0, T0 + 60)
+    assert (m.completed_total, m.failed_total, m.run.count) == (0, 1, 1)
+    assert m.run.p50 is not None and abs(m.run.p50 - 29) / 29 < 0.0906  # from its start to the recovery
+
+
 @jobkit.task(name="c.metered")
 async def metered(ctx: jobkit.Context, fail: bool) -> None:
     if fail:

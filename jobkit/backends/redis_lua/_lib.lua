@@ -18,7 +18,7 @@ local JP, DP = KEYS[18], KEYS[19]
 local K_OUTBOX, K_UNSEALED, FL, FO = KEYS[22], KEYS[23], KEYS[24], KEYS[25]
 -- Webhooks' outbox (see _outbox.lua) and the queue's own webhook (the record hash of kind "webhook").
 local WH = {fixed = KEYS[26], status = KEYS[27], due = KEYS[28], ended = KEYS[29], url = KEYS[30]}
--- Metrics (see _finish.lua): the prefix of the per-minute hashes, and the zset of their minutes.
+-- Metrics (see _metrics.lua): the prefix of the per-minute hashes, and the zset of their minutes.
 local MP, K_MINUTES = KEYS[31], KEYS[32]
 local NQ = 32
 local HELD = 10000000000000 -- added to a finished job's score while a parent holds it: out of retention's reach

@@ -1,6 +1,6 @@
--- recover: ARGV = now. ACTIVE jobs whose lease ended before now: stalls + 1, then FAILED past max_stalls,
--- else WAITING with a new seq, in the order the jobs were added. Returns {own event span or false, notices for
--- other queues or false, moved job JSON...}.
+-- recover: ARGV = now. ACTIVE jobs whose lease ended before now: stalls + 1, then FAILED past max_stalls (counted
+-- in the metrics), else WAITING with a new seq, in the order the jobs were added. Returns {own event span or false,
+-- notices for other queues or false, moved job JSON...}.
 local now_s = ARGV[1]
 local out = {false}
 local lost = {}
@@ -36,6 +36,7 @@ for _, v in ipairs(lost) do
       outbox_add(id, v, 'failed', now_s, err)
       event(id, v.name, 'failed', 'failed', now_s, att, 'x', err)
       if v.up or v.dn or v.fl then flow_ended(id, v, err, now_s) end
+      count_metrics(v, 'failed', tonumber(now_s))
     else
       local seq = redis.call('HINCRBY', K_META, 'seq', 1)
       v.state, v.seq, v.ck, v.run_at = 'waiting', seq, reseq(v.ck, seq, id), now_s
@@ -51,6 +52,7 @@ for _, v in ipairs(lost) do
     out[#out + 1] = compose(v, d)
   end
 end
+flush_metrics()
 run_work(now_s)
 if #out > 1 or WOKE then out[1] = span() end
 table.insert(out, 2, flow_out())
