@@ -32,7 +32,7 @@ log = logging.getLogger("jobkit.webhooks")
 # Seconds before each retry, after the first attempt fails (the schedule Standard Webhooks suggests): 8 attempts
 # over 27 h 35 min, each delay stretched or shrunk by up to `jitter` so that retries of many deliveries spread out.
 RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
-LEASE_MARGIN = 30.0  # seconds a lease outlasts the POST's timeout
+LEASE_MARGIN = 30.0  # seconds a lease outlasts the longest attempt (twice the timeout)
 ANSWER_KEPT = 200  # bytes of a failed answer's body kept in its attempt
 
 
@@ -50,7 +50,10 @@ def http_client(timeout: float) -> Any:
 
 
 class WebhookSender:
-    """Sends the webhook deliveries of `queues` (default: every queue of the backend)."""
+    """Sends the webhook deliveries of `queues` (default: every queue whose outbox holds pending deliveries).
+
+    Each attempt takes at most `timeout` seconds to resolve the host and `timeout` more for the POST and its
+    answer, within the lease (twice the timeout + LEASE_MARGIN) it holds the delivery under."""
 
     def __init__(
         self, backend: BackendLike = None, *, secret: str | None = None, queues: Sequence[str] | None = None,
@@ -88,8 +91,8 @@ class WebhookSender:
             self._client = http_client(self.timeout)
         sent = 0
         for queue in self.queues if self.queues is not None else await backend.webhook_queues():
-            due = await backend.claim_webhooks(queue, self.id, limit=self.batch, lease=self.timeout + LEASE_MARGIN,
-                                               now=time.time())
+            lease = 2 * self.timeout + LEASE_MARGIN
+            due = await backend.claim_webhooks(queue, self.id, limit=self.batch, lease=lease, now=time.time())
             await asyncio.gather(*(self._send(backend, d) for d in due))
             sent += len(due)
         return sent
@@ -123,9 +126,10 @@ class WebhookSender:
         sent["host"] = target.host if target.port is None else f"{target.host}:{target.port}"
         sent["user-agent"] = "jobkit-webhooks"
         try:
-            code, said = await self._answer(target.url, body, sent, target.host)
+            code, said = await asyncio.wait_for(self._answer(target.url, body, sent, target.host), self.timeout)
         except Exception as exc:  # noqa: BLE001 - any transport failure is one failed attempt, retried
-            return attempt(False, error=f"{type(exc).__name__}: {exc}"[:500]), True
+            why = str(exc) or f"no answer within {self.timeout:g}s"
+            return attempt(False, error=f"{type(exc).__name__}: {why}"[:500]), True
         if 200 <= code < 300:
             return attempt(True, code), False
         if 300 <= code < 400:

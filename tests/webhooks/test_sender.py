@@ -145,3 +145,16 @@ def test_the_default_schedule_spans_about_27_hours() -> None:
     assert sum(w for w in waits if w is not None) == sum(RETRY_SCHEDULE) == 99_305.0  # 27 h 35 min 5 s
     jittered = WebhookSender("memory://", secret=SECRET, jitter=0.1)
     assert all(4.5 <= (jittered.next_at(1, 0.0) or 0) <= 5.5 for _ in range(50))
+
+
+async def test_a_receiver_slower_than_the_timeout_is_a_failed_attempt(backend: Backend, qname: str) -> None:
+    slow = Receiver(delay=2.0).start()
+    try:
+        await end_jobs(backend, qname, slow.url)
+        started = time.monotonic()
+        assert await send_once(backend, timeout=0.3) == 1
+        assert time.monotonic() - started < 1.8  # the POST was given up, not waited for
+    finally:
+        slow.stop()
+    [d] = await backend.webhook_deliveries(qname)
+    assert d.state == "pending" and d.history[0].code is None and "within 0.3s" in (d.history[0].error or "")
