@@ -9,7 +9,7 @@ from markupsafe import escape
 
 from jobkit import Queue
 from jobkit.backends import Backend
-from jobkit.serve.ui.spark import per_minute, points
+from jobkit.serve.ui.spark import points
 from tests.ui.conftest import Browser
 from tests.ui.work import drain
 
@@ -53,6 +53,8 @@ async def test_queues_show_counts_and_throughput(store: Backend, browse: Callabl
     assert title is not None and sum(map(int, title.group(1).split())) == 4
     drawn = re.search(r'<polyline points="([^"]+)"', row.group(0))
     assert drawn is not None and "1.0" in {xy.split(",")[1] for xy in drawn.group(1).split()}  # the peak drawn
+    assert '<td class="num">75 %</td>' in row.group(0)  # 3 of the 4 completed
+    assert re.search(r'<td class="num">\d+\.\ds</td>', row.group(0))  # the p95 run time, from the metrics
     assert 'data-queue="ui-idle"' in page
 
 
@@ -120,12 +122,11 @@ async def test_user_text_is_escaped_everywhere(store: Backend, browse: Callable[
         assert "script-src 'self'" in page.headers["content-security-policy"]
 
 
-def test_per_minute_buckets_and_points() -> None:
-    now = 10_000.0
-    series = per_minute([now - 5, now - 30, now - 61, now - 1799, now - 1801, None, now + 1], now, 30)
-    assert len(series) == 30 and series[-1] == 2 and series[-2] == 1 and series[0] == 1 and sum(series) == 4
+def test_sparkline_points() -> None:
     assert points([0, 2, 1], width=10, height=12) == "0.0,11.0 5.0,1.0 10.0,6.0"
     assert points([0, 0], width=10, height=12) == "0.0,11.0 10.0,11.0"
+    assert points([]) == ""
+
 
 
 async def test_an_owner_token_reads_only_its_owners_jobs(

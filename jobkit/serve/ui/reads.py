@@ -3,33 +3,36 @@
 from __future__ import annotations
 
 import heapq
-import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from ...backends import Backend
 from ...errors import ConfigError
+from ...metrics import Metrics
 from ...models import Job, JobState, QueueCounts, check_owner, tag_filter
 from ...queue import Queue
 from .session import Viewer
-from .spark import per_minute
 
 __all__ = ["MAX_LIMIT", "QueueSummary", "Search", "find_job", "find_jobs", "queue_summaries", "scope"]
 
 MAX_LIMIT = 200
-SPARK_MINUTES = 30
-SPARK_SAMPLE = 500  # finished jobs read per queue for its sparkline
-_FINISHED = (JobState.COMPLETED, JobState.FAILED)
+SPAN = timedelta(minutes=30)  # of the queues' sparklines and rates
 
 
 @dataclass
 class QueueSummary:
     name: str
     counts: QueueCounts
-    throughput: list[int]  # finished jobs per minute, oldest minute first
+    metrics: Metrics  # over SPAN, minute by minute
+
+    @property
+    def throughput(self) -> list[int]:
+        """Jobs finished (completed or failed) in each minute of the span, oldest first."""
+        return [c + f for c, f in zip(self.metrics.completed, self.metrics.failed, strict=True)]
 
     @property
     def per_minute(self) -> float:
-        """Mean finished jobs per minute over the sparkline's window."""
+        """Mean jobs finished per minute over the span."""
         return sum(self.throughput) / len(self.throughput)
 
 
@@ -80,15 +83,12 @@ def _state(name: str) -> JobState | None:
         raise ConfigError(f"unknown state {name!r}: choose one of {', '.join(s.value for s in JobState)}") from None
 
 
-async def queue_summaries(backend: Backend, now: float | None = None) -> list[QueueSummary]:
-    """Every queue's counts and its throughput over the last half hour, by name."""
-    now = time.time() if now is None else now
+async def queue_summaries(backend: Backend) -> list[QueueSummary]:
+    """Every queue's counts and its metrics over the last half hour, by name."""
     summaries = []
     for name in await backend.queues():
         queue = Queue(name, backend=backend)
-        finished = await queue.jobs(_FINISHED, limit=SPARK_SAMPLE)
-        series = per_minute((j.finished_at for j in finished), now, SPARK_MINUTES)
-        summaries.append(QueueSummary(name, await queue.counts(), series))
+        summaries.append(QueueSummary(name, await queue.counts(), await queue.metrics(since=SPAN)))
     return summaries
 
 

@@ -13,7 +13,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from ...notebook.fmt import error_summary, timing_text
+from ...notebook.fmt import duration, error_summary, timing_text
 from .session import Viewer, csrf_for
 from .spark import points
 
@@ -50,7 +50,7 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
 
-ENV.filters.update(when=when, pretty=pretty, error_summary=error_summary, spark=points)
+ENV.filters.update(when=when, pretty=pretty, error_summary=error_summary, spark=points, duration=duration)
 
 
 def page(request: Request, template: str, session: tuple[str, Viewer], *, status_code: int = 200,

@@ -1,21 +1,10 @@
-"""Throughput sparklines: finished jobs per minute, drawn as the points of an SVG polyline."""
+"""Throughput sparklines: a per-minute series drawn as the points of an SVG polyline."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
-__all__ = ["per_minute", "points"]
-
-
-def per_minute(finished_at: Iterable[float | None], now: float, minutes: int = 30) -> list[int]:
-    """How many of the given finish times fall in each of the last `minutes` minutes, oldest minute first."""
-    counts = [0] * minutes
-    start = now - 60 * minutes
-    for at in finished_at:
-        if at is not None and start <= at <= now:
-            counts[min(minutes - 1, math.floor((at - start) / 60))] += 1
-    return counts
+__all__ = ["points"]
 
 
 def points(series: Sequence[float], width: int = 120, height: int = 24) -> str:
