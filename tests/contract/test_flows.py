@@ -104,6 +104,14 @@ async def test_fail_fast_fails_parent_and_cancels_unstarted(backend: Backend, qn
                           backend=backend)
     with pytest.raises(jobkit.JobFailed, match=f"child {key}1 .f.part. failed: Unrecoverable: part 1 is broken"):
         await h.result(timeout=10)
+    # Children on another queue hear of the parent's failure, and the parent of their cancellation, through the
+    # queues' outboxes on Redis (docs/flows.md): a step after the parent's own end, so wait for it, bounded.
+
+    async def settled() -> bool:
+        status = await h.children_progress()
+        return status is not None and status.cancelled == 2
+
+    await until(settled)
     children = await h.children()
     assert [c.state for c in children] == [JobState.FAILED, JobState.CANCELLED, JobState.CANCELLED]
     status = await h.children_progress()
