@@ -43,6 +43,7 @@ class Sizes:
     stream: int
     completed: int
     completed_index: int
+    metric_minutes: int = 0  # minutes of metrics kept, a hash each (bounded: 14 days)
 
 
 @dataclass
@@ -60,8 +61,10 @@ async def measure(raw: aioredis.Redis, queue: str = QUEUE) -> Sizes:
     prefix = f"jobkit:{{{queue}}}:"
     pipe = raw.pipeline(transaction=False)
     pipe.dbsize().info("memory").xlen(prefix + "events").zcard(prefix + "completed").zcard(prefix + "ix:completed")
-    dbsize, memory, stream, completed, index = await pipe.execute()
-    return Sizes(dbsize, int(memory["used_memory"]), str(memory["used_memory_human"]), stream, completed, index)
+    pipe.zcard(prefix + "metrics")
+    dbsize, memory, stream, completed, index, minutes = await pipe.execute()
+    return Sizes(dbsize, int(memory["used_memory"]), str(memory["used_memory_human"]), stream, completed, index,
+                 minutes)
 
 
 async def run(url: str, checkpoints: list[int], on_snapshot: Callable[[Snapshot], None] | None = None, *,

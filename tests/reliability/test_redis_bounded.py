@@ -23,6 +23,8 @@ STREAM_BOUND = EVENTS_MAX + 1000 + 100
 # Keys besides the two of each retained job: meta, events, wake, completed, ix:completed, exp:completed,
 # jobkit:queues and the worker heartbeat hash and zset.
 FIXED_KEYS = 9
+# And the metrics' (docs/metrics.md): their index zset, and a hash per minute that had jobs end (14 days at most).
+METRIC_INDEX = 1
 CHECKPOINTS = [2_000, 10_000, 50_000, 100_000]
 # Hash tables resize lazily and jemalloc keeps freed pages a while: what used_memory may gain after the 10,000th
 # job, when the retained set is already full. 90,000 more jobs of ~1 KB would add ~90 MB if anything stayed.
@@ -44,7 +46,8 @@ async def test_keys_and_memory_stay_within_retention_over_100k_jobs(tmp_path: Pa
         # removed job's data is gone, not hidden), and one index entry per retained job.
         assert z.completed == min(KEEP, s.jobs), (s.jobs, z)
         assert z.completed_index == z.completed, (s.jobs, z)
-        assert z.dbsize == 2 * z.completed + FIXED_KEYS, (s.jobs, z)
+        assert z.dbsize == 2 * z.completed + FIXED_KEYS + METRIC_INDEX + z.metric_minutes, (s.jobs, z)
+        assert 1 <= z.metric_minutes <= s.seconds / 60 + 2, (s.jobs, z)  # one per minute the run has spanned
         assert z.stream <= STREAM_BOUND, (s.jobs, z)
         # Sampled every 0.25 s while the jobs ran: never more than the newest 1000 completed jobs.
         assert s.peak_completed <= KEEP, (s.jobs, s.peak_completed)
