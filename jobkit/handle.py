@@ -202,9 +202,16 @@ class JobHandle(Generic[R]):
             yield job.progress
             if job.finished:
                 return
+            # Events published between the subscription and that read come after it, though they are older: skip the
+            # progress of the same attempt below (or equal to) what was read, until the first event that is not one.
+            catching_up = True
             async for ev in events:
                 if ev.job_id != self.id:
                     continue
+                if catching_up and ev.event == "progress" and ev.attempt == job.attempts and ev.progress is not None \
+                        and (ev.progress.percent < job.progress.percent or ev.progress == job.progress):
+                    continue
+                catching_up = False
                 if ev.progress is not None:
                     yield ev.progress
                 if ev.state.finished:
