@@ -670,3 +670,31 @@ async def test_a_flow_left_half_added_fails_after_its_deadline(backend: RedisBac
                               queue="half-a", job_id="p", backend=backend)
     assert again.last.state is JobState.WAITING_CHILDREN
     assert (await backend.counts("half-b")).waiting == 1
+
+
+async def test_request_connections_are_bounded_and_kept_through_a_steady_load(private_redis: int) -> None:
+    """A burst of 500 calls opens at most LANE_LIMIT connections, and rounds of 40 concurrent calls (more than the
+    LANE_IDLE kept however long idle) reuse theirs instead of opening a connection per call."""
+    from jobkit.backends._redis_servers import LANE_IDLE, LANE_LIMIT
+
+    url = f"redis://:{PASSWORD}@127.0.0.1:{private_redis}/0"
+    raw = await _raw(url)
+    b = from_url(url)
+    await b.open()
+    try:
+        q = jobkit.Queue("lanes", backend=b)
+        j = await q.add("t", {})
+
+        async def opened() -> int:
+            return int((await raw.info("stats"))["total_connections_received"])
+
+        before = await opened()
+        await asyncio.gather(*(q.get(j.id) for _ in range(500)))
+        assert await opened() - before <= LANE_LIMIT + 1  # +1: this test's own INFO connection may be new
+        before = await opened()
+        for _ in range(20):
+            await asyncio.gather(*(q.get(j.id) for _ in range(40)))
+        assert LANE_IDLE < 40 and await opened() - before <= 1, "connections past LANE_IDLE were closed after use"
+    finally:
+        await b.close()
+        await raw.aclose()
