@@ -18,7 +18,9 @@ each (the machine is shared), and reports medians.
   PostgreSQL), without counts, checkpoints or progress.
 - jobkit-rows and executemany-rows: the database part alone. The rows are parsed into dicts before the clock
   starts; jobkit-rows is the job's table writer (`open_writer`, `convert`, `write` with its marker, counts,
-  duplicates and conflicts settled), executemany-rows the same loop as above.
+  duplicates and conflicts settled), executemany-rows the same loop as above; copy-rows (PostgreSQL) the
+  ceiling of COPY: typed tuples COPYed per batch, through a temporary table and one INSERT ... ON CONFLICT
+  DO UPDATE for the upsert, with no counts, markers, checks or conversion.
 
 PostgreSQL is the server at JOBKIT_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/postgres); the
 benchmark creates its own database and drops it.
@@ -199,6 +201,34 @@ def run_executemany_rows(db: str, url: str, records: list[dict[str, Any]], workd
     return time.perf_counter() - started
 
 
+def run_copy_rows(db: str, url: str, records: list[dict[str, Any]], workdir: Path) -> float:
+    """The ceiling of the COPY approach on PostgreSQL: typed tuples COPYed per batch (load), or COPYed into a
+    temporary table and moved with one INSERT ... ON CONFLICT DO UPDATE (upsert); no counts, markers or checks."""
+    import datetime as dt
+
+    import asyncpg
+
+    tuples = [(r["id"], r["name"], r["email"], r["city"], r["amount"], r["qty"], dt.date.fromisoformat(r["day"]),
+               r["active"]) for r in records]
+
+    async def go() -> float:
+        conn = await asyncpg.connect(url)
+        started = time.perf_counter()
+        empty = not await conn.fetchval("SELECT EXISTS (SELECT FROM items)")
+        await conn.execute("CREATE TEMP TABLE stage (LIKE items) ON COMMIT DELETE ROWS")
+        upsert = UPSERT.replace("VALUES ({})", "SELECT * FROM stage")
+        for i in range(0, len(tuples), BATCH):
+            async with conn.transaction():
+                await conn.copy_records_to_table("items" if empty else "stage", records=tuples[i:i + BATCH])
+                if not empty:
+                    await conn.execute(upsert)
+        seconds = time.perf_counter() - started
+        await conn.close()
+        return seconds
+
+    return asyncio.run(go())
+
+
 def child(engine: str, db: str, url: str, path: str, workdir: str) -> None:
     import sqlite3  # noqa: F401 - imports are a worker's one-off cost: all of them before the clock starts
 
@@ -210,7 +240,8 @@ def child(engine: str, db: str, url: str, path: str, workdir: str) -> None:
     if engine.endswith("-rows"):
         with open(path) as f:
             records = [json.loads(line) for line in f]
-        run = run_jobkit_rows if engine == "jobkit-rows" else run_executemany_rows
+        run = {"jobkit-rows": run_jobkit_rows, "executemany-rows": run_executemany_rows,
+               "copy-rows": run_copy_rows}[engine]
         seconds = run(db, url, records, Path(workdir))
     else:
         started = time.perf_counter()
@@ -266,7 +297,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, action="append")
     ap.add_argument("--db", default="sqlite,postgresql")
-    ap.add_argument("--engines", default="jobkit,jobkit-json,executemany,jobkit-rows,executemany-rows")
+    ap.add_argument("--engines", default="jobkit,jobkit-json,executemany,jobkit-rows,executemany-rows,copy-rows")
     ap.add_argument("--repeat", type=int, default=1, help="rounds, engines interleaved in each; medians reported")
     ap.add_argument("--child", nargs=5)
     args = ap.parse_args()
@@ -285,6 +316,8 @@ def main() -> None:
             for n, _round, db in itertools.product(sizes, range(args.repeat), args.db.split(",")):
                 files = {phase: data_file(n, phase) for phase in ("load", "upsert")}
                 for engine in args.engines.split(","):
+                    if engine == "copy-rows" and db == "sqlite":
+                        continue  # COPY is PostgreSQL's
                     fresh_table(db, pg_url, workdir)
                     (workdir / "jobs.db").unlink(missing_ok=True)
                     for phase in ("load", "upsert"):
