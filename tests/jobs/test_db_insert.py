@@ -321,6 +321,15 @@ async def test_no_password_in_any_message(memory: Backend, pg_run_database: str,
     assert "does not exist" in (job.error or "") and not (tmp_path / "missing.db").exists()
 
 
+def test_without_orjson_lines_are_read_by_json_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from jobkit.jobs.insert import sources
+
+    monkeypatch.setitem(sys.modules, "orjson", None)  # as if not installed: importing it raises ImportError
+    assert sources._json_reader() is json.loads
+
+
 @pytest.mark.parametrize("parser", ["orjson", "json"])
 def test_jsonl_lines_read_alike_with_or_without_orjson(parser: str, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
