@@ -55,6 +55,9 @@ def job_options(
     webhook: str | None = None,
 ) -> JobOptions:
     """The task's options with the call's overrides; ConfigError for values out of range."""
+    if (priority is None and attempts is None and timeout is None and backoff is None and keep_completed is None
+            and keep_failed is None and webhook is None):
+        return base  # the common call: no override, no dict to build
     changes = {k: v for k, v in {
         "priority": priority, "attempts": attempts, "timeout": timeout, "backoff": backoff,
         "keep_completed": keep_completed, "keep_failed": keep_failed, "webhook": webhook,

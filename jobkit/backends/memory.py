@@ -278,13 +278,15 @@ class MemoryBackend(Backend):
         """Number and publish events of one queue."""
         self._hub.publish_to(queue, self._numbered(drafts))
 
-    def _enqueue(self, q: _Queue, job: Job, now: float) -> None:
+    def _enqueue(self, q: _Queue, job: Job, now: float, seq: int | None = None) -> None:
+        """Make the job WAITING (DELAYED until its `run_at`), with a new `seq` if given, in its heap."""
+        seq = job.seq if seq is None else seq
         if job.run_at > now:
-            job.state = JobState.DELAYED
-            heapq.heappush(q.delayed, (job.run_at, job.seq, job.id))
+            transitions.assign(job, state=JobState.DELAYED, seq=seq)
+            heapq.heappush(q.delayed, (job.run_at, seq, job.id))
         else:
-            job.state = JobState.WAITING
-            heapq.heappush(q.ready, (job.priority, job.seq, job.id))
+            transitions.assign(job, state=JobState.WAITING, seq=seq)
+            heapq.heappush(q.ready, (job.options.priority, seq, job.id))
 
     async def open(self) -> None:
         self._hub.closed = False
@@ -299,8 +301,7 @@ class MemoryBackend(Backend):
             stored = q.jobs.get(job.id)
             if stored is None:
                 stored = q.store(job)
-                stored.seq = next(self._seq)
-                self._enqueue(q, stored, stored.created_at)
+                self._enqueue(q, stored, stored.created_at, next(self._seq))
                 transitions.note(stored, q.notes[stored.id], stored.state, stored.created_at, "added")
                 q.noted(stored)
                 events.append(transitions.draft(stored, "added", now))
@@ -524,6 +525,25 @@ class MemoryBackend(Backend):
         self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, *, keep_completed: int | None = None,
         keep_failed: int | None = None,
     ) -> builtins.list[Job]:
+        return self._finish(queue, worker, outcomes, now, keep_completed, keep_failed, copies=True)
+
+    async def finish_and_claim(
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], *, limit: int, lease: float, now: float,
+        names: Collection[str] | None = None, rate_limit: RateLimit | None = None, keep_completed: int | None = None,
+        caps: Mapping[str, int] | None = None, keep_failed: int | None = None,
+    ) -> ClaimResult:
+        """One critical section; with it, a worker writes its outcomes with its next claim, and the jobs that
+        finished are not copied (nobody reads them): a third less per job than `finish`'s copies cost."""
+        if outcomes:
+            self._finish(queue, worker, outcomes, now, keep_completed, keep_failed, copies=False)
+        return await self.claim(queue, worker, limit=limit, lease=lease, now=now, names=names, rate_limit=rate_limit,
+                                caps=caps)
+
+    def _finish(
+        self, queue: str, worker: str, outcomes: Sequence[Outcome], now: float, keep_completed: int | None,
+        keep_failed: int | None, *, copies: bool,
+    ) -> builtins.list[Job]:
+        """`finish`; with `copies=False` it returns the stored jobs themselves, for callers that drop them."""
         q = self._q(queue)
         moved, events, poke, linked = [], [], False, []
         tally: _metrics.Tally = {}
@@ -538,13 +558,12 @@ class MemoryBackend(Backend):
                 if job.id not in q.held:
                     q.done[job.state][job.id] = None
             elif job.state not in TERMINAL_STATES:
-                job.seq = next(self._seq)
-                self._enqueue(q, job, now)
+                self._enqueue(q, job, now, next(self._seq))
                 poke = True
             if (job.parent is not None or job.dependents or job.flow is not None) and job.state in TERMINAL_STATES:
                 linked.append(job)
             _metrics.count(tally, job, now)
-            moved.append(q.copy(job))
+            moved.append(q.copy(job) if copies else job)
         self._count(queue, tally, now)
         if q.concurrency is not None and moved:  # slots freed: a worker held back by it may claim now
             poke = True
@@ -611,8 +630,7 @@ class MemoryBackend(Backend):
             events.extend(transitions.stall(job, now, q.notes[job.id]))
             self._deliver(job, now)
             if not job.finished:  # back to waiting
-                job.seq = next(self._seq)
-                self._enqueue(q, job, now)
+                self._enqueue(q, job, now, next(self._seq))
             else:
                 q.enter(job, JobState.ACTIVE)
             moved.append(q.copy(job))
