@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import jobkit
-from jobkit.backends.memory import MemoryBackend
-from jobkit.models import HistoryEntry, Job, JobEvent, JobState, Outcome, Progress
+from jobkit.backends.memory import ENTRIES_KEPT, MemoryBackend
+from jobkit.models import HistoryEntry, Job, JobEvent, JobOptions, JobState, Outcome, Progress
 
 Q = "mem"
 
@@ -111,3 +111,28 @@ async def test_a_worker_writes_its_outcomes_with_its_claims() -> None:
                     break
         assert backend.finish_calls == 0  # written while it runs, with its claims
     assert (await backend.counts("mem-combined")).completed == n
+
+
+async def test_a_stored_job_costs_the_gc_four_objects_and_copies_stay_their_own() -> None:
+    """A job stored with untouched progress shares the store's placeholder progress and empty history (the cyclic
+    GC's full collections walk every stored job: issue 13 item 6); every copy still gets its own."""
+    backend, n, options = MemoryBackend(), 5000, JobOptions()  # one task's jobs share its options
+    await backend.add([job("warm")])
+    gc.collect()
+    before = len(gc.get_objects())
+    await backend.add([Job(id=f"n{i}", name="t", queue=Q, options=options) for i in range(n)])
+    gc.collect()
+    # Per job: the job, its __dict__, its fields set, its notes (was 8); plus the history models kept for sharing.
+    assert len(gc.get_objects()) - before <= 4 * n + 3 * ENTRIES_KEPT + 50
+
+    a, b = await backend.get(Q, "n1"), await backend.get(Q, "n2")
+    assert a is not None and b is not None
+    a.progress.message = "changed in place"
+    a.history.append(a.history[0])
+    again = await backend.get(Q, "n1")
+    assert again is not None and again.progress == Progress() and len(again.history) == 1
+    assert b.progress == Progress() and a.progress is not b.progress and a.history is not b.history
+    [claimed] = (await backend.claim(Q, "w", limit=1, lease=30, now=time.time())).jobs
+    assert await backend.set_progress(Q, "w", claimed.id, Progress(percent=10))
+    now = await backend.get(Q, claimed.id)
+    assert now is not None and now.progress.percent == 10
