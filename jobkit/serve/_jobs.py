@@ -19,7 +19,7 @@ from ..queue import Queue
 from . import _uploads
 from ._auth import Principal, principal
 from ._scope import find, page, queue_names, wait_finished
-from ._state import job_view, state
+from ._state import job_json, job_view, state
 
 __all__ = ["routes"]
 
@@ -121,7 +121,7 @@ async def submit(request: Request) -> Response:
 async def get_job(request: Request) -> Response:
     p = await principal(request)
     job = await find(request, p)
-    return JSONResponse(job_view(job))
+    return Response(job_json(job), media_type="application/json")
 
 
 def _states(request: Request) -> set[JobState] | None:

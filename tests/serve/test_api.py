@@ -193,3 +193,19 @@ async def test_a_tokens_file_is_read_again_when_it_changes(served: Served, tmp_p
         broken = await client.get("/queues", headers={"Authorization": "Bearer second"})
         assert broken.status_code == 503 and "tokens file" in broken.json()["detail"]
     await application.state.jobkit_holder.close()
+
+
+def test_the_single_job_body_is_the_job_view_as_json() -> None:
+    """GET /jobs/{id} writes its body with pydantic-core directly: the same JSON as `job_view`, tags or none."""
+    import json
+    import time
+
+    from jobkit.models import JobOptions, new_job
+    from jobkit.serve._state import job_json, job_view
+
+    now = time.time()
+    plain = new_job("j1", "t", "q", {"é": [1, 2.5, None]}, JobOptions(), now, now)
+    tagged = new_job("j2", "t", "q", {}, JobOptions(), now, now, owner="alice", tags={"doc": "d-1"})
+    for job in (plain, tagged):
+        assert json.loads(job_json(job)) == job_view(job)
+    assert json.loads(job_json(plain))["tags"] == {} and json.loads(job_json(tagged))["owner"] == "alice"
