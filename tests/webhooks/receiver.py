@@ -3,11 +3,12 @@ with the status codes it is told, for the webhook tests."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from jobkit._loopback import LoopbackServer
 
 
 @dataclass
@@ -25,36 +26,21 @@ class Receiver:
     port: int = 0
     got: list[Received] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
-    _server: Any = None
-    _thread: threading.Thread | None = None
+    _server: LoopbackServer | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def start(self) -> Receiver:
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        self._server = server = uvicorn.Server(uvicorn.Config(self._app(), log_level="error", lifespan="off",
-                                                              access_log=False))
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline and self._thread.is_alive(), "the receiver did not start in 10 s"
-            time.sleep(0.01)
+        self._server = LoopbackServer(self._app(), port=self.port, name="the webhook receiver")
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
 
     def wait_for(self, n: int, timeout: float = 20.0) -> list[Received]:
         """Block until `n` POSTs have been answered (bounded), and return them."""

@@ -18,12 +18,13 @@ import asyncio
 import collections
 import json
 import math
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..._loopback import LoopbackServer
 
 __all__ = ["FAULTS", "FakeLLM", "tokens_of"]
 
@@ -122,8 +123,7 @@ class FakeLLM:
         self.seen_systems: set[str] = set()
         self.lock = threading.RLock()
         self.port = 0
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackServer | None = None
 
     # -- control -------------------------------------------------------------------------------------------------
     @property
@@ -155,30 +155,14 @@ class FakeLLM:
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self) -> FakeLLM:
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="error", lifespan="off", access_log=False,
-                                timeout_keep_alive=30)
-        self._server = server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fake-llm", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the fake LLM server did not start within 10 s")
-            time.sleep(0.01)
+        self._server = LoopbackServer(self._app(), name="fake LLM server", timeout_keep_alive=30)
+        self.port = self._server.start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = self._thread = None
+            self._server.stop()
+        self._server = None
 
     def __enter__(self) -> FakeLLM:
         return self.start()
