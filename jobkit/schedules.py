@@ -270,5 +270,6 @@ async def declare(backend: Backend, queues: list[str], tasks: Mapping[str, Task[
                     log.info("removed schedule %s: task %s no longer declares one", t.name, t.name)
                 continue
             await upsert(backend, queue, t.name, t, t.scheduled_payload(), cron_expr=t.schedule.cron,
-                         every=t.schedule.every, tz=t.schedule.tz, catch_up=0, overlap="skip", paused=None,
+                         every=t.schedule.every, tz=t.schedule.tz, catch_up=t.schedule.catch_up,
+                         overlap=t.schedule.overlap, paused=None,
                          now=now, declared=True)

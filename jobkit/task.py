@@ -7,7 +7,7 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 
@@ -34,6 +34,8 @@ class TaskSchedule:
     cron: str | None
     every: float | None  # seconds
     tz: str
+    catch_up: int = 0
+    overlap: Literal["skip", "queue", "allow"] = "skip"
 
 
 class Task(Generic[R]):
@@ -182,25 +184,31 @@ def task(
     *, name: str | None = None, queue: str = "default", attempts: int = 1, backoff: Backoff | float | None = None,
     timeout: float | None = None, priority: int = 3, max_stalls: int = 1, keep_completed: Retention | None = None,
     keep_failed: Retention | None = None, cron: str | None = None, every: float | timedelta | None = None,
-    tz: str = "UTC", concurrency: int | None = None, webhook: str | None = None,
+    tz: str = "UTC", catch_up: int = 0, overlap: Literal["skip", "queue", "allow"] = "skip",
+    concurrency: int | None = None, webhook: str | None = None,
 ) -> Callable[[Callable[..., Awaitable[R]]], Task[R]]: ...
 def task(
     fn: Callable[..., Awaitable[R]] | None = None, /, *, name: str | None = None, queue: str = "default",
     attempts: int = 1, backoff: Backoff | float | None = None, timeout: float | None = None, priority: int = 3,
     max_stalls: int = 1, keep_completed: Retention | None = None, keep_failed: Retention | None = None,
-    cron: str | None = None, every: float | timedelta | None = None, tz: str = "UTC", concurrency: int | None = None,
-    webhook: str | None = None,
+    cron: str | None = None, every: float | timedelta | None = None, tz: str = "UTC", catch_up: int = 0,
+    overlap: Literal["skip", "queue", "allow"] = "skip", concurrency: int | None = None, webhook: str | None = None,
 ) -> Task[R] | Callable[[Callable[..., Awaitable[R]]], Task[R]]:
     """Declare an async function `(ctx, payload)` as a task; the payload's annotation validates at enqueue.
 
     With `cron=` (in time zone `tz`) or `every=`, every worker serving the task declares a schedule named after
-    it, which adds one job per tick (see `Queue.schedule`). With `concurrency=n`, a worker runs at most n of its
-    jobs at once, whatever the worker's own concurrency (its other tasks' jobs go ahead meanwhile). With
-    `webhook=`, each job POSTs there when it completes or fails for good (see docs/webhooks.md)."""
+    it, which adds one job per tick, with `catch_up` and `overlap` as in `Queue.schedule`. With `concurrency=n`,
+    a worker runs at most n of its jobs at once, whatever the worker's own concurrency (its other tasks' jobs go
+    ahead meanwhile). With `webhook=`, each job POSTs there when it completes or fails for good (see
+    docs/webhooks.md)."""
     options = _options(attempts, backoff, timeout, priority, max_stalls, keep_completed, keep_failed, webhook)
     schedule = None
     if cron is not None or every is not None:
-        schedule = TaskSchedule(*timing(cron, every, tz), tz)
+        if isinstance(catch_up, bool) or not isinstance(catch_up, int) or catch_up < 0:
+            raise ConfigError(f"catch_up counts the missed ticks to fire after an outage, such as 3, not {catch_up!r}")
+        if overlap not in ("skip", "queue", "allow"):
+            raise ConfigError(f"overlap is 'skip', 'queue' or 'allow', not {overlap!r}")
+        schedule = TaskSchedule(*timing(cron, every, tz), tz, catch_up, overlap)
 
     def wrap(f: Callable[..., Awaitable[R]]) -> Task[R]:
         t: Task[R] = Task(f, name=name or f.__name__, queue=queue, options=options, schedule=schedule,

@@ -268,3 +268,17 @@ async def test_a_task_that_drops_its_schedule_removes_it_at_the_next_start(backe
     after = jobkit.task(name=f"s.{qname}", queue=qname)(report)  # the same function, now without cron=
     await schedules.declare(backend, [qname], {after.name: after}, time.time())
     assert [s.id for s in await q.list_schedules()] == ["mine"]
+
+
+async def test_a_task_declares_its_catch_up_and_overlap(backend: Backend, qname: str) -> None:
+    async def report(ctx: jobkit.Context) -> None:
+        return None
+
+    t = jobkit.task(name=f"s.{qname}", queue=qname, every=60, catch_up=2, overlap="allow")(report)
+    await schedules.declare(backend, [qname], {t.name: t}, time.time())
+    s = await jobkit.Queue(qname, backend=backend).get_schedule(t.name)
+    assert s is not None and (s.catch_up, s.overlap, s.declared) == (2, "allow", True)
+    with pytest.raises(jobkit.ConfigError, match="overlap is 'skip', 'queue' or 'allow'"):
+        jobkit.task(name=f"s.{qname}.bad", queue=qname, every=60, overlap="sometimes")(report)  # type: ignore[arg-type]
+    with pytest.raises(jobkit.ConfigError, match="catch_up counts the missed ticks"):
+        jobkit.task(name=f"s.{qname}.bad", queue=qname, every=60, catch_up=-1)(report)
