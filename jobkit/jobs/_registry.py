@@ -6,11 +6,12 @@ one that code running in the worker registered; an import path in a payload is l
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from .. import ConfigError
 
-__all__ = ["Registry", "shorten"]
+__all__ = ["Registry", "not_registered", "shorten"]
 
 T = TypeVar("T")
 LISTED = 20  # names quoted in a refusal; the rest are counted
@@ -58,20 +59,21 @@ class Registry(Generic[T]):
         if found is None:
             found = self._by_path.get(ref)
         if found is None:
-            raise self.error(f"{self.kind} {shorten(ref)!r} is not registered (registered: {self._listing()}). A"
-                             f" payload can only name what the worker's code registered: call {self.how} in a"
-                             " module the worker imports")
+            raise not_registered(self.kind, ref, self._by_name, self.how, self.error)
         return found
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
-    def _listing(self) -> str:
-        names = self.names()
-        if not names:
-            return "none"
-        more = len(names) - LISTED
-        return ", ".join(names[:LISTED]) + (f" and {more} more" if more > 0 else "")
+
+def not_registered(kind: str, ref: str, registered: Iterable[str], how: str, error: type[Exception]) -> Exception:
+    """The refusal of a payload naming a `kind` nobody registered: what is registered, and the call (`how`) that
+    registers one, in a module the worker imports."""
+    names = sorted(registered)
+    more = len(names) - LISTED
+    listing = ", ".join(names[:LISTED]) + (f" and {more} more" if more > 0 else "") if names else "none"
+    return error(f"{kind} {shorten(ref)!r} is not registered (registered: {listing}). A payload can only name what"
+                 f" the worker's code registered: call {how} in a module the worker imports")
 
 def _origin(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from ... import ConfigError
 from ...urls import mask_url
+from .._registry import not_registered
 from .errors import CacheWarmSetupError
 
 __all__ = ["CacheSink", "RedisSink", "open_cache", "register_cache"]
@@ -89,7 +90,6 @@ def register_cache(name: str, target: str | SinkFactory) -> None:
 def open_cache(name: str) -> CacheSink:
     factory = _caches.get(name)
     if factory is None:
-        known = ", ".join(sorted(_caches)) or "none"
-        raise CacheWarmSetupError(f"cache {name!r} is not registered (registered: {known}). A payload can only name"
-                                  " caches the worker's code registered: jobkit.jobs.register_cache(name, 'redis://...')")
+        raise not_registered("cache", name, _caches, "jobkit.jobs.register_cache(name, 'redis://...')",
+                             CacheWarmSetupError)
     return factory()

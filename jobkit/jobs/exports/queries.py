@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ... import ConfigError
-from .._registry import shorten
+from .._registry import not_registered
 from ..db.databases import Database
 from ..db.writer import check_identifier, split_table
 from .errors import ExportSetupError
@@ -56,9 +56,8 @@ def register_query(name: str, database: str, sql: str, *, owner_param: str | Non
 def registered_query(name: str) -> RegisteredQuery:
     found = _queries.get(name)
     if found is None:
-        known = ", ".join(sorted(_queries)) or "none"
-        raise ExportSetupError(f"query {shorten(name)!r} is not registered (registered: {known}). A payload can only"
-                               " name queries the worker's code registered with jobkit.jobs.register_query")
+        raise not_registered("query", name, _queries, "jobkit.jobs.register_query(name, database, sql)",
+                             ExportSetupError)
     return found
 
 

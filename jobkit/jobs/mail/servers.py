@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ... import ConfigError
+from .._registry import not_registered
 from .errors import EmailSetupError
 
 __all__ = ["DEFAULT_RATE", "SmtpServer", "get_server", "register_smtp_server"]
@@ -79,7 +80,6 @@ def register_smtp_server(
 def get_server(name: str) -> SmtpServer:
     found = _servers.get(name)
     if found is None:
-        known = ", ".join(sorted(_servers)) or "none"
-        raise EmailSetupError(f"SMTP server {name!r} is not registered (registered: {known}). A payload can only name"
-                              " servers the worker's code registered: jobkit.jobs.register_smtp_server(name, host=...)")
+        raise not_registered("SMTP server", name, _servers, "jobkit.jobs.register_smtp_server(name, host=...)",
+                             EmailSetupError)
     return found
