@@ -63,6 +63,21 @@ end
 local function owner_key(owner) return K_META .. ':owner:' .. owner end
 local function tag_key(tag) return K_META .. ':tag:' .. tag end
 
+-- A new job's hash fields from its add arguments f (add.lua's 13; flow_add.lua's nodes start with the same), in
+-- `state` with sequence number `seq`; also its claim key and its extra fields (owner, tags, ...) decoded, or false.
+local function new_job_fields(f, state, seq)
+  local ck = f[7] .. string.format(':%012d:', seq) .. f[1]
+  local h = {'sl', f[3], 'state', state, 'pri', f[5], 'seq', seq, 'o', seq, 'run_at', f[6], 'name', f[8],
+             'ms', f[10], 'ck', ck, 'nh', f[12]}
+  if f[9] ~= '0' then h[#h + 1] = 'att'; h[#h + 1] = f[9] end
+  if f[11] ~= '' then h[#h + 1] = 'kfa'; h[#h + 1] = f[11] end
+  local x = f[13] ~= '' and cjson.decode(f[13])
+  if x then
+    for name, value in pairs(x) do h[#h + 1] = name; h[#h + 1] = value end
+  end
+  return h, ck, x
+end
+
 local function index_job(id, ow, tg, ck, o, add)
   if not ow and not tg then return end
   local m = reseq(ck, o, id)

@@ -17,15 +17,7 @@ if #new > 0 then
   local base = redis.call('HINCRBY', K_META, 'seq', #new) - #new
   for k, f in ipairs(new) do
     local id, seq = f[1], base + k
-    local ck = f[7] .. string.format(':%012d:', seq) .. id
-    local h = {'sl', f[3], 'state', f[4], 'pri', f[5], 'seq', seq, 'o', seq, 'run_at', f[6], 'name', f[8],
-               'ms', f[10], 'ck', ck, 'nh', f[12]}
-    if f[9] ~= '0' then h[#h + 1] = 'att'; h[#h + 1] = f[9] end
-    if f[11] ~= '' then h[#h + 1] = 'kfa'; h[#h + 1] = f[11] end
-    local x = f[13] ~= '' and cjson.decode(f[13])
-    if x then
-      for name, value in pairs(x) do h[#h + 1] = name; h[#h + 1] = value end
-    end
+    local h, ck, x = new_job_fields(f, f[4], seq)
     redis.call('HSET', JP .. id, unpack(h))
     if x then index_job(id, x.ow, x.tg, ck, seq, true) end
     if f[4] == 'delayed' then

@@ -20,15 +20,7 @@ end
 local function add_new(f, state, up, epoch, fe)
   local id = f[1]
   local seq = redis.call('HINCRBY', K_META, 'seq', 1)
-  local ck = f[7] .. string.format(':%012d:', seq) .. id
-  local h = {'sl', f[3], 'state', state, 'pri', f[5], 'seq', seq, 'o', seq, 'run_at', f[6], 'name', f[8],
-             'ms', f[10], 'ck', ck, 'nh', f[12]}
-  if f[9] ~= '0' then h[#h + 1] = 'att'; h[#h + 1] = f[9] end
-  if f[11] ~= '' then h[#h + 1] = 'kfa'; h[#h + 1] = f[11] end
-  local x = f[13] ~= '' and cjson.decode(f[13])
-  if x then
-    for name, value in pairs(x) do h[#h + 1] = name; h[#h + 1] = value end
-  end
+  local h, ck, x = new_job_fields(f, state, seq)
   if up ~= '' then
     h[#h + 1] = 'up'; h[#h + 1] = up
     h[#h + 1] = 'hd'; h[#h + 1] = cjson.encode({[up] = epoch})
@@ -44,7 +36,7 @@ local function add_new(f, state, up, epoch, fe)
   else
     enter('waiting-children', id, seq, seq, ck)
   end
-  event(id, f[8], 'added', state, now_s, f[9])
+  event(id, f[8], 'added', state, now_s, f[9], nil, nil, x and x.ow or false)
   return seq
 end
 
