@@ -19,7 +19,7 @@ from typing import Any
 
 from . import schedules
 from .attempt import interrupted, run_attempt, unrecorded
-from .backends import Backend, ClaimResult
+from .backends import Backend, ClaimResult, Offer
 from .config import BackendLike, get_backend
 from .context import Context
 from .errors import BackendError, ConfigError
@@ -280,8 +280,10 @@ class Worker:
                     await self._stop_if_done(backend, queue)
                 else:
                     c.dry = False
-                    err = await self._idle(backend, c)
-                    if err is not None:  # only a hint that work may be ready; the next claim says for sure
+                    err, handed = await self._idle(backend, c)
+                    if handed is not None:
+                        await self._landed(backend, c, handed)
+                    elif err is not None:  # only a hint that work may be ready; the next claim says for sure
                         c.failures += 1
                         await self._backoff(queue, "wait for work", err, c.failures)
         finally:
@@ -380,14 +382,15 @@ class Worker:
                 raise
             return None
 
-    async def _idle(self, backend: Backend, c: _Claims) -> BaseException | None:
+    async def _idle(self, backend: Backend, c: _Claims) -> tuple[BaseException | None, ClaimResult | None]:
         """Wait for work, stop(), a capped task's slot to free, or (when outcomes go with claims) an outcome to
-        write; the wait's error, if any."""
+        write; the wait's error, if any, and the jobs handed to this worker meanwhile by an add (see Offer)."""
         wait = 1.0 if c.retry_in is None else min(1.0, c.retry_in)
         if self.idle_timeout is not None:
             wait = min(wait, self.idle_timeout)
+        offer = self._offer(backend, c)
         waits = [asyncio.ensure_future(self._stopping.wait()), work := asyncio.ensure_future(
-            backend.wait_for_work(c.queue, wait))]
+            backend.wait_for_work(c.queue, wait, offer))]
         if self._caps:
             waits.append(asyncio.ensure_future(c.freed.wait()))
         if self._combine:
@@ -398,7 +401,25 @@ class Worker:
         finally:
             for w in waits:
                 w.cancel()
-        return work.exception() if work.done() and not work.cancelled() else None
+            taken = offer.close() if offer is not None else None
+        err = work.exception() if work.done() and not work.cancelled() else None
+        if taken is None:
+            return err, None
+        try:  # an add claimed for this worker: its answer is on its way (one round trip at most)
+            return None, await asyncio.shield(taken)
+        except BackendError as exc:
+            return exc, None
+
+    def _offer(self, backend: Backend, c: _Claims) -> Offer | None:
+        """This worker's free slots for an add to claim while it waits, where the backend takes offers. Only a
+        worker of one queue offers: its slots are not wanted by another queue's claims meanwhile."""
+        if not backend.takes_offers or len(self.queues) != 1 or self._stopping.is_set():
+            return None
+        limit = min(self.concurrency - len(self._running) - self._reserved, self.claim_batch)
+        if limit <= 0:
+            return None
+        return Offer(self.id, limit=limit, lease=self.lease, names=c.names, rate_limit=self.rate_limit,
+                     caps=self._room())
 
     def _take(self, queue: str) -> list[Outcome]:
         """The pending outcomes of `queue`, taken out of the pending list."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from ..urls import mask_url
-from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Record, Spend
+from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Offer, Record, Spend
 
-__all__ = ["Ask", "Backend", "ChildLink", "ClaimResult", "FlowSpec", "Record", "Spend", "from_url"]
+__all__ = ["Ask", "Backend", "ChildLink", "ClaimResult", "FlowSpec", "Offer", "Record", "Spend", "from_url"]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster", "rediss+cluster")
 REDIS_SCHEMES = SCHEMES[2:]

@@ -25,7 +25,7 @@ from ..models import JobEvent, JobState, Progress
 from ._redis_servers import Servers
 
 __all__ = ["Ending", "EventId", "Feed", "Inbox", "Reader", "StreamReader", "Waker", "command", "event_id", "event_of",
-           "pack", "pump"]
+           "pack", "pump", "settle"]
 
 log = logging.getLogger("jobkit.redis")
 
@@ -75,7 +75,7 @@ def event_of(queue: str, eid: str, flat: Sequence[str]) -> JobEvent:
     return ev
 
 
-def _settle(fut: asyncio.Future[None]) -> None:
+def settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -205,7 +205,7 @@ class Waker(StreamReader):
     def wake(self) -> None:
         if self.waiters:
             for fut in self.waiters:
-                _settle(fut)
+                settle(fut)
             self.waiters.clear()
         else:
             self.woken = True
@@ -215,15 +215,16 @@ class Waker(StreamReader):
             del self.own[0]
         return bool(self.own) and self.own[0][0] <= eid
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float, fut: asyncio.Future[None] | None = None) -> None:
+        """Until a wake, `timeout`, or `fut` (given: settled by someone else too) is done."""
         self.waited_at = time.monotonic()
         if self.woken or timeout <= 0:
             self.woken = False
             return
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut = fut or loop.create_future()
         self.waiters.add(fut)
-        timer = loop.call_later(timeout, _settle, fut)
+        timer = loop.call_later(timeout, settle, fut)
         try:
             await fut
         finally:

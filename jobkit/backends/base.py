@@ -13,6 +13,7 @@ Rules every implementation keeps (the contract suite in tests/contract checks th
 from __future__ import annotations
 
 import abc
+import asyncio
 import builtins
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -22,7 +23,8 @@ from ..models import Job, JobEvent, JobRef, JobState, Outcome, Progress, QueueCo
 from ._metrics import MetricRow
 
 __all__ = [
-    "CONCURRENCY_RECHECK", "Ask", "Backend", "ChildLink", "ClaimResult", "FlowSpec", "Record", "Spend", "check_asks",
+    "CONCURRENCY_RECHECK", "Ask", "Backend", "ChildLink", "ClaimResult", "FlowSpec", "Offer", "Record", "Spend",
+    "check_asks",
     "check_record_add",
 ]
 
@@ -47,6 +49,36 @@ class ClaimResult:
 
     def __repr__(self) -> str:
         return f"ClaimResult({len(self.jobs)} jobs, retry_in={self.retry_in}, dry={self.dry})"
+
+
+class Offer:
+    """A waiting worker's free slots, lent to a backend that can claim for it (`Backend.takes_offers`): while the
+    worker waits in `wait_for_work`, the call that adds jobs to its queue may claim them for it in the same step, so
+    a job handed over so needs no claim (and no round trip) of its own. The arguments are those of `claim`."""
+
+    __slots__ = ("_taken", "caps", "lease", "limit", "names", "open", "rate_limit", "worker")
+
+    def __init__(self, worker: str, *, limit: int, lease: float, names: Collection[str] | None = None,
+                 rate_limit: RateLimit | None = None, caps: Mapping[str, int] | None = None) -> None:
+        self.worker, self.limit, self.lease, self.names = worker, limit, lease, names
+        self.rate_limit, self.caps = rate_limit, caps
+        self.open = True
+        self._taken: asyncio.Future[ClaimResult] | None = None
+
+    def take(self) -> asyncio.Future[ClaimResult] | None:
+        """For the backend: claim for this worker now, and settle the returned future with what was claimed (or
+        the error that left it unknown). None when the offer is closed or already taken."""
+        if not self.open:
+            return None
+        self.open = False
+        self._taken = asyncio.get_running_loop().create_future()
+        return self._taken
+
+    def close(self) -> asyncio.Future[ClaimResult] | None:
+        """For the worker, once it stops waiting: no claim for it may start any more. Returns the claim already under
+        way, if any: its jobs are this worker's, to await and start."""
+        self.open = False
+        return self._taken
 
 
 class Record(NamedTuple):
@@ -113,6 +145,8 @@ class Backend(abc.ABC):
     #: True when a second claim sent while one is under way gets served meanwhile (a network server), so a
     #: worker with a backlog keeps two under way; False where claims run one at a time anyway.
     claims_overlap: bool = False
+    #: True when `wait_for_work` lends a waiting worker's `Offer` to the calls that add jobs (see Offer).
+    takes_offers: bool = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -324,9 +358,10 @@ class Backend(abc.ABC):
         Returns the moved jobs."""
 
     @abc.abstractmethod
-    async def wait_for_work(self, queue: str, timeout: float) -> None:
+    async def wait_for_work(self, queue: str, timeout: float, offer: Offer | None = None) -> None:
         """Return when a job may have become claimable in `queue` (added, retried, resumed), or
-        after `timeout` seconds, whichever is first. Spurious early returns are allowed."""
+        after `timeout` seconds, whichever is first. Spurious early returns are allowed. A backend that
+        `takes_offers` may claim jobs for `offer` meanwhile (see Offer), and then returns too."""
 
     # -- events ----------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -39,6 +39,7 @@ from .base import (
     ChildLink,
     ClaimResult,
     FlowSpec,
+    Offer,
     Record,
     Spend,
     check_asks,
@@ -656,7 +657,7 @@ class MemoryBackend(Backend):
         self._ended([j for j in moved if j.finished and (j.parent or j.dependents or j.flow)], now)
         return moved
 
-    async def wait_for_work(self, queue: str, timeout: float) -> None:
+    async def wait_for_work(self, queue: str, timeout: float, offer: Offer | None = None) -> None:
         await self._hub.wait(queue, timeout)
 
     # -- webhooks' outbox ----------------------------------------------------------------------------

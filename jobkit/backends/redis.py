@@ -77,7 +77,7 @@ from ..models import (
 )
 from ..urls import mask_url as _mask
 from ._metrics import MetricRow
-from ._redis_readers import Ending, Feed, Inbox, Item, Reader, Waker, pump
+from ._redis_readers import Ending, Feed, Inbox, Item, Reader, Waker, pump, settle
 from ._redis_readers import EventId as _EventId
 from ._redis_readers import Segment as _Segment
 from ._redis_readers import command as _command
@@ -86,7 +86,7 @@ from ._redis_readers import event_of as _event
 from ._redis_readers import pack as _pack
 from ._redis_servers import Address, Lane, Servers, parse_cluster_hosts
 from ._transitions import assign, copy, unreadable_error
-from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Record, Spend, check_asks, check_record_add
+from .base import Ask, Backend, ChildLink, ClaimResult, FlowSpec, Offer, Record, Spend, check_asks, check_record_add
 
 __all__ = ["RedisBackend"]
 
@@ -114,7 +114,8 @@ QUEUE_SCRIPTS = ("add", "claim", "renew", "finish", "finish_claim", "progress", 
                  "flow_seal", "flow_deliver", "children", "concurrency", "watch", "webhook_claim", "webhook_settle",
                  "webhook_replay", "metrics")
 # Shared pieces a queue script needs after _lib.lua, before its own body.
-SCRIPT_PARTS = {"claim": ("_claim",), "finish": ("_outbox", "_flow", "_metrics", "_finish", "_remove"),
+SCRIPT_PARTS = {"add": ("_claim",), "record_add": ("_claim",), "claim": ("_claim",),
+                "finish": ("_outbox", "_flow", "_metrics", "_finish", "_remove"),
                 "finish_claim": ("_outbox", "_flow", "_metrics", "_finish", "_remove", "_claim"), "clean": ("_remove",),
                 "cancel": ("_outbox", "_flow"), "recover": ("_outbox", "_flow", "_metrics"),
                 "webhook_settle": ("_outbox",),
@@ -293,6 +294,35 @@ class _Queue:
         return f"{self.prefix}done:{token}"
 
 
+class _Handing:
+    """An idle worker's offer that an add under way claims for (see RedisBackend._hand_over)."""
+
+    __slots__ = ("offer", "taken", "woken")
+
+    def __init__(self, offer: Offer, taken: asyncio.Future[ClaimResult], woken: asyncio.Future[None]) -> None:
+        self.offer, self.taken, self.woken = offer, taken, woken
+
+    async def claimed(self, backend: RedisBackend, queue: str, reply: Any) -> None:
+        """add.lua's claim for the offer: {retry_in, ran dry, job JSON...}."""
+        try:
+            jobs = await backend._claimed(queue, self.offer.worker, reply[2:])
+        except BaseException as exc:
+            self.unknown(exc)
+            raise
+        if not self.taken.done():
+            self.taken.set_result(ClaimResult(jobs, float(reply[0]) if reply[0] else None, reply[1] == 1))
+        settle(self.woken)
+
+    def unknown(self, exc: BaseException | None = None) -> None:
+        if not self.taken.done():
+            error = exc if isinstance(exc, BackendError) else BackendError(
+                "adding jobs failed before its answer came: whether it handed any to this worker is not known (such"
+                " a job's lease expires and it runs again)")
+            self.taken.set_exception(error)
+            self.taken.exception()  # retrieved: a worker that is gone need not await it
+        settle(self.woken)
+
+
 class _Subscription(AsyncIterator[JobEvent]):
     """Events after `start`: the retained ones up to `upto` from XRANGE, then the feed's live ones. Given a
     `backlog` (the feed's kept entries up to `upto`), it starts at `upto` and yields that backlog first."""
@@ -342,6 +372,7 @@ class RedisBackend(Backend):
 
     is_local = False
     claims_overlap = True
+    takes_offers = True
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -400,6 +431,7 @@ class RedisBackend(Backend):
         self._queues: dict[str, _Queue] = {}
         self._feeds: dict[str, Feed] = {}
         self._wakers: dict[str, Waker] = {}
+        self._offers: dict[str, dict[Offer, asyncio.Future[None]]] = {}  # idle workers' offers, by queue
         self._inboxes: dict[str, Inbox] = {}
         self._token = os.urandom(8).hex()  # names this instance's inboxes
         self._born: dict[tuple[str, str], bool] = {}  # (queue, job id) -> added with this instance's inbox registered
@@ -696,39 +728,63 @@ class RedisBackend(Backend):
     async def add(self, jobs: Sequence[Job]) -> builtins.list[Job]:
         if not jobs:
             return []
-        now = repr(time.time())
+        now_f = time.time()
+        now = repr(now_f)
         groups: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault(job.queue, []).append(i)
         sends: list[tuple[int, Sequence[bytes]]] = [(QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, *groups)))])]
-        for queue, idx in groups.items():
+        records = [
             # One job alone (submit, run) is added with this instance's inbox registered: its waiter needs no
             # round trip of its own (see watch).
-            records = self._records([jobs[i] for i in idx], self._token if len(jobs) == 1 else None)
-            q = self._q(queue)
-            sends.append((q.slot, [self._evalsha("add", q.packed, (), (now,), (ADD_FIELDS * len(idx), records))]))
-        if len(jobs) < OVERLAP_ADDS:
-            replies = await self._send_spread(sends, "add jobs")
-            out = [_as_added(job) for job in jobs]
-        else:  # send first, then build the answers while Redis runs the script
-            sending = asyncio.ensure_future(self._send_spread(sends, "add jobs"))
-            try:
-                await asyncio.sleep(0)
+            self._records([jobs[i] for i in idx], self._token if len(jobs) == 1 else None) for idx in groups.values()]
+        handing: dict[str, _Handing] = {}
+        try:
+            for (queue, idx), packed in zip(groups.items(), records, strict=True):
+                q = self._q(queue)
+                args = self._hand_over(queue, now_f, handing)
+                sends.append((q.slot, [self._evalsha("add", q.packed, (), (now, *args),
+                                                     (ADD_FIELDS * len(idx), packed))]))
+            if len(jobs) < OVERLAP_ADDS:
+                replies = await self._send_spread(sends, "add jobs")
                 out = [_as_added(job) for job in jobs]
-                replies = await sending
-            finally:
-                sending.cancel()
-        for (queue, idx), (res,) in zip(groups.items(), replies[1:], strict=True):
-            self._woke(queue, res[0])
-            if len(idx) <= BORN_KEPT // 10:  # a few jobs, likely watched next: see watch()
-                new = [jobs[i].id for i, item in zip(idx, res[1:], strict=True) if isinstance(item, int)]
-                self._remember_born(queue, new, len(jobs) == 1)
-            for i, item in zip(idx, res[1:], strict=True):
-                if isinstance(item, int):
-                    assign(out[i], seq=item)
-                else:  # the id existed: the stored job
-                    out[i] = _job(item)
+            else:  # send first, then build the answers while Redis runs the script
+                sending = asyncio.ensure_future(self._send_spread(sends, "add jobs"))
+                try:
+                    await asyncio.sleep(0)
+                    out = [_as_added(job) for job in jobs]
+                    replies = await sending
+                finally:
+                    sending.cancel()
+            for (queue, idx), (res,) in zip(groups.items(), replies[1:], strict=True):
+                self._woke(queue, res[0])
+                if queue in handing:
+                    await handing.pop(queue).claimed(self, queue, res[1])
+                if len(idx) <= BORN_KEPT // 10:  # a few jobs, likely watched next: see watch()
+                    new = [jobs[i].id for i, item in zip(idx, res[2:], strict=True) if isinstance(item, int)]
+                    self._remember_born(queue, new, len(jobs) == 1)
+                for i, item in zip(idx, res[2:], strict=True):
+                    if isinstance(item, int):
+                        assign(out[i], seq=item)
+                    else:  # the id existed: the stored job
+                        out[i] = _job(item)
+        finally:
+            for h in handing.values():  # the add failed or was cancelled: whether it claimed is not known
+                h.unknown()
         return out
+
+    def _hand_over(self, queue: str, now: float, handing: dict[str, _Handing]) -> tuple[Any, ...]:
+        """add.lua's offer arguments: an idle worker of this instance waiting on `queue` gets the jobs claimed for it
+        in the add (see Offer); none (k = 0) when no such worker waits."""
+        for offer, woken in self._offers.get(queue, {}).items():
+            taken = offer.take()
+            if taken is None:
+                continue
+            handing[queue] = _Handing(offer, taken, woken)
+            claim = (offer.worker, repr(now + offer.lease), offer.limit, *self._rate(offer.rate_limit),
+                     *_claim_filter(offer.names, offer.caps))
+            return (len(claim), *claim)
+        return (0,)
 
     async def get(self, queue: str, job_id: str) -> Job | None:
         res = await self._eval("get", queue, (), "read a job", (job_id,), data=True)
@@ -1151,7 +1207,7 @@ class RedisBackend(Backend):
         await self._deliver_notices(queue, res[1])
         return [_job(s) for s in res[2:]]
 
-    async def wait_for_work(self, queue: str, timeout: float) -> None:
+    async def wait_for_work(self, queue: str, timeout: float, offer: Offer | None = None) -> None:
         if self._servers is None:
             return
         waker = self._wakers.get(queue)
@@ -1163,7 +1219,16 @@ class RedisBackend(Backend):
             if queue not in self._wakers:
                 self._start(self._wakers, Waker(queue, q.wake, self._last_id(last)))
             return
-        await waker.wait(timeout)
+        if offer is None:
+            await waker.wait(timeout)
+            return
+        woken = asyncio.get_running_loop().create_future()
+        offers = self._offers.setdefault(queue, {})
+        offers[offer] = woken
+        try:
+            await waker.wait(timeout, woken)
+        finally:
+            offers.pop(offer, None)
 
     # -- events ------------------------------------------------------------------------------------
     async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:
@@ -1366,7 +1431,7 @@ class RedisBackend(Backend):
             return None if res < 0 else int(res)
         check_record_add(queue, value, version, add)
         q = self._q(queue)
-        script = self._evalsha("record_add", q.packed, (hkey,), (key, expected, value, repr(time.time())),
+        script = self._evalsha("record_add", q.packed, (hkey,), (key, expected, value, repr(time.time()), 0),
                                (ADD_FIELDS * len(add), self._records(add)))
         _, _, [res] = await self._send_spread([(QUEUES_SLOT, [_command(_pack(("SADD", QUEUES_KEY, queue)))]),
                                                self._record_index(queue, kind), (slot, [script])],

@@ -50,6 +50,7 @@ from .base import (
     ChildLink,
     ClaimResult,
     FlowSpec,
+    Offer,
     Record,
     Spend,
     check_asks,
@@ -1534,7 +1535,7 @@ class SQLiteBackend(Backend):
     async def recover(self, queue: str, now: float) -> builtins.list[Job]:
         return await self._write(_Store.recover, queue, now)
 
-    async def wait_for_work(self, queue: str, timeout: float) -> None:
+    async def wait_for_work(self, queue: str, timeout: float, offer: Offer | None = None) -> None:
         await self._connection()
         self._ensure_poller()
         self._listen(1)

@@ -92,14 +92,14 @@ local function claim_jobs(now_s, lease, worker, limit, rate, per, names, caps)
 end
 
 -- The name filter and caps of a claim from ARGV[first]: the number of names ('-1': any name), the names, then
--- (name, cap) pairs to the end.
-local function claim_filter(first)
+-- (name, cap) pairs to ARGV[last] (default: the end).
+local function claim_filter(first, last)
   local n, names, caps = tonumber(ARGV[first]), nil, nil
   if n >= 0 then
     names = {}
     for i = first + 1, first + n do names[ARGV[i]] = true end
   end
-  for i = first + 1 + math.max(n, 0), #ARGV, 2 do
+  for i = first + 1 + math.max(n, 0), last or #ARGV, 2 do
     caps = caps or {}
     caps[ARGV[i]] = tonumber(ARGV[i + 1])
   end

@@ -138,6 +138,16 @@ end
 local first_event, last_event, n_events, woke_stream = false, false, 0, false
 local K_WAKE, WAKE_MAX = string.sub(JP, 1, -3) .. 'wake', 100
 local WAKING = {added = true, retrying = true, waiting = true, resumed = true}
+-- While HOLD_WAKE is set (add.lua with an idle worker's offer), the first waking event is only noted in `held_wake`:
+-- the script writes the wake entry later (wake_held) only if the jobs it added were not all handed to that worker.
+local HOLD_WAKE, held_wake = false, false
+
+local function wake_held()
+  if held_wake and not woke_stream then
+    woke_stream = true
+    redis.call('XADD', K_WAKE, 'MAXLEN', '~', WAKE_MAX, '*', 'f', held_wake)
+  end
+end
 
 -- An event of a job with an owner (hash field ow) carries it in a third field, o, so a feed can be scoped to it.
 -- `ow`: the owner when the caller read it (false: none); nil to read it here.
@@ -156,8 +166,12 @@ local function event(id, name, ev, state, at, attempt, k, v, ow)
   if not first_event then first_event = eid end
   last_event = eid
   if not woke_stream and WAKING[ev] then
-    woke_stream = true
-    redis.call('XADD', K_WAKE, 'MAXLEN', '~', WAKE_MAX, '*', 'f', eid)
+    if HOLD_WAKE then
+      held_wake = held_wake or eid
+    else
+      woke_stream = true
+      redis.call('XADD', K_WAKE, 'MAXLEN', '~', WAKE_MAX, '*', 'f', eid)
+    end
   end
 end
 
