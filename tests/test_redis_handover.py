@@ -1,5 +1,6 @@
 """Redis: a job added while a worker of the same backend instance waits for work is claimed for that worker by the
-add itself (see Offer), so it needs no claim of its own; everything a claim respects still holds."""
+add itself (see Offer), so it needs no claim of its own; everything a claim respects still holds. The end of a job
+that a waiter of the finishing instance waits for comes back in the finish's answer, not through its inbox."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import redis.asyncio as aioredis
 
 import jobkit
 from jobkit.backends import from_url
+from jobkit.backends._redis_readers import Inbox
 from jobkit.backends.redis import RedisBackend
 from jobkit.errors import BackendError
+from jobkit.models import Outcome
 
 REDIS_URL = os.environ.get("JOBKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 QUEUE = "handover"
@@ -101,6 +104,10 @@ async def test_a_job_added_while_a_worker_here_waits_needs_no_claim(
     try:
         await _idle(worker, backend)
         scripts = _Scripts(backend, monkeypatch)
+        read = Counter[str]()
+        deliver = Inbox.deliver
+        monkeypatch.setattr(Inbox, "deliver", lambda inbox, replies: (read.update([inbox.queue]),
+                                                                       deliver(inbox, replies))[-1])
         woke = await _wake_entries()
         for i in range(20):
             assert await asyncio.wait_for(jobkit.run(echo, {"i": i}, backend=backend), 5) == i
@@ -109,6 +116,7 @@ async def test_a_job_added_while_a_worker_here_waits_needs_no_claim(
         assert scripts.names["add"] == 20 and scripts.names["claim"] == 0 and scripts.names["watch"] == 0
         assert scripts.names["finish_claim"] + scripts.names["finish"] == 20
         assert await _wake_entries() == woke  # handed over: no other worker was woken for them
+        assert not read  # each end came back in its finish's answer, not through this instance's inbox
     finally:
         await _stop(worker, task)
     assert ran == Counter(range(20))
@@ -194,3 +202,19 @@ async def test_an_add_whose_answer_is_lost_leaves_the_worker_serving(
     finally:
         await _stop(worker, task)
     assert ran == Counter({1: 1, 2: 1})
+
+
+async def test_an_end_before_its_watch_in_the_same_instance_still_reaches_the_watch(backend: RedisBackend) -> None:
+    """A job added here and finished here before its handle watches it: its end waits for that watch."""
+    [added] = await backend.add([jobkit.Job(id="early", name="handover.echo", queue=QUEUE)])
+    [claimed] = (await backend.claim(QUEUE, "w", limit=1, lease=30, now=time.time())).jobs
+    now = time.time()
+    await backend.finish(QUEUE, "w", [Outcome(job_id=claimed.id, state=jobkit.JobState.COMPLETED, result=5,
+                                                     run_at=now)], now)
+    events, seen = await backend.watch(QUEUE, added.id, added)
+    try:
+        assert seen is added  # no read: the end itself comes
+        ev = await asyncio.wait_for(anext(events), 5)
+        assert (ev.job_id, ev.state, ev.carried_result) == ("early", jobkit.JobState.COMPLETED, (5,))
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]

@@ -238,10 +238,11 @@ class Inbox(Reader):
 
     replies = 2
 
-    def __init__(self, queue: str, key: str) -> None:
+    def __init__(self, queue: str, key: str, unclaimed: collections.OrderedDict[str, JobEvent] | None = None) -> None:
         super().__init__(queue, key)
         self.waiters: dict[str, set[asyncio.Queue[JobEvent | None]]] = {}
-        self.unclaimed: collections.OrderedDict[str, JobEvent] = collections.OrderedDict()
+        # Ends nobody waits for yet; given, it outlives this reader (the backend keeps one per queue).
+        self.unclaimed = collections.OrderedDict() if unclaimed is None else unclaimed
         self._read = command(pack(("BLPOP", key, INBOX_BLOCK))) + command(pack(("LPOP", key, INBOX_BATCH)))
 
     def busy(self, now: float) -> bool:

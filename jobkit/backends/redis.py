@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import hashlib
 import inspect
 import json
@@ -434,6 +435,7 @@ class RedisBackend(Backend):
         self._offers: dict[str, dict[Offer, asyncio.Future[None]]] = {}  # idle workers' offers, by queue
         self._inboxes: dict[str, Inbox] = {}
         self._token = os.urandom(8).hex()  # names this instance's inboxes
+        self._early: dict[str, collections.OrderedDict[str, JobEvent]] = {}  # see _unclaimed
         self._born: dict[tuple[str, str], bool] = {}  # (queue, job id) -> added with this instance's inbox registered
         self._options: dict[int, tuple[JobOptions, bytes]] = {}
         self._scripts = _scripts()
@@ -1131,16 +1133,35 @@ class RedisBackend(Backend):
         """One script, one round trip: finish `outcomes`, then claim up to `limit` jobs."""
         now_s = repr(now)
         args: list[Any] = [worker, now_s, repr(now + lease), limit, *self._rate(rate_limit), len(outcomes),
-                           _keep(keep_completed, keep_failed)]
+                           _keep(keep_completed, keep_failed), self._token]
         packed = self._outcomes(outcomes)
         extra = _pack(_claim_filter(names, caps))
         packed = (packed[0] + extra[0], packed[1] + extra[1])
         res = await self._eval("finish_claim", queue, args, "finish and claim jobs", [oc.job_id for oc in outcomes],
                                data=True, packed=packed)
         self._woke(queue, res[0])
+        self._ended_here(queue, res[4])
         await self._deliver_notices(queue, res[3])
-        return ClaimResult(await self._claimed(queue, worker, res[4:]), float(res[1]) if res[1] else None,
+        return ClaimResult(await self._claimed(queue, worker, res[5:]), float(res[1]) if res[1] else None,
                            res[2] == 1)
+
+    def _ended_here(self, queue: str, ends: Sequence[str] | None) -> None:
+        """The ends a finish answered for this instance's waiters (its token in the job's field wt: a watch, or an add
+        here), delivered as if read from its inbox; those nobody waits for yet are kept for their watch."""
+        if not ends:
+            return
+        inbox = self._inboxes.get(queue) or Inbox(queue, "", self._unclaimed(queue))  # none read: keep them
+        for packed in ends:
+            inbox.deliver_one(packed)
+
+    def _inbox(self, queue: str) -> Inbox:
+        """This instance's inbox reader of `queue`, started if it is not running."""
+        return self._inboxes.get(queue) or self._start(
+            self._inboxes, Inbox(queue, self._q(queue).inbox(self._token), self._unclaimed(queue)))
+
+    def _unclaimed(self, queue: str) -> collections.OrderedDict[str, JobEvent]:
+        """The ends of `queue`'s jobs that came before their watch (see Inbox.deliver_one), kept across readers."""
+        return self._early.setdefault(queue, collections.OrderedDict())
 
     @staticmethod
     def _outcomes(outcomes: Sequence[Outcome]) -> _Segment:
@@ -1175,12 +1196,13 @@ class RedisBackend(Backend):
     ) -> builtins.list[Job]:
         if not outcomes:
             return []
-        res = await self._eval("finish", queue, (worker, repr(now), _keep(keep_completed, keep_failed)), "finish jobs",
-                               [oc.job_id for oc in outcomes],
-                               data=True, packed=self._outcomes(outcomes))
+        res = await self._eval("finish", queue, (worker, repr(now), _keep(keep_completed, keep_failed),
+                                                 self._token), "finish jobs",
+                               [oc.job_id for oc in outcomes], data=True, packed=self._outcomes(outcomes))
         self._woke(queue, res[0])
+        self._ended_here(queue, res[2])
         await self._deliver_notices(queue, res[1])
-        return [_job(s) for s in res[2:]]
+        return [_job(s) for s in res[3:]]
 
     async def metrics(self, queue: str, since: float) -> builtins.list[MetricRow]:
         res = await self._eval("metrics", queue, (int(since // 60),), "read metrics")
@@ -1251,7 +1273,7 @@ class RedisBackend(Backend):
         # Not the queue's event stream: watch.lua registers this instance's inbox on the job, and the script that
         # ends the job pushes its end there. A job this instance added needs no read unless it has ended already.
         self._live()
-        inbox = self._inboxes.get(queue) or self._start(self._inboxes, Inbox(queue, self._q(queue).inbox(self._token)))
+        inbox = self._inbox(queue)
         ending = Ending(inbox, job_id)
         born = self._born.pop((queue, job_id), None)
         mine = born is not None and known is not None and not known.finished

@@ -45,6 +45,9 @@ end
 -- "done:<token>" as "<state>\0<the fields of an event entry>" (a small result included). An inbox nobody reads keeps
 -- its newest INBOX_MAX ends and expires a minute after the last.
 local INBOX, INBOX_TTL_MS, INBOX_MAX, INBOX_RESULT_MAX = string.sub(JP, 1, -3) .. 'done:', 60000, 1000, 1024
+-- The caller's own inbox token (the finish scripts set it): the ends its waiters wait for go back in the script's
+-- answer (HERE_ENDS), not through its inbox.
+local HERE, HERE_ENDS = false, {}
 
 local function notify_end(state, id, v, at)
   local packed = state .. '\0' .. id .. '\0' .. v.name .. '\0' .. state .. '\0' .. at .. '\0' .. (v.att or '0')
@@ -52,8 +55,12 @@ local function notify_end(state, id, v, at)
     packed = packed .. '\0r\0' .. v.result
   end
   for token in string.gmatch(v.wt, '%S+') do
-    if redis.call('LPUSH', INBOX .. token, packed) > INBOX_MAX then redis.call('RPOP', INBOX .. token) end
-    redis.call('PEXPIRE', INBOX .. token, INBOX_TTL_MS)
+    if token == HERE then
+      HERE_ENDS[#HERE_ENDS + 1] = packed
+    else
+      if redis.call('LPUSH', INBOX .. token, packed) > INBOX_MAX then redis.call('RPOP', INBOX .. token) end
+      redis.call('PEXPIRE', INBOX .. token, INBOX_TTL_MS)
+    end
   end
 end
 
