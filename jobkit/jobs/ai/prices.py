@@ -1,7 +1,9 @@
 """What a call costs: prices per model set by the worker's code, else genai-prices' table (shipped in the package,
 read offline). A model with no known price is refused, never counted as free.
 
-Cached input tokens are a part of the input tokens, priced at the cached rate when the model has one.
+Cached input tokens are a part of the input tokens, priced at the cached rate when the model has one. The Batch
+API's price is genai-prices' batch price where it has one, else the live price times the model's batch factor
+(BATCH_FACTOR, half, unless `set_price(..., batch_factor=)` says otherwise).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from .._registry import shorten
 from .errors import AISetupError
 from .providers import Provider
 
-__all__ = ["Price", "Pricer", "forget_prices", "pricer", "set_price"]
+__all__ = ["BATCH_FACTOR", "Price", "Pricer", "batch_pricer", "forget_prices", "pricer", "set_price"]
 
+BATCH_FACTOR = 0.5  # a Batch API call's price against a live call's, where the price table has no batch price
 MILLION = 1_000_000
 LINEAR_UP_TO = 100_000  # tokens up to which a genai-prices price is checked to be per token
 Pricer = Callable[[int, int, int], float]  # (input tokens, of which cached, output tokens) -> USD
@@ -30,6 +33,7 @@ class Price:
     input: float
     output: float
     cached_input: float | None = None
+    batch_factor: float = BATCH_FACTOR
 
     def cost(self, tokens_in: int, cached: int, tokens_out: int) -> float:
         cached = min(cached, tokens_in)
@@ -41,14 +45,16 @@ _prices: dict[tuple[str | None, str], Price] = {}
 
 
 def set_price(model: str, *, input: float, output: float, cached_input: float | None = None,
-              provider: str | None = None) -> Price:
+              provider: str | None = None, batch_factor: float = BATCH_FACTOR) -> Price:
     """Price `model` (USD per million tokens), for every provider or only `provider`; overrides genai-prices.
-    A local model that costs nothing is priced 0 here, explicitly."""
-    values = [input, output] + ([] if cached_input is None else [cached_input])
+    A local model that costs nothing is priced 0 here, explicitly. `batch_factor`: the Batch API's price against
+    these (half by default)."""
+    values = [input, output, batch_factor] + ([] if cached_input is None else [cached_input])
     if not all(isinstance(v, int | float) and math.isfinite(v) and v >= 0 for v in values):
         raise ConfigError(f"prices of {model!r} are finite numbers of USD per million tokens, 0 or more")
     price = _prices[(provider, model)] = Price(float(input), float(output),
-                                               None if cached_input is None else float(cached_input))
+                                               None if cached_input is None else float(cached_input),
+                                               float(batch_factor))
     return price
 
 
@@ -56,12 +62,14 @@ def forget_prices() -> None:
     _prices.clear()
 
 
-def _genai_prices(provider: Provider, model: str) -> Pricer | None:
+def _genai_prices(provider: Provider, model: str, context: dict[str, str] | None = None) -> Pricer | None:
     try:
         import genai_prices
     except ImportError:
         return None
     kwargs: dict[str, Any] = {"provider_id": provider.price_provider} if provider.price_provider else {}
+    if context:
+        kwargs["price_context"] = context
 
     def exact(tokens_in: int, cached: int, tokens_out: int) -> float:
         usage = genai_prices.Usage(input_tokens=tokens_in, cache_read_tokens=min(cached, tokens_in),
@@ -92,3 +100,15 @@ def pricer(provider: Provider, model: str) -> Pricer:
                        f" in the worker's code with jobkit.jobs.ai.set_price({shorten(model)!r}, input=..., output=...,"
                        " cached_input=...) (USD per million tokens; 0 for a free local model), or install"
                        " jobkit[ai] for genai-prices' table")
+
+
+def batch_pricer(provider: Provider, model: str) -> Pricer:
+    """How to price Batch API calls to `model` at `provider`; AISetupError when no price is known."""
+    own = _prices.get((provider.name, model)) or _prices.get((None, model))
+    if own is not None:
+        return lambda i, c, o: own.cost(i, c, o) * own.batch_factor
+    live = pricer(provider, model)
+    batch = _genai_prices(provider, model, {"processing": "batch"})
+    if batch is not None and not math.isclose(batch(MILLION, 0, MILLION), live(MILLION, 0, MILLION)):
+        return batch  # the table has a batch price of its own
+    return lambda i, c, o: live(i, c, o) * BATCH_FACTOR
