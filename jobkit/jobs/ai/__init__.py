@@ -1,7 +1,7 @@
 """AI generation jobs over any OpenAI-compatible provider: shared rate limits, cost reserved before it is spent,
 structured output, resumable batches (`ai_batch`) and single answers (`ai_generate`). Needs `jobkit[ai]` in workers."""
 
-from .errors import AISetupError, ItemsFailed, ProviderRefused
+from .errors import AISetupError, BatchRefused, ItemsFailed, ProviderRefused
 from .models import (
     AIBatch,
     AIGenerate,
@@ -23,6 +23,7 @@ __all__ = [
     "AIBatch",
     "AIGenerate",
     "AISetupError",
+    "BatchRefused",
     "BatchReport",
     "GenerateResult",
     "ItemError",

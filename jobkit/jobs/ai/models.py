@@ -11,7 +11,7 @@ from ... import Backoff
 
 __all__ = [
     "AIBatch", "AIGenerate", "BatchReport", "BatchState", "ERRORS_KEPT", "GenerateResult", "ItemError", "ModelUsage",
-    "RESERVED_COLUMNS", "Retry", "Section", "Source",
+    "ProviderBatch", "RESERVED_COLUMNS", "Retry", "Section", "Source",
 ]
 
 ERRORS_KEPT = 1000  # item errors kept in the report
@@ -95,6 +95,10 @@ class AIBatch(_Call):
     max_errors: int = Field(default=1000, ge=0, description="failed items tolerated by on_error='skip'")
     sink: str = Field(description="'sqlite:///out.db?table=name', 'jsonl:///out.jsonl' or 'python:name'")
     resume: str | None = Field(default=None, description="id of an earlier ai_batch job (same queue) to continue")
+    mode: Literal["live", "batch_api"] = Field(default="live", description="live calls, or the provider's Batch API"
+                                               " (JSONL upload, polled, about half the price, done within 24 h)")
+    poll_interval: float = Field(default=60.0, ge=0.01, le=3600, description="batch_api: the longest wait between"
+                                 " polls of a batch (the first comes after 1 s or less, then the wait doubles)")
 
     @field_validator("sections")
     @classmethod
@@ -189,11 +193,25 @@ class BatchReport(BaseModel):
     cost_interrupted: float = Field(default=0.0, description="reservations of calls a dead attempt left open, counted"
                                     " as spent (the provider may have billed them)")
     cost_by_model: dict[str, ModelUsage]
-    stopped: Literal["cost_limit"] | None = None
+    stopped: Literal["cost_limit", "batch_ended"] | None = Field(default=None, description="cost_limit: no money"
+                                                                 " left; batch_ended: a provider batch expired or"
+                                                                 " was cancelled before all its requests ran")
     resume_hint: str | None = None
     duration_s: float
     attempts: int
     errors: list[ItemError] = Field(default_factory=list)
+
+
+class ProviderBatch(BaseModel):
+    """A Batch API batch of this run, checkpointed as soon as it exists so no attempt uploads or pays for it twice."""
+
+    start: int = Field(description="the first item position it covers")
+    end: int = Field(description="past the last item position it covers")
+    requests: int
+    reserved: float = Field(description="its worst case, reserved in the budget until it is collected")
+    file_id: str = ""
+    batch_id: str = ""
+    counted: bool = False  # its files' usage is in the totals (a later attempt reading them again adds nothing)
 
 
 class BatchState(BaseModel):
@@ -215,3 +233,7 @@ class BatchState(BaseModel):
     elapsed_s: float = 0.0
     fingerprint: str = ""  # size and modification time of a source file: a changed file cannot be resumed
     jsonl: str = ""  # the JSONL sink this run created: later attempts append to it, and to no other file
+    batches: list[ProviderBatch] = Field(default_factory=list)  # batch_api: batches submitted and not yet collected
+    cursor: int = 0  # batch_api: items before this position were submitted by `cursor_job` (a resume starts over)
+    cursor_job: str = ""
+
