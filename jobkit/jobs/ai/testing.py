@@ -3,8 +3,10 @@
 It runs (Starlette on uvicorn, in a thread of its own) with no network and no key, and misbehaves on demand as real
 providers do: latency, rate limits with and without x-ratelimit-* headers, 429 bursts, 5xx, answers slower than the
 client's timeout, dropped connections, bodies that are not JSON, output that does not match the schema, refused keys,
-exhausted quota, and usage with cached prompt tokens. It ships in the package (not under tests/) so a notebook or a
-user's own test can start one: `pip install starlette uvicorn` (both come with jobkit[ai]).
+exhausted quota, and usage with cached prompt tokens. It speaks the Batch API too (`llm.batches`, see
+testing_batches.py): the same faults apply to each line of a batch, billed at `batch_factor` of the price.
+It ships in the package (not under tests/) so a notebook or a user's own test can start one: `pip install starlette
+uvicorn` (both come with jobkit[ai]).
 
     with FakeLLM(latency=0.05) as llm:
         configure_provider("default", base_url=llm.base_url, api_key="test-key")
@@ -25,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..._loopback import LoopbackServer
+from .testing_batches import BatchAPI
 
 __all__ = ["FAULTS", "FakeLLM", "tokens_of"]
 
@@ -57,6 +60,7 @@ class Billed:
     cached_tokens: int
     completion_tokens: int
     model: str
+    batch: bool = False  # answered through the Batch API (billed at the batch price)
 
 
 @dataclass
@@ -106,9 +110,9 @@ class FakeLLM:
     def __init__(self, *, latency: float = 0.0, api_key: str | None = "test-key",
                  requests_per_minute: int | None = None, tokens_per_minute: int | None = None,
                  limit_headers: bool = True, reply: Callable[[dict[str, Any]], str] | None = None,
-                 window: float = 60.0) -> None:
+                 window: float = 60.0, batch_factor: float = 0.5) -> None:
         """`requests_per_minute` and `tokens_per_minute` are enforced over sliding windows of `window` seconds
-        (shorter in a test that would otherwise take minutes)."""
+        (shorter in a test that would otherwise take minutes); Batch API lines are billed at `batch_factor`."""
         self.latency = latency
         self.api_key = api_key
         self.limit_headers = limit_headers
@@ -122,6 +126,8 @@ class FakeLLM:
         self.statuses: collections.Counter[int] = collections.Counter()
         self.seen_systems: set[str] = set()
         self.lock = threading.RLock()
+        self.batch_factor = batch_factor
+        self.batches = BatchAPI(self)
         self.port = 0
         self._server: LoopbackServer | None = None
 
@@ -149,9 +155,11 @@ class FakeLLM:
             self.rules.clear()
 
     def cost(self, price: Callable[[int, int, int], float]) -> float:
-        """What every answered call cost, at `price(tokens_in, cached, tokens_out)`: what a provider would bill."""
+        """What every answered call cost, at `price(tokens_in, cached, tokens_out)` (batch lines at `batch_factor`
+        of it): what a provider would bill."""
         with self.lock:
-            return sum(price(b.prompt_tokens, b.cached_tokens, b.completion_tokens) for b in self.billed)
+            return sum(price(b.prompt_tokens, b.cached_tokens, b.completion_tokens)
+                       * (self.batch_factor if b.batch else 1.0) for b in self.billed)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def start(self) -> FakeLLM:
@@ -176,7 +184,35 @@ class FakeLLM:
         from starlette.routing import Route
 
         return Starlette(routes=[Route("/v1/chat/completions", self._complete, methods=["POST"]),
-                                 Route("/chat/completions", self._complete, methods=["POST"])])
+                                 Route("/chat/completions", self._complete, methods=["POST"]),
+                                 *self.batches.routes()])
+
+    def check_key(self, request: Any) -> Any:
+        """None when the request carries the key; else the 401 answer."""
+        if self.api_key is not None:
+            given = request.headers.get("authorization", "").removeprefix("Bearer ") or request.headers.get("api-key")
+            if given != self.api_key:
+                return self._status(401, "Incorrect API key provided.", "invalid_api_key")
+        return None
+
+    def error(self, status: int, message: str, code: str | None) -> Any:
+        return self._status(status, message, code)
+
+    def batch_line(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One Batch API line through the completion logic: its status and response body."""
+        messages = body.get("messages") or []
+        rule = self._rule_for(messages)
+        fault = rule.fault if rule else None
+        status = {"400": 400, "401": 401, "403": 403, "404": 404, "quota": 429, "429": 429, "429-bare": 429,
+                  "500": 500, "503": 503}.get(fault or "")
+        if status is not None:
+            with self.lock:
+                self.statuses[status] += 1
+            return status, {"error": {"message": f"fault {fault} for this request", "type": "fake_llm_error",
+                                      "param": None, "code": None}}
+        if fault == "malformed":
+            return 200, {"id": "chatcmpl-x", "choices": "not a list of choices"}
+        return 200, self._answer(body, messages, prompt_tokens(messages), fault == "invalid", batch=True)
 
     def _rule_for(self, messages: list[dict[str, Any]]) -> _Rule | None:
         text = "\n".join(str(m.get("content") or "") for m in messages)
@@ -195,10 +231,8 @@ class FakeLLM:
 
         with self.lock:
             self.calls += 1
-        if self.api_key is not None:
-            given = request.headers.get("authorization", "").removeprefix("Bearer ") or request.headers.get("api-key")
-            if given != self.api_key:
-                return self._status(401, "Incorrect API key provided.", "invalid_api_key")
+        if (refused := self.check_key(request)) is not None:
+            return refused
         try:
             body = json.loads(await request.body())
             messages = body["messages"]
@@ -269,7 +303,7 @@ class FakeLLM:
                             status_code=status, headers=headers)
 
     def _answer(self, body: dict[str, Any], messages: list[dict[str, Any]], tokens_in: int,
-                invalid: bool) -> dict[str, Any]:
+                invalid: bool, *, batch: bool = False) -> dict[str, Any]:
         user = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         fmt = body.get("response_format") or {}
         if invalid:
@@ -292,7 +326,7 @@ class FakeLLM:
                 cached = min(tokens_in, tokens_of(system) + 4) if system in self.seen_systems else 0
                 self.seen_systems.add(system)
             tokens_out = tokens_of(content)
-            self.billed.append(Billed(time.time(), tokens_in, cached, tokens_out, str(body.get("model"))))
+            self.billed.append(Billed(time.time(), tokens_in, cached, tokens_out, str(body.get("model")), batch))
             self.statuses[200] += 1
         return {"id": f"chatcmpl-{len(self.billed)}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model"),
