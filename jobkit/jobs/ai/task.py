@@ -16,6 +16,10 @@ async def ai_batch(ctx: Context, payload: AIBatch) -> BatchReport:
     """
     from .batch import BatchRun  # the HTTP client loads in the worker, not where jobs are only enqueued
 
+    if payload.mode == "batch_api":
+        from .batch_api import BatchAPIRun
+
+        return await BatchAPIRun(ctx, payload).run()
     return await BatchRun(ctx, payload).run()
 
 
