@@ -131,6 +131,20 @@ async def test_only_what_fits_in_the_cost_limit_is_submitted(any_backend: Backen
     assert final.calls == len(llm.billed) == 30, "no item paid for twice"
 
 
+async def test_nothing_is_submitted_when_no_item_fits(memory: Backend, llm: FakeLLM) -> None:
+    set_price("dear-model", input=DEAR.input, output=DEAR.output)
+    report = await jobkit.run(jobkit.jobs.ai_batch, api(3, model="dear-model", max_tokens=1000, cost_limit=0.2),
+                              backend=memory, timeout=30)
+    assert report.stopped == "cost_limit" and report.items_left == 3 and report.cost == 0
+    assert llm.batches.uploads == 0 and llm.batches.created == 0
+
+
+async def test_a_create_whose_answer_was_lost_is_found_not_sent_again(memory: Backend, llm: FakeLLM) -> None:
+    llm.batches.lose_creates = 1
+    report = await jobkit.run(jobkit.jobs.ai_batch, api(3), backend=memory, timeout=30)
+    assert report.items_ok == 3 and llm.batches.created == 1 and len(llm.billed) == 3
+
+
 async def test_batch_factor_set_with_the_price(memory: Backend, llm: FakeLLM) -> None:
     set_price("dear-model", input=DEAR.input, output=DEAR.output, batch_factor=0.25)
     report = await jobkit.run(jobkit.jobs.ai_batch, api(3, model="dear-model", cost_limit=None), backend=memory,

@@ -126,7 +126,7 @@ class BatchAPIRun(BatchRun):
                 else:
                     continue
                 break
-            if batch is not None:
+            if batch is not None and batch.items:
                 await self._send(batch)
         finally:
             if batch is not None:
@@ -181,17 +181,19 @@ class BatchAPIRun(BatchRun):
     async def _send(self, batch: RequestFile) -> None:
         """Reserve the file's worst case (cut back to what fits), checkpoint, upload, create, checkpoint."""
         s = self.state
-        while True:
-            granted, spend = await self.budget.reserve(batch.worst)
-            if granted:
-                break
-            assert self.budget.limit is not None
-            self.stopped = "cost_limit"  # another job of a shared budget took some room meanwhile
-            fit = batch.fitting(self.budget.limit - spend.spent - spend.reserved)
-            if fit == 0:
-                return
-            batch.keep(fit)
-        batch.close()
+        try:
+            while True:
+                granted, spend = await self.budget.reserve(batch.worst)
+                if granted:
+                    break
+                assert self.budget.limit is not None
+                self.stopped = "cost_limit"  # another job of a shared budget took some room meanwhile
+                fit = batch.fitting(self.budget.limit - spend.spent - spend.reserved)
+                if fit == 0:
+                    return
+                batch.keep(fit)
+        finally:
+            batch.close()
         rec = ProviderBatch(start=batch.items[0].position, end=batch.items[-1].position + 1, requests=batch.requests,
                             reserved=batch.worst)
         s.batches.append(rec)

@@ -52,6 +52,7 @@ class BatchAPI:
     - `line_delay`: seconds each line takes; `hold`: a threading.Event: while it is clear, lines past the first
       `hold_after` of a batch wait (the batch stays in_progress)
     - `fail_polls`: how many of the next reads of a batch (GET /batches/{id}) answer 500
+    - `lose_creates`: how many of the next creates make the batch, then drop the connection before answering
     - `expire_after`: lines a batch runs before it expires (None: never); `refuse`: a message failing every batch
     - `garbage`: raw lines appended to every output file (hostile or malformed lines)
     """
@@ -68,6 +69,7 @@ class BatchAPI:
         self.hold.set()
         self.hold_after = 0
         self.fail_polls = 0
+        self.lose_creates = 0
         self.expire_after: int | None = None
         self.refuse: str | None = None
         self.garbage: list[bytes] = []
@@ -130,6 +132,12 @@ class BatchAPI:
         task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        with self.llm.lock:
+            lose, self.lose_creates = self.lose_creates > 0, max(0, self.lose_creates - 1)
+        if lose:
+            from .testing import _Dropped
+
+            return _Dropped()
         return JSONResponse(batch.json())
 
     async def _get(self, request: Any) -> Any:
