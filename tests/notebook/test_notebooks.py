@@ -138,7 +138,8 @@ def check_outputs(name: str, code: list[Any], views: list[dict[str, Any]]) -> No
         assert texts[3].startswith("40\n\n('0',\n 'queue',"), texts[3]
         assert texts[4].startswith("cost_limit ") and "to go on from here" in texts[4], texts[4]
         assert texts[5] == "None 40 40 40\n", "resumed: every item once in the JSONL sink"
-        assert texts[6] == "calls the server answered: 120\n", "none paid for twice"
+        assert texts[6].startswith("8 8 $") and texts[6].endswith(" files uploaded: 1\n"), texts[6]
+        assert texts[7] == "calls the server answered: 128\n", "none paid for twice, 8 in the batch"
         [cost, limit] = views[0]["meters"]["cost"]
         assert 0 < cost < limit == 1.0, views
         return
