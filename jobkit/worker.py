@@ -139,6 +139,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._pending: list[tuple[str, Outcome]] = []
         self._pending_ready = asyncio.Event()
+        self._idle_wakes: set[asyncio.Future[None]] = set()  # claim loops waiting in _idle (see _poke)
         self._combine = False  # outcomes go with the next claim (set in run(), by the backend)
         self._flushing = asyncio.Lock()
         self._last_busy = time.monotonic()
@@ -182,6 +183,13 @@ class Worker:
         """Stop claiming; running jobs get `grace` seconds to finish, then are handed back."""
         self._stopping.set()
         self._slot_free.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        """End the claim loops' waits in _idle: stop(), an outcome to write with a claim, or a capped task's slot."""
+        for fut in self._idle_wakes:
+            _settle(fut)
+        self._idle_wakes.clear()
 
     async def __aenter__(self) -> Worker:
         self._runner = asyncio.ensure_future(self.run())
@@ -361,6 +369,7 @@ class Worker:
                 if c.queue == job.queue:
                     c.dry = False
                     c.freed.set()
+                    self._poke()
 
     async def _claim(
         self, backend: Backend, queue: str, outcomes: list[Outcome], limit: int, names: frozenset[str] | None,
@@ -389,18 +398,19 @@ class Worker:
         if self.idle_timeout is not None:
             wait = min(wait, self.idle_timeout)
         offer = self._offer(backend, c)
-        waits = [asyncio.ensure_future(self._stopping.wait()), work := asyncio.ensure_future(
-            backend.wait_for_work(c.queue, wait, offer))]
-        if self._caps:
-            waits.append(asyncio.ensure_future(c.freed.wait()))
+        # One future that every reason to stop waiting settles (see _poke), not a task per reason.
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        work = asyncio.ensure_future(backend.wait_for_work(c.queue, wait, offer))
+        work.add_done_callback(lambda _: _settle(woken))
+        self._idle_wakes.add(woken)
         if self._combine:
             self._pending_ready.clear()
-            waits.append(asyncio.ensure_future(self._pending_ready.wait()))
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if not (self._stopping.is_set() or (self._caps and c.freed.is_set())):
+                await woken
         finally:
-            for w in waits:
-                w.cancel()
+            work.cancel()
+            self._idle_wakes.discard(woken)
             taken = offer.close() if offer is not None else None
         err = work.exception() if work.done() and not work.cancelled() else None
         if taken is None:
@@ -548,6 +558,8 @@ class Worker:
                             job.attempts + 1, job.options.attempts)
         self._pending.append((job.queue, outcome))
         self._pending_ready.set()
+        if self._combine:
+            self._poke()
 
     def _release(self, job_id: str) -> bool:
         """Forget the calling attempt of `job_id`; False if a newer attempt of the job has replaced it."""
@@ -712,6 +724,11 @@ class Worker:
         with contextlib.suppress(Exception):
             await backend.forget_worker(self.id)
         log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def serving_here(backend: Backend, queue: str) -> bool:
