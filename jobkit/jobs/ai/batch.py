@@ -9,10 +9,11 @@ twice. Money follows the budget in the backend: a dead attempt's open reservatio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 from pydantic import BaseModel
@@ -162,15 +163,9 @@ class BatchRun:
     async def _loop(self, source: ItemSource, sink: Sink, stored: set[str]) -> None:
         running: set[asyncio.Task[None]] = set()
         self._keys: dict[str, int] = {}
-        rows = source.rows()
-        index = 0
         try:
-            while self.stop is None and self.stopped is None and not self.ctx.cancelled:
-                chunk = await asyncio.to_thread(_take, rows, CHUNK) if self.p.source else _take(rows, CHUNK)
-                if not chunk:
-                    break
-                for item in chunk:
-                    i, index = index, index + 1
+            async with contextlib.aclosing(self._items(source)) as items:
+                async for i, item in items:
                     if self._handled(i):
                         continue
                     key = self._key(item, i)
@@ -183,9 +178,6 @@ class BatchRun:
                         break
                     task = asyncio.create_task(self._one(i, key, item, sink))
                     running.add(task)
-                else:
-                    continue
-                break
             if running:
                 await asyncio.wait(running)
         finally:
@@ -193,6 +185,21 @@ class BatchRun:
                 task.cancel()
             if running:
                 await asyncio.wait(running)
+
+    async def _items(self, source: ItemSource) -> AsyncGenerator[tuple[int, dict[str, Any]], None]:
+        """The source's items with their positions, read CHUNK at a time (in a thread for a file), while the batch
+        goes on; the source is closed when the caller stops reading."""
+        rows = source.rows()
+        index = 0
+        try:
+            while self.stop is None and self.stopped is None and not self.ctx.cancelled:
+                chunk = await asyncio.to_thread(_take, rows, CHUNK) if self.p.source else _take(rows, CHUNK)
+                if not chunk:
+                    return
+                for item in chunk:
+                    yield index, item
+                    index += 1
+        finally:
             close = getattr(rows, "close", None)
             if close is not None:
                 close()

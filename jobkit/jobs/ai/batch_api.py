@@ -93,17 +93,12 @@ class BatchAPIRun(BatchRun):
 
     async def _submit(self, source: ItemSource, stored: set[str]) -> None:
         self._keys: dict[str, int] = {}
-        rows = source.rows()
-        index, n = 0, 0
+        n = 0
         batch: RequestFile | None = None
         room = math.inf
         try:
-            while self.stop is None and self.stopped is None and not self.ctx.cancelled:
-                chunk = await asyncio.to_thread(_take, rows, CHUNK) if self.p.source else _take(rows, CHUNK)
-                if not chunk:
-                    break
-                for item in chunk:
-                    i, index = index, index + 1
+            async with contextlib.aclosing(self._items(source)) as items:
+                async for i, item in items:
                     key = self._to_send(i, item, stored)
                     if key is None:
                         continue
@@ -123,17 +118,11 @@ class BatchAPIRun(BatchRun):
                         self.stopped = "cost_limit"
                         break
                     batch.add(i, lines, worst)
-                else:
-                    continue
-                break
             if batch is not None and batch.items:
                 await self._send(batch)
         finally:
             if batch is not None:
                 batch.close()
-            close = getattr(rows, "close", None)
-            if close is not None:
-                close()
 
     def _to_send(self, index: int, item: dict[str, Any], stored: set[str]) -> str | None:
         """The item's key if it is to be sent: not handled, not in the sink, not in a batch of this job."""
