@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..backends import Ask, Backend, Spend
 
-__all__ = ["Budget", "SharedRate"]
+__all__ = ["MARGIN", "Budget", "SharedRate"]
 
 SLICES = 6  # a minute's allowance is spread over this many slices, so a provider that enforces it per second is spared
 JITTER = 0.02  # seconds of random extra sleep, so waiting workers do not all ask again at the same instant
@@ -56,6 +56,10 @@ class SharedRate:
             if wait <= 0:
                 return time.monotonic() - started
             await asyncio.sleep(wait + random.uniform(0, JITTER))
+
+    async def try_acquire(self, units: float = 0.0) -> bool:
+        """Record one call of `units` if it is allowed now; never waits."""
+        return await self.backend.take(self.queue, self.asks(units), time.time()) <= 0
 
     async def pause(self, seconds: float) -> None:
         """Nobody calls for `seconds` (a 429 with Retry-After)."""
