@@ -114,7 +114,7 @@ class BatchRun:
         s = self.state
         s.total = await asyncio.to_thread(source.count)
         self.budget = budget_for(self.ctx, self.p.budget, self.p.cost_limit)
-        prepared = make_caller(self.ctx, self.p, self.budget, self.p.concurrency)
+        prepared = make_caller(self.ctx, self.p, self.budget, self.p.concurrency, prefetch=True)
         self.caller = prepared.caller
         self.caller.usage = s.usage.get(self.p.model, ModelUsage()).model_copy()
         self.caller.on_settle = self._changed

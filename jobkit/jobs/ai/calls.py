@@ -1,5 +1,6 @@
-"""One answer, through every policy: reserve the worst-case cost, take the shared rate, call, settle to the actual
-cost, and retry, wait out a 429 or re-ask as the failure calls for. Every attempt's tokens and cost are counted."""
+"""One answer, through every policy: reserve the worst-case cost, take the shared rate (both prefetched by the call
+before, in a steady stream), call, settle to the actual cost, and retry, wait out a 429 or re-ask as the failure
+calls for. Every attempt's tokens and cost are counted."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from .._quota import Budget, SharedRate
+from .ahead import Ahead
 from .client import Answer, CallFailed, ChatClient
 from .errors import ProviderRefused
 from .models import ModelUsage, Retry
@@ -72,7 +74,9 @@ class PromptEstimate:
 
 @dataclass
 class Caller:
-    """Calls for one job: its client, rate, budget and prices; `usage` and `recent` feed its progress."""
+    """Calls for one job: its client, rate, budget and prices; `usage` and `recent` feed its progress. With
+    `prefetch`, each call takes the next one's reservation and rate slot while it is in flight (`Ahead`); up to
+    `concurrency` calls run at once."""
 
     client: ChatClient
     rate: SharedRate
@@ -88,6 +92,12 @@ class Caller:
     recent: deque[float] = field(default_factory=deque)  # monotonic times of this job's calls, the last minute's
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a reservation closes
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # settlements still on their way to the backend
+    concurrency: int = 1
+    prefetch: bool = False
+    ahead: Ahead = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ahead = Ahead(self.budget, self.rate, self.concurrency, self.settled, enabled=self.prefetch)
 
     async def generate(self, messages: list[dict[str, str]], *, max_tokens: int,
                        response_model: type[BaseModel] | None, temperature: float | None = None) -> Generated:
@@ -127,6 +137,7 @@ class Caller:
                 if failed.kind == "item":
                     raise ItemFailed(str(failed), failed.status) from None
                 if failed.kind == "rate":
+                    self.ahead.rate_told(low=True)
                     wait = self._rate_wait(failed, attempt)
                     rate_waited += wait
                     if rate_waited > self.retry.max_rate_wait:
@@ -152,8 +163,11 @@ class Caller:
     async def _reserve(self, worst: float) -> None:
         while True:
             granted, spend = await self.budget.reserve(worst)
+            self.ahead.seen(spend)
             if granted:
                 return
+            if await self.ahead.give_back():  # our own unused prefetch may hold the room this call needs
+                continue
             if not self.budget.can_ever_fit(worst, spend) or spend.reserved <= EPSILON:
                 raise BudgetExhausted
             self.settled.clear()  # calls in flight may settle for less than they reserved: wait for one
@@ -163,33 +177,42 @@ class Caller:
     async def _call(self, body: dict[str, Any], item: ModelUsage) -> Answer:
         messages = body["messages"]
         prompt = self.estimate.tokens(messages)
+        units = prompt + body["max_tokens"]
         worst = self.price(prompt, 0, body["max_tokens"])
+        reserved, slot = await self.ahead.claim(worst, units)
+        # What was not prefetched is taken now, both at once (one transaction on SQLite, overlapping round trips on
+        # Redis): a rate slot taken for a call the budget then refuses is only a slot unused.
+        taking = None if slot else asyncio.ensure_future(self.rate.acquire(units))
+        if not reserved:
+            try:
+                await self._reserve(worst)
+            except BaseException:
+                if taking is not None:
+                    taking.cancel()
+                    await asyncio.gather(taking, return_exceptions=True)
+                raise
+            reserved = worst
         sent = False
-        # Both at once (one transaction on SQLite, overlapping round trips on Redis): a rate slot taken for a
-        # call the budget then refuses is only a slot unused.
-        reserving = asyncio.ensure_future(self._reserve(worst))
-        taking = asyncio.ensure_future(self.rate.acquire(prompt + body["max_tokens"]))
         try:
-            await reserving
-        except BaseException:
-            taking.cancel()
-            await asyncio.gather(taking, return_exceptions=True)
-            raise
-        try:
-            await taking
+            if taking is not None:
+                await taking
             self._count_call()
             sent = True
-            answer = await self.client.complete(body)
+            sent_at = self.ahead.start(worst, units)
+            try:
+                answer = await self.client.complete(body)
+            finally:
+                self.ahead.answered(sent_at)
         except CallFailed as failed:
-            await self._close(item, worst, worst if failed.billed_unknown else 0.0)
+            await self._close(item, reserved, worst if failed.billed_unknown else 0.0)
             await self._observe(failed.limits)
             raise
         except BaseException:  # cancelled: a request that went out may have been billed
-            await asyncio.shield(self._close(item, worst, worst if sent else 0.0, counted=sent))
+            await asyncio.shield(self._close(item, reserved, worst if sent else 0.0, counted=sent))
             raise
         self.estimate.learn(messages, answer.tokens_in)
         cost = self.price(answer.tokens_in, answer.tokens_cached, answer.tokens_out)
-        await self._close(item, worst, cost, answer.tokens_in, answer.tokens_cached, answer.tokens_out)
+        await self._close(item, reserved, cost, answer.tokens_in, answer.tokens_cached, answer.tokens_out)
         await self._observe(answer.limits)
         return answer
 
@@ -209,11 +232,18 @@ class Caller:
         task.add_done_callback(self.settling.discard)
 
     async def _settle(self, reserved: float, cost: float) -> None:
-        await self.budget.settle(reserved, cost)
+        self.ahead.seen(await self.budget.settle(reserved, cost))
         self.settled.set()
 
     async def drain(self) -> None:
-        """Wait until every settlement has reached the backend; raises the first that failed."""
+        """Stop prefetching and release an unused prefetch, then wait until every settlement has reached the
+        backend; raises the first that failed."""
+        try:
+            await self.ahead.close()
+        finally:
+            await self._drain_settlements()
+
+    async def _drain_settlements(self) -> None:
         while self.settling:
             tasks = list(self.settling)
             self.settling.difference_update(tasks)
@@ -230,6 +260,7 @@ class Caller:
         low_requests = limits.requests_left is not None and limits.requests_left < rate.requests * LOW
         low_tokens = (rate.units is not None and limits.tokens_left is not None
                       and limits.tokens_left < rate.units * LOW)
+        self.ahead.rate_told(low=low_requests or low_tokens)
         if low_requests or low_tokens:
             await rate.observe(limits.requests_left, limits.requests_reset, limits.tokens_left, limits.tokens_reset)
 

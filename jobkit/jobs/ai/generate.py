@@ -25,7 +25,7 @@ async def generate_one(ctx: Context, p: AIGenerate) -> GenerateResult:
     except MissingField as exc:
         raise AISetupError(f"the prompt cannot be filled: {exc}") from None
     budget = budget_for(ctx, None, p.cost_limit)
-    caller = make_caller(ctx, p, budget, 1).caller
+    caller = make_caller(ctx, p, budget, 1, prefetch=False).caller
     await ctx.progress(0, f"asking {p.model}")
     try:
         got = await caller.generate(messages, max_tokens=p.max_tokens, response_model=model)

@@ -37,13 +37,15 @@ class Prepared:
     caller: Caller
 
 
-def make_caller(ctx: Context, p: _Call, budget: Budget, connections: int) -> Prepared:
+def make_caller(ctx: Context, p: _Call, budget: Budget, concurrency: int, *, prefetch: bool) -> Prepared:
+    """`prefetch` for a stream of calls; a single answer leaves it off, or its prefetch would only waste a rate slot
+    (the shared rate would count two requests for its one)."""
     provider = get_provider(p.provider)
     provider.check_model(p.model)
     price = pricer(provider, p.model)  # an unknown price fails the job before any call
-    client = ChatClient(provider, timeout=p.request_timeout, connections=connections)
+    client = ChatClient(provider, timeout=p.request_timeout, connections=concurrency)
     caller = Caller(client, rate_for(ctx, provider, p.model), budget, price, p.model, p.retry, p.max_reasks,
-                    p.temperature)
+                    p.temperature, concurrency=concurrency, prefetch=prefetch)
     return Prepared(provider, caller)
 
 

@@ -1,0 +1,268 @@
+"""Prefetch on the call path: each call takes the next one's reservation and rate slot while it is in flight, so a
+steady stream sends its calls without a backend round trip before them, and money and rate stay exact: a prefetch
+that does not fit is released, a stale or restricted slot is not used, drain leaves nothing reserved, and a budget
+near its limit neither deadlocks nor overshoots."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from jobkit.backends import Backend
+from jobkit.jobs._quota import Budget, SharedRate
+from jobkit.jobs.ai import configure_provider, set_price
+from jobkit.jobs.ai.ahead import FRESH, QUICK_ANSWER
+from jobkit.jobs.ai.calls import BudgetExhausted, Caller
+from jobkit.jobs.ai.client import ChatClient
+from jobkit.jobs.ai.models import Retry
+from jobkit.jobs.ai.prices import Price, forget_prices, pricer
+from jobkit.jobs.ai.providers import forget_providers, get_provider
+from jobkit.jobs.ai.testing import FakeLLM
+
+from .ai_helpers import FAST, MODEL
+
+MESSAGES = [{"role": "user", "content": "Define 'lease' in two sentences."}]
+DEAR = Price(input=1000.0, output=1000.0)  # $0.001 a token: a call of max_tokens=50 has a worst case near $0.07
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLM]:
+    """A FakeLLM answering in 20 ms: long enough for a prefetch to land while a call is in flight."""
+    with FakeLLM(latency=0.02) as server:
+        configure_provider("default", base_url=server.base_url, api_key="test-key", requests_per_minute=100_000)
+        try:
+            yield server
+        finally:
+            forget_providers()
+            forget_prices()
+
+
+class Clock:
+    """The prefetch's clock, moved by the test: slot ages and answer times are what the test says."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Trips:
+    """Wraps a Caller's backend and client: logs every reserve, take and settle, and which reserves and takes ran on
+    a call's path (after `generate` was entered or an attempt failed, and before the request went out)."""
+
+    def __init__(self, caller: Caller, backend: Backend, *, answer_takes: float = 0.0) -> None:
+        self.log: list[tuple[str, tuple[Any, ...]]] = []
+        self.path: list[str] = []
+        self.on_path = False
+        self.clock = Clock()
+        self.sent = asyncio.Event()
+        caller.ahead.clock = self.clock
+        for name in ("reserve", "take", "settle"):
+            setattr(backend, name, self._counted(name, getattr(backend, name)))
+        complete = caller.client.complete
+
+        async def sending(body: dict[str, Any]) -> Any:
+            self.on_path = False
+            self.sent.set()
+            try:
+                return await complete(body)
+            finally:
+                self.clock.now += answer_takes
+                self.on_path = True  # a retry's path starts here
+
+        caller.client.complete = sending  # type: ignore[method-assign]
+        self.caller = caller
+
+    def _counted(self, name: str, op: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def counted(*args: Any) -> Any:
+            self.log.append((name, args))
+            if self.on_path and name != "settle":
+                self.path.append(name)
+            return await op(*args)
+
+        return counted
+
+    async def generate(self, max_tokens: int = 16) -> list[str]:
+        """One call through the Caller; returns the reserves and takes on its path."""
+        self.path, self.on_path = [], True
+        try:
+            await self.caller.generate(MESSAGES, max_tokens=max_tokens, response_model=None)
+        finally:
+            self.on_path = False
+        return self.path
+
+    def count(self, name: str) -> int:
+        return sum(1 for op, _ in self.log if op == name)
+
+
+def make_caller(backend: Backend, *, limit: float | None = 100.0, units: int | None = None, model: str = MODEL,
+                concurrency: int = 1) -> Caller:
+    provider = get_provider("default")
+    rate = SharedRate(backend, "jobkit-ai", f"default:{model}", 100_000, units)
+    return Caller(ChatClient(provider, timeout=10, connections=concurrency), rate,
+                  Budget(backend, "default", "ai-cost:prefetch-test", limit), pricer(provider, model), model,
+                  Retry.model_validate(FAST), 0, None, concurrency=concurrency, prefetch=True)
+
+
+@pytest.fixture
+async def caller_of() -> AsyncIterator[Callable[..., Caller]]:
+    made: list[Caller] = []
+
+    def make(backend: Backend, **kw: Any) -> Caller:
+        made.append(make_caller(backend, **kw))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for c in made:
+            await c.client.aclose()
+
+
+async def landed(caller: Caller) -> None:
+    """Wait (bounded) for the settlements and the prefetch under way, without closing anything."""
+    async def settle() -> None:
+        while caller.settling or (caller.ahead.fetching is not None and not caller.ahead.fetching.done()):
+            await asyncio.gather(*caller.settling, *([caller.ahead.fetching] if caller.ahead.fetching else []))
+
+    await asyncio.wait_for(settle(), 10)
+
+
+async def test_a_steady_stream_sends_every_call_without_a_backend_trip_first(backend: Backend, llm: FakeLLM,
+                                                                           caller_of: Callable[..., Caller]) -> None:
+    caller = caller_of(backend)
+    trips = Trips(caller, backend)
+    paths = [await trips.generate() for _ in range(12)]
+    assert sorted(paths[0]) == ["reserve", "take"], "the first call reserves and takes (at once) before it is sent"
+    assert paths[1] == ["take"], "the second finds its reservation ready; its slot waited for a first answer time"
+    assert paths[2:] == [[]] * 10, "in steady state nothing on the path"
+    assert trips.count("take") <= 12 + 1, "at most the one prefetched slot unused"
+
+    await landed(caller)
+    held = (await caller.budget.totals()).reserved
+    assert held > 0, "a prefetch for a thirteenth call is held"
+    await caller.drain()
+    totals = await caller.budget.totals()
+    billed = llm.cost(pricer(get_provider("default"), MODEL))
+    assert totals.reserved == pytest.approx(0, abs=1e-12), "drain released the unused prefetch"
+    assert totals.spent == pytest.approx(billed) and caller.usage.cost == pytest.approx(billed)
+    assert llm.calls == caller.usage.calls == 12
+
+
+async def test_a_prefetch_too_small_for_the_next_call_is_released(backend: Backend, llm: FakeLLM,
+                                                                  caller_of: Callable[..., Caller]) -> None:
+    caller = caller_of(backend, units=1_000_000)
+    trips = Trips(caller, backend)
+    for _ in range(3):
+        await trips.generate(max_tokens=16)
+    await landed(caller)
+    small = caller.ahead.held
+    assert small is not None and small.granted is not None
+    path = await trips.generate(max_tokens=2000)
+    assert sorted(path) == ["reserve", "take"], "neither the money nor the units of the prefetch covered it"
+    await caller.drain()
+    assert ("settle", ("default", "ai-cost:prefetch-test", small.amount, 0.0)) in trips.log, "released at $0"
+    totals = await caller.budget.totals()
+    assert totals.reserved == pytest.approx(0, abs=1e-12)
+    assert totals.spent == pytest.approx(llm.cost(pricer(get_provider("default"), MODEL)))
+
+
+async def test_a_stale_slot_is_not_used(backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
+    caller = caller_of(backend)
+    trips = Trips(caller, backend)
+    for _ in range(3):
+        await trips.generate()
+    await landed(caller)
+    assert caller.ahead.held is not None and caller.ahead.held.granted is not None
+    trips.clock.now += FRESH  # the slot is now as old as a grant may be and still reach the provider in its window
+    assert await trips.generate() == ["take"], "a fresh slot taken on the path, the reservation still prefetched"
+    assert await trips.generate() == [], "and the stream is steady again"
+    await caller.drain()
+
+
+async def test_slow_answers_prefetch_no_slots_so_none_is_wasted(backend: Backend, llm: FakeLLM,
+                                                               caller_of: Callable[..., Caller]) -> None:
+    caller = caller_of(backend)
+    trips = Trips(caller, backend, answer_takes=QUICK_ANSWER + 0.01)
+    paths = [await trips.generate() for _ in range(6)]
+    assert paths[1:] == [["take"]] * 5, "the money prefetched, the slot taken when the call goes"
+    await caller.drain()
+    assert trips.count("take") == 6, "every slot taken was used"
+
+
+async def test_a_429_drops_the_held_slot(backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
+    caller = caller_of(backend)
+    trips = Trips(caller, backend)
+    for _ in range(3):
+        await trips.generate()
+    llm.fail_next("429", seconds=0.05)
+    path = await trips.generate()
+    assert llm.statuses[429] == 1 and caller.usage.calls == 5
+    assert set(path) == {"take"}, "the retry asked for a slot after the pause: the one prefetched was dropped"
+    assert await trips.generate() == ["take"], "no slot prefetched while the rate was restricted"
+    assert await trips.generate() == [], "steady again once an answer did not restrict it"
+    await caller.drain()
+    assert (await caller.budget.totals()).reserved == pytest.approx(0, abs=1e-12)
+
+
+async def test_near_the_limit_no_prefetch_no_overshoot_no_deadlock(backend: Backend, llm: FakeLLM,
+                                                                   caller_of: Callable[..., Caller]) -> None:
+    set_price("dear-model", input=DEAR.input, output=DEAR.output)
+    caller = caller_of(backend, limit=1.0, model="dear-model")
+    trips = Trips(caller, backend)
+    paths = []
+
+    async def until_the_limit() -> None:
+        while True:
+            paths.append(await trips.generate(max_tokens=50))
+
+    with pytest.raises(BudgetExhausted):
+        await asyncio.wait_for(until_the_limit(), 30)
+    await caller.drain()
+    billed = llm.cost(DEAR.cost)
+    worst = DEAR.cost(caller.estimate.tokens(MESSAGES), 0, 50)
+    assert billed <= 1.0 and (await caller.budget.totals()).spent == pytest.approx(billed)
+    assert billed > 1.0 - worst, "stopped only when a worst case no longer fit"
+    assert [] in paths, "far from the limit the stream was steady"
+    assert "reserve" in paths[-1], "near it, each call reserved its own, as without prefetch"
+    assert (await caller.budget.totals()).reserved == pytest.approx(0, abs=1e-12)
+
+
+async def test_a_refused_reservation_releases_our_own_prefetch_first(backend: Backend, llm: FakeLLM,
+                                                                     caller_of: Callable[..., Caller]) -> None:
+    """A call that found no prefetch (another call of this job's was still taking it) is refused because that
+    prefetch holds the last room: it releases it and reserves, instead of waiting for a release that never comes."""
+    caller = caller_of(backend, limit=0.5, concurrency=2)
+    await caller.generate(MESSAGES, max_tokens=16, response_model=None)
+    await landed(caller)
+    held = caller.ahead.held
+    assert held is not None
+    spend = await caller.budget.totals()
+    granted, _ = await caller.budget.reserve(0.5 - spend.spent - spend.reserved)  # another job takes the rest
+    assert granted
+    await asyncio.wait_for(caller._reserve(held.amount), 5)
+    assert caller.ahead.held is None
+    assert (await caller.budget.totals()).reserved == pytest.approx(0.5 - spend.spent)
+
+
+async def test_a_cancelled_call_then_drain_leaves_nothing_reserved(backend: Backend, llm: FakeLLM,
+                                                                   caller_of: Callable[..., Caller]) -> None:
+    caller = caller_of(backend)
+    trips = Trips(caller, backend)
+    for _ in range(3):
+        await trips.generate()
+    trips.sent.clear()
+    call = asyncio.ensure_future(trips.generate())
+    await asyncio.wait_for(trips.sent.wait(), 10)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    await caller.drain()
+    totals = await caller.budget.totals()
+    assert totals.reserved == pytest.approx(0, abs=1e-12), "the prefetch taken as it went out was released too"
+    assert totals.spent >= llm.cost(pricer(get_provider("default"), MODEL)), "the call sent counts at its worst"
+    assert totals.spent == pytest.approx(caller.usage.cost)
