@@ -111,7 +111,7 @@ async def _jobkit(backend: Backend, n: int) -> list[float]:
     client = ChatClient(provider, timeout=30, connections=4)
     rate = SharedRate(backend, "bench", f"default:{MODEL}", 10**9)
     caller = Caller(client, rate, Budget(backend, "bench", f"cost-{time.time()}", 10**6), pricer(provider, MODEL),
-                    MODEL, Retry(), 0, None)
+                    MODEL, Retry(), 0, None, prefetch=True)  # as ai_batch runs it
     times = []
     try:
         for _ in range(n):
