@@ -6,6 +6,7 @@ near its limit neither deadlocks nor overshoots."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from jobkit.backends import Backend
 from jobkit.jobs._quota import Budget, SharedRate
 from jobkit.jobs.ai import configure_provider, set_price
-from jobkit.jobs.ai.ahead import FRESH, QUICK_ANSWER
+from jobkit.jobs.ai.ahead import FRESH, HIDES, QUICK_ANSWER
 from jobkit.jobs.ai.calls import BudgetExhausted, Caller
 from jobkit.jobs.ai.client import ChatClient
 from jobkit.jobs.ai.models import Retry
@@ -50,39 +51,65 @@ class Clock:
         return self.now
 
 
+BACKGROUND = contextvars.ContextVar("BACKGROUND", default=False)
+
+
 class Trips:
     """Wraps a Caller's backend and client: logs every reserve, take and settle, and which reserves and takes ran on
-    a call's path (after `generate` was entered or an attempt failed, and before the request went out)."""
+    a call's path: after `generate` was entered or an attempt failed, before the request went out, and not from the
+    Caller's background work (prefetches, settlements and releases, tagged here)."""
 
-    def __init__(self, caller: Caller, backend: Backend, *, answer_takes: float = 0.0) -> None:
+    def __init__(self, caller: Caller, backend: Backend, *, answer_takes: float = 0.0, trip_takes: float = 0.0) -> None:
         self.log: list[tuple[str, tuple[Any, ...]]] = []
         self.path: list[str] = []
         self.on_path = False
         self.clock = Clock()
         self.sent = asyncio.Event()
         caller.ahead.clock = self.clock
+        self.trip_takes = trip_takes
         for name in ("reserve", "take", "settle"):
             setattr(backend, name, self._counted(name, getattr(backend, name)))
         complete = caller.client.complete
 
-        async def sending(body: dict[str, Any]) -> Any:
+        async def sending(body: dict[str, Any], on_written: Callable[[], None] | None = None) -> Any:
             self.on_path = False
             self.sent.set()
+            self.log.append(("sending", ()))
+
+            def written() -> None:
+                self.log.append(("written", ()))
+                if on_written is not None:
+                    on_written()
+
             try:
-                return await complete(body)
+                return await complete(body, written)
             finally:
                 self.clock.now += answer_takes
                 self.on_path = True  # a retry's path starts here
 
         caller.client.complete = sending  # type: ignore[method-assign]
+        for owner, name in ((caller.ahead, "_fetch"), (caller.ahead, "_release_after_writes"), (caller, "_settle")):
+            setattr(owner, name, self._background(getattr(owner, name)))
         self.caller = caller
+
+    @staticmethod
+    def _background(work: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        async def tagged(*args: Any) -> None:
+            BACKGROUND.set(True)  # this task's own context, inherited by the tasks it starts
+            await work(*args)
+
+        return tagged
 
     def _counted(self, name: str, op: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def counted(*args: Any) -> Any:
             self.log.append((name, args))
-            if self.on_path and name != "settle":
+            if self.on_path and not BACKGROUND.get() and name != "settle":
                 self.path.append(name)
-            return await op(*args)
+            try:
+                return await op(*args)
+            finally:
+                if name != "settle":  # reserves and takes, on the path or prefetching: what a trip is timed by
+                    self.clock.now += self.trip_takes
 
         return counted
 
@@ -141,6 +168,11 @@ async def test_a_steady_stream_sends_every_call_without_a_backend_trip_first(bac
     assert paths[1] == ["take"], "the second finds its reservation ready; its slot waited for a first answer time"
     assert paths[2:] == [[]] * 10, "in steady state nothing on the path"
     assert trips.count("take") <= 12 + 1, "at most the one prefetched slot unused"
+    ops = [op for op, _ in trips.log]
+    while "sending" in ops:
+        going = ops.index("sending")
+        assert ops[going + 1] == "written", "no backend trip started while a request was being written"
+        ops = ops[going + 2:]
 
     await landed(caller)
     held = (await caller.budget.totals()).reserved
@@ -192,6 +224,22 @@ async def test_slow_answers_prefetch_no_slots_so_none_is_wasted(backend: Backend
     assert paths[1:] == [["take"]] * 5, "the money prefetched, the slot taken when the call goes"
     await caller.drain()
     assert trips.count("take") == 6, "every slot taken was used"
+
+
+async def test_answers_too_fast_to_hide_a_prefetch_behind_reserve_on_their_path(
+        backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
+    """A loopback server answering about as fast as the backend: a prefetch would only compete with the call."""
+    caller = caller_of(backend)
+    answer, trip = 0.002, 0.002
+    assert answer + 2 * trip < HIDES * trip, "even with a prefetch's two trips landing in it, a call is too short"
+    trips = Trips(caller, backend, answer_takes=answer, trip_takes=trip)
+    paths = [await trips.generate() for _ in range(6)]
+    assert paths[1] == ["take"], "the first call, its answer time unknown yet, prefetched the money"
+    assert all(sorted(p) == ["reserve", "take"] for p in paths[2:]), paths
+    await caller.drain()
+    assert trips.count("take") == 6, "no slot prefetched, none wasted"
+    assert trips.count("reserve") == 5 + 1, "five on the path (calls 1, 3-6), one prefetch"
+    assert (await caller.budget.totals()).reserved == pytest.approx(0, abs=1e-12)
 
 
 async def test_a_429_drops_the_held_slot(backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:

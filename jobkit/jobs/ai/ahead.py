@@ -8,18 +8,19 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ...backends import Spend
 from .._quota import MARGIN, Budget, SharedRate
 
-__all__ = ["FRESH", "HEADROOM", "QUICK_ANSWER", "Ahead"]
+__all__ = ["FRESH", "HEADROOM", "HIDES", "QUICK_ANSWER", "Ahead"]
 
 FRESH = MARGIN / 2  # seconds a prefetched rate slot stays usable. A grant outlives its window by MARGIN, so a call
 # sent within this of its slot's grant still falls inside the window the backend counted; half the margin is left
 # for the trip to the provider. An older slot is dropped: one request under the rate, never over.
 QUICK_ANSWER = FRESH / 2  # slots are prefetched only while the last call answered within this, else they would go stale
+HIDES = 4  # a prefetch is taken only while calls last this many times its round trips (see Ahead.worth_it)
 HEADROOM = 1.1  # a prefetch covers the largest of the recent calls and this much more, so the next one fits
 RECENT = 8  # how many recent calls size a prefetch
 EPSILON = 1e-9
@@ -27,7 +28,8 @@ EPSILON = 1e-9
 
 @dataclass
 class Held:
-    """A prefetch: `amount` reserved in the budget and, when `granted` is set, a rate slot for `units`."""
+    """A prefetch: `amount` reserved in the budget (0: the budget refused it) and, when `granted` is set, a rate
+    slot for `units`."""
 
     amount: float
     units: float
@@ -36,7 +38,8 @@ class Held:
 
 
 class Ahead:
-    """One prefetch at a time for a Caller, taken only when it costs no waiting and the budget has room to spare.
+    """One prefetch at a time for a Caller, taken as a call is sent (its trips start once the request is written),
+    only when it costs no waiting, the budget has room to spare, and calls last long enough to hide it (`worth_it`).
 
     - Money: a real reservation (`Budget.reserve`), made before the call that uses it; a call whose worst case does
       not fit in it reserves its own and the prefetch is released (settled at 0). None is taken when the budget's
@@ -45,9 +48,13 @@ class Ahead:
       the call's units, and dropped when the provider restricts the rate (a 429, or few requests left).
     """
 
-    def __init__(self, budget: Budget, rate: SharedRate, concurrency: int, freed: asyncio.Event, *,
-                 enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, budget: Budget, rate: SharedRate, concurrency: int, freed: asyncio.Event,
+                 after_writes: Callable[[], Awaitable[None]], *, enabled: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`freed` is set when a release gives money back; `after_writes` is awaited before any background trip, so
+        that it goes after the request being sent."""
         self.budget, self.rate, self.concurrency, self.freed, self.clock = budget, rate, concurrency, freed, clock
+        self.after_writes = after_writes
         self.enabled = enabled
         self.held: Held | None = None
         self.fetching: asyncio.Task[None] | None = None
@@ -55,12 +62,23 @@ class Ahead:
         self.sizes: deque[tuple[float, float]] = deque(maxlen=RECENT)  # recent calls' (worst case, units)
         self.spend: Spend | None = None  # the budget's totals as last seen
         self.last_call: float | None = None  # seconds the last call took to answer
+        self.trip: float | None = None  # seconds the last reservation (and slot) took to get, ahead or on the path
         self.rate_low = False  # the provider said the rate is low: no slots until an answer says otherwise
         self.epoch = 0
 
     # -- what the Caller tells ---------------------------------------------------------------------------------------
     def seen(self, spend: Spend) -> None:
         self.spend = spend
+
+    def tripped(self, seconds: float) -> None:
+        """A call reserved (and took its slot) on its path in `seconds`."""
+        self.trip = seconds
+
+    def worth_it(self) -> bool:
+        """A prefetch pays when the call it hides behind lasts a few times its round trips. With answers nearly as
+        fast as the backend (a loopback server), it would only compete with the call for the backend (SQLite's one
+        thread) and the interpreter, and the next call would wait for it anyway: then calls reserve on their path."""
+        return self.last_call is None or self.trip is None or self.last_call >= HIDES * self.trip
 
     def answered(self, sent_at: float) -> None:
         """A call sent at `sent_at` (what `start` returned) answered, or failed, now."""
@@ -78,7 +96,7 @@ class Ahead:
         """A call of `worst` cost and `units` is being sent: prefetch for the next one, unless one is held or under
         way, or the budget has too little room. Returns the time it was sent, for `answered`."""
         self.sizes.append((worst, units))
-        if self.enabled and self.held is None and self.fetching is None:
+        if self.enabled and self.held is None and self.fetching is None and self.worth_it():
             amount = max(w for w, _ in self.sizes) * HEADROOM
             if amount > 0 and self._room(amount, self.concurrency + 1):
                 slot = not self.rate_low and self.last_call is not None and self.last_call < QUICK_ANSWER
@@ -87,16 +105,30 @@ class Ahead:
         return self.clock()
 
     async def _fetch(self, amount: float, units: float, slot: bool) -> None:
-        granted, spend = await self.budget.reserve(amount)
-        self.spend = spend
-        if not granted:
-            return
-        if not self._room(amount, self.concurrency):  # others took the room meanwhile: give it back
-            await self._release(amount)
-            return
+        await self.after_writes()
         epoch, asked = self.epoch, self.clock()
-        got_slot = slot and await self.rate.try_acquire(units)
-        self.held = Held(amount, units, asked if got_slot else None, epoch)
+        taken: bool | BaseException = False
+        if slot:  # both at once, as on the call path
+            reserved, taken = await asyncio.gather(self.budget.reserve(amount), self.rate.try_acquire(units),
+                                                   return_exceptions=True)
+        else:
+            (reserved,) = await asyncio.gather(self.budget.reserve(amount), return_exceptions=True)
+        self.trip = self.clock() - asked
+        if isinstance(reserved, BaseException):
+            raise reserved
+        granted, self.spend = reserved
+        if granted and (isinstance(taken, BaseException) or not self._room(amount, self.concurrency)):
+            await self._release(amount)  # others took the room meanwhile, or the take failed: give it back
+            granted = False
+        if isinstance(taken, BaseException):
+            raise taken
+        if granted or taken:
+            self.held = Held(amount if granted else 0.0, units, asked if taken else None, epoch)
+
+    async def landed(self) -> None:
+        """Wait for a prefetch under way, if any (what it raised is for `claim` or `close` to raise)."""
+        if self.fetching is not None:
+            await asyncio.wait([self.fetching])
 
     def _room(self, amount: float, calls: int) -> bool:
         """Whether the budget, as last seen, has room for `calls` reservations of `amount` (no limit: always)."""
@@ -126,7 +158,8 @@ class Ahead:
             return 0.0, False
         amount = held.amount
         if amount < worst - EPSILON:
-            self._release_later(amount)
+            if amount > 0:
+                self._release_later(amount)
             amount = 0.0
         fresh = held.granted is not None and self.clock() - held.granted < FRESH
         slot = fresh and held.epoch == self.epoch and (self.rate.units is None or held.units >= units)
@@ -140,11 +173,12 @@ class Ahead:
         await self._settled_fetch()
         under_way = list(self.releasing)
         held, self.held = self.held, None
-        if held is not None:
-            await self._release(held.amount)
+        released = held.amount if held is not None else 0.0
+        if released > 0:
+            await self._release(released)
         if under_way:
             await asyncio.gather(*under_way)
-        return held is not None or bool(under_way)
+        return released > 0 or bool(under_way)
 
     async def close(self) -> None:
         """No more prefetches: wait for one under way, release what is held, and for every release to land."""
@@ -153,7 +187,7 @@ class Ahead:
             await self._settled_fetch()
         finally:
             held, self.held = self.held, None
-            if held is not None:
+            if held is not None and held.amount > 0:
                 await self._release(held.amount)
             while self.releasing:
                 await asyncio.gather(*list(self.releasing))
@@ -162,7 +196,11 @@ class Ahead:
         self.spend = await self.budget.settle(amount, 0.0)
         self.freed.set()
 
+    async def _release_after_writes(self, amount: float) -> None:
+        await self.after_writes()
+        await self._release(amount)
+
     def _release_later(self, amount: float) -> None:
-        task = asyncio.ensure_future(self._release(amount))
+        task = asyncio.ensure_future(self._release_after_writes(amount))
         self.releasing.add(task)
         task.add_done_callback(self.releasing.discard)

@@ -94,10 +94,18 @@ class Caller:
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # settlements still on their way to the backend
     concurrency: int = 1
     prefetch: bool = False
+    writing: set[asyncio.Future[None]] = field(default_factory=set)  # requests going out, each done once written
     ahead: Ahead = field(init=False)
 
     def __post_init__(self) -> None:
-        self.ahead = Ahead(self.budget, self.rate, self.concurrency, self.settled, enabled=self.prefetch)
+        self.ahead = Ahead(self.budget, self.rate, self.concurrency, self.settled, self._after_writes,
+                           enabled=self.prefetch)
+
+    async def _after_writes(self) -> None:
+        """Wait until the requests being written now are on the wire: background backend work (settlements,
+        prefetches) goes after them, so it never delays a request going out. Later requests are not waited for."""
+        if self.writing:
+            await asyncio.wait(list(self.writing))
 
     async def generate(self, messages: list[dict[str, str]], *, max_tokens: int,
                        response_model: type[BaseModel] | None, temperature: float | None = None) -> Generated:
@@ -179,29 +187,25 @@ class Caller:
         prompt = self.estimate.tokens(messages)
         units = prompt + body["max_tokens"]
         worst = self.price(prompt, 0, body["max_tokens"])
-        reserved, slot = await self.ahead.claim(worst, units)
-        # What was not prefetched is taken now, both at once (one transaction on SQLite, overlapping round trips on
-        # Redis): a rate slot taken for a call the budget then refuses is only a slot unused.
-        taking = None if slot else asyncio.ensure_future(self.rate.acquire(units))
-        if not reserved:
-            try:
-                await self._reserve(worst)
-            except BaseException:
-                if taking is not None:
-                    taking.cancel()
-                    await asyncio.gather(taking, return_exceptions=True)
-                raise
-            reserved = worst
+        securing = self.ahead.clock()
+        prefetched, taking = await self._secure(worst, units)
+        reserved = prefetched or worst
         sent = False
         try:
             if taking is not None:
                 await taking
+            if taking is not None or not prefetched:
+                self.ahead.tripped(self.ahead.clock() - securing)
             self._count_call()
             sent = True
+            written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self.writing.add(written)
             sent_at = self.ahead.start(worst, units)
             try:
-                answer = await self.client.complete(body)
+                answer = await self.client.complete(body, lambda: _resolve(written))
             finally:
+                _resolve(written)
+                self.writing.discard(written)
                 self.ahead.answered(sent_at)
         except CallFailed as failed:
             await self._close(item, reserved, worst if failed.billed_unknown else 0.0)
@@ -215,6 +219,22 @@ class Caller:
         await self._close(item, reserved, cost, answer.tokens_in, answer.tokens_cached, answer.tokens_out)
         await self._observe(answer.limits)
         return answer
+
+    async def _secure(self, worst: float, units: float) -> tuple[float, asyncio.Future[float] | None]:
+        """The call's reservation and rate slot: the prefetched amount (0: reserved now, `worst`) and the slot being
+        taken now (None: prefetched). What was not prefetched is taken at once, both together (one transaction on
+        SQLite, overlapping round trips on Redis): a slot taken for a call the budget then refuses is only unused."""
+        prefetched, slot = await self.ahead.claim(worst, units)
+        taking = None if slot else asyncio.ensure_future(self.rate.acquire(units))
+        if not prefetched:
+            try:
+                await self._reserve(worst)
+            except BaseException:
+                if taking is not None:
+                    taking.cancel()
+                    await asyncio.gather(taking, return_exceptions=True)
+                raise
+        return prefetched, taking
 
     async def _close(self, item: ModelUsage, reserved: float, cost: float, tokens_in: int = 0, cached: int = 0,
                      tokens_out: int = 0, *, counted: bool = True) -> None:
@@ -232,6 +252,8 @@ class Caller:
         task.add_done_callback(self.settling.discard)
 
     async def _settle(self, reserved: float, cost: float) -> None:
+        await self._after_writes()
+        await self.ahead.landed()  # the next call may be waiting for the prefetch; this settlement waits for nobody
         self.ahead.seen(await self.budget.settle(reserved, cost))
         self.settled.set()
 
@@ -264,3 +286,7 @@ class Caller:
         if low_requests or low_tokens:
             await rate.observe(limits.requests_left, limits.requests_reset, limits.tokens_left, limits.tokens_reset)
 
+
+def _resolve(written: asyncio.Future[None]) -> None:
+    if not written.done():
+        written.set_result(None)

@@ -10,6 +10,7 @@ import email.utils
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -144,6 +145,14 @@ def _answer(data: Any, limits: Limits) -> Answer:
                          status=200, billed_unknown=True, limits=limits) from None
 
 
+def _written_hook(then: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".send_request_body.complete"):  # "http11." or "http2."
+            then()
+
+    return trace
+
+
 class ChatClient:
     """A kept-alive connection pool to one provider; `complete(body)` returns an Answer or raises CallFailed."""
 
@@ -157,10 +166,13 @@ class ChatClient:
             limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             transport=httpx.AsyncHTTPTransport(retries=0), follow_redirects=False, trust_env=False)
 
-    async def complete(self, body: dict[str, Any]) -> Answer:
+    async def complete(self, body: dict[str, Any], on_written: Callable[[], None] | None = None) -> Answer:
+        """`on_written` is called once the request is on the wire (the transport's `trace` extension says so)."""
         httpx = self._httpx
+        extensions = {} if on_written is None else {"trace": _written_hook(on_written)}
         try:
-            resp = await self.client.post(self.url, content=json.dumps(body, separators=(",", ":")))
+            resp = await self.client.post(self.url, content=json.dumps(body, separators=(",", ":")),
+                                          extensions=extensions)
         except httpx.TimeoutException as exc:
             raise CallFailed("retry", f"no answer within the request timeout ({type(exc).__name__})",
                              billed_unknown=not isinstance(exc, httpx.ConnectTimeout)) from None
