@@ -126,6 +126,17 @@ class Trips:
         return sum(1 for op, _ in self.log if op == name)
 
 
+def _between_sends(ops: list[str]) -> list[list[str]]:
+    """The logged backend operations before each request went out, since the previous request's answer."""
+    steps: list[list[str]] = [[]]
+    for op in ops:
+        if op == "sending":
+            steps.append([])
+        elif op != "written":
+            steps[-1].append(op)
+    return steps
+
+
 def make_caller(backend: Backend, *, limit: float | None = 100.0, units: int | None = None, model: str = MODEL,
                 concurrency: int = 1) -> Caller:
     provider = get_provider("default")
@@ -236,6 +247,13 @@ async def test_answers_too_fast_to_hide_a_prefetch_behind_reserve_on_their_path(
     paths = [await trips.generate() for _ in range(6)]
     assert paths[1] == ["take"], "the first call, its answer time unknown yet, prefetched the money"
     assert all(sorted(p) == ["reserve", "take"] for p in paths[2:]), paths
+    # Each settlement waits for the next call's reservation and goes in the same step (one SQLite transaction),
+    # never alone while a call is in flight; the last one waits for drain.
+    for _ in range(10):  # let background work run, as it would have before the next call
+        await asyncio.sleep(0)
+    steps = _between_sends([op for op, _ in trips.log])
+    assert all(step.count("settle") == 1 and "reserve" in step for step in steps[3:-1]), steps
+    assert steps[-1] == [], "after the last answer, nothing until drain: its settlement waits there"
     await caller.drain()
     assert trips.count("take") == 6, "no slot prefetched, none wasted"
     assert trips.count("reserve") == 5 + 1, "five on the path (calls 1, 3-6), one prefetch"

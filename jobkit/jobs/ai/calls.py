@@ -9,7 +9,7 @@ import contextlib
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,9 @@ class Caller:
     recent: deque[float] = field(default_factory=deque)  # monotonic times of this job's calls, the last minute's
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # set whenever a reservation closes
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # settlements still on their way to the backend
+    # With answers too fast for a prefetch to hide behind, a call's settlement waits for the next call's reservation
+    # and goes in the same step (one transaction on SQLite) instead of one of its own: (reserved, cost) of each.
+    deferred: list[tuple[float, float]] = field(default_factory=list)
     concurrency: int = 1
     prefetch: bool = False
     writing: set[asyncio.Future[None]] = field(default_factory=set)  # requests going out, each done once written
@@ -224,6 +227,7 @@ class Caller:
         """The call's reservation and rate slot: the prefetched amount (0: reserved now, `worst`) and the slot being
         taken now (None: prefetched). What was not prefetched is taken at once, both together (one transaction on
         SQLite, overlapping round trips on Redis): a slot taken for a call the budget then refuses is only unused."""
+        self._send_deferred()
         prefetched, slot = await self.ahead.claim(worst, units)
         taking = None if slot else asyncio.ensure_future(self.rate.acquire(units))
         if not prefetched:
@@ -247,13 +251,28 @@ class Caller:
             u.tokens_out += tokens_out
             u.cost += cost
         self.on_settle()
-        task = asyncio.ensure_future(self._settle(reserved, cost))
+        if self.prefetch and not self.ahead.worth_it():
+            self.deferred.append((reserved, cost))
+            return
+        self._settle_soon(self._settle(reserved, cost))
+
+    def _settle_soon(self, settling: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(settling)
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
+
+    def _send_deferred(self) -> None:
+        """Settle the deferred reservations now, in the step the caller's own reservation is about to take."""
+        deferred, self.deferred = self.deferred, []
+        for reserved, cost in deferred:
+            self._settle_soon(self._settle_now(reserved, cost))
 
     async def _settle(self, reserved: float, cost: float) -> None:
         await self._after_writes()
         await self.ahead.landed()  # the next call may be waiting for the prefetch; this settlement waits for nobody
+        await self._settle_now(reserved, cost)
+
+    async def _settle_now(self, reserved: float, cost: float) -> None:
         self.ahead.seen(await self.budget.settle(reserved, cost))
         self.settled.set()
 
@@ -263,6 +282,7 @@ class Caller:
         try:
             await self.ahead.close()
         finally:
+            self._send_deferred()
             await self._drain_settlements()
 
     async def _drain_settlements(self) -> None:
