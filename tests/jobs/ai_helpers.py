@@ -3,6 +3,7 @@ price of the model they ask for (gpt-4o-mini, priced by genai-prices' table, cac
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,16 +31,23 @@ def price(tokens_in: int, cached: int, tokens_out: int) -> float:
     return pricer(get_provider("default"), MODEL)(tokens_in, cached, tokens_out)
 
 
-@pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    """A fresh FakeLLM (no latency) as the default provider, with room for fast tests (the defaults have a test)."""
-    with FakeLLM() as server:
+@contextlib.contextmanager
+def default_provider(latency: float = 0.0) -> Iterator[FakeLLM]:
+    """A fresh FakeLLM as the default provider, with room for fast tests (the defaults have a test of their own)."""
+    with FakeLLM(latency=latency) as server:
         configure_provider("default", base_url=server.base_url, api_key="test-key", requests_per_minute=100_000)
         try:
             yield server
         finally:
             forget_providers()
             forget_prices()
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLM]:
+    """A fresh FakeLLM (no latency) as the default provider (see default_provider)."""
+    with default_provider() as server:
+        yield server
 
 
 def batch(n: int = 5, **kw: Any) -> dict[str, Any]:

@@ -14,16 +14,16 @@ import pytest
 
 from jobkit.backends import Backend
 from jobkit.jobs._quota import Budget, SharedRate
-from jobkit.jobs.ai import configure_provider, set_price
+from jobkit.jobs.ai import set_price
 from jobkit.jobs.ai.ahead import FRESH, HIDES, QUICK_ANSWER
 from jobkit.jobs.ai.calls import BudgetExhausted, Caller
 from jobkit.jobs.ai.client import ChatClient
 from jobkit.jobs.ai.models import Retry
-from jobkit.jobs.ai.prices import Price, forget_prices, pricer
-from jobkit.jobs.ai.providers import forget_providers, get_provider
+from jobkit.jobs.ai.prices import Price, pricer
+from jobkit.jobs.ai.providers import get_provider
 from jobkit.jobs.ai.testing import FakeLLM
 
-from .ai_helpers import FAST, MODEL
+from .ai_helpers import FAST, MODEL, default_provider
 
 MESSAGES = [{"role": "user", "content": "Define 'lease' in two sentences."}]
 DEAR = Price(input=1000.0, output=1000.0)  # $0.001 a token: a call of max_tokens=50 has a worst case near $0.07
@@ -32,13 +32,8 @@ DEAR = Price(input=1000.0, output=1000.0)  # $0.001 a token: a call of max_token
 @pytest.fixture
 def llm() -> Iterator[FakeLLM]:
     """A FakeLLM answering in 20 ms: long enough for a prefetch to land while a call is in flight."""
-    with FakeLLM(latency=0.02) as server:
-        configure_provider("default", base_url=server.base_url, api_key="test-key", requests_per_minute=100_000)
-        try:
-            yield server
-        finally:
-            forget_providers()
-            forget_prices()
+    with default_provider(latency=0.02) as server:
+        yield server
 
 
 class Clock:
@@ -332,3 +327,24 @@ async def test_a_cancelled_call_then_drain_leaves_nothing_reserved(backend: Back
     assert totals.reserved == pytest.approx(0, abs=1e-12), "the prefetch taken as it went out was released too"
     assert totals.spent >= llm.cost(pricer(get_provider("default"), MODEL)), "the call sent counts at its worst"
     assert totals.spent == pytest.approx(caller.usage.cost)
+
+
+async def test_a_call_short_of_room_is_not_kept_waiting_by_a_deferred_settlement(
+        backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
+    """Fast answers defer each settlement to the next call's reservation; a call waiting for room in the budget
+    must not wait for that: a call that ends meanwhile settles at once (two processes sharing a budget hung on it)."""
+    caller = caller_of(backend, concurrency=2)
+    trips = Trips(caller, backend, answer_takes=0.002, trip_takes=0.002)
+    for _ in range(3):
+        await trips.generate(max_tokens=200)
+    assert not caller.ahead.worth_it(), "answers too fast for a prefetch: settlements are deferred"
+    caller._send_deferred()
+    await caller._drain_settlements()
+    worst = caller.price(caller.estimate.tokens(MESSAGES), 0, 200)
+    spent = (await caller.budget.totals()).spent
+    caller.budget.limit = spent + 1.5 * worst  # room for one call in flight at a time, and the answers cost far less
+    both = asyncio.gather(trips.generate(max_tokens=200), trips.generate(max_tokens=200))
+    await asyncio.wait_for(both, 5)
+    await caller.drain()
+    totals = await caller.budget.totals()
+    assert totals.reserved == pytest.approx(0, abs=1e-12) and totals.spent <= caller.budget.limit

@@ -95,6 +95,7 @@ class Caller:
     # With answers too fast for a prefetch to hide behind, a call's settlement waits for the next call's reservation
     # and goes in the same step (one transaction on SQLite) instead of one of its own: (reserved, cost) of each.
     deferred: list[tuple[float, float]] = field(default_factory=list)
+    short_of_room: int = 0  # calls waiting for a settlement to free room in the budget: none is deferred then
     concurrency: int = 1
     prefetch: bool = False
     writing: set[asyncio.Future[None]] = field(default_factory=set)  # requests going out, each done once written
@@ -179,11 +180,18 @@ class Caller:
                 return
             if await self.ahead.give_back():  # our own unused prefetch may hold the room this call needs
                 continue
+            if self.deferred:  # our own settlements may hold the room: send them, then ask again
+                await asyncio.gather(*self._send_deferred())
+                continue
             if not self.budget.can_ever_fit(worst, spend) or spend.reserved <= EPSILON:
                 raise BudgetExhausted
             self.settled.clear()  # calls in flight may settle for less than they reserved: wait for one
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.settled.wait(), 1.0)
+            self.short_of_room += 1
+            try:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.settled.wait(), 1.0)
+            finally:
+                self.short_of_room -= 1
 
     async def _call(self, body: dict[str, Any], item: ModelUsage) -> Answer:
         messages = body["messages"]
@@ -251,21 +259,21 @@ class Caller:
             u.tokens_out += tokens_out
             u.cost += cost
         self.on_settle()
-        if self.prefetch and not self.ahead.worth_it():
+        if self.prefetch and not self.ahead.worth_it() and not self.short_of_room:
             self.deferred.append((reserved, cost))
             return
         self._settle_soon(self._settle(reserved, cost))
 
-    def _settle_soon(self, settling: Coroutine[Any, Any, None]) -> None:
+    def _settle_soon(self, settling: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(settling)
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
+        return task
 
-    def _send_deferred(self) -> None:
+    def _send_deferred(self) -> list[asyncio.Task[None]]:
         """Settle the deferred reservations now, in the step the caller's own reservation is about to take."""
         deferred, self.deferred = self.deferred, []
-        for reserved, cost in deferred:
-            self._settle_soon(self._settle_now(reserved, cost))
+        return [self._settle_soon(self._settle_now(reserved, cost)) for reserved, cost in deferred]
 
     async def _settle(self, reserved: float, cost: float) -> None:
         await self._after_writes()
