@@ -43,12 +43,20 @@ print("JOBKIT-VIEWS " + json.dumps([_describe(v) for v in recent_views()]))
 
 
 def text_of(cell: Any) -> str:
-    """Everything a code cell printed or returned, as plain text."""
-    parts = []
+    """Everything a code cell printed or returned, as plain text. A stream the kernel sent in several pieces is
+    joined as printed; other outputs go on a line of their own."""
+    parts: list[str] = []
+    last_stream = None
     for out in cell.outputs:
         if out.output_type == "stream":
-            parts.append(out.text)
-        elif out.output_type in ("execute_result", "display_data"):
+            if last_stream == out.name:
+                parts[-1] += out.text
+            else:
+                parts.append(out.text)
+            last_stream = out.name
+            continue
+        last_stream = None
+        if out.output_type in ("execute_result", "display_data"):
             parts.append(out.data.get("text/plain", ""))
         elif out.output_type == "error":
             parts.append("\n".join(out.traceback))
