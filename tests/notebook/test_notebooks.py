@@ -38,6 +38,10 @@ def _describe(view):
                 "lines": [line.bar.value for line in view.lines.values()], "renders": view.renders}
     return {"kind": kind, "refreshes": view.refreshes, "queues": sorted(view.counts), "status": view.status}
 
+for _view in recent_views():  # a view stops following its job a moment after it shows the end: wait (bounded)
+    if type(_view).__name__ == "JobView" and _view.job.finished:
+        await _view.wait(10)
+
 print("JOBKIT-VIEWS " + json.dumps([_describe(v) for v in recent_views()]))
 """
 
