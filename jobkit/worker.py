@@ -403,8 +403,6 @@ class Worker:
         work = asyncio.ensure_future(backend.wait_for_work(c.queue, wait, offer))
         work.add_done_callback(lambda _: _settle(woken))
         self._idle_wakes.add(woken)
-        if self._combine:
-            self._pending_ready.clear()
         try:
             if not (self._stopping.is_set() or (self._caps and c.freed.is_set())):
                 await woken
