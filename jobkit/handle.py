@@ -20,6 +20,7 @@ __all__ = ["JobHandle"]
 
 R = TypeVar("R")
 RECHECK_EVERY = 2.0  # seconds without an event of any job before a waiting handle re-reads its job
+_deadline: Any = getattr(asyncio, "timeout", None)  # Python 3.11+: a deadline on the running task (else wait_for)
 NO_WORKER_WARN_AFTER = 2.0  # seconds a handle waits on a server backend before it checks that a worker serves it
 
 log = logging.getLogger("jobkit")
@@ -83,7 +84,10 @@ class JobHandle(Generic[R]):
 
     async def _until_finished(self, timeout: float | None, *, full: bool) -> Job | tuple[Any]:
         try:
-            return await asyncio.wait_for(self._wait_finished(full), timeout)
+            if _deadline is None or timeout is None:
+                return await asyncio.wait_for(self._wait_finished(full), timeout)
+            async with _deadline(timeout):  # not wait_for's task of its own: fewer loop turns per wait
+                return await self._wait_finished(full)
         except asyncio.TimeoutError:
             raise JobTimeout(
                 f"job {self.id} ({self.name}) not finished after {timeout:g}s; it is still {self.last.state.value}"
@@ -115,25 +119,24 @@ class JobHandle(Generic[R]):
             if job is None:
                 raise JobNotFound(f"job {self.id} is no longer in queue {self.queue!r} (removed by retention or clean)")
             self.last = job
+            direct = _deadline is not None and getattr(events, "cancel_safe", False)
             while not job.finished:
-                if pending is None:
+                if not direct and pending is None:  # created here, so that the finally below settles it if cancelled
                     pending = asyncio.ensure_future(events.__anext__())
-                done, _ = await asyncio.wait((pending,), timeout=RECHECK_EVERY)
+                try:
+                    ev, pending = await _next_event(events, pending, direct)
+                except StopAsyncIteration:  # the backend closed
+                    pending = None
+                    return await self.job()
                 if check_workers_at and time.monotonic() >= check_workers_at:
                     check_workers_at = 0.0
                     await self._check_served()
-                if not done:
+                if ev is None:
                     # Events can be lost (a Redis restart empties the stream): look at the job itself now and then.
                     job = await self.job()
                     if self.backend.is_local and not job.finished:
                         await ensure_worker(self.backend, self.queue)  # in case ours stopped (it crashed, say)
                     continue
-                try:
-                    ev = pending.result()
-                except StopAsyncIteration:  # the backend closed
-                    return await self.job()
-                finally:
-                    pending = None
                 if ev.job_id == self.id and ev.state.finished:
                     carried = ev.carried_result
                     if not full and carried is not None and ev.state is JobState.COMPLETED:
@@ -242,3 +245,19 @@ class JobHandle(Generic[R]):
                     return
         finally:
             await events.aclose()  # type: ignore[attr-defined]
+
+
+async def _next_event(events: AsyncIterator[JobEvent], pending: asyncio.Future[JobEvent] | None, direct: bool
+                      ) -> tuple[JobEvent | None, asyncio.Future[JobEvent] | None]:
+    """The next event within RECHECK_EVERY (None: none came), and the read still under way. `direct`: awaited in
+    this task, which costs one loop turn when the event comes (the iterator loses nothing when cancelled); else read
+    by `pending`, a task of its own kept across calls."""
+    if direct:
+        try:
+            async with _deadline(RECHECK_EVERY):
+                return await events.__anext__(), None
+        except asyncio.TimeoutError:
+            return None, None
+    assert pending is not None
+    done, _ = await asyncio.wait((pending,), timeout=RECHECK_EVERY)
+    return (pending.result(), None) if done else (None, pending)

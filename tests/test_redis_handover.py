@@ -122,6 +122,24 @@ async def test_a_job_added_while_a_worker_here_waits_needs_no_claim(
     assert ran == Counter(range(20))
 
 
+async def test_back_to_back_runs_are_handed_over_without_waiting_for_the_worker_to_idle(
+    backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer that ends a job wakes its waiter and sends the worker back to wait in the same step; the worker's
+    offer is lent when it starts waiting, not a loop turn later, so the waiter's next add finds it."""
+    worker, task = await _serving(backend)
+    try:
+        await _idle(worker, backend)
+        scripts = _Scripts(backend, monkeypatch)
+        for i in range(20):
+            handle = await jobkit.submit(echo, {"i": i}, backend=backend)
+            assert await handle.result(timeout=5) == i
+        assert scripts.names["add"] == 20 and scripts.names["claim"] == 0
+    finally:
+        await _stop(worker, task)
+    assert ran == Counter(range(20))
+
+
 async def test_a_paused_queue_keeps_the_job_waiting(backend: RedisBackend) -> None:
     worker, task = await _serving(backend)
     try:

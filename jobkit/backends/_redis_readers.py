@@ -283,6 +283,8 @@ class Inbox(Reader):
 class Ending(AsyncIterator[JobEvent]):
     """The end of one job, from its queue's inbox."""
 
+    cancel_safe = True  # a cancelled __anext__ loses nothing (asyncio.Queue.get): a waiter may await it directly
+
     def __init__(self, inbox: Inbox, job_id: str) -> None:
         self._inbox, self._job_id = inbox, job_id
         self._box: asyncio.Queue[JobEvent | None] = asyncio.Queue()

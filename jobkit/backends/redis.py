@@ -45,7 +45,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -1229,7 +1229,28 @@ class RedisBackend(Backend):
         await self._deliver_notices(queue, res[1])
         return [_job(s) for s in res[2:]]
 
-    async def wait_for_work(self, queue: str, timeout: float, offer: Offer | None = None) -> None:
+    def wait_for_work(self, queue: str, timeout: float, offer: Offer | None = None) -> Coroutine[Any, Any, None]:
+        """See Backend.wait_for_work. The offer is lent by this call, not by the coroutine's first step: the worker
+        runs the wait as a task, and a job added before that task first runs (say by a waiter woken by the same
+        answer that ended its job) is handed over already."""
+        waker = self._wakers.get(queue) if self._servers is not None else None
+        if offer is None or waker is None:
+            return self._wait_for_work(queue, timeout)
+        offers = self._offers.setdefault(queue, {})
+        for closed in [o for o in offers if not o.open]:  # lent by a wait cancelled before it ran
+            del offers[closed]
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        offers[offer] = woken
+        return self._wait_offered(waker, timeout, offers, offer, woken)
+
+    async def _wait_offered(self, waker: Waker, timeout: float, offers: dict[Offer, asyncio.Future[None]],
+                            offer: Offer, woken: asyncio.Future[None]) -> None:
+        try:
+            await waker.wait(timeout, woken)
+        finally:
+            offers.pop(offer, None)
+
+    async def _wait_for_work(self, queue: str, timeout: float) -> None:
         if self._servers is None:
             return
         waker = self._wakers.get(queue)
@@ -1241,16 +1262,7 @@ class RedisBackend(Backend):
             if queue not in self._wakers:
                 self._start(self._wakers, Waker(queue, q.wake, self._last_id(last)))
             return
-        if offer is None:
-            await waker.wait(timeout)
-            return
-        woken = asyncio.get_running_loop().create_future()
-        offers = self._offers.setdefault(queue, {})
-        offers[offer] = woken
-        try:
-            await waker.wait(timeout, woken)
-        finally:
-            offers.pop(offer, None)
+        await waker.wait(timeout)
 
     # -- events ------------------------------------------------------------------------------------
     async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:

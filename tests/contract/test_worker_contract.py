@@ -184,6 +184,19 @@ async def test_checkpoint_resumes_next_attempt(worker: jobkit.Worker, submit: Ca
     assert job.attempts == 2 and job.checkpoint == [0, 1, 2, 3, 4]
 
 
+async def test_a_result_wait_that_times_out_leaves_the_handle_usable(backend: Backend, qname: str) -> None:
+    """No worker yet: result(timeout=) gives up with JobTimeout in about that time (the waiting read is given up,
+    nothing of the handle's is left behind); the same handle then gets the result once a worker runs the job."""
+    job = await jobkit.Queue(qname, backend=backend).add(add, {"a": 4, "b": 5})
+    handle = jobkit.JobHandle(job, backend)
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(jobkit.JobTimeout, match="not finished after 0.3s"):
+        await handle.result(timeout=0.3)
+    assert asyncio.get_running_loop().time() - started < 3
+    async with jobkit.Worker(ALL, backend=backend, queues=[qname], handle_signals=False):
+        assert await handle.result(timeout=10) == 9
+
+
 async def test_cancel_waiting_and_delayed(backend: Backend, qname: str) -> None:
     q = jobkit.Queue(qname, backend=backend)
     waiting, delayed = await q.add(add, {"a": 1, "b": 1}), await q.add(add, {"a": 1, "b": 1}, delay=60)
