@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from private_redis import RedisServer, free_port
 
 import jobkit
-from jobkit.backends import from_url
+from jobkit.backends import Offer, from_url
 from jobkit.backends.redis import RedisBackend
 from jobkit.errors import BackendError, ConfigError
 from jobkit.models import Job, JobEvent, JobOptions, JobState, Outcome, Progress, RateLimit, Retention, WorkerInfo
@@ -150,6 +150,34 @@ async def test_wait_for_work_wakes_on_add_from_another_instance(backend: RedisBa
                 await other.set_paused("q", False)
             await asyncio.wait_for(waiter, 5)
             assert time.monotonic() - added < 0.5, action
+    finally:
+        await other.close()
+
+
+async def test_on_work_settles_a_future_without_a_task(backend: RedisBackend) -> None:
+    """on_work: None until the wake stream is read (wait_for_work starts it); then the given future is settled by a
+    wake from another instance, or after the timeout; the returned call withdraws the wait and its offer."""
+    other = from_url(REDIS_URL)
+    await other.open()
+    loop = asyncio.get_running_loop()
+    try:
+        assert backend.on_work("q", 10, loop.create_future()) is None
+        await backend.wait_for_work("q", 0)  # starts watching
+        woken: asyncio.Future[None] = loop.create_future()
+        stop = backend.on_work("q", 10, woken)
+        assert stop is not None and not woken.done()
+        await other.add([job("q")])
+        await asyncio.wait_for(woken, 5)
+        stop()
+
+        woken = loop.create_future()
+        stop = backend.on_work("q", 0.2, woken, Offer("w1", limit=1, lease=30))
+        assert stop is not None and backend._offers["q"]
+        started = time.monotonic()
+        await asyncio.wait_for(woken, 5)
+        assert time.monotonic() - started >= 0.15, "with nothing added it waits for the timeout"
+        stop()
+        assert not backend._offers["q"]  # withdrawn: a later add claims for nobody
     finally:
         await other.close()
 

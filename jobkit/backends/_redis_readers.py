@@ -215,21 +215,26 @@ class Waker(StreamReader):
             del self.own[0]
         return bool(self.own) and self.own[0][0] <= eid
 
-    async def wait(self, timeout: float, fut: asyncio.Future[None] | None = None) -> None:
-        """Until a wake, `timeout`, or `fut` (given: settled by someone else too) is done."""
+    def arm(self, fut: asyncio.Future[None], timeout: float) -> Callable[[], None]:
+        """Settle `fut` at the next wake (at once if one came while nobody waited) or after `timeout`; returns the call
+        that disarms it."""
         self.waited_at = time.monotonic()
         if self.woken or timeout <= 0:
             self.woken = False
-            return
-        loop = asyncio.get_running_loop()
-        fut = fut or loop.create_future()
+            settle(fut)
+            return _nothing
         self.waiters.add(fut)
-        timer = loop.call_later(timeout, settle, fut)
-        try:
-            await fut
-        finally:
+        timer = asyncio.get_running_loop().call_later(timeout, settle, fut)
+
+        def disarm() -> None:
             timer.cancel()
             self.waiters.discard(fut)
+
+        return disarm
+
+
+def _nothing() -> None:
+    pass
 
 
 class Inbox(Reader):

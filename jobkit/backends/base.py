@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import builtins
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from ..deliveries import DeliveryAttempt, DeliveryState, WebhookDelivery
@@ -362,6 +362,13 @@ class Backend(abc.ABC):
         """Return when a job may have become claimable in `queue` (added, retried, resumed), or
         after `timeout` seconds, whichever is first. Spurious early returns are allowed. A backend that
         `takes_offers` may claim jobs for `offer` meanwhile (see Offer), and then returns too."""
+
+    def on_work(self, queue: str, timeout: float, woken: asyncio.Future[None], offer: Offer | None = None
+                ) -> Callable[[], None] | None:
+        """`wait_for_work` without a task of its own, where the backend can: settle `woken` when `wait_for_work`
+        would return, lending `offer` from now on; returns the call that ends the wait (the waiter calls it once
+        `woken` is done or it gives up). None: not possible now, run `wait_for_work` instead."""
+        return None
 
     # -- events ----------------------------------------------------------------------------------
     @abc.abstractmethod

@@ -45,7 +45,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Collection, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -1229,40 +1229,43 @@ class RedisBackend(Backend):
         await self._deliver_notices(queue, res[1])
         return [_job(s) for s in res[2:]]
 
-    def wait_for_work(self, queue: str, timeout: float, offer: Offer | None = None) -> Coroutine[Any, Any, None]:
-        """See Backend.wait_for_work. The offer is lent by this call, not by the coroutine's first step: the worker
-        runs the wait as a task, and a job added before that task first runs (say by a waiter woken by the same
-        answer that ended its job) is handed over already."""
+    def on_work(self, queue: str, timeout: float, woken: asyncio.Future[None], offer: Offer | None = None
+                ) -> Callable[[], None] | None:
         waker = self._wakers.get(queue) if self._servers is not None else None
-        if offer is None or waker is None:
-            return self._wait_for_work(queue, timeout)
+        if waker is None:
+            return None  # the first wait starts the wake stream's reader (wait_for_work)
+        disarm = waker.arm(woken, timeout)
+        if offer is None or woken.done():
+            return disarm
         offers = self._offers.setdefault(queue, {})
-        for closed in [o for o in offers if not o.open]:  # lent by a wait cancelled before it ran
-            del offers[closed]
-        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         offers[offer] = woken
-        return self._wait_offered(waker, timeout, offers, offer, woken)
 
-    async def _wait_offered(self, waker: Waker, timeout: float, offers: dict[Offer, asyncio.Future[None]],
-                            offer: Offer, woken: asyncio.Future[None]) -> None:
-        try:
-            await waker.wait(timeout, woken)
-        finally:
+        def stop() -> None:
+            disarm()
             offers.pop(offer, None)
 
-    async def _wait_for_work(self, queue: str, timeout: float) -> None:
+        return stop
+
+    async def wait_for_work(self, queue: str, timeout: float, offer: Offer | None = None) -> None:
+        woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stop = self.on_work(queue, timeout, woken, offer)
+        if stop is None:
+            await self._watch_wakes(queue)
+            return
+        try:
+            await woken
+        finally:
+            stop()
+
+    async def _watch_wakes(self, queue: str) -> None:
+        """Start reading `queue`'s wake stream from its end, so a wake after this call is not lost."""
         if self._servers is None:
             return
-        waker = self._wakers.get(queue)
-        if waker is None:
-            # The first call only starts watching and returns at once, so a wake just before it is not lost.
-            q = self._q(queue)
-            [last] = await self._send(q.slot, [self._last_command(q.wake)], "read the wake stream")
-            self._live()
-            if queue not in self._wakers:
-                self._start(self._wakers, Waker(queue, q.wake, self._last_id(last)))
-            return
-        await waker.wait(timeout)
+        q = self._q(queue)
+        [last] = await self._send(q.slot, [self._last_command(q.wake)], "read the wake stream")
+        self._live()
+        if queue not in self._wakers:
+            self._start(self._wakers, Waker(queue, q.wake, self._last_id(last)))
 
     # -- events ------------------------------------------------------------------------------------
     async def subscribe(self, queue: str, *, since: str | None = None) -> AsyncIterator[JobEvent]:
