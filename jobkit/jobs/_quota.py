@@ -37,14 +37,22 @@ class SharedRate:
     units: int | None = None
     per: float = 60.0
 
-    def asks(self, units: float) -> list[Ask]:
+    def asks(self, units: float, calls: int = 1) -> list[Ask]:
         slice_limit = math.ceil(self.requests / SLICES)
-        asks = [Ask(f"{self.name}:requests", 1, self.requests, self.per + MARGIN)]
+        asks = [Ask(f"{self.name}:requests", calls, self.requests, self.per + MARGIN)]
         if slice_limit < self.requests:
-            asks.append(Ask(f"{self.name}:burst", 1, slice_limit, self.per / SLICES))
+            asks.append(Ask(f"{self.name}:burst", calls, slice_limit, self.per / SLICES))
         if self.units is not None:
-            asks.append(Ask(f"{self.name}:units", min(units, self.units), self.units, self.per + MARGIN))
+            asks.append(Ask(f"{self.name}:units", min(units * calls, self.units), self.units, self.per + MARGIN))
         return asks
+
+    def most_at_once(self, units: float) -> int:
+        """The most calls one `try_acquire` should ask for: a quarter of a slice's requests (and of its share of
+        the units), so that slots one worker takes ahead leave most of a slice to the others."""
+        most = max(1, math.ceil(self.requests / SLICES) // 4)
+        if self.units is not None and units > 0:
+            most = min(most, max(1, math.floor(self.units / SLICES / 4 / units)))
+        return most
 
     async def acquire(self, units: float = 0.0) -> float:
         """Wait until one call of `units` is allowed, and record it; returns the seconds waited. A call of more
@@ -57,9 +65,9 @@ class SharedRate:
                 return time.monotonic() - started
             await asyncio.sleep(wait + random.uniform(0, JITTER))
 
-    async def try_acquire(self, units: float = 0.0) -> bool:
-        """Record one call of `units` if it is allowed now; never waits."""
-        return await self.backend.take(self.queue, self.asks(units), time.time()) <= 0
+    async def try_acquire(self, units: float = 0.0, calls: int = 1) -> bool:
+        """Record `calls` calls of `units` each if they are allowed now, all or none; never waits."""
+        return await self.backend.take(self.queue, self.asks(units, calls), time.time()) <= 0
 
     async def pause(self, seconds: float) -> None:
         """Nobody calls for `seconds` (a 429 with Retry-After)."""
@@ -87,8 +95,10 @@ class Budget:
     key: str
     limit: float | None
 
-    async def reserve(self, amount: float) -> tuple[bool, Spend]:
-        return await self.backend.reserve(self.queue, self.key, amount, self.limit)
+    async def reserve(self, amount: float, spare: float = 0.0) -> tuple[bool, Spend]:
+        """Reserve `amount` if the room left after it is at least `spare`, atomically."""
+        limit = None if self.limit is None else self.limit - spare
+        return await self.backend.reserve(self.queue, self.key, amount, limit)
 
     async def settle(self, reserved: float, actual: float) -> Spend:
         return await self.backend.settle(self.queue, self.key, reserved, actual)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
@@ -15,7 +16,7 @@ import pytest
 from jobkit.backends import Backend
 from jobkit.jobs._quota import Budget, SharedRate
 from jobkit.jobs.ai import set_price
-from jobkit.jobs.ai.ahead import FRESH, HIDES, QUICK_ANSWER
+from jobkit.jobs.ai.ahead import FRESH, HEADROOM, HIDES, MOST, QUICK_ANSWER
 from jobkit.jobs.ai.calls import BudgetExhausted, Caller
 from jobkit.jobs.ai.client import ChatClient
 from jobkit.jobs.ai.models import Retry
@@ -61,6 +62,7 @@ class Trips:
         self.clock = Clock()
         self.sent = asyncio.Event()
         caller.ahead.clock = self.clock
+        caller.ahead.idle_after = 3600  # what is held stays held between the test's calls (idleness has its test)
         self.trip_takes = trip_takes
         for name in ("reserve", "take", "settle"):
             setattr(backend, name, self._counted(name, getattr(backend, name)))
@@ -83,7 +85,7 @@ class Trips:
                 self.on_path = True  # a retry's path starts here
 
         caller.client.complete = sending  # type: ignore[method-assign]
-        for owner, name in ((caller.ahead, "_fetch"), (caller.ahead, "_release_after_writes"), (caller, "_settle")):
+        for owner, name in ((caller.ahead, "_prefetch"), (caller.ahead, "_release_after_writes"), (caller, "_settle")):
             setattr(owner, name, self._background(getattr(owner, name)))
         self.caller = caller
 
@@ -199,11 +201,12 @@ async def test_a_prefetch_too_small_for_the_next_call_is_released(backend: Backe
         await trips.generate(max_tokens=16)
     await landed(caller)
     small = caller.ahead.held
-    assert small is not None and small.granted is not None
+    assert small.count > 0 and small.slots > 0
+    unused = small.count * small.amount
     path = await trips.generate(max_tokens=2000)
     assert sorted(path) == ["reserve", "take"], "neither the money nor the units of the prefetch covered it"
     await caller.drain()
-    assert ("settle", ("default", "ai-cost:prefetch-test", small.amount, 0.0)) in trips.log, "released at $0"
+    assert ("settle", ("default", "ai-cost:prefetch-test", unused, 0.0)) in trips.log, "all released at $0"
     totals = await caller.budget.totals()
     assert totals.reserved == pytest.approx(0, abs=1e-12)
     assert totals.spent == pytest.approx(llm.cost(pricer(get_provider("default"), MODEL)))
@@ -215,7 +218,7 @@ async def test_a_stale_slot_is_not_used(backend: Backend, llm: FakeLLM, caller_o
     for _ in range(3):
         await trips.generate()
     await landed(caller)
-    assert caller.ahead.held is not None and caller.ahead.held.granted is not None
+    assert caller.ahead.held.slots > 0
     trips.clock.now += FRESH  # the slot is now as old as a grant may be and still reach the provider in its window
     assert await trips.generate() == ["take"], "a fresh slot taken on the path, the reservation still prefetched"
     assert await trips.generate() == [], "and the stream is steady again"
@@ -232,27 +235,117 @@ async def test_slow_answers_prefetch_no_slots_so_none_is_wasted(backend: Backend
     assert trips.count("take") == 6, "every slot taken was used"
 
 
-async def test_answers_too_fast_to_hide_a_prefetch_behind_reserve_on_their_path(
+def _requests_asked(trips: Trips) -> list[float]:
+    """How many requests each logged `take` asked for."""
+    return [ask.amount for op, args in trips.log if op == "take" for ask in args[1] if ask.key.endswith(":requests")]
+
+
+async def test_quick_answers_take_for_several_calls_in_one_step_on_the_path(
         backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
-    """A loopback server answering about as fast as the backend: a prefetch would only compete with the call."""
+    """A loopback server answering about as fast as the backend: a prefetch in the background would only compete
+    with the call, so the call that finds nothing held takes the next calls' reservations and slots on its path, in
+    one step with the deferred settlements: one call in MOST pays a trip."""
     caller = caller_of(backend)
     answer, trip = 0.002, 0.002
     assert answer + 2 * trip < HIDES * trip, "even with a prefetch's two trips landing in it, a call is too short"
     trips = Trips(caller, backend, answer_takes=answer, trip_takes=trip)
-    paths = [await trips.generate() for _ in range(6)]
-    assert paths[1] == ["take"], "the first call, its answer time unknown yet, prefetched the money"
-    assert all(sorted(p) == ["reserve", "take"] for p in paths[2:]), paths
-    # Each settlement waits for the next call's reservation and goes in the same step (one SQLite transaction),
-    # never alone while a call is in flight; the last one waits for drain.
+    paths = [await trips.generate() for _ in range(20)]
+    assert sorted(paths[0]) == ["reserve", "take"], "the first call reserves and takes (at once) before it is sent"
+    stepped = [p for p in paths if p]
+    assert len(stepped) <= math.ceil(20 / MOST) + 1, paths
+    assert all(p.count("reserve") <= 1 and p.count("take") <= 1 for p in paths), "one step at most on a path"
+    assert max(_requests_asked(trips)) == MOST, "a step takes slots for MOST calls at once"
+    # Settlements wait for the next step and go in it (one transaction on SQLite), merged into one: never alone
+    # while a call is in flight; the last ones wait for drain.
     for _ in range(10):  # let background work run, as it would have before the next call
         await asyncio.sleep(0)
     steps = _between_sends([op for op, _ in trips.log])
-    assert all(step.count("settle") == 1 and "reserve" in step for step in steps[3:-1]), steps
+    assert all("reserve" in step or "take" in step for step in steps if "settle" in step), steps
+    assert all(step.count("settle") <= 1 for step in steps), steps
     assert steps[-1] == [], "after the last answer, nothing until drain: its settlement waits there"
     await caller.drain()
-    assert trips.count("take") == 6, "no slot prefetched, none wasted"
-    assert trips.count("reserve") == 5 + 1, "five on the path (calls 1, 3-6), one prefetch"
+    totals = await caller.budget.totals()
+    billed = llm.cost(pricer(get_provider("default"), MODEL))
+    assert totals.reserved == pytest.approx(0, abs=1e-12), "drain released the reservations left unused"
+    assert totals.spent == pytest.approx(billed) and caller.usage.cost == pytest.approx(billed)
+    assert llm.calls == caller.usage.calls == 20
+
+
+async def test_slots_taken_together_are_as_many_as_are_used_while_fresh_and_dropped_after(
+        backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
+    caller = caller_of(backend)
+    answer = 0.02
+    trips = Trips(caller, backend, answer_takes=answer, trip_takes=answer / HIDES)  # too quick to hide a prefetch
+    for _ in range(4):
+        await trips.generate()
+    asked = max(_requests_asked(trips))
+    assert 1 < asked <= FRESH / (2 * answer), "sent within FRESH at this answer time, with room for gaps"
+    held = caller.ahead.held
+    assert held.slots > 0
+    granted = held.granted
+    trips.clock.now += FRESH  # the slots are now as old as a grant may be and still reach the provider in its window
+    assert await trips.generate() == ["take"], "a new step on the path: the stale slots were not used"
+    assert caller.ahead.held.granted > granted and caller.ahead.held.slots == _requests_asked(trips)[-1] - 1
+
+
+async def test_quick_answers_near_the_limit_take_one_reservation_per_call_and_never_overshoot(
+        backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
+    set_price("dear-model", input=DEAR.input, output=DEAR.output)
+    caller = caller_of(backend, limit=1.0, model="dear-model", concurrency=2)
+    trips = Trips(caller, backend, answer_takes=0.002, trip_takes=0.002)
+    paths = []
+
+    async def until_the_limit() -> None:
+        while True:
+            paths.append(await trips.generate(max_tokens=50))
+
+    with pytest.raises(BudgetExhausted):
+        await asyncio.wait_for(until_the_limit(), 30)
+    await caller.drain()
+    billed = llm.cost(DEAR.cost)
+    worst = DEAR.cost(caller.estimate.tokens(MESSAGES), 0, 50)
+    assert billed <= 1.0 and (await caller.budget.totals()).spent == pytest.approx(billed)
+    assert billed > 1.0 - worst, "stopped only when a worst case no longer fit"
     assert (await caller.budget.totals()).reserved == pytest.approx(0, abs=1e-12)
+    each = worst * HEADROOM
+    reserves = [(args[2], args[3]) for op, args in trips.log if op == "reserve" and args[2] > 0]
+    several = [(amount, limit) for amount, limit in reserves if amount > 1.5 * each]
+    assert several, "far from the limit, one step reserved for several calls"
+    for amount, limit in several:
+        n = round(amount / each)
+        assert limit <= 1.0 - (n - 1 + 2) * each + 1e-9, "only with room left after it for n - 1 + concurrency more"
+    assert all(amount <= each + 1e-9 for amount, _ in reserves[-3:]), "near the limit, one reservation at a time"
+    assert all("reserve" in p for p in paths[-3:]), "each on its own call's path, as without a prefetch"
+
+
+async def test_an_idle_caller_gives_back_what_it_holds(backend: Backend, llm: FakeLLM,
+                                                       caller_of: Callable[..., Caller]) -> None:
+    """Another worker sharing the budget finds the room: once no call is in flight for a while, the reservations
+    held for the next calls are released and the deferred settlements sent, without waiting for drain."""
+    caller = caller_of(backend)
+    trips = Trips(caller, backend, answer_takes=0.002, trip_takes=0.002)
+    caller.ahead.idle_after = 0.05
+    for _ in range(4):
+        await trips.generate()
+    assert max(_requests_asked(trips)) > 1, "a step took for several calls"
+    billed = llm.cost(pricer(get_provider("default"), MODEL))
+
+    async def given_back() -> None:
+        while True:
+            totals = await caller.budget.totals()
+            if totals.reserved < 1e-12 and totals.spent == pytest.approx(billed):
+                return
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(given_back(), 10)
+    assert caller.ahead.held.count == 0 and not caller.deferred
+    await caller.drain()
+
+
+def test_slots_taken_at_once_leave_most_of_a_slice_to_others(memory: Backend) -> None:
+    assert SharedRate(memory, "q", "n", 50).most_at_once(100) == 2  # a slice of 9
+    assert SharedRate(memory, "q", "n", 600).most_at_once(100) == 25  # a slice of 100
+    assert SharedRate(memory, "q", "n", 600, units=60_000).most_at_once(1000) == 2  # 10,000 units a slice
 
 
 async def test_a_429_drops_the_held_slot(backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
@@ -301,13 +394,15 @@ async def test_a_refused_reservation_releases_our_own_prefetch_first(backend: Ba
     await caller.generate(MESSAGES, max_tokens=16, response_model=None)
     await landed(caller)
     held = caller.ahead.held
-    assert held is not None
+    assert held.count > 0
+    amount = held.amount
     spend = await caller.budget.totals()
+    assert spend.reserved == pytest.approx(held.count * amount)
     granted, _ = await caller.budget.reserve(0.5 - spend.spent - spend.reserved)  # another job takes the rest
     assert granted
-    await asyncio.wait_for(caller._reserve(held.amount), 5)
-    assert caller.ahead.held is None
-    assert (await caller.budget.totals()).reserved == pytest.approx(0.5 - spend.spent)
+    await asyncio.wait_for(caller._reserve(amount), 5)
+    assert caller.ahead.held.count == 0
+    assert (await caller.budget.totals()).reserved == pytest.approx(0.5 - spend.spent - spend.reserved + amount)
 
 
 async def test_a_cancelled_call_then_drain_leaves_nothing_reserved(backend: Backend, llm: FakeLLM,

@@ -103,7 +103,7 @@ class Caller:
 
     def __post_init__(self) -> None:
         self.ahead = Ahead(self.budget, self.rate, self.concurrency, self.settled, self._after_writes,
-                           enabled=self.prefetch)
+                           self._send_deferred, enabled=self.prefetch)
 
     async def _after_writes(self) -> None:
         """Wait until the requests being written now are on the wire: background backend work (settlements,
@@ -232,11 +232,13 @@ class Caller:
         return answer
 
     async def _secure(self, worst: float, units: float) -> tuple[float, asyncio.Future[float] | None]:
-        """The call's reservation and rate slot: the prefetched amount (0: reserved now, `worst`) and the slot being
-        taken now (None: prefetched). What was not prefetched is taken at once, both together (one transaction on
-        SQLite, overlapping round trips on Redis): a slot taken for a call the budget then refuses is only unused."""
-        self._send_deferred()
+        """The call's reservation and rate slot: the amount taken ahead (0: reserved now, `worst`) and the slot being
+        taken now (None: taken ahead). What was not taken ahead is taken at once, both together and with the
+        deferred settlements (one transaction on SQLite, overlapping round trips on Redis): a slot taken for a call
+        the budget then refuses is only unused."""
         prefetched, slot = await self.ahead.claim(worst, units)
+        if not (prefetched and slot):
+            self._send_deferred()
         taking = None if slot else asyncio.ensure_future(self.rate.acquire(units))
         if not prefetched:
             try:
@@ -271,9 +273,12 @@ class Caller:
         return task
 
     def _send_deferred(self) -> list[asyncio.Task[None]]:
-        """Settle the deferred reservations now, in the step the caller's own reservation is about to take."""
+        """Settle the deferred reservations now, together, in the step about to be taken."""
+        if not self.deferred:
+            return []
         deferred, self.deferred = self.deferred, []
-        return [self._settle_soon(self._settle_now(reserved, cost)) for reserved, cost in deferred]
+        reserved, cost = sum(r for r, _ in deferred), sum(c for _, c in deferred)
+        return [self._settle_soon(self._settle_now(reserved, cost))]
 
     async def _settle(self, reserved: float, cost: float) -> None:
         await self._after_writes()
