@@ -16,7 +16,7 @@ import pytest
 from jobkit.backends import Backend
 from jobkit.jobs._quota import Budget, SharedRate
 from jobkit.jobs.ai import set_price
-from jobkit.jobs.ai.ahead import FRESH, HEADROOM, HIDES, MOST, QUICK_ANSWER
+from jobkit.jobs.ai.ahead import FRESH, HEADROOM, HIDES, MOST, QUICK_ANSWER, Held
 from jobkit.jobs.ai.calls import BudgetExhausted, Caller
 from jobkit.jobs.ai.client import ChatClient
 from jobkit.jobs.ai.models import Retry
@@ -246,13 +246,14 @@ async def test_quick_answers_take_for_several_calls_in_one_step_on_the_path(
     with the call, so the call that finds nothing held takes the next calls' reservations and slots on its path, in
     one step with the deferred settlements: one call in MOST pays a trip."""
     caller = caller_of(backend)
-    answer, trip = 0.002, 0.002
+    answer, trip = 0.001, 0.001
     assert answer + 2 * trip < HIDES * trip, "even with a prefetch's two trips landing in it, a call is too short"
+    assert FRESH / (2 * (answer + 2 * trip)) >= MOST, "so quick that MOST calls are sent while a slot is fresh"
     trips = Trips(caller, backend, answer_takes=answer, trip_takes=trip)
-    paths = [await trips.generate() for _ in range(20)]
+    paths = [await trips.generate() for _ in range(40)]
     assert sorted(paths[0]) == ["reserve", "take"], "the first call reserves and takes (at once) before it is sent"
     stepped = [p for p in paths if p]
-    assert len(stepped) <= math.ceil(20 / MOST) + 1, paths
+    assert len(stepped) <= math.ceil(40 / MOST) + 1, paths
     assert all(p.count("reserve") <= 1 and p.count("take") <= 1 for p in paths), "one step at most on a path"
     assert max(_requests_asked(trips)) == MOST, "a step takes slots for MOST calls at once"
     # Settlements wait for the next step and go in it (one transaction on SQLite), merged into one: never alone
@@ -268,7 +269,7 @@ async def test_quick_answers_take_for_several_calls_in_one_step_on_the_path(
     billed = llm.cost(pricer(get_provider("default"), MODEL))
     assert totals.reserved == pytest.approx(0, abs=1e-12), "drain released the reservations left unused"
     assert totals.spent == pytest.approx(billed) and caller.usage.cost == pytest.approx(billed)
-    assert llm.calls == caller.usage.calls == 20
+    assert llm.calls == caller.usage.calls == 40
 
 
 async def test_slots_taken_together_are_as_many_as_are_used_while_fresh_and_dropped_after(
@@ -339,6 +340,33 @@ async def test_an_idle_caller_gives_back_what_it_holds(backend: Backend, llm: Fa
 
     await asyncio.wait_for(given_back(), 10)
     assert caller.ahead.held.count == 0 and not caller.deferred
+    await caller.drain()
+
+
+async def test_a_slot_held_while_the_call_waited_for_room_is_not_used_stale(
+        backend: Backend, llm: FakeLLM, caller_of: Callable[..., Caller]) -> None:
+    caller = caller_of(backend, limit=0.5)
+    trips = Trips(caller, backend)
+    await trips.generate()
+    await landed(caller)
+    await caller.ahead.give_back()  # the money part out of the way: the next call holds a slot, and reserves
+    caller.ahead.held = Held(units=10**6, slots=3, granted=trips.clock.now, epoch=caller.ahead.epoch)
+    spend = await caller.budget.totals()
+    room = 0.5 - spend.spent - spend.reserved
+    assert (await caller.budget.reserve(room))[0], "another job holds the rest of the budget"
+    call = asyncio.ensure_future(trips.generate())
+
+    async def short_of_room() -> None:
+        while not caller.short_of_room:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(short_of_room(), 5)
+    trips.clock.now += FRESH  # it waited as long as a slot stays usable
+    await caller.budget.settle(room, 0.0)  # the other job's call settles: room again
+    caller.settled.set()
+    path = await asyncio.wait_for(call, 5)
+    assert caller.ahead.held.slots == 2, "it claimed a slot, fresh then"
+    assert sorted(path) == ["reserve", "reserve", "take"], "refused, then granted; and a slot taken, fresh now"
     await caller.drain()
 
 

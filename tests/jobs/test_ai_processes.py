@@ -17,6 +17,7 @@ import pytest
 
 import jobkit
 import jobkit.jobs
+from jobkit.jobs._quota import Budget
 from jobkit.jobs.ai.prices import Price
 from jobkit.jobs.ai.testing import FakeLLM
 
@@ -67,6 +68,18 @@ class Workers:
                 p.wait(timeout=10)
 
 
+async def both_active(backend: jobkit.Backend, ids: list[str], timeout: float = 30.0) -> None:
+    """Poll (bounded) until every job of `ids` is active."""
+    async def poll() -> None:
+        while True:
+            jobs = [await backend.get("default", i) for i in ids]
+            if all(j is not None and j.state is jobkit.JobState.ACTIVE for j in jobs):
+                return
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 async def wait_until(backend: jobkit.Backend, job_id: str, done: int, timeout: float = 60.0) -> jobkit.Job:
     """Poll (bounded) until the job's checkpoint has `done` items handled."""
     async def poll() -> jobkit.Job:
@@ -82,8 +95,14 @@ async def wait_until(backend: jobkit.Backend, job_id: str, done: int, timeout: f
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-async def test_a_shared_budget_holds_with_ten_calls_in_flight_in_two_processes(tmp_path: Path, server: FakeLLM,
-                                                                               kind: str) -> None:
+@pytest.mark.parametrize("latency", [0.05, 0.0], ids=["prefetch", "quick"])  # "quick": steps for several calls
+async def test_a_shared_budget_holds_with_ten_calls_in_flight_in_two_processes(tmp_path: Path, kind: str,
+                                                                               latency: float) -> None:
+    with FakeLLM(latency=latency) as server:
+        await _shared_budget(tmp_path, server, kind)
+
+
+async def _shared_budget(tmp_path: Path, server: FakeLLM, kind: str) -> None:
     url = f"sqlite:///{tmp_path / 'jobs.db'}" if kind == "sqlite" else os.environ.get(
         "JOBKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
     backend = await jobkit.connect(url)
@@ -96,12 +115,18 @@ async def test_a_shared_budget_holds_with_ten_calls_in_flight_in_two_processes(t
     workers = Workers(url, server, tmp_path)
     try:
         queue = jobkit.Queue("default", backend=backend)
+        # The whole budget held at first, so that each process holds a job, waiting for room, before either calls:
+        # with quick answers one job could otherwise spend it all before the other process claimed the second.
+        team = Budget(backend, "default", "ai-budget:team", 1.0)
+        assert (await team.reserve(1.0))[0]
         jobs = [await queue.add(jobkit.jobs.ai_batch, batch(
             80, model="dear-model", max_tokens=50, cost_limit=1.0, budget="team", concurrency=5,
             sink=f"sqlite:///out-{n}.db?table=gen")) for n in range(2)]
         workers.spawn(concurrency=1)  # one job per process: 5 calls in flight in each
         workers.spawn(concurrency=1)
         await workers.alive(backend, 2)
+        await both_active(backend, [j.id for j in jobs])
+        await team.settle(1.0, 0.0)
         done = [await jobkit.JobHandle(j, backend, jobkit.jobs.ai_batch).wait(timeout=120) for j in jobs]
         assert all(j.state is jobkit.JobState.COMPLETED for j in done), [j.error for j in done]
         reports = [j.result for j in done]

@@ -235,11 +235,12 @@ class Caller:
         """The call's reservation and rate slot: the amount taken ahead (0: reserved now, `worst`) and the slot being
         taken now (None: taken ahead). What was not taken ahead is taken at once, both together and with the
         deferred settlements (one transaction on SQLite, overlapping round trips on Redis): a slot taken for a call
-        the budget then refuses is only unused."""
-        prefetched, slot = await self.ahead.claim(worst, units)
-        if not (prefetched and slot):
+        the budget then refuses is only unused; a slot taken ahead that went stale while the call waited for room in
+        the budget is not used."""
+        prefetched, granted = await self.ahead.claim(worst, units)
+        if not (prefetched and granted is not None):
             self._send_deferred()
-        taking = None if slot else asyncio.ensure_future(self.rate.acquire(units))
+        taking = None if granted is not None else asyncio.ensure_future(self.rate.acquire(units))
         if not prefetched:
             try:
                 await self._reserve(worst)
@@ -248,6 +249,8 @@ class Caller:
                     taking.cancel()
                     await asyncio.gather(taking, return_exceptions=True)
                 raise
+            if granted is not None and not self.ahead.fresh(granted):
+                taking = asyncio.ensure_future(self.rate.acquire(units))
         return prefetched, taking
 
     async def _close(self, item: ModelUsage, reserved: float, cost: float, tokens_in: int = 0, cached: int = 0,
