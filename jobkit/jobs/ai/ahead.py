@@ -42,11 +42,11 @@ class Held:
 
 
 class Ahead:
-    """Reservations and rate slots for a Caller's next calls, `size()` of each taken in one step, only when it costs
-    no waiting and the budget has room to spare. A call takes one of each (`claim`). When none is left, the step
-    that takes more goes in the background as a call is sent (its trips start once the request is written) while
-    calls last long enough to hide it (`worth_it`); with answers too quick for that, on the path of the call that
-    found none, with this caller's deferred settlements: one call in `size()` pays a trip.
+    """Reservations and rate slots for a Caller's next calls, several of each taken in one step (`_step` says how
+    many), only when it costs no waiting and the budget has room to spare. A call takes one of each (`claim`). When a
+    part runs out, the step that takes more goes in the background as a call is sent (its trips start once the
+    request is written) while calls last long enough to hide it (`worth_it`); with answers too quick for that, on
+    the path of the call that found it missing, with this caller's deferred settlements: one call in n pays a trip.
 
     - Money: real reservations (`Budget.reserve`), made before the calls that use them; a call whose worst case does
       not fit in one reserves its own and the rest are released (settled at 0). A step of n is granted only while
@@ -55,8 +55,8 @@ class Ahead:
     - Rate: slots are asked once and kept only if granted at once, as many as are sent within FRESH at the last
       answer time (half, for the gaps); each is used while younger than FRESH and covering the call's units, and
       all are dropped when the provider restricts the rate (a 429, or few requests left).
-    - Idle for IDLE seconds with nothing in flight, or at `close`: what is held is released, and the deferred
-      settlements are sent, so that other workers sharing the budget find the room.
+    - With no call in flight for `idle_after` seconds (FRESH), or at `close`: what is held is released and the
+      deferred settlements are sent, so that other workers sharing the budget find the room.
     """
 
     def __init__(self, budget: Budget, rate: SharedRate, concurrency: int, freed: asyncio.Event,
@@ -101,7 +101,7 @@ class Ahead:
         """A call sent at `sent_at` (what `start` returned) answered, or failed, now."""
         self.last_call = self.clock() - sent_at
         self.in_flight -= 1
-        if self.in_flight == 0 and self.enabled:
+        if self.in_flight == 0 and self.enabled and self._idle is None:
             self._idle = asyncio.get_running_loop().call_later(self.idle_after, self._on_idle)
 
     def rate_told(self, low: bool) -> None:
