@@ -294,19 +294,7 @@ async def test_quick_answers_near_the_limit_take_one_reservation_per_call_and_ne
     set_price("dear-model", input=DEAR.input, output=DEAR.output)
     caller = caller_of(backend, limit=1.0, model="dear-model", concurrency=2)
     trips = Trips(caller, backend, answer_takes=0.002, trip_takes=0.002)
-    paths = []
-
-    async def until_the_limit() -> None:
-        while True:
-            paths.append(await trips.generate(max_tokens=50))
-
-    with pytest.raises(BudgetExhausted):
-        await asyncio.wait_for(until_the_limit(), 30)
-    await caller.drain()
-    billed = llm.cost(DEAR.cost)
-    worst = DEAR.cost(caller.estimate.tokens(MESSAGES), 0, 50)
-    assert billed <= 1.0 and (await caller.budget.totals()).spent == pytest.approx(billed)
-    assert billed > 1.0 - worst, "stopped only when a worst case no longer fit"
+    paths, worst = await _spend_to_the_limit(caller, trips, llm)
     assert (await caller.budget.totals()).reserved == pytest.approx(0, abs=1e-12)
     each = worst * HEADROOM
     reserves = [(args[2], args[3]) for op, args in trips.log if op == "reserve" and args[2] > 0]
@@ -396,19 +384,7 @@ async def test_near_the_limit_no_prefetch_no_overshoot_no_deadlock(backend: Back
     set_price("dear-model", input=DEAR.input, output=DEAR.output)
     caller = caller_of(backend, limit=1.0, model="dear-model")
     trips = Trips(caller, backend)
-    paths = []
-
-    async def until_the_limit() -> None:
-        while True:
-            paths.append(await trips.generate(max_tokens=50))
-
-    with pytest.raises(BudgetExhausted):
-        await asyncio.wait_for(until_the_limit(), 30)
-    await caller.drain()
-    billed = llm.cost(DEAR.cost)
-    worst = DEAR.cost(caller.estimate.tokens(MESSAGES), 0, 50)
-    assert billed <= 1.0 and (await caller.budget.totals()).spent == pytest.approx(billed)
-    assert billed > 1.0 - worst, "stopped only when a worst case no longer fit"
+    paths, _ = await _spend_to_the_limit(caller, trips, llm)
     assert [] in paths, "far from the limit the stream was steady"
     assert "reserve" in paths[-1], "near it, each call reserved its own, as without prefetch"
     assert (await caller.budget.totals()).reserved == pytest.approx(0, abs=1e-12)
@@ -471,3 +447,23 @@ async def test_a_call_short_of_room_is_not_kept_waiting_by_a_deferred_settlement
     await caller.drain()
     totals = await caller.budget.totals()
     assert totals.reserved == pytest.approx(0, abs=1e-12) and totals.spent <= caller.budget.limit
+
+
+async def _spend_to_the_limit(caller: Caller, trips: Trips, llm: FakeLLM) -> tuple[list[list[str]], float]:
+    """Calls of 50 tokens until the $1 budget refuses one, then drain: the backend operations on each call's path,
+    and a call's worst case. Checks the limit held: billed within it, and stopped only when a worst case no longer
+    fit."""
+    paths = []
+
+    async def until_the_limit() -> None:
+        while True:
+            paths.append(await trips.generate(max_tokens=50))
+
+    with pytest.raises(BudgetExhausted):
+        await asyncio.wait_for(until_the_limit(), 30)
+    await caller.drain()
+    billed = llm.cost(DEAR.cost)
+    worst = DEAR.cost(caller.estimate.tokens(MESSAGES), 0, 50)
+    assert billed <= 1.0 and (await caller.budget.totals()).spent == pytest.approx(billed)
+    assert billed > 1.0 - worst, "stopped only when a worst case no longer fit"
+    return paths, worst
