@@ -316,6 +316,14 @@ async def test_small_claim_batches_still_fill_every_slot(backend: Backend, qname
     assert sorted(results)[-1] == 10 and (await q.counts()).completed == 10
 
 
+async def test_default_claim_batch_follows_the_backend(backend: Backend, qname: str) -> None:
+    """Smaller claims where two overlap (Redis), larger where claims go one at a time; a given one is kept."""
+    async with jobkit.Worker(ALL, backend=backend, queues=[qname], handle_signals=False) as w:
+        assert w.claim_batch == (12 if backend.claims_overlap else 16)
+    async with jobkit.Worker(ALL, backend=backend, queues=[qname], claim_batch=5, handle_signals=False) as w:
+        assert w.claim_batch == 5
+
+
 def test_claim_batch_must_be_positive() -> None:
     with pytest.raises(jobkit.ConfigError, match="claim_batch must be at least 1"):
         jobkit.Worker([gated], claim_batch=0)
