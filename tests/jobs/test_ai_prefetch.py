@@ -185,12 +185,7 @@ async def test_a_steady_stream_sends_every_call_without_a_backend_trip_first(bac
     await landed(caller)
     held = (await caller.budget.totals()).reserved
     assert held > 0, "a prefetch for a thirteenth call is held"
-    await caller.drain()
-    totals = await caller.budget.totals()
-    billed = llm.cost(pricer(get_provider("default"), MODEL))
-    assert totals.reserved == pytest.approx(0, abs=1e-12), "drain released the unused prefetch"
-    assert totals.spent == pytest.approx(billed) and caller.usage.cost == pytest.approx(billed)
-    assert llm.calls == caller.usage.calls == 12
+    await _drained_exactly(caller, llm, calls=12)
 
 
 async def test_a_prefetch_too_small_for_the_next_call_is_released(backend: Backend, llm: FakeLLM,
@@ -264,12 +259,7 @@ async def test_quick_answers_take_for_several_calls_in_one_step_on_the_path(
     assert all("reserve" in step or "take" in step for step in steps if "settle" in step), steps
     assert all(step.count("settle") <= 1 for step in steps), steps
     assert steps[-1] == [], "after the last answer, nothing until drain: its settlement waits there"
-    await caller.drain()
-    totals = await caller.budget.totals()
-    billed = llm.cost(pricer(get_provider("default"), MODEL))
-    assert totals.reserved == pytest.approx(0, abs=1e-12), "drain released the reservations left unused"
-    assert totals.spent == pytest.approx(billed) and caller.usage.cost == pytest.approx(billed)
-    assert llm.calls == caller.usage.calls == 40
+    await _drained_exactly(caller, llm, calls=40)
 
 
 async def test_slots_taken_together_are_as_many_as_are_used_while_fresh_and_dropped_after(
@@ -467,3 +457,14 @@ async def _spend_to_the_limit(caller: Caller, trips: Trips, llm: FakeLLM) -> tup
     assert billed <= 1.0 and (await caller.budget.totals()).spent == pytest.approx(billed)
     assert billed > 1.0 - worst, "stopped only when a worst case no longer fit"
     return paths, worst
+
+
+async def _drained_exactly(caller: Caller, llm: FakeLLM, calls: int) -> None:
+    """After drain: nothing left reserved (what was taken ahead and unused went back), the budget spent exactly what
+    the server billed for `calls` calls, and the caller counted the same."""
+    await caller.drain()
+    totals = await caller.budget.totals()
+    billed = llm.cost(pricer(get_provider("default"), MODEL))
+    assert totals.reserved == pytest.approx(0, abs=1e-12), "drain released the reservations left unused"
+    assert totals.spent == pytest.approx(billed) and caller.usage.cost == pytest.approx(billed)
+    assert llm.calls == caller.usage.calls == calls
