@@ -20,8 +20,8 @@ __all__ = ["JobHandle"]
 
 R = TypeVar("R")
 RECHECK_EVERY = 2.0  # seconds without an event of any job before a waiting handle re-reads its job
-_deadline: Any = getattr(asyncio, "timeout", None)  # Python 3.11+: a deadline on the running task (else wait_for)
 NO_WORKER_WARN_AFTER = 2.0  # seconds a handle waits on a server backend before it checks that a worker serves it
+_deadline: Any = getattr(asyncio, "timeout", None)  # Python 3.11+: a deadline on the running task (else wait_for)
 
 log = logging.getLogger("jobkit")
 _warned_no_worker: set[tuple[str, str]] = set()  # (backend url, queue): said once until a worker shows up

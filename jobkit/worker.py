@@ -411,20 +411,18 @@ class Worker:
         # One future that every reason to stop waiting settles (see _poke), not a task per reason; and no task for
         # the backend's wait either where it can settle the future itself (on_work: 3 loop turns fewer per wait).
         woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        stop_waiting = backend.on_work(c.queue, wait, woken, offer)
         work: asyncio.Future[None] | None = None
+        stop_waiting: Callable[[], object] | None = backend.on_work(c.queue, wait, woken, offer)
         if stop_waiting is None:
             work = asyncio.ensure_future(backend.wait_for_work(c.queue, wait, offer))
             work.add_done_callback(lambda _: _settle(woken))
+            stop_waiting = work.cancel
         self._idle_wakes.add(woken)
         try:
             if not (self._stopping.is_set() or (self._caps and c.freed.is_set())):
                 await woken
         finally:
-            if work is not None:
-                work.cancel()
-            elif stop_waiting is not None:
-                stop_waiting()
+            stop_waiting()
             self._idle_wakes.discard(woken)
             taken = offer.close() if offer is not None else None
         err = work.exception() if work is not None and work.done() and not work.cancelled() else None
