@@ -2,7 +2,7 @@
 
 - `Feed`: the queue's event stream (XREAD BLOCK), fanned out to this process's subscriptions.
 - `Waker`: the queue's short wake stream (one entry per script that made work claimable), which wakes the
-  `wait_for_work` callers on work made claimable by others; an instance wakes its own at once (`own`).
+  `wait_for_work` and `on_work` callers on work made claimable by others; an instance wakes its own at once (`own`).
 - `Inbox`: this instance's inbox list (BLPOP), where scripts push the ends of the jobs its waiters watch.
 """
 
@@ -168,14 +168,14 @@ class Feed(StreamReader):
 
 
 class Waker(StreamReader):
-    """The wake stream, for `wait_for_work`: each entry names (field f) the first waking event of the script
-    that wrote it. Entries of scripts this instance ran (`own` spans of event ids) wake nobody: the instance
+    """The wake stream, for `wait_for_work` and `on_work`: each entry names (field f) the first waking event of the
+    script that wrote it. Entries of scripts this instance ran (`own` spans of event ids) wake nobody: the instance
     has woken its waiters already."""
 
     def __init__(self, queue: str, key: str, pos: str) -> None:
         super().__init__(queue, key, pos)
         self.seen: EventId = (0, 0)  # the newest waking event read
-        self.waited_at = time.monotonic()  # when wait_for_work was last called
+        self.waited_at = time.monotonic()  # when a wait for work last began
         self.woken = False  # a wake arrived while nobody was waiting
         self.waiters: set[asyncio.Future[None]] = set()
         self.own: list[tuple[EventId, EventId]] = []  # spans of event ids this instance wrote
