@@ -16,9 +16,11 @@ import pytest
 import redis.asyncio as aioredis
 from private_redis import RedisServer, free_port
 
+from tests.conftest import redis_backend
+
 import jobkit
 from jobkit.backends import Offer, from_url
-from jobkit.backends.redis import RedisBackend
+from jobkit.backends.redis import RedisBackend, _library
 from jobkit.errors import BackendError, ConfigError
 from jobkit.models import Job, JobEvent, JobOptions, JobState, Outcome, Progress, RateLimit, Retention, WorkerInfo
 
@@ -50,7 +52,7 @@ async def raw() -> AsyncIterator[aioredis.Redis]:
 
 @pytest.fixture
 async def backend(raw: aioredis.Redis) -> AsyncIterator[RedisBackend]:
-    b = from_url(REDIS_URL)
+    b = redis_backend(REDIS_URL)
     assert isinstance(b, RedisBackend)
     await b.open()
     yield b
@@ -98,17 +100,82 @@ async def test_every_queue_key_shares_the_queue_hash_slot(backend: RedisBackend,
     assert set(keys) - set(mine) <= {"jobkit:queues", "jobkit:{workers}:info", "jobkit:{workers}:seen"}
 
 
-async def test_scripts_are_reloaded_after_script_flush(backend: RedisBackend, raw: aioredis.Redis) -> None:
-    await backend.add([job("q")])
-    await raw.script_flush()
-    [added] = await backend.add([job("q")])  # the pipelined path (SADD + EVALSHA)
-    await raw.script_flush()
-    claimed = await backend.claim("q", "w1", limit=5, lease=30, now=time.time())  # the single-call path
-    assert len(claimed.jobs) == 2
-    await raw.script_flush()
-    assert (await backend.counts("q")).active == 2
-    assert await backend.queues() == ["q"]
-    assert (await backend.get("q", added.id)) is not None
+async def _script_calls(raw: aioredis.Redis) -> dict[str, int]:
+    stats = await raw.info("commandstats")
+    return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "fcall")}
+
+
+async def _add_claim_count_get(b: RedisBackend) -> None:
+    """One pass through the pipelined add, a claim, a read-only script and a read."""
+    [added] = await b.add([job("q")])
+    claimed = await b.claim("q", "w1", limit=5, lease=30, now=time.time())
+    assert added.id in [j.id for j in claimed.jobs]
+    assert (await b.counts("q")).active >= 1
+    assert await b.queues() == ["q"]
+    assert (await b.get("q", added.id)) is not None
+
+
+@pytest.mark.parametrize("functions", [False, None])
+async def test_scripts_are_reloaded_after_a_flush(raw: aioredis.Redis, functions: bool | None) -> None:
+    """EVALSHA after SCRIPT FLUSH, and FCALL after FUNCTION FLUSH (or a restart of a Redis that keeps nothing on
+    disk), load what is gone and run the command again."""
+    b = RedisBackend(REDIS_URL, functions=functions)
+    await b.open()
+    try:
+        await b.add([job("q")])
+        for step in range(3):
+            await (raw.script_flush() if functions is False else raw.function_flush())
+            await _add_claim_count_get(b)
+        assert (await b.counts("q")).active == 4
+    finally:
+        await b.close()
+
+
+async def test_scripts_run_as_functions_where_redis_has_them(raw: aioredis.Redis) -> None:
+    """On Redis 7+ every script is a function of one library (no per-call preamble); functions=False keeps
+    EVALSHA; both leave the same data."""
+    version = tuple(int(p) for p in (await raw.info("server"))["redis_version"].split(".")[:2])
+    if version < (7, 0):
+        pytest.skip("Redis 7+ has functions")
+    for functions, used, unused in ((None, "fcall", "evalsha"), (False, "evalsha", "fcall")):
+        b = RedisBackend(REDIS_URL, functions=functions)
+        await b.open()
+        try:
+            before = await _script_calls(raw)
+            await _add_claim_count_get(b)
+            after = await _script_calls(raw)
+            assert after[used] - before[used] >= 3
+            assert after[unused] == before[unused]
+        finally:
+            await b.close()
+    libraries = [dict(zip(lib[::2], lib[1::2]))["library_name"] for lib in await raw.function_list()]
+    assert _library().split()[1].removeprefix("name=") in libraries
+
+
+async def test_a_server_that_refuses_functions_falls_back_to_evalsha(private_redis: int) -> None:
+    """An ACL without FUNCTION: the default falls back to EVALSHA; functions=True refuses to open, saying why."""
+    admin = await _raw(f"redis://:{PASSWORD}@127.0.0.1:{private_redis}/0")
+    await admin.acl_setuser("nofn", enabled=True, passwords=["+nofn-pw"], keys=["*"], channels=["*"],
+                            commands=["+@all", "-function"])
+    url = f"redis://nofn:nofn-pw@127.0.0.1:{private_redis}/0"
+    try:
+        await admin.flushall()
+        await admin.function_flush()
+        before = await _script_calls(admin)
+        b = RedisBackend(url)
+        await b.open()
+        try:
+            await _add_claim_count_get(b)
+        finally:
+            await b.close()
+        after = await _script_calls(admin)
+        assert after["evalsha"] - before["evalsha"] >= 3 and after["fcall"] == before["fcall"]
+        with pytest.raises(ConfigError, match="refused jobkit's function library"):
+            await RedisBackend(url, functions=True).open()
+    finally:
+        await admin.acl_deluser("nofn")
+        await admin.flushall()
+        await admin.aclose()
 
 
 async def test_event_stream_is_trimmed(backend: RedisBackend, raw: aioredis.Redis) -> None:
@@ -666,9 +733,9 @@ async def test_a_stored_job_that_cannot_be_read_fails_alone(
 async def test_a_flow_of_1000_children_on_one_queue_is_one_script(backend: RedisBackend, raw: aioredis.Redis) -> None:
     """Bulk: the parent and its 1,000 children are added by one EVALSHA, not one round trip per child."""
 
-    async def evalsha_calls() -> int:
+    async def evalsha_calls() -> int:  # scripts run as EVALSHA or, from a function library, FCALL
         stats = await raw.info("commandstats")
-        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+        return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "fcall"))
 
     before = await evalsha_calls()
     h = await jobkit.flow("any.parent", None, children=[("any.child", i, {"queue": "bulk"}) for i in range(1000)],

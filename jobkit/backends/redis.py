@@ -28,6 +28,9 @@ Quotas, per queue too: `w:<key>` (zset of a sliding-window counter's grants by w
 (hash: their total, a member counter), both expiring a minute after the last grant lapses; `b:<key>` (hash: a
 budget's spent and reserved).
 
+The scripts (redis_lua/) run as one function library on Redis 7+ (FCALL: _lib.lua and the shared parts run once,
+at FUNCTION LOAD), else as EVALSHA, each script with _lib.lua and its parts in front (see _library, _scripts).
+
 Hot-path commands are packed here and sent on raw redis-py connections (one write, one read). Per queue,
 blocking loops on connections of their own read the event stream for subscriptions, the wake stream for
 `wait_for_work`, and this instance's inbox for the ends of watched jobs (see _redis_readers.py).
@@ -261,21 +264,55 @@ def _accepted_options(cls: type) -> set[str]:
 
 
 _sources: dict[str, tuple[str, str]] = {}
+_library_code: list[str] = []
+PART_ORDER = SCRIPT_PARTS["finish_claim"]  # every part, each after those it uses
+READ_ONLY_SCRIPTS = ("get", "list", "counts", "metrics", "workers")  # run while Redis is out of memory, too
+
+
+def _read(name: str) -> str:
+    return resources.files("jobkit.backends").joinpath("redis_lua").joinpath(f"{name}.lua").read_text("utf-8")
+
+
+def _body(name: str) -> str:
+    """A script's own code: its body, then its tail's (see SCRIPT_TAILS)."""
+    return "\n".join([_read(name), *([_read(SCRIPT_TAILS[name])] if name in SCRIPT_TAILS else [])])
 
 
 def _scripts() -> dict[str, tuple[str, str]]:
-    """{name: (sha1, source)} of the Lua scripts beside this module (queue scripts get _lib.lua first)."""
+    """{name: (sha1, source)} of the Lua scripts beside this module for EVAL: a queue script is _lib.lua, its parts,
+    `bind()` (which reads KEYS), then its body."""
     if not _sources:
-        root = resources.files("jobkit.backends").joinpath("redis_lua")
-        lib = root.joinpath("_lib.lua").read_text("utf-8")
+        lib = _read("_lib")
         for name in QUEUE_SCRIPTS + GLOBAL_SCRIPTS:
-            src = root.joinpath(f"{name}.lua").read_text("utf-8")
+            src = _body(name)
             if name in QUEUE_SCRIPTS:
-                parts = [root.joinpath(f"{part}.lua").read_text("utf-8") for part in SCRIPT_PARTS.get(name, ())]
-                tail = [root.joinpath(f"{SCRIPT_TAILS[name]}.lua").read_text("utf-8")] if name in SCRIPT_TAILS else []
-                src = "\n".join([lib, *parts, src, *tail])
+                src = "\n".join([lib, *(_read(part) for part in SCRIPT_PARTS.get(name, ())), "bind()", src])
             _sources[name] = (hashlib.sha1(src.encode()).hexdigest(), src)
     return _sources
+
+
+def _library() -> str:
+    """Every script as one Redis function library (FUNCTION LOAD, Redis 7+), named after a hash of its code so that
+    versions of jobkit sharing a server do not replace each other's: _lib.lua and every part run once, at load; each
+    script is a function `<library>_<script>` whose callback binds KEYS and ARGV, runs `bind()` (queue scripts), then
+    the script's body, exactly as EVAL runs it. See `_function` for the names."""
+    if not _library_code:
+        parts = "\n".join([_read("_lib"), *(_read(part) for part in PART_ORDER)])
+        functions = []
+        for name in QUEUE_SCRIPTS + GLOBAL_SCRIPTS:
+            flags = "{'no-writes'}" if name in READ_ONLY_SCRIPTS else "{}"
+            start = "bind()\n" if name in QUEUE_SCRIPTS else ""
+            functions.append(f"redis.register_function{{function_name = LIB .. '_{name}', flags = {flags}, callback ="
+                             f" function(keys_, argv_)\nKEYS, ARGV = keys_, argv_\n{start}{_body(name)}\nend}}")
+        code = "\n".join(["local KEYS, ARGV", parts, *functions])
+        name = "jobkit_" + hashlib.sha1(code.encode()).hexdigest()[:16]
+        _library_code.append(f"#!lua name={name}\nlocal LIB = '{name}'\n{code}")
+    return _library_code[0]
+
+
+def _function(library: str, script: str) -> str:
+    """The function name of `script` in `library` (see _library)."""
+    return f"{library.split(None, 2)[1].removeprefix('name=')}_{script}"
 
 
 class _Queue:
@@ -375,7 +412,9 @@ class RedisBackend(Backend):
     claims_overlap = True
     takes_offers = True
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, functions: bool | None = None) -> None:
+        """`functions`: run the scripts as a Redis function library (Redis 7+; None: where the server takes it,
+        False: always EVALSHA, True: refuse to open without it)."""
         self.url = url
         where = _mask(url)
         try:
@@ -440,7 +479,9 @@ class RedisBackend(Backend):
         self._options: dict[int, tuple[JobOptions, bytes]] = {}
         self._scripts = _scripts()
         self._by_sha = {sha: src for sha, src in self._scripts.values()}
-        self._heads = {name: _pack(("EVALSHA", sha)) for name, (sha, _) in self._scripts.items()}
+        self._heads = {name: _pack(("EVALSHA", sha)) for name, (sha, _) in self._scripts.items()}  # or FCALL: open()
+        self._library = _library()
+        self._functions = functions
 
     def __repr__(self) -> str:
         return f"<RedisBackend {_mask(self.url)}>"
@@ -453,17 +494,14 @@ class RedisBackend(Backend):
             if self._servers is not None:
                 return
             servers = Servers(self._kwargs, self._bkwargs, self._seeds, _mask(self.url))
-            loads = [("SCRIPT", "LOAD", src) for _, src in self._scripts.values()]
             try:
                 lane = await servers.start()
                 commands = [("PING",), ("INFO", "server"), ("INFO", "memory")]
                 ping, server, memory = await lane.send(b"".join(_command(_pack(c)) for c in commands), len(commands))
                 if isinstance(ping, Exception):
                     raise ping
-                for each in servers.lanes():  # every master of a cluster runs the scripts
-                    for res in await each.send(b"".join(_command(_pack(c)) for c in loads), len(loads)):
-                        if isinstance(res, Exception):
-                            raise res
+                version = self._check_server(server, memory)
+                await self._load_scripts(servers, version)
             except (rexc.RedisError, OSError) as exc:
                 await servers.close()
                 error: type[ConfigError] = ConfigError
@@ -480,16 +518,41 @@ class RedisBackend(Backend):
             except BaseException:
                 await servers.close()
                 raise
-            try:
-                self._check_server(server, memory)
-            except ConfigError:
-                await servers.close()
-                raise
             self._opened = True
             self._servers = servers
 
-    def _check_server(self, server: Any, memory: Any) -> None:
-        """Refuse a Redis older than 6.2; warn when it may evict keys. INFO may be denied by an ACL."""
+    async def _load_scripts(self, servers: Servers, version: tuple[int, ...]) -> None:
+        """Load the scripts on every master (of a cluster): as one function library where every master takes it
+        (Redis 7+, `functions` not False; FCALL then skips the preamble EVAL runs at every call), else for EVALSHA."""
+        lanes = servers.lanes()
+        if self._functions is not False and version >= (7, 0):
+            refused = [res for res in await asyncio.gather(*(self._load_library(each) for each in lanes)) if res]
+            if not refused:
+                self._heads = {name: _pack(("FCALL", _function(self._library, name))) for name in self._scripts}
+                return
+            if self._functions:
+                raise ConfigError(f"Redis at {_mask(self.url)} refused jobkit's function library ({refused[0]}); let"
+                                  " it run FUNCTION LOAD, or leave `functions` unset to fall back to EVALSHA")
+            log.info("Redis at %s did not load jobkit's function library (%s); using EVALSHA", _mask(self.url),
+                     refused[0])
+        loads = [("SCRIPT", "LOAD", src) for _, src in self._scripts.values()]
+        for each in lanes:
+            for res in await each.send(b"".join(_command(_pack(c)) for c in loads), len(loads)):
+                if isinstance(res, Exception):
+                    raise res
+
+    async def _load_library(self, lane: Lane) -> rexc.ResponseError | None:
+        """FUNCTION LOAD of the library on `lane` (one already there is fine); the server's refusal, if any."""
+        [res] = await lane.send(_command(_pack(("FUNCTION", "LOAD", self._library))))
+        if isinstance(res, rexc.ResponseError) and "already exists" not in str(res):
+            return res
+        if isinstance(res, Exception) and not isinstance(res, rexc.ResponseError):
+            raise res
+        return None
+
+    def _check_server(self, server: Any, memory: Any) -> tuple[int, ...]:
+        """Refuse a Redis older than 6.2; warn when it may evict keys. INFO may be denied by an ACL. Returns the
+        server's version (99.0 when INFO is denied)."""
         info: dict[str, str] = {}
         for text in (server, memory):
             for line in text.splitlines() if isinstance(text, str) else ():
@@ -503,6 +566,7 @@ class RedisBackend(Backend):
         if policy != "noeviction":
             log.warning("Redis at %s may evict keys (maxmemory-policy %s), and with them jobs; set maxmemory-policy"
                         " noeviction", _mask(self.url), policy)
+        return version
 
     async def close(self) -> None:
         servers = self._servers
@@ -585,6 +649,10 @@ class RedisBackend(Backend):
             if isinstance(res, rexc.NoScriptError):
                 sha = command.split(b"\r\n", 5)[4].decode()
                 await lane.call(_command(_pack(("SCRIPT", "LOAD", self._by_sha[sha]))))
+            elif isinstance(res, rexc.ResponseError) and str(res).startswith("Function not found"):
+                refused = await self._load_library(lane)  # gone after FUNCTION FLUSH, or a restart of a diskless Redis
+                if refused:
+                    return refused
             elif isinstance(res, rexc.MovedError):
                 await servers.refresh()
                 lane = servers.lane(slot)

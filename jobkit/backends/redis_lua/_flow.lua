@@ -11,8 +11,11 @@
 -- its counts); hd = the parents holding the job back from retention (JSON object "<queue>\n<id>" -> epoch).
 -- A parent's ledger: hash FL..id, "<queue>\n<child id>" -> "<state or -> <fe> <owned 0/1> <held 0/1>", and zset FO..id,
 -- the same members by position.
-local MYQ = string.sub(K_META, 9, -7) -- K_META is "jobkit:{<queue>}:meta"
-local WORK, OUT, WOKE = {}, {}, false
+local MYQ, WORK, OUT, WOKE
+BINDS[#BINDS + 1] = function()
+  MYQ = string.sub(K_META, 9, -7) -- K_META is "jobkit:{<queue>}:meta"
+  WORK, OUT, WOKE = {}, {}, false
+end
 local UNSEALED_FOR = 600 -- seconds a parent may stay unsealed before maintenance fails it (its adder died)
 
 local function split_ref(r)

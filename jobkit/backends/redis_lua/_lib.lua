@@ -7,19 +7,49 @@
 -- Numbers arrive as text and are stored as that text, so no float is re-printed with Lua's 14 digits.
 -- Invariant: a job is in exactly one state set and one index set, those of its `state` field.
 -- Each script checks before it writes, so a refused first write (OOM) leaves nothing half-done.
-local K_META, K_EVENTS = KEYS[1], KEYS[2]
-local SET = {waiting = KEYS[3], delayed = KEYS[4], active = KEYS[5],
-             completed = KEYS[6], failed = KEYS[7], cancelled = KEYS[8], ['waiting-children'] = KEYS[20]}
-local IX = {waiting = KEYS[9], delayed = KEYS[10], active = KEYS[11],
-            completed = KEYS[12], failed = KEYS[13], cancelled = KEYS[14], ['waiting-children'] = KEYS[21]}
-local EXP = {completed = KEYS[15], failed = KEYS[16], cancelled = KEYS[17]}
-local JP, DP = KEYS[18], KEYS[19]
+-- Per-call state, set by bind() at the start of every call: the queue's key names (from KEYS) and what one call
+-- gathers (events, ends, held wake-up). With EVAL the code above a script's body runs at every call; loaded as a
+-- function library (FUNCTION LOAD, Redis 7) it runs once, and only bind() runs per call. A part that keeps state of
+-- its own adds its reset to BINDS.
+local K_META, K_EVENTS, JP, DP
+local SET, IX, EXP = {}, {}, {}
 -- Flows (see _flow.lua): notices for other queues, parents not yet sealed, and each parent's ledger (prefixes).
-local K_OUTBOX, K_UNSEALED, FL, FO = KEYS[22], KEYS[23], KEYS[24], KEYS[25]
+local K_OUTBOX, K_UNSEALED, FL, FO
 -- Webhooks' outbox (see _outbox.lua) and the queue's own webhook (the record hash of kind "webhook").
-local WH = {fixed = KEYS[26], status = KEYS[27], due = KEYS[28], ended = KEYS[29], url = KEYS[30]}
+local WH = {}
 -- Metrics (see _metrics.lua): the prefix of the per-minute hashes, and the zset of their minutes.
-local MP, K_MINUTES = KEYS[31], KEYS[32]
+local MP, K_MINUTES
+-- Waiters' inboxes (see notify_end), and the wake stream (see event).
+local INBOX, K_WAKE
+-- The caller's own inbox token (the finish scripts set it): the ends its waiters wait for go back in the script's
+-- answer (HERE_ENDS), not through its inbox.
+local HERE, HERE_ENDS
+-- The event ids of this call (see span), and its wake-up (see event).
+local first_event, last_event, n_events, woke_stream
+-- While HOLD_WAKE is set (add.lua with an idle worker's offer), the first waking event is only noted in `held_wake`:
+-- the script writes the wake entry later (wake_held) only if the jobs it added were not all handed to that worker.
+local HOLD_WAKE, held_wake
+local BINDS = {}
+
+local function bind()
+  K_META, K_EVENTS = KEYS[1], KEYS[2]
+  SET.waiting, SET.delayed, SET.active, SET.completed, SET.failed, SET.cancelled = KEYS[3], KEYS[4], KEYS[5],
+    KEYS[6], KEYS[7], KEYS[8]
+  SET['waiting-children'] = KEYS[20]
+  IX.waiting, IX.delayed, IX.active, IX.completed, IX.failed, IX.cancelled = KEYS[9], KEYS[10], KEYS[11],
+    KEYS[12], KEYS[13], KEYS[14]
+  IX['waiting-children'] = KEYS[21]
+  EXP.completed, EXP.failed, EXP.cancelled = KEYS[15], KEYS[16], KEYS[17]
+  JP, DP = KEYS[18], KEYS[19]
+  K_OUTBOX, K_UNSEALED, FL, FO = KEYS[22], KEYS[23], KEYS[24], KEYS[25]
+  WH.fixed, WH.status, WH.due, WH.ended, WH.url = KEYS[26], KEYS[27], KEYS[28], KEYS[29], KEYS[30]
+  MP, K_MINUTES = KEYS[31], KEYS[32]
+  INBOX, K_WAKE = string.sub(JP, 1, -3) .. 'done:', string.sub(JP, 1, -3) .. 'wake'
+  HERE, HERE_ENDS = false, {}
+  first_event, last_event, n_events, woke_stream = false, false, 0, false
+  HOLD_WAKE, held_wake = false, false
+  for i = 1, #BINDS do BINDS[i]() end
+end
 local NQ = 32
 local HELD = 10000000000000 -- added to a finished job's score while a parent holds it: out of retention's reach
 local PRI = 1099511627776 -- 2^40: waiting score = priority * 2^40 + seq, exact FIFO within a priority
@@ -44,10 +74,7 @@ end
 -- The end of a job that waiters registered on (watch.lua: field wt, their inbox tokens) is pushed to each inbox
 -- "done:<token>" as "<state>\0<the fields of an event entry>" (a small result included). An inbox nobody reads keeps
 -- its newest INBOX_MAX ends and expires a minute after the last.
-local INBOX, INBOX_TTL_MS, INBOX_MAX, INBOX_RESULT_MAX = string.sub(JP, 1, -3) .. 'done:', 60000, 1000, 1024
--- The caller's own inbox token (the finish scripts set it): the ends its waiters wait for go back in the script's
--- answer (HERE_ENDS), not through its inbox.
-local HERE, HERE_ENDS = false, {}
+local INBOX_TTL_MS, INBOX_MAX, INBOX_RESULT_MAX = 60000, 1000, 1024
 
 local function notify_end(state, id, v, at)
   local packed = state .. '\0' .. id .. '\0' .. v.name .. '\0' .. state .. '\0' .. at .. '\0' .. (v.att or '0')
@@ -142,12 +169,8 @@ end
 -- first event and every 1000th, not on each XADD. A script's events are contiguous in the stream; `span()`
 -- tells the caller which ids were its own. The first waking event of a script also goes, by its id (field f), to
 -- the short stream "wake", which is all that workers waiting for work read.
-local first_event, last_event, n_events, woke_stream = false, false, 0, false
-local K_WAKE, WAKE_MAX = string.sub(JP, 1, -3) .. 'wake', 100
+local WAKE_MAX = 100
 local WAKING = {added = true, retrying = true, waiting = true, resumed = true}
--- While HOLD_WAKE is set (add.lua with an idle worker's offer), the first waking event is only noted in `held_wake`:
--- the script writes the wake entry later (wake_held) only if the jobs it added were not all handed to that worker.
-local HOLD_WAKE, held_wake = false, false
 
 local function wake_held()
   if held_wake and not woke_stream then

@@ -2,9 +2,10 @@
 -- jobs of a task that ended in state s (c, f) with wait and run times in buckets w and r; field "#" the minute's
 -- total, whose first increment tells that the minute is new.
 local KEPT_MINUTES = 20160 -- _metrics.KEPT_MINUTES: 14 days
-local LN2 = math.log(2)
-local metric_counts, metric_total, metric_minute = {}, 0, false -- this script's counts, added by flush_metrics
-local metric_fields = {} -- task name -> its field names, made once per script (number to text costs ~1 us)
+local LN2 = 0.69314718055994530942 -- math.log(2): the standard libraries are not there while a function library loads
+local metric_counts, metric_total, metric_minute -- this call's counts, added by flush_metrics
+local metric_fields -- task name -> its field names, made once per call (number to text costs ~1 us)
+BINDS[#BINDS + 1] = function() metric_counts, metric_total, metric_minute, metric_fields = {}, 0, false, {} end
 
 local function bucket(s)
   if s < 0.001 then return 0 end
