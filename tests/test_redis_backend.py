@@ -16,13 +16,12 @@ import pytest
 import redis.asyncio as aioredis
 from private_redis import RedisServer, free_port
 
-from tests.conftest import redis_backend
-
 import jobkit
 from jobkit.backends import Offer, from_url
 from jobkit.backends.redis import RedisBackend, _library
 from jobkit.errors import BackendError, ConfigError
 from jobkit.models import Job, JobEvent, JobOptions, JobState, Outcome, Progress, RateLimit, Retention, WorkerInfo
+from tests.conftest import redis_backend
 
 REDIS_URL = os.environ.get("JOBKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 PASSWORD = "s3cret-pw"
@@ -123,7 +122,7 @@ async def test_scripts_are_reloaded_after_a_flush(raw: aioredis.Redis, functions
     await b.open()
     try:
         await b.add([job("q")])
-        for step in range(3):
+        for _ in range(3):
             await (raw.script_flush() if functions is False else raw.function_flush())
             await _add_claim_count_get(b)
         assert (await b.counts("q")).active == 4
@@ -148,7 +147,7 @@ async def test_scripts_run_as_functions_where_redis_has_them(raw: aioredis.Redis
             assert after[unused] == before[unused]
         finally:
             await b.close()
-    libraries = [dict(zip(lib[::2], lib[1::2]))["library_name"] for lib in await raw.function_list()]
+    libraries = [dict(zip(lib[::2], lib[1::2], strict=True))["library_name"] for lib in await raw.function_list()]
     assert _library().split()[1].removeprefix("name=") in libraries
 
 

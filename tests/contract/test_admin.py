@@ -121,6 +121,31 @@ async def test_finish_keeps_the_newest_completed_at_every_moment(backend: Backen
     assert await backend.clean(qname, JobState.COMPLETED, keep_last=1) == 0
 
 
+async def test_one_claim_finish_and_removal_of_thousands_keeps_every_index(backend: Backend, qname: str) -> None:
+    """One claim, one finish and one retention pass over 2,500 jobs each (on Redis, more than one command of a
+    script carries: the sorted-set writes and deletions go in chunks): states, counts, lists and data stay exact."""
+    q = jobkit.Queue(qname, backend=backend)
+    n = 2500
+    await q.add_bulk("t", list(range(n)))
+    now = time.time()
+    claimed = (await backend.claim(qname, "w", limit=n, lease=30, now=now)).jobs
+    assert sorted(j.data for j in claimed) == list(range(n))
+    counts = await q.counts()
+    assert (counts.waiting, counts.active) == (0, n)
+    assert len(await backend.list(qname, states=[JobState.ACTIVE], limit=n + 1)) == n
+    assert await backend.list(qname, states=[JobState.WAITING]) == []
+    outcomes = [Outcome(job_id=j.id, state=JobState.COMPLETED, result=j.data) for j in claimed]
+    await backend.finish(qname, "w", outcomes, now + 1, keep_completed=10)
+    counts = await q.counts()
+    assert (counts.active, counts.completed) == (0, 10)
+    assert await backend.list(qname, states=[JobState.ACTIVE]) == []
+    kept = await backend.list(qname, states=[JobState.COMPLETED], limit=n)
+    assert sorted(j.result for j in kept) == list(range(n - 10, n)), "the newest 10 stay"
+    assert [await q.get(j.id) for j in claimed[:3]] == [None] * 3, "a removed job's data is gone"
+    assert await backend.clean(qname, JobState.COMPLETED, keep_last=0) == 10
+    assert (await q.counts()).completed == 0
+
+
 async def test_finish_keeps_the_newest_failed_at_every_moment(backend: Backend, qname: str, watch: Any) -> None:
     """`finish(keep_failed=n)` (and `finish_and_claim`) remove the oldest failed jobs in the same step, completed
     and cancelled ones untouched; a retried job leaves the count."""

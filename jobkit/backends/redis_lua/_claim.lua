@@ -68,7 +68,7 @@ local function claim_jobs(now_s, lease, worker, limit, rate, per, names, caps)
     for i = 1, #popped, 2 do ids[#ids + 1] = popped[i] end
   end
 
-  local out = {}
+  local out, b = {}, {}
   local worker_json = cjson.encode(worker)
   for _, id in ipairs(ids) do
     local jk, dk = JP .. id, DP .. id
@@ -79,12 +79,14 @@ local function claim_jobs(now_s, lease, worker, limit, rate, per, names, caps)
       v.state, v.worker, v.lease, v.att, v.started, v.cr = 'active', worker, lease, att, now_s, '0'
       redis.call('HSET', jk, 'state', 'active', 'worker', worker, 'lease', lease, 'att', att, 'started', now_s,
         'cr', 0, 'nh', v.nh)
-      redis.call('ZREM', IX.waiting, v.ck)
-      enter('active', id, lease, nil, v.ck)
+      later(b, 'ZREM', IX.waiting, v.ck)
+      later(b, 'ZADD', SET.active, lease, id) -- enter('active', ...), gathered
+      later(b, 'ZADD', IX.active, 0, v.ck)
       event(id, v.name, 'active', 'active', now_s, att, nil, nil, v.ow)
       out[#out + 1] = compose(v, d)
     end
   end
+  flush(b)
   if rate ~= '' then redis.call('HSET', K_META, 'ws', ws, 'wu', wu + #out) end
   local dry = scanned and #ids < limit
   if #out > 0 and not dry then retry_in = '' end

@@ -12,7 +12,7 @@ local FINISH_FIELDS = {'sl', 'state', 'seq', 'att', 'worker', 'ck', 'pri', 'nh',
 
 local function finish_outcomes(worker, now_s, first, last, want)
   local now = tonumber(now_s)
-  local out = {}
+  local out, b = {}, {} -- b: the loop's sorted-set writes (see later in _lib.lua)
   local again = false
   for i = first, last, 8 do
     local o = {unpack(ARGV, i, i + 7)}
@@ -35,8 +35,8 @@ local function finish_outcomes(worker, now_s, first, last, want)
         f[#f + 1] = 'err'; f[#f + 1] = err; f[#f + 1] = 'tb'; f[#f + 1] = o[5]
         v.err, v.tb = err, o[5]
       end
-      redis.call('ZREM', SET.active, id)
-      redis.call('ZREM', IX.active, ck)
+      later(b, 'ZREM', SET.active, id)
+      later(b, 'ZREM', IX.active, ck)
       if FINISHED[wanted] then
         local exp = o[7]
         f[#f + 1] = 'finished'; f[#f + 1] = now_s
@@ -49,7 +49,7 @@ local function finish_outcomes(worker, now_s, first, last, want)
           v.expires = false
         end
         v.seq, v.ck = seq, ck
-        enter_finished(state, id, v, now_s, exp)
+        enter_finished(state, id, v, now_s, exp, b)
         if wanted == 'completed' then
           outbox_add(id, v, wanted, now_s, o[3])
         elseif wanted == 'failed' then
@@ -83,10 +83,14 @@ local function finish_outcomes(worker, now_s, first, last, want)
         event(id, v.name, EV[wanted], state, now_s, att, nil, nil, v.ow)
       end
       if state == 'completed' or state == 'failed' then count_metrics(v, state, now) end
-      if FINISHED[state] and (v.up or v.dn or v.fl) then flow_ended(id, v, err, now_s) end
+      if FINISHED[state] and (v.up or v.dn or v.fl) then
+        flush(b) -- a flow's rules may read and move other jobs of this queue
+        flow_ended(id, v, err, now_s)
+      end
       if want then out[#out + 1] = compose(v, d) end
     end
   end
+  flush(b)
   flush_metrics()
   run_work(now_s)
   return again or WOKE, out

@@ -120,18 +120,46 @@ local function index_job(id, ow, tg, ck, o, add)
   if tg then for _, t in ipairs(cjson.decode(tg)) do put(tag_key(t)) end end
 end
 
+-- Sorted-set writes of a loop over many jobs, sent at its end as one call per key and command (a call costs a few
+-- microseconds whatever its size): `later(b, cmd, key, ...)` gathers ZADD score-member pairs or ZREM members in
+-- b, `flush(b)` sends them. A loop flushes before anything reads those sets.
+local CHUNK = 4000 -- arguments per call: unpack() gives at most ~8000 values
+local function later(b, cmd, key, a, m)
+  local k = cmd .. ' ' .. key
+  local t = b[k]
+  if not t then
+    t = {cmd, key}
+    b[k] = t
+    b[#b + 1] = t
+  end
+  t[#t + 1] = a
+  if m then t[#t + 1] = m end
+end
+
+local function flush(b)
+  for _, t in ipairs(b) do
+    b[t[1] .. ' ' .. t[2]] = nil
+    for i = 3, #t, CHUNK do redis.call(t[1], t[2], unpack(t, i, math.min(#t, i + CHUNK - 1))) end
+  end
+  for i = #b, 1, -1 do b[i] = nil end
+end
+
 -- A finished job held by a parent (field hd) sorts past every other in its state's set, out of retention's reach
 -- (the meta counter held:<state> says how many), and has no expiry entry until it is released (see _flow.lua).
-local function enter_finished(state, id, v, at, exp)
+-- With `b`, the sorted-set writes are gathered there (see later).
+local function enter_finished(state, id, v, at, exp, b)
   if v.wt then notify_end(state, id, v, at) end
   if v.hd then
     redis.call('ZADD', SET[state], tonumber(at) + HELD, fkey(v.seq, id))
     redis.call('HINCRBY', K_META, 'held:' .. state, 1)
+  elseif b then
+    later(b, 'ZADD', SET[state], at, fkey(v.seq, id))
+    if exp and exp ~= '' then later(b, 'ZADD', EXP[state], exp, fkey(v.seq, id)) end
   else
     redis.call('ZADD', SET[state], at, fkey(v.seq, id))
     if exp and exp ~= '' then redis.call('ZADD', EXP[state], exp, fkey(v.seq, id)) end
   end
-  redis.call('ZADD', IX[state], 0, v.ck)
+  if b then later(b, 'ZADD', IX[state], 0, v.ck) else redis.call('ZADD', IX[state], 0, v.ck) end
 end
 
 local function held_count(state)

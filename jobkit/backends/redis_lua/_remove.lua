@@ -2,19 +2,25 @@
 -- of their keys and every index entry (owner and tags too), and publishes "removed" for each.
 local function remove_finished(state, members, now_s)
   local S, E, I = SET[state], EXP[state], IX[state]
+  local b, keys = {}, {}
   for _, m in ipairs(members) do
     local id = after_colon(m)
     local jk = JP .. id
     local v = redis.call('HMGET', jk, 'att', 'name', 'ck', 'o', 'ow', 'tg')
     event(id, v[2] or '', 'removed', state, now_s, v[1] or 0, nil, nil, v[5])
-    redis.call('DEL', jk, DP .. id, FL .. id, FO .. id)
-    redis.call('ZREM', S, m)
-    redis.call('ZREM', E, m)
+    keys[#keys + 1] = jk
+    keys[#keys + 1] = DP .. id
+    keys[#keys + 1] = FL .. id
+    keys[#keys + 1] = FO .. id
+    later(b, 'ZREM', S, m)
+    later(b, 'ZREM', E, m)
     if v[3] then
-      redis.call('ZREM', I, v[3])
+      later(b, 'ZREM', I, v[3])
       index_job(id, v[5], v[6], v[3], v[4], false)
     end
   end
+  for i = 1, #keys, CHUNK do redis.call('DEL', unpack(keys, i, math.min(#keys, i + CHUNK - 1))) end
+  flush(b)
 end
 
 -- keep_finished(keep, now_s): `keep` is "<completed>[,<failed>]" ('' or a blank part = no limit). Removes the oldest
