@@ -45,7 +45,7 @@ def unpack(packed: bytes) -> list[list[Any]]:
             args.append(packed[end + 2:end + 2 + size])
             i = end + 4 + size
         args[0] = args[0].decode()
-        if args[0].upper() in ("SCRIPT", "CLUSTER") and len(args) > 1:
+        if args[0].upper() in ("SCRIPT", "FUNCTION", "CLUSTER") and len(args) > 1:
             args[1] = args[1].decode()
         out.append(args)
     return out
