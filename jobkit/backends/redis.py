@@ -525,14 +525,17 @@ class RedisBackend(Backend):
         """Load the scripts on every master (of a cluster): as one function library where every master takes it
         (Redis 7+, `functions` not False; FCALL then skips the preamble EVAL runs at every call), else for EVALSHA."""
         lanes = servers.lanes()
-        if self._functions is not False and version >= (7, 0):
-            refused = [res for res in await asyncio.gather(*(self._load_library(each) for each in lanes)) if res]
+        if self._functions is not False:
+            refused: list[Exception | str] = ["it is older than Redis 7"]
+            if version >= (7, 0):
+                refused = [res for res in await asyncio.gather(*(self._load_library(each) for each in lanes)) if res]
             if not refused:
                 self._heads = {name: _pack(("FCALL", _function(self._library, name))) for name in self._scripts}
                 return
             if self._functions:
                 raise ConfigError(f"Redis at {_mask(self.url)} refused jobkit's function library ({refused[0]}); let"
-                                  " it run FUNCTION LOAD, or leave `functions` unset to fall back to EVALSHA")
+                                  " it run FUNCTION LOAD (Redis 7+), or leave `functions` unset to fall back to"
+                                  " EVALSHA")
             log.info("Redis at %s did not load jobkit's function library (%s); using EVALSHA", _mask(self.url),
                      refused[0])
         loads = [("SCRIPT", "LOAD", src) for _, src in self._scripts.values()]
