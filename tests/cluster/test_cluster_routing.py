@@ -1,5 +1,6 @@
-"""Routing on a Redis Cluster: a seed that is down, and a queue whose slot moved to another master after the
-backend had read the slot map (MOVED answers make it read the map again)."""
+"""Routing on a Redis Cluster: a seed that is down, a queue whose slot moved to another master after the
+backend had read the slot map (MOVED answers make it read the map again), and masters that lost jobkit's function
+library."""
 
 from __future__ import annotations
 
@@ -57,5 +58,30 @@ async def test_a_queue_moved_to_another_master_keeps_working(redis_cluster: Redi
         assert sorted(j.id for j in claimed.jobs) == sorted(j.id for j in [*first, later])
         counts = await queue.counts()
         assert counts.active == 6 and counts.waiting == 0
+    finally:
+        await backend.close()
+
+
+async def test_a_master_that_lost_the_function_library_gets_it_again(redis_cluster: RedisCluster) -> None:
+    """Every master takes the library at open; one that loses it (FUNCTION FLUSH, or a restart of a Redis that keeps
+    nothing on disk) is given it again by the next call that reaches it, on every master."""
+    redis_cluster.flush()
+    backend = from_url(redis_cluster.url)
+    await backend.open()
+    names = [f"lib{i}" for i in range(12)]  # queues spread over the three masters' slots
+    try:
+        assert {redis_cluster.slot_owner(key_slot(f"jobkit:{{{n}}}:meta".encode())) for n in names} == set(
+            redis_cluster.ports)
+        for port in redis_cluster.ports:
+            with redis_cluster.client(port) as c:
+                assert any(lib[1].startswith("jobkit_") for lib in c.function_list())
+                c.function_flush()
+        for n in names:
+            job = await jobkit.Queue(n, backend=backend).add("anything", {"q": n})
+            claimed = await backend.claim(n, "me", limit=1, lease=30, now=time.time())
+            assert [j.id for j in claimed.jobs] == [job.id]
+        for port in redis_cluster.ports:
+            with redis_cluster.client(port) as c:
+                assert any(lib[1].startswith("jobkit_") for lib in c.function_list())
     finally:
         await backend.close()
