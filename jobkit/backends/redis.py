@@ -264,7 +264,7 @@ def _accepted_options(cls: type) -> set[str]:
 
 
 _sources: dict[str, tuple[str, str]] = {}
-_library_code: list[str] = []
+_library_code: list[tuple[str, str]] = []
 PART_ORDER = SCRIPT_PARTS["finish_claim"]  # every part, each after those it uses
 READ_ONLY_SCRIPTS = ("get", "list", "counts", "metrics", "workers")  # run while Redis is out of memory, too
 
@@ -291,11 +291,11 @@ def _scripts() -> dict[str, tuple[str, str]]:
     return _sources
 
 
-def _library() -> str:
-    """Every script as one Redis function library (FUNCTION LOAD, Redis 7+), named after a hash of its code so that
-    versions of jobkit sharing a server do not replace each other's: _lib.lua and every part run once, at load; each
-    script is a function `<library>_<script>` whose callback binds KEYS and ARGV, runs `bind()` (queue scripts), then
-    the script's body, exactly as EVAL runs it. See `_function` for the names."""
+def _library() -> tuple[str, str]:
+    """(name, code) of every script as one Redis function library (FUNCTION LOAD, Redis 7+), named after a hash of
+    its code so that versions of jobkit sharing a server do not replace each other's: _lib.lua and every part run
+    once, at load; script `s` is the function `<name>_<s>`, whose callback binds KEYS and ARGV, runs `bind()` (queue
+    scripts), then the script's body, exactly as EVAL runs it."""
     if not _library_code:
         parts = "\n".join([_read("_lib"), *(_read(part) for part in PART_ORDER)])
         functions = []
@@ -306,13 +306,8 @@ def _library() -> str:
                              f" function(keys_, argv_)\nKEYS, ARGV = keys_, argv_\n{start}{_body(name)}\nend}}")
         code = "\n".join(["local KEYS, ARGV", parts, *functions])
         name = "jobkit_" + hashlib.sha1(code.encode()).hexdigest()[:16]
-        _library_code.append(f"#!lua name={name}\nlocal LIB = '{name}'\n{code}")
+        _library_code.append((name, f"#!lua name={name}\nlocal LIB = '{name}'\n{code}"))
     return _library_code[0]
-
-
-def _function(library: str, script: str) -> str:
-    """The function name of `script` in `library` (see _library)."""
-    return f"{library.split(None, 2)[1].removeprefix('name=')}_{script}"
 
 
 class _Queue:
@@ -480,7 +475,7 @@ class RedisBackend(Backend):
         self._scripts = _scripts()
         self._by_sha = {sha: src for sha, src in self._scripts.values()}
         self._heads = {name: _pack(("EVALSHA", sha)) for name, (sha, _) in self._scripts.items()}  # or FCALL: open()
-        self._library = _library()
+        self._library, self._library_code = _library()
         self._functions = functions
 
     def __repr__(self) -> str:
@@ -530,7 +525,7 @@ class RedisBackend(Backend):
             if version >= (7, 0):
                 refused = [res for res in await asyncio.gather(*(self._load_library(each) for each in lanes)) if res]
             if not refused:
-                self._heads = {name: _pack(("FCALL", _function(self._library, name))) for name in self._scripts}
+                self._heads = {name: _pack(("FCALL", f"{self._library}_{name}")) for name in self._scripts}
                 return
             if self._functions:
                 raise ConfigError(f"Redis at {_mask(self.url)} refused jobkit's function library ({refused[0]}); let"
@@ -546,7 +541,7 @@ class RedisBackend(Backend):
 
     async def _load_library(self, lane: Lane) -> rexc.ResponseError | None:
         """FUNCTION LOAD of the library on `lane` (one already there is fine); the server's refusal, if any."""
-        [res] = await lane.send(_command(_pack(("FUNCTION", "LOAD", self._library))))
+        [res] = await lane.send(_command(_pack(("FUNCTION", "LOAD", self._library_code))))
         if isinstance(res, rexc.ResponseError) and "already exists" not in str(res):
             return res
         if isinstance(res, Exception) and not isinstance(res, rexc.ResponseError):

@@ -124,6 +124,16 @@ end
 -- microseconds whatever its size): `later(b, cmd, key, ...)` gathers ZADD score-member pairs or ZREM members in
 -- b, `flush(b)` sends them. A loop flushes before anything reads those sets.
 local CHUNK = 4000 -- arguments per call: unpack() gives at most ~8000 values
+
+-- Runs command t[1] (with the key t[2] when `keyed`) on the rest of t, CHUNK arguments per call.
+local function in_chunks(t, keyed)
+  local first = keyed and 3 or 2
+  for i = first, #t, CHUNK do
+    local j = math.min(#t, i + CHUNK - 1)
+    if keyed then redis.call(t[1], t[2], unpack(t, i, j)) else redis.call(t[1], unpack(t, i, j)) end
+  end
+end
+
 local function later(b, cmd, key, a, m)
   local k = cmd .. ' ' .. key
   local t = b[k]
@@ -139,7 +149,7 @@ end
 local function flush(b)
   for _, t in ipairs(b) do
     b[t[1] .. ' ' .. t[2]] = nil
-    for i = 3, #t, CHUNK do redis.call(t[1], t[2], unpack(t, i, math.min(#t, i + CHUNK - 1))) end
+    in_chunks(t, true)
   end
   for i = #b, 1, -1 do b[i] = nil end
 end
@@ -148,18 +158,18 @@ end
 -- (the meta counter held:<state> says how many), and has no expiry entry until it is released (see _flow.lua).
 -- With `b`, the sorted-set writes are gathered there (see later).
 local function enter_finished(state, id, v, at, exp, b)
+  local own = not b
+  b = b or {}
   if v.wt then notify_end(state, id, v, at) end
   if v.hd then
     redis.call('ZADD', SET[state], tonumber(at) + HELD, fkey(v.seq, id))
     redis.call('HINCRBY', K_META, 'held:' .. state, 1)
-  elseif b then
+  else
     later(b, 'ZADD', SET[state], at, fkey(v.seq, id))
     if exp and exp ~= '' then later(b, 'ZADD', EXP[state], exp, fkey(v.seq, id)) end
-  else
-    redis.call('ZADD', SET[state], at, fkey(v.seq, id))
-    if exp and exp ~= '' then redis.call('ZADD', EXP[state], exp, fkey(v.seq, id)) end
   end
-  if b then later(b, 'ZADD', IX[state], 0, v.ck) else redis.call('ZADD', IX[state], 0, v.ck) end
+  later(b, 'ZADD', IX[state], 0, v.ck)
+  if own then flush(b) end
 end
 
 local function held_count(state)

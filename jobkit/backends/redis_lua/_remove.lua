@@ -2,7 +2,7 @@
 -- of their keys and every index entry (owner and tags too), and publishes "removed" for each.
 local function remove_finished(state, members, now_s)
   local S, E, I = SET[state], EXP[state], IX[state]
-  local b, keys = {}, {}
+  local b, keys = {}, {'DEL'}
   for _, m in ipairs(members) do
     local id = after_colon(m)
     local jk = JP .. id
@@ -19,7 +19,7 @@ local function remove_finished(state, members, now_s)
       index_job(id, v[5], v[6], v[3], v[4], false)
     end
   end
-  for i = 1, #keys, CHUNK do redis.call('DEL', unpack(keys, i, math.min(#keys, i + CHUNK - 1))) end
+  if #keys > 1 then in_chunks(keys, false) end
   flush(b)
 end
 
