@@ -48,7 +48,7 @@ async def _worker(args: argparse.Namespace) -> int:
     if not tasks:
         raise ConfigError(f"no tasks found in {', '.join(args.modules)}; decorate async functions with @jobkit.task")
     worker = Worker(tasks, backend=args.url, queues=args.queue or None, concurrency=args.concurrency,
-                    lease=args.lease, grace=args.grace)
+                    prefetch=args.prefetch, lease=args.lease, grace=args.grace)
     try:
         await worker.run()
     finally:
@@ -236,6 +236,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--queue", "-q", action="append",
                    help="serve this queue (repeatable; default: the tasks' own queues)")
     w.add_argument("--concurrency", "-c", type=int, default=10)
+    w.add_argument("--prefetch", type=int, default=None, metavar="N",
+                   help="jobs claimed ahead of free slots while jobs are short (default: by backend and concurrency;"
+                        " 0: none)")
     w.add_argument("--lease", type=float, default=30.0, help="seconds a claimed job stays ours without renewal")
     w.add_argument("--grace", type=float, default=30.0, help="seconds running jobs get to finish on SIGTERM")
     w.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto",

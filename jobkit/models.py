@@ -479,7 +479,8 @@ def new_job(id: str, name: str, queue: str, data: Json, options: JobOptions, cre
 class Outcome(BaseModel):
     """How an attempt ended, as the worker hands it to the backend.
 
-    `state` is COMPLETED, FAILED or CANCELLED, or WAITING/DELAYED for a retry at `run_at`.
+    `state` is COMPLETED, FAILED or CANCELLED, or WAITING/DELAYED for a retry at `run_at`. `started=False` hands
+    back a job claimed ahead that never ran: its claim's attempt is given back.
     """
 
     job_id: str
@@ -489,6 +490,7 @@ class Outcome(BaseModel):
     traceback: str | None = None
     run_at: float = 0.0
     expires_at: float | None = None
+    started: bool = True
 
     @field_validator("state")
     @classmethod

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import schedules
-from .attempt import interrupted, run_attempt, unrecorded
+from .attempt import cancelled, interrupted, run_attempt, unrecorded
 from .backends import Backend, ClaimResult, Offer
 from .config import BackendLike, get_backend
 from .context import Context
@@ -43,6 +43,10 @@ CLAIMS_IN_FLIGHT = 2
 # a time (memory, SQLite), larger claims mean fewer transactions.
 CLAIM_BATCH = 16
 OVERLAPPING_CLAIM_BATCH = 12
+# Claiming ahead of free slots (`prefetch`): a slot that frees starts a claimed job at once instead of waiting a
+# claim's round trip. Only while recent jobs are short (their running mean below PREFETCH_BELOW seconds): a job held
+# behind a long one waits that long, while another worker could run it now.
+PREFETCH_BELOW = 0.05
 SCHEDULES_REREAD = 1.0  # seconds between reads of the schedules when none is due sooner (new ones show up)
 
 
@@ -85,6 +89,7 @@ class Worker:
         queues: Sequence[str] | None = None,
         concurrency: int = 10,
         claim_batch: int | None = None,
+        prefetch: int | None = None,
         rate_limit: RateLimit | None = None,
         lease: float = 30.0,
         grace: float = 30.0,
@@ -103,6 +108,8 @@ class Worker:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
         if claim_batch is not None and claim_batch < 1:
             raise ConfigError(f"claim_batch must be at least 1, not {claim_batch}")
+        if prefetch is not None and prefetch < 0:
+            raise ConfigError(f"prefetch must be zero or more, not {prefetch}")
         if not (lease > 0 and math.isfinite(lease)):
             raise ConfigError(f"lease must be a finite number of seconds, more than zero, not {lease}")
         for option, seconds in (("grace", grace), ("cancel_grace", cancel_grace),
@@ -126,6 +133,10 @@ class Worker:
         self._claim_batch_given = claim_batch
         self.claim_batch = CLAIM_BATCH if claim_batch is None else claim_batch
         self._overlap_at = min(self.claim_batch, concurrency)  # free slots that justify a second claim
+        self._prefetch_given = prefetch
+        self.prefetch = prefetch or 0  # jobs claimed ahead of free slots at most (see PREFETCH_BELOW); set in run()
+        self._ready: dict[str, Job] = {}  # jobs claimed ahead, in claim order: they start as slots free
+        self._took: float | None = None  # running mean of recent jobs' durations, seconds
         self._claims: list[_Claims] = []  # one per queue being claimed from
         self._reserved = 0  # slots that claims under way may fill
         self._most_claims = 1  # claims under way at once per queue (set in run(), by the backend)
@@ -221,6 +232,11 @@ class Worker:
         if self._claim_batch_given is None and backend.claims_overlap:
             self.claim_batch = OVERLAPPING_CLAIM_BATCH
             self._overlap_at = min(self.claim_batch, self.concurrency)
+        if self._prefetch_given is None and backend.claims_overlap:
+            # Enough room that a second claim can be under way while the slots run (see PREFETCH_BELOW); from
+            # twice a claim's jobs up, the slots alone make that room (and more claims, each carrying fewer
+            # outcomes, only cost: 13% less at concurrency 50 with 12 ahead).
+            self.prefetch = max(0, min(self.concurrency, 2 * self.claim_batch - self.concurrency))
         loop = asyncio.get_running_loop()
         signals = self._install_signals(loop)
         helpers = [
@@ -230,8 +246,8 @@ class Worker:
             loop.create_task(self._maintenance_loop(backend)),
             loop.create_task(self._schedule_loop(backend)),
         ]
-        log.info("worker %s started: queues=%s tasks=%s concurrency=%d backend=%s",
-                 self.id, self.queues, sorted(self.tasks), self.concurrency, type(backend).__name__)
+        log.info("worker %s started: queues=%s tasks=%s concurrency=%d prefetch=%d backend=%s",
+                 self.id, self.queues, sorted(self.tasks), self.concurrency, self.prefetch, type(backend).__name__)
         try:
             for first, what in ((self._beat, "record its heartbeat"), (self._maintain, "run maintenance")):
                 try:
@@ -318,7 +334,7 @@ class Worker:
             c.dry = False  # outcomes to write go with a claim
         if c.dry or self._stopping.is_set():
             return False
-        free = self.concurrency - len(self._running) - self._reserved
+        free = self._room_left()
         if not c.flights:
             return free > 0 or pending
         # A claim under way may bring jobs of capped tasks: the next one's caps would not count them, so none goes.
@@ -327,7 +343,7 @@ class Worker:
     async def _send_claim(self, backend: Backend, c: _Claims) -> None:
         """Claim (with the outcomes ready): under way as a task when there is a backlog, so another can follow."""
         outcomes = self._take(c.queue) if self._combine else []
-        limit = min(max(self.concurrency - len(self._running) - self._reserved, 0), self.claim_batch)
+        limit = min(max(self._room_left(), 0), self.claim_batch)
         c.freed.clear()
         call = self._claim(backend, c.queue, outcomes, limit, c.names, self._room())
         if c.backlog and self._most_claims > 1:
@@ -356,11 +372,27 @@ class Worker:
         if claimed is None:
             return
         for job in claimed.jobs:
-            self._start(backend, job)
+            if len(self._running) < self.concurrency and not self._ready:
+                self._start(backend, job)
+            else:
+                self._ready.pop(job.id, None)  # held already: its lease ran out and it was claimed again
+                self._ready[job.id] = job
         if claimed.jobs:
             self._last_busy = time.monotonic()
         c.backlog = bool(claimed.jobs) and not claimed.dry
         c.dry, c.retry_in = not c.backlog, claimed.retry_in
+
+    def _room_left(self) -> int:
+        """Jobs a claim may bring now: free slots, and room ahead of them while jobs are short (see prefetch)."""
+        ahead = self.prefetch if (self.prefetch and not self._caps and self._took is not None
+                                  and self._took < PREFETCH_BELOW) else 0
+        return self.concurrency + ahead - len(self._running) - len(self._ready) - self._reserved
+
+    def _start_ready(self, backend: Backend) -> None:
+        """Start jobs claimed ahead while slots are free."""
+        while self._ready and len(self._running) < self.concurrency:
+            job = self._ready.pop(next(iter(self._ready)))
+            self._start(backend, job)
 
     def _room(self) -> dict[str, int] | None:
         """How many more jobs of each capped task may start now (see Task.concurrency); None when none is capped."""
@@ -438,7 +470,7 @@ class Worker:
         worker of one queue offers: its slots are not wanted by another queue's claims meanwhile."""
         if not backend.takes_offers or len(self.queues) != 1 or self._stopping.is_set():
             return None
-        limit = min(self.concurrency - len(self._running) - self._reserved, self.claim_batch)
+        limit = min(self.concurrency - len(self._running) - len(self._ready) - self._reserved, self.claim_batch)
         if limit <= 0:
             return None
         return Offer(self.id, limit=limit, lease=self.lease, names=c.names, rate_limit=self.rate_limit,
@@ -498,6 +530,7 @@ class Worker:
         return (
             self.idle_timeout is not None
             and not self._running
+            and not self._ready
             and time.monotonic() - self._last_busy >= self.idle_timeout
         )
 
@@ -519,6 +552,7 @@ class Worker:
         except asyncio.CancelledError:
             if self._release(job.id):
                 self._freed(job)
+                self._start_ready(backend)
             self._wake()
             raise
         except BaseException as exc:  # a bug in deciding the outcome: the attempt still ends
@@ -530,6 +564,8 @@ class Worker:
         # batches are not capped at `concurrency`; the job stays leased to us until the write lands.
         if not self._release(job.id):
             return  # a newer attempt of this job holds its lease now (see _start): this outcome is stale
+        self._took = took if self._took is None else self._took + (took - self._took) / 8
+        self._start_ready(backend)
         self.processed += 1
         self._last_busy = time.monotonic()
         self._freed(job)
@@ -555,6 +591,8 @@ class Worker:
         self._freed(job)
         self._wake()
         self._record(job, interrupted(job, ctx), time.time() - (job.started_at or time.time()))
+        if self.backend is not None:
+            self._start_ready(self.backend)
 
     def _record(self, job: Job, outcome: Outcome, took: float) -> None:
         """Log how the attempt ended and queue its outcome for the finish loop (nobody waits for the write)."""
@@ -584,7 +622,7 @@ class Worker:
 
     def _wake(self) -> None:
         self._slot_free.set()
-        if self.concurrency - len(self._running) - self._reserved >= self._overlap_at:
+        if self._room_left() >= self._overlap_at:
             for c in self._claims:
                 if c.flights:
                     c.wake.set()
@@ -622,8 +660,9 @@ class Worker:
     async def _renew(self, backend: Backend) -> None:
         by_queue: dict[str, list[str]] = {}
         asked = dict(self._running)
-        for r in asked.values():
-            by_queue.setdefault(r.job.queue, []).append(r.job.id)
+        ahead = dict(self._ready)
+        for job in [r.job for r in asked.values()] + list(ahead.values()):
+            by_queue.setdefault(job.queue, []).append(job.id)
         for queue, ids in by_queue.items():
             try:
                 held = await backend.renew(queue, self.id, ids, self.lease, time.time())
@@ -631,8 +670,11 @@ class Worker:
                 log.warning("lease renewal failed for %d job(s) in %s: %s", len(ids), queue, exc)
                 continue
             for jid in ids:
+                if jid in ahead:
+                    self._renewed_ahead(ahead[jid], held)
+                    continue
                 running = self._running.get(jid)
-                if running is None or running is not asked[jid]:
+                if running is None or running is not asked.get(jid):
                     continue  # that attempt ended while we asked; the answer is about nothing we run now
                 if jid not in held:
                     log.warning("job %s: lease lost (another worker may run it); abandoning this attempt", jid)
@@ -640,6 +682,20 @@ class Worker:
                 elif held[jid] and not running.ctx.cancelled:
                     log.info("job %s: cancel requested", jid)
                     running.ctx.request_cancel(self.cancel_grace)
+
+    def _renewed_ahead(self, job: Job, held: dict[str, bool]) -> None:
+        """What a renewal said of a job claimed ahead: lost (forget it), cancel requested (it ends unstarted)."""
+        if self._ready.get(job.id) is not job:
+            return  # it started meanwhile (its attempt's next renewal says) or was claimed again
+        if job.id not in held:
+            log.warning("job %s: lease lost before it started (another worker may run it); dropping it", job.id)
+            del self._ready[job.id]
+        elif held[job.id]:
+            log.info("job %s: cancel requested before it started", job.id)
+            del self._ready[job.id]
+            self.processed += 1
+            self._record(job, cancelled(job, "cancelled before it started"), 0.0)
+        self._wake()
 
     async def _heartbeat_loop(self, backend: Backend) -> None:
         while True:
@@ -704,15 +760,23 @@ class Worker:
 
     # -- shutdown --------------------------------------------------------------------------------------
     async def _shutdown(self, backend: Backend, helpers: list[asyncio.Task[None]]) -> None:
-        running = [r.task for r in self._running.values()]
-        if running:
-            log.info("worker %s: waiting up to %.0fs for %d running job(s)", self.id, self.grace, len(running))
-            await asyncio.wait(running, timeout=self.grace)
+        if self._running or self._ready:
+            log.info("worker %s: waiting up to %.0fs for %d running job(s) and %d claimed ahead", self.id, self.grace,
+                     len(self._running), len(self._ready))
+            deadline = time.monotonic() + self.grace
+            # Jobs claimed ahead start as slots free (they are short: see PREFETCH_BELOW), within the same grace.
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                await asyncio.wait([r.task for r in self._running.values()], timeout=left,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        unstarted, self._ready = list(self._ready.values()), {}
         leftovers = list(self._running.values())
         for r in leftovers:
             r.task.cancel()
-        if leftovers:
-            _, stuck = await asyncio.wait([r.task for r in leftovers], timeout=min(self.cancel_grace, CANCEL_WAIT))
+        if leftovers or unstarted:
+            stuck: set[asyncio.Task[None]] = set()
+            if leftovers:
+                _, stuck = await asyncio.wait([r.task for r in leftovers],
+                                              timeout=min(self.cancel_grace, CANCEL_WAIT))
             for r in leftovers:
                 if r.task in stuck:  # it ignores cancellation: hand its job back without it
                     r.ctx.abandoned = True
@@ -723,13 +787,16 @@ class Worker:
                           " them back anyway", self.id, len(stuck))
             await self._flush(backend)  # outcomes already decided win over handing back
             now = time.time()
-            back = [Outcome(job_id=r.job.id, state=JobState.WAITING, run_at=now, error="handed back: worker stopped")
-                    for r in leftovers]
-            for queue in {r.job.queue for r in leftovers}:
+            back = [(r.job.queue, Outcome(job_id=r.job.id, state=JobState.WAITING, run_at=now,
+                                          error="handed back: worker stopped")) for r in leftovers]
+            # Jobs claimed ahead never ran: they go back with their claim's attempt given back.
+            back += [(j.queue, Outcome(job_id=j.id, state=JobState.WAITING, run_at=now, started=False))
+                     for j in unstarted]
+            for queue in {q for q, _ in back}:
                 with contextlib.suppress(Exception):
-                    mine = [o for o, r in zip(back, leftovers, strict=True) if r.job.queue == queue]
-                    await backend.finish(queue, self.id, mine, now)
-            log.warning("worker %s handed back %d unfinished job(s)", self.id, len(leftovers))
+                    await backend.finish(queue, self.id, [o for q, o in back if q == queue], now)
+            log.warning("worker %s handed back %d unfinished job(s) and %d it had not started", self.id,
+                        len(leftovers), len(unstarted))
         await self._flush(backend)
         for h in helpers:
             h.cancel()

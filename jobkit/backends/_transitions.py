@@ -130,6 +130,8 @@ def apply_outcome(job: Job, oc: Outcome, now: float, notes: Notes = None) -> Dra
         note(job, notes, JobState.COMPLETED, now)
         return draft(job, "completed", now)
     assign(job, worker=None, lease_until=None, cancel_requested=False, error=oc.error, traceback=oc.traceback)
+    if not oc.started:
+        assign(job, attempts=max(job.attempts - 1, 0))
     if oc.state in TERMINAL_STATES:
         assign(job, state=oc.state, finished_at=now, expires_at=oc.expires_at)
     else:

@@ -1245,7 +1245,8 @@ class RedisBackend(Backend):
                         len(job_id), job_id, len(result), result, len(run_at), run_at, len(expires), expires))
             else:
                 parts.append(_pack((
-                    job_id, oc.state.value, b"", json.dumps(oc.error), json.dumps(oc.traceback), run_at, expires,
+                    job_id, oc.state.value, b"" if oc.started else b"u", json.dumps(oc.error),
+                    json.dumps(oc.traceback), run_at, expires,
                     json.dumps((oc.error or "")[:200]),
                 ))[1])
         return OUTCOME_FIELDS * len(outcomes), b"".join(parts)

@@ -67,6 +67,13 @@ def test_debug_logs_never_show_payloads_or_results(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
+def test_prefetch_reaches_the_worker(tmp_path: Path) -> None:
+    out = run_worker(tmp_path, "--prefetch", "3")
+    started = r"INFO jobkit\.worker: worker \S+ started: .* concurrency=10 prefetch=3 backend=SQLiteBackend"
+    assert re.search(started, out), out
+
+
+@pytest.mark.timeout(90)
 def test_log_all_lets_other_libraries_log_too(tmp_path: Path) -> None:
     out = run_worker(tmp_path, "--log-level", "DEBUG", "--log-all")
     assert "DEBUG aiosqlite: " in out  # asked for: their lines (which may carry payloads) are the user's choice

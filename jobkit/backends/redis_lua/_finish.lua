@@ -1,6 +1,6 @@
 -- finish_outcomes(worker, now_s, first, last, want): ARGV[first..last] are outcomes, 8 arguments each
--- (OUTCOME_FIELDS in redis.py): id, state, result JSON, error JSON, traceback JSON, run_at, expires_at
--- ('' = none), history note JSON.
+-- (OUTCOME_FIELDS in redis.py): id, state, result JSON (other states: 'u' if the attempt never started, which gives
+-- its attempt back, else ''), error JSON, traceback JSON, run_at, expires_at ('' = none), history note JSON.
 -- KEYS[NQ + 2k - 1], KEYS[NQ + 2k] are the hash and data keys of the k-th of them. Only jobs still ACTIVE and
 -- held by `worker` move. Returns whether a job became claimable again, and (when `want`) the moved jobs' JSON.
 local EV = {completed = 'completed', failed = 'failed', cancelled = 'cancelled',
@@ -57,6 +57,11 @@ local function finish_outcomes(worker, now_s, first, last, want)
         end
       else
         local run_at = o[6]
+        if o[3] == 'u' then
+          att = tostring(math.max((tonumber(att) or 1) - 1, 0))
+          f[#f + 1] = 'att'; f[#f + 1] = att
+          v.att = att
+        end
         seq = redis.call('HINCRBY', K_META, 'seq', 1)
         ck = reseq(ck, seq, id)
         if tonumber(run_at) > now then state = 'delayed' else state = 'waiting' end

@@ -1,0 +1,195 @@
+"""Jobs claimed ahead of free slots (`Worker(prefetch=)`), on every backend: they start as slots free, run within
+the grace at stop or go back with their attempt given back, honour a cancel and a lost lease, and only while jobs
+are short."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import jobkit
+from jobkit.backends import Backend
+from jobkit.models import JobState, Outcome
+
+starts: dict[str, list[int]] = {}  # queue -> indexes of the held jobs, in the order they started
+gates: dict[str, list[asyncio.Event]] = {}  # queue -> a gate per held job: it ends once its gate opens
+started: dict[str, asyncio.Event] = {}  # queue -> set as each held job starts
+
+
+@jobkit.task(name="p.quick")
+async def quick(ctx: jobkit.Context, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+@jobkit.task(name="p.held", attempts=3)
+async def held(ctx: jobkit.Context, p: dict[str, Any]) -> int:
+    queue, i = p["q"], p["i"]
+    starts[queue].append(i)
+    started[queue].set()
+    await asyncio.wait_for(gates[queue][i].wait(), 20)
+    return i
+
+
+@jobkit.task(name="p.capped", concurrency=1)
+async def capped(ctx: jobkit.Context) -> None:
+    return None
+
+
+async def until(check: Any, what: str, timeout: float = 10.0) -> None:
+    """Poll an async condition of the backend's state (no event says it) until true, at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def finished(q: jobkit.Queue, task: jobkit.Task[Any], payload: Any) -> None:
+    job = await q.add(task, payload)
+    await jobkit.JobHandle(job, await q.backend(), task).result(timeout=10)
+
+
+@pytest.fixture
+async def q(backend: Backend, qname: str) -> AsyncIterator[jobkit.Queue]:
+    starts[qname], gates[qname], started[qname] = [], [asyncio.Event() for _ in range(3)], asyncio.Event()
+    yield jobkit.Queue(qname, backend=backend)
+    for gate in gates[qname]:
+        gate.set()
+
+
+def worker(backend: Backend, qname: str, **kw: Any) -> jobkit.Worker:
+    options: dict[str, Any] = {"concurrency": 1, "prefetch": 2, "renew_every": 0.05, "grace": 10.0} | kw
+    return jobkit.Worker([quick, held], backend=backend, queues=[qname], handle_signals=False, **options)
+
+
+async def claimed_ahead(w: jobkit.Worker, q: jobkit.Queue, qname: str) -> list[jobkit.Job]:
+    """Warm the worker up with a short job, add three held jobs, and wait until one runs and two are claimed."""
+    await finished(q, quick, 0.0)
+    jobs = [await q.add(held, {"q": qname, "i": i}) for i in range(3)]
+
+    async def three_active() -> bool:
+        return (await q.counts()).active == 3
+
+    await until(three_active, "one job running and two claimed ahead")
+    assert starts[qname] == [0] and w.active == 1
+    return jobs
+
+
+async def test_jobs_claimed_ahead_start_as_slots_free(backend: Backend, q: jobkit.Queue, qname: str) -> None:
+    async with worker(backend, qname) as w:
+        jobs = await claimed_ahead(w, q, qname)
+        started[qname].clear()
+        gates[qname][0].set()
+        await asyncio.wait_for(started[qname].wait(), 10)
+        assert starts[qname] == [0, 1]  # the next one, already claimed: no claim in between
+        for gate in gates[qname]:
+            gate.set()
+        results = [await jobkit.JobHandle(j, backend, held).result(timeout=10) for j in jobs]
+    assert results == [0, 1, 2] and starts[qname] == [0, 1, 2]
+    assert [(await q.get(j.id)).attempts for j in jobs] == [1, 1, 1]  # type: ignore[union-attr]
+
+
+async def test_stop_runs_jobs_claimed_ahead_within_the_grace(backend: Backend, q: jobkit.Queue, qname: str) -> None:
+    w = worker(backend, qname)
+    async with w:
+        jobs = await claimed_ahead(w, q, qname)
+        w.stop()
+        for gate in gates[qname]:
+            gate.set()
+    assert starts[qname] == [0, 1, 2]
+    assert [(await q.get(j.id)).state for j in jobs] == [JobState.COMPLETED] * 3  # type: ignore[union-attr]
+
+
+async def test_past_the_grace_jobs_claimed_ahead_go_back_with_their_attempt(
+    backend: Backend, q: jobkit.Queue, qname: str,
+) -> None:
+    async with worker(backend, qname, grace=0.1) as w:
+        jobs = await claimed_ahead(w, q, qname)
+    running, *ahead = [await q.get(j.id) for j in jobs]
+    assert running is not None and running.state is JobState.WAITING and running.attempts == 1
+    assert running.error == "handed back: worker stopped"
+    for job in ahead:
+        assert job is not None and job.state is JobState.WAITING and job.attempts == 0 and job.error is None
+    assert starts[qname] == [0]
+
+
+async def test_a_job_claimed_ahead_honours_a_cancel_without_starting(
+    backend: Backend, q: jobkit.Queue, qname: str,
+) -> None:
+    async with worker(backend, qname) as w:
+        jobs = await claimed_ahead(w, q, qname)
+        await q.cancel(jobs[2].id)
+        with pytest.raises(jobkit.JobCancelled):
+            await jobkit.JobHandle(jobs[2], backend, held).result(timeout=10)
+        cancelled = await q.get(jobs[2].id)
+        assert cancelled is not None and cancelled.error == "cancelled before it started"
+        for gate in gates[qname]:
+            gate.set()
+        assert await jobkit.JobHandle(jobs[1], backend, held).result(timeout=10) == 1
+    assert starts[qname] == [0, 1]
+
+
+async def test_jobs_claimed_ahead_whose_lease_ran_out_run_once(
+    backend: Backend, q: jobkit.Queue, qname: str,
+) -> None:
+    """Every lease expires at once (as if the worker had hung): the held jobs go back to waiting. The worker's next
+    renewal abandons the running one and drops those claimed ahead; it claims all three again, and the two that
+    had not started run once (the running one twice: its first attempt was abandoned)."""
+    async with worker(backend, qname) as w:
+        jobs = await claimed_ahead(w, q, qname)
+        started[qname].clear()
+        assert len(await backend.recover(qname, time.time() + 3600)) == 3
+        await asyncio.wait_for(started[qname].wait(), 10)  # the running one again, after that renewal
+        for gate in gates[qname]:
+            gate.set()
+        results = [await jobkit.JobHandle(j, backend, held).result(timeout=10) for j in jobs]
+    assert results == [0, 1, 2]
+    assert sorted(starts[qname]) == [0, 0, 1, 2]
+
+
+@pytest.mark.parametrize("first", ["long", "capped"])
+async def test_no_claim_ahead_after_long_jobs_or_with_capped_tasks(
+    backend: Backend, q: jobkit.Queue, qname: str, first: str,
+) -> None:
+    """After a job of 0.1 s (a longer running mean than PREFETCH_BELOW) or with a capped task, a claim brings
+    free slots' worth only: a job held behind a long one would wait while another worker could run it."""
+    tasks: list[jobkit.Task[Any]] = [quick, held] + ([capped] if first == "capped" else [])
+    w = jobkit.Worker(tasks, backend=backend, queues=[qname], concurrency=1, prefetch=2, handle_signals=False)
+    async with w:
+        await finished(q, quick, 0.1 if first == "long" else 0.0)
+        jobs = [await q.add(held, {"q": qname, "i": i}) for i in range(3)]
+        await asyncio.wait_for(started[qname].wait(), 10)
+        assert (await q.counts()).active == 1
+        for gate in gates[qname]:
+            gate.set()
+        assert [await jobkit.JobHandle(j, backend, held).result(timeout=10) for j in jobs] == [0, 1, 2]
+
+
+async def test_default_prefetch_follows_the_backend(backend: Backend, qname: str) -> None:
+    """Ahead of the slots where two claims overlap (Redis) and concurrency leaves no room for a second claim:
+    up to twice a claim's jobs in all; none where claims go one at a time; a given one is kept."""
+    for concurrency, on_redis in ((1, 1), (10, 10), (20, 4), (50, 0)):
+        async with jobkit.Worker([quick], backend=backend, queues=[qname], concurrency=concurrency,
+                                 handle_signals=False) as w:
+            assert w.prefetch == (on_redis if backend.claims_overlap else 0)
+    async with jobkit.Worker([quick], backend=backend, queues=[qname], prefetch=3, handle_signals=False) as w:
+        assert w.prefetch == 3
+    with pytest.raises(jobkit.ConfigError, match="prefetch must be zero or more"):
+        jobkit.Worker([quick], prefetch=-1)
+
+
+async def test_an_unstarted_job_goes_back_with_its_attempt(backend: Backend, q: jobkit.Queue, qname: str) -> None:
+    """The backends' side: an outcome with started=False is a return, not a retry: the claim's attempt is given
+    back, the job waits again and the next claim counts attempt 1."""
+    job = await q.add(quick, 0.0)
+    [claimed] = (await backend.claim(qname, "w1", limit=1, lease=30, now=time.time())).jobs
+    assert claimed.attempts == 1
+    await backend.finish(qname, "w1", [Outcome(job_id=job.id, state=JobState.WAITING, run_at=time.time(),
+                                               started=False)], time.time())
+    back = await q.get(job.id)
+    assert back is not None and back.state is JobState.WAITING and back.attempts == 0
+    [again] = (await backend.claim(qname, "w2", limit=1, lease=30, now=time.time())).jobs
+    assert again.id == job.id and again.attempts == 1
