@@ -103,7 +103,9 @@ class Worker:
         handle_signals: bool = True,
     ) -> None:
         """`idle_timeout`: stop once nothing has run for that long and no job of its tasks is waiting, delayed or
-        active in its queues, unless `keep_alive()` says to stay (the embedded fallback: a handle awaits a job)."""
+        active in its queues, unless `keep_alive()` says to stay (the embedded fallback: a handle awaits a job).
+        `prefetch`: jobs claimed ahead of free slots at most, while recent jobs are short (see PREFETCH_BELOW) and no
+        task caps its concurrency; default on Redis `min(concurrency, 2 * claim_batch - concurrency)`, else 0."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
         if claim_batch is not None and claim_batch < 1:
