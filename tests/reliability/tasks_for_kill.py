@@ -28,6 +28,12 @@ async def takes_a_moment(ctx: jobkit.Context, seconds: float) -> int:
     return os.getpid()
 
 
+@jobkit.task(queue="reliability")
+async def returns_pid(ctx: jobkit.Context) -> int:
+    """Returns the worker's pid at once (no progress write: a short job on every backend)."""
+    return os.getpid()
+
+
 @jobkit.task(queue="reliability", attempts=2, backoff=0.0)
 async def exits(ctx: jobkit.Context, how: str) -> None:
     """Ends its attempt the way a script would end its process: sys.exit or KeyboardInterrupt."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,7 +19,14 @@ from jobkit.models import Job, JobState
 from jobkit.watchdog import EXIT_CODE
 from jobkit.worker import STOP_MARGIN
 
-from .tasks_for_kill import blocks_the_loop, exits, hang_first_time, ignores_cancellation, takes_a_moment
+from .tasks_for_kill import (
+    blocks_the_loop,
+    exits,
+    hang_first_time,
+    ignores_cancellation,
+    returns_pid,
+    takes_a_moment,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,6 +112,37 @@ async def test_kill_9_mid_job_another_worker_completes(shared_url: str, spawn_on
                                      JobState.COMPLETED]
     assert str(first.pid) in (story[1][1] or "") and str(second.pid) in (story[3][1] or "")
     assert "expired" in done.history[2].note and str(first.pid) in done.history[2].note
+    await backend.close()
+
+
+@pytest.mark.slow
+async def test_kill_9_with_jobs_claimed_ahead_another_worker_runs_them(shared_url: str, spawn_on: Any) -> None:
+    """A worker with one running job and two claimed ahead of its slot (--prefetch 2) is killed -9: their leases
+    expire, and the next worker runs all three; the two that never started count a stall and an attempt, as a
+    running job's would."""
+    spawn, url = spawn_on, shared_url
+    backend = await jobkit.connect(url)
+    q = jobkit.Queue("reliability", backend=backend)
+    first = spawn("--lease", "1", "--concurrency", "1", "--prefetch", "2")
+    await wait_worker(backend, first.pid)  # else, on SQLite, the wait below starts an embedded worker of its own
+    warm = await q.add(returns_pid)  # a short job first: claims go ahead only once jobs are known short
+    assert (await jobkit.JobHandle(warm, backend).wait(timeout=30)).state is JobState.COMPLETED
+    hung = await q.add(hang_first_time, "held")
+    ahead = [await q.add(returns_pid) for _ in range(2)]
+    await wait_progress(backend, hung.id)
+    deadline = time.monotonic() + 30
+    while (await q.counts()).active < 3:
+        assert time.monotonic() < deadline, "the worker did not claim two jobs ahead of its slot"
+        await asyncio.sleep(0.05)  # the claim is a row/key change, with no event to wait on
+    holders = {job.worker for job in [await q.get(j.id) for j in [hung, *ahead]] if job is not None}
+    assert len(holders) == 1 and str(first.pid) in str(holders.pop())
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    second = spawn("--lease", "1")
+    for job in [hung, *ahead]:
+        done = await jobkit.JobHandle(job, backend).wait(timeout=60)
+        assert done.state is JobState.COMPLETED and done.stalls == 1 and done.attempts == 2, done
+    assert [(await q.get(j.id)).result for j in ahead] == [second.pid, second.pid]  # type: ignore[union-attr]
     await backend.close()
 
 
