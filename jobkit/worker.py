@@ -45,7 +45,8 @@ CLAIM_BATCH = 16
 OVERLAPPING_CLAIM_BATCH = 12
 # Claiming ahead of free slots (`prefetch`): a slot that frees starts a claimed job at once instead of waiting a
 # claim's round trip. Only while recent jobs are short (their running mean below PREFETCH_BELOW seconds): a job held
-# behind a long one waits that long, while another worker could run it now.
+# behind a long one waits that long, while another worker could run it now. A capped task's jobs claimed ahead count
+# against its cap (see _room).
 PREFETCH_BELOW = 0.05
 SCHEDULES_REREAD = 1.0  # seconds between reads of the schedules when none is due sooner (new ones show up)
 
@@ -104,8 +105,9 @@ class Worker:
     ) -> None:
         """`idle_timeout`: stop once nothing has run for that long and no job of its tasks is waiting, delayed or
         active in its queues, unless `keep_alive()` says to stay (the embedded fallback: a handle awaits a job).
-        `prefetch`: jobs claimed ahead of free slots at most, while recent jobs are short (see PREFETCH_BELOW) and no
-        task caps its concurrency; default on Redis `min(concurrency, 2 * claim_batch - concurrency)`, else 0."""
+        `prefetch`: jobs claimed ahead of free slots at most, while recent jobs are short (see PREFETCH_BELOW); a
+        capped task's jobs ahead count against its cap. Default on Redis `min(concurrency, 2 * claim_batch -
+        concurrency)`, else 0."""
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, not {concurrency}")
         if claim_batch is not None and claim_batch < 1:
@@ -386,7 +388,7 @@ class Worker:
 
     def _room_left(self) -> int:
         """Jobs a claim may bring now: free slots, and room ahead of them while jobs are short (see prefetch)."""
-        ahead = self.prefetch if (self.prefetch and not self._caps and self._took is not None
+        ahead = self.prefetch if (self.prefetch and self._took is not None
                                   and self._took < PREFETCH_BELOW) else 0
         return self.concurrency + ahead - len(self._running) - len(self._ready) - self._reserved
 
@@ -401,9 +403,9 @@ class Worker:
         if not self._caps:
             return None
         room = dict(self._caps)
-        for r in self._running.values():
-            if r.job.name in room:
-                room[r.job.name] -= 1
+        for job in [r.job for r in self._running.values()] + list(self._ready.values()):
+            if job.name in room:  # jobs claimed ahead count: they start as slots free, whatever their task's cap
+                room[job.name] -= 1
         return room
 
     def _freed(self, job: Job) -> None:

@@ -1,6 +1,6 @@
 """Jobs claimed ahead of free slots (`Worker(prefetch=)`), on every backend: they start as slots free, run within
-the grace at stop or go back with their attempt given back, honour a cancel and a lost lease, and only while jobs
-are short."""
+the grace at stop or go back with their attempt given back, honour a cancel, a lost lease and their task's cap, and
+are claimed only while jobs are short."""
 
 from __future__ import annotations
 
@@ -35,8 +35,8 @@ async def held(ctx: jobkit.Context, p: dict[str, Any]) -> int:
 
 
 @jobkit.task(name="p.capped", concurrency=1)
-async def capped(ctx: jobkit.Context) -> None:
-    return None
+async def capped(ctx: jobkit.Context, p: dict[str, Any]) -> int:
+    return int(await held.fn(ctx, p))
 
 
 async def until(check: Any, what: str, timeout: float = 10.0) -> None:
@@ -150,22 +150,47 @@ async def test_jobs_claimed_ahead_whose_lease_ran_out_run_once(
     assert sorted(starts[qname]) == [0, 0, 1, 2]
 
 
-@pytest.mark.parametrize("first", ["long", "capped"])
-async def test_no_claim_ahead_after_long_jobs_or_with_capped_tasks(
-    backend: Backend, q: jobkit.Queue, qname: str, first: str,
-) -> None:
-    """After a job of 0.1 s (a longer running mean than PREFETCH_BELOW) or with a capped task, a claim brings
-    free slots' worth only: a job held behind a long one would wait while another worker could run it."""
-    tasks: list[jobkit.Task[Any]] = [quick, held] + ([capped] if first == "capped" else [])
-    w = jobkit.Worker(tasks, backend=backend, queues=[qname], concurrency=1, prefetch=2, handle_signals=False)
-    async with w:
-        await finished(q, quick, 0.1 if first == "long" else 0.0)
+async def test_no_claim_ahead_after_long_jobs(backend: Backend, q: jobkit.Queue, qname: str) -> None:
+    """After a job of 0.1 s (a longer running mean than PREFETCH_BELOW) a claim brings free slots' worth only: a job
+    held behind a long one would wait while another worker could run it."""
+    async with jobkit.Worker([quick, held], backend=backend, queues=[qname], concurrency=1, prefetch=2,
+                             handle_signals=False) as w:
+        await finished(q, quick, 0.1)
         jobs = [await q.add(held, {"q": qname, "i": i}) for i in range(3)]
         await asyncio.wait_for(started[qname].wait(), 10)
+        assert w._room_left() == 0  # with its one slot taken, this worker asks for nothing more
         assert (await q.counts()).active == 1
         for gate in gates[qname]:
             gate.set()
         assert [await jobkit.JobHandle(j, backend, held).result(timeout=10) for j in jobs] == [0, 1, 2]
+
+
+async def test_jobs_claimed_ahead_count_against_their_tasks_cap(
+    backend: Backend, q: jobkit.Queue, qname: str,
+) -> None:
+    """A capped task (concurrency=1) with one job claimed ahead has no room for another: its second job stays
+    waiting while an uncapped job is claimed ahead beside it, and is claimed once the first has ended."""
+    gates[qname] += [asyncio.Event() for _ in range(2)]
+    async with jobkit.Worker([quick, held, capped], backend=backend, queues=[qname], concurrency=1, prefetch=2,
+                             renew_every=0.05, handle_signals=False):
+        await finished(q, quick, 0.0)
+        first = await q.add(held, {"q": qname, "i": 0})
+        await asyncio.wait_for(started[qname].wait(), 10)
+        later = [await q.add(capped, {"q": qname, "i": 3}), await q.add(capped, {"q": qname, "i": 4}),
+                 await q.add(held, {"q": qname, "i": 1})]
+
+        async def three_active() -> bool:
+            return (await q.counts()).active == 3
+
+        await until(three_active, "the first job running, one capped job and one other claimed ahead")
+        assert [(await q.get(j.id)).state for j in later] == [  # type: ignore[union-attr]
+            JobState.ACTIVE, JobState.WAITING, JobState.ACTIVE]
+        for gate in gates[qname]:
+            gate.set()
+        for job in [first, *later]:
+            await jobkit.JobHandle(job, backend).wait(timeout=10)
+    assert starts[qname] == [0, 3, 1, 4] or starts[qname] == [0, 3, 4, 1]
+    assert [(await q.get(j.id)).state for j in [first, *later]] == [JobState.COMPLETED] * 4  # type: ignore[union-attr]
 
 
 async def test_default_prefetch_follows_the_backend(backend: Backend, qname: str) -> None:
