@@ -11,7 +11,16 @@ import time
 import uuid
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from .errors import ConfigError, PayloadError
 
@@ -497,6 +506,13 @@ class Outcome(BaseModel):
     def _not_active(cls, v: JobState) -> JobState:
         if v in (JobState.ACTIVE, JobState.WAITING_CHILDREN):
             raise ValueError(f"an outcome cannot be {v}")
+        return v
+
+    @field_validator("started")
+    @classmethod
+    def _unstarted_goes_back(cls, v: bool, info: ValidationInfo) -> bool:
+        if not v and info.data.get("state") not in (JobState.WAITING, JobState.DELAYED):
+            raise ValueError("an outcome with started=False hands a job back: its state must be waiting or delayed")
         return v
 
 

@@ -699,7 +699,9 @@ class Worker:
             del self._ready[job.id]
             self.processed += 1
             self._record(job, cancelled(job, "cancelled before it started"), 0.0)
-        self._wake()
+        else:
+            return  # still ours, still waiting for a slot
+        self._wake()  # room for a claim
 
     async def _heartbeat_loop(self, backend: Backend) -> None:
         while True:

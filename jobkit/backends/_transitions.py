@@ -130,12 +130,12 @@ def apply_outcome(job: Job, oc: Outcome, now: float, notes: Notes = None) -> Dra
         note(job, notes, JobState.COMPLETED, now)
         return draft(job, "completed", now)
     assign(job, worker=None, lease_until=None, cancel_requested=False, error=oc.error, traceback=oc.traceback)
-    if not oc.started:
-        assign(job, attempts=max(job.attempts - 1, 0))
     if oc.state in TERMINAL_STATES:
         assign(job, state=oc.state, finished_at=now, expires_at=oc.expires_at)
     else:
         assign(job, run_at=oc.run_at, state=JobState.DELAYED if oc.run_at > now else JobState.WAITING)
+        if not oc.started:  # handed back unstarted (Outcome.started): its claim's attempt is given back
+            assign(job, attempts=max(job.attempts - 1, 0))
     note(job, notes, job.state, now, (oc.error or "")[:200])
     return draft(job, _EVENT_OF[oc.state], now, error=job.error)
 

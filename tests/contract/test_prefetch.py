@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 import jobkit
 from jobkit.backends import Backend
@@ -218,3 +219,9 @@ async def test_an_unstarted_job_goes_back_with_its_attempt(backend: Backend, q: 
     assert back is not None and back.state is JobState.WAITING and back.attempts == 0
     [again] = (await backend.claim(qname, "w2", limit=1, lease=30, now=time.time())).jobs
     assert again.id == job.id and again.attempts == 1
+
+
+@pytest.mark.parametrize("state", [JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED])
+def test_only_a_retry_state_can_hand_a_job_back_unstarted(state: JobState) -> None:
+    with pytest.raises(ValidationError, match="started=False hands a job back"):
+        Outcome(job_id="j", state=state, started=False)
